@@ -1,0 +1,506 @@
+"""The primitive op set: the contract between eager mode, the tracer, the passes and the backends.
+
+Every user-level op (softmax, linear, conv with padding modes, losses...) decomposes into these.
+Each primitive is defined here once with
+  - its type rule `infer(*input_types, **attrs) -> TensorType` (shapes and dtypes are static),
+  - its numpy kernel `kernel(*arrays, **attrs) -> ndarray` (eager mode and the interpreter),
+  - its pattern kind, which fusion reads.
+VJP rules live in graphtorch/autograd_rules.py (written with tensor ops); lowerings live with
+each backend. Primitives are strict: elementwise inputs have identical shapes and dtypes, the
+user-level ops insert the `expand` and `cast` nodes that broadcasting and promotion need.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import dtypes as dt
+from .dtypes import DType, TensorType
+
+
+class Kind(enum.Enum):
+    ELEMENTWISE = "elementwise"  # fuses with anything
+    INJECTIVE = "injective"  # layout: fuses into consumers
+    REDUCTION = "reduction"  # takes elementwise producers
+    OUT_FUSABLE = "out-fusable"  # matmul/conv: takes an elementwise epilogue
+    OPAQUE = "opaque"  # stands alone
+
+
+@dataclass(frozen=True)
+class Primitive:
+    name: str
+    kind: Kind
+    infer: Callable[..., TensorType]
+    kernel: Callable[..., np.ndarray]
+    doc: str
+    may_alias: bool = False  # the eager kernel may return a view of input 0
+    data_dependent: bool = False  # the output shape depends on values: cannot be traced
+    attrs: tuple[str, ...] = field(default=())
+
+    def __repr__(self) -> str:
+        return f"<primitive {self.name}>"
+
+
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def _register(name, kind, infer, kernel, doc, *, attrs=(), may_alias=False, data_dependent=False):
+    PRIMITIVES[name] = Primitive(name, kind, infer, kernel, doc, may_alias, data_dependent, attrs)
+
+
+def check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise RuntimeError(msg)
+
+
+def _norm_dim(d: int, ndim: int) -> int:
+    n = max(ndim, 1)
+    check(-n <= d < n, f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})")
+    return d % n
+
+
+# ---------------------------------------------------------------- elementwise
+
+
+def _same(types, what):
+    t0 = types[0]
+    for t in types[1:]:
+        check(t.shape == t0.shape, f"{what}: shapes differ {t0.shape} vs {t.shape} (expand first)")
+        check(t.dtype is t0.dtype, f"{what}: dtypes differ {t0.dtype} vs {t.dtype} (cast first)")
+    return t0
+
+
+def _unary(name, fn, doc, floating_only=True):
+    def infer(x: TensorType) -> TensorType:
+        if floating_only:
+            check(x.dtype.is_floating_point, f'"{name}" not implemented for \'{_pretty(x.dtype)}\'')
+        return x
+
+    _register(name, Kind.ELEMENTWISE, infer, fn, doc)
+
+
+def _binary(name, fn, doc, out_dtype=None, allowed: Callable[[DType], bool] = lambda d: True):
+    def infer(a: TensorType, b: TensorType) -> TensorType:
+        t = _same((a, b), name)
+        check(allowed(t.dtype), f'"{name}" not implemented for \'{_pretty(t.dtype)}\'')
+        return TensorType(t.shape, out_dtype or t.dtype)
+
+    _register(name, Kind.ELEMENTWISE, infer, fn, doc)
+
+
+def _pretty(d: DType) -> str:
+    return {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
+            "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}[d.name]
+
+
+def _sigmoid(x):
+    # exp of a non-positive number only: no overflow for large |x|
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x):
+    return _erf_scalar(x).astype(x.dtype)
+
+
+def _sign(x):
+    return np.sign(x) if x.dtype != np.bool_ else x.copy()
+
+
+_unary("exp", np.exp, "e**x")
+_unary("log", np.log, "natural logarithm")
+_unary("sqrt", np.sqrt, "square root")
+_unary("abs", np.abs, "absolute value", floating_only=False)
+_unary("sign", _sign, "-1, 0 or 1", floating_only=False)
+_unary("sin", np.sin, "sine")
+_unary("cos", np.cos, "cosine")
+_unary("tanh", np.tanh, "hyperbolic tangent")
+_unary("sigmoid", _sigmoid, "1 / (1 + e**-x), computed without overflow")
+_unary("erf", _erf, "the error function (exact GELU)")
+_unary("floor", np.floor, "round down")
+_unary("ceil", np.ceil, "round up")
+_unary("round", np.round, "round half to even")
+_register("neg", Kind.ELEMENTWISE, lambda x: x, np.negative, "-x")
+_register("logical_not", Kind.ELEMENTWISE,
+          lambda x: TensorType(x.shape, dt.bool_), np.logical_not, "not x (x cast to bool)")
+_register("copy", Kind.ELEMENTWISE, lambda x: x, np.array, "a fresh copy (clone, contiguous)")
+
+
+def _is_num(d: DType) -> bool:
+    return d is not dt.bool_
+
+
+_binary("add", np.add, "a + b")
+_binary("sub", np.subtract, "a - b", allowed=_is_num)
+_binary("mul", np.multiply, "a * b")
+_binary("div", np.divide, "a / b (floating point)", allowed=lambda d: d.is_floating_point)
+_binary("pow", np.power, "a ** b", allowed=_is_num)
+_binary("maximum", np.maximum, "max(a, b), NaN propagates")
+_binary("minimum", np.minimum, "min(a, b), NaN propagates")
+_binary("floor_divide", np.floor_divide, "floor(a / b)", allowed=_is_num)
+_binary("remainder", np.remainder, "a - floor(a / b) * b (the sign of b)", allowed=_is_num)
+for _name, _fn in [("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
+                   ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal)]:
+    _binary(_name, _fn, f"a {_name} b, as bool", out_dtype=dt.bool_)
+_binary("logical_and", np.logical_and, "a and b (bool inputs)", out_dtype=dt.bool_,
+        allowed=lambda d: d is dt.bool_)
+_binary("logical_or", np.logical_or, "a or b (bool inputs)", out_dtype=dt.bool_,
+        allowed=lambda d: d is dt.bool_)
+
+
+def _where_infer(c, a, b):
+    check(c.dtype is dt.bool_, f"where expected condition to be a boolean tensor, but got a tensor with dtype {_pretty(c.dtype)}")
+    check(c.shape == a.shape, f"where: condition shape {c.shape} differs from {a.shape}")
+    return _same((a, b), "where")
+
+
+_register("where", Kind.ELEMENTWISE, _where_infer, np.where, "c ? a : b")
+_register("cast", Kind.ELEMENTWISE, lambda x, *, dtype: TensorType(x.shape, dtype),
+          lambda x, *, dtype: x.astype(dtype.np), "convert to dtype (floats truncate toward 0)",
+          attrs=("dtype",))
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _source_infer(*, shape, dtype, **_):
+    return TensorType(tuple(shape), dtype)
+
+
+def _full(*, shape, value, dtype):
+    return np.full(shape, value, dtype.np)
+
+
+def _iota(*, shape, dim, dtype):
+    idx = np.arange(shape[dim], dtype=dtype.np).reshape([-1 if d == dim else 1 for d in range(len(shape))])
+    return np.ascontiguousarray(np.broadcast_to(idx, shape))
+
+
+_register("full", Kind.ELEMENTWISE, _source_infer, _full, "a tensor filled with value",
+          attrs=("shape", "value", "dtype"))
+_register("iota", Kind.ELEMENTWISE, _source_infer, _iota, "the index along dim, broadcast to shape",
+          attrs=("shape", "dim", "dtype"))
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """A counter-based hash: the same bits in numpy, LLVM and CUDA from (key + index)."""
+    z = x + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _rand(key, *, shape, dtype):
+    n = int(np.prod(shape, dtype=np.int64))
+    counters = key.astype(np.uint64) + np.arange(n, dtype=np.uint64)
+    bits = splitmix64(counters)
+    if dtype is dt.float64:
+        out = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    else:
+        out = ((bits >> np.uint64(40)).astype(np.float64) * 2.0**-24).astype(dtype.np)
+    return out.reshape(shape)
+
+
+def _rand_infer(key, *, shape, dtype):
+    check(key.dtype is dt.int64 and key.shape == (), "rand: key must be an int64 scalar")
+    check(dtype.is_floating_point, f'"rand" not implemented for \'{_pretty(dtype)}\'')
+    return TensorType(tuple(shape), dtype)
+
+
+_register("rand", Kind.OPAQUE, _rand_infer, _rand,
+          "uniform [0, 1) from splitmix64(key + i): reproducible across backends",
+          attrs=("shape", "dtype"))
+
+
+# ---------------------------------------------------------------- layout (injective)
+
+
+def _expand_infer(x, *, shape):
+    shape = tuple(shape)
+    check(len(shape) >= x.ndim, f"expand: rank {x.ndim} to {len(shape)}")
+    for s, t in zip(x.shape, shape[len(shape) - x.ndim:]):
+        check(s == t or s == 1, f"The expanded size of the tensor ({t}) must match the existing size ({s}) at non-singleton dimension")
+    return TensorType(shape, x.dtype)
+
+
+def _reshape_infer(x, *, shape):
+    shape = tuple(shape)
+    n = TensorType(shape, x.dtype).numel
+    check(n == x.numel, f"shape '{list(shape)}' is invalid for input of size {x.numel}")
+    return TensorType(shape, x.dtype)
+
+
+def _permute_infer(x, *, dims):
+    check(sorted(dims) == list(range(x.ndim)), f"permute: dims {tuple(dims)} are not a permutation of {x.ndim} dims")
+    return TensorType(tuple(x.shape[d] for d in dims), x.dtype)
+
+
+def _slice_infer(x, *, starts, stops, steps):
+    check(len(starts) == len(stops) == len(steps) == x.ndim, "slice: one start/stop/step per dim")
+    shape = []
+    for n, a, b, s in zip(x.shape, starts, stops, steps):
+        check(s > 0 and 0 <= a <= b <= n, f"slice: [{a}:{b}:{s}] out of range for size {n}")
+        shape.append(max(0, -(-(b - a) // s)))
+    return TensorType(tuple(shape), x.dtype)
+
+
+def _slice(x, *, starts, stops, steps):
+    return x[tuple(slice(a, b, s) for a, b, s in zip(starts, stops, steps))]
+
+
+def _pad_infer(x, *, pads, value):
+    check(len(pads) == x.ndim and all(lo >= 0 and hi >= 0 for lo, hi in pads), "pad: (lo, hi) >= 0 per dim")
+    return TensorType(tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pads)), x.dtype)
+
+
+def _pad(x, *, pads, value):
+    return np.pad(x, pads, constant_values=np.array(value, x.dtype))
+
+
+def _concat_infer(*xs, dim):
+    t0 = xs[0]
+    check(all(t.dtype is t0.dtype for t in xs), "concat: dtypes differ (cast first)")
+    for t in xs:
+        same = t.ndim == t0.ndim and all(a == b for i, (a, b) in enumerate(zip(t.shape, t0.shape)) if i != dim)
+        check(same, f"Sizes of tensors must match except in dimension {dim}. Expected {list(t0.shape)} but got {list(t.shape)}")
+    shape = list(t0.shape)
+    shape[dim] = sum(t.shape[dim] for t in xs)
+    return TensorType(tuple(shape), t0.dtype)
+
+
+def _gather_infer(x, idx, *, dim):
+    check(idx.dtype is dt.int64, f"gather(): Expected dtype int64 for index, got {idx.dtype}")
+    check(idx.ndim == x.ndim, "Index tensor must have the same number of dimensions as input tensor")
+    for d, (a, b) in enumerate(zip(idx.shape, x.shape)):
+        check(d == dim or a <= b, f"Size does not match at dimension {d} expected index {list(idx.shape)} to be smaller than self {list(x.shape)} apart from dimension {dim}")
+    return TensorType(idx.shape, x.dtype)
+
+
+def check_index_bounds(idx: np.ndarray, size: int, dim: int) -> None:
+    if idx.size and (idx.min() < -size or idx.max() >= size):
+        bad = idx[(idx < -size) | (idx >= size)].flat[0]
+        raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
+
+
+def _gather(x, idx, *, dim):
+    check_index_bounds(idx, x.shape[dim], dim)
+    # torch.gather reads only the leading idx.shape[d] entries of the other dims
+    x = x[tuple(slice(0, n) if d != dim else slice(None) for d, n in enumerate(idx.shape))]
+    return np.take_along_axis(x, idx, axis=dim)
+
+
+def _window_out(size, k, s, d):
+    return (size - d * (k - 1) - 1) // s + 1
+
+
+def _unfold_infer(x, *, kernel, stride, dilation):
+    check(x.ndim == 4, f"unfold: expected (N, C, H, W), got {x.shape}")
+    n, c, h, w = x.shape
+    oh, ow = (_window_out(sz, k, s, d) for sz, k, s, d in zip((h, w), kernel, stride, dilation))
+    check(oh > 0 and ow > 0, f"Given input size: ({c}x{h}x{w}). Calculated output size: ({c}x{oh}x{ow}). Output size is too small")
+    return TensorType((n, c, oh, ow, *kernel), x.dtype)
+
+
+def _unfold(x, *, kernel, stride, dilation):
+    out = _unfold_infer(TensorType(x.shape, dt.from_numpy(x.dtype)), kernel=kernel, stride=stride, dilation=dilation)
+    sn, sc, sh, sw = x.strides
+    strides = (sn, sc, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1])
+    return np.lib.stride_tricks.as_strided(x, out.shape, strides, writeable=False)
+
+
+_register("expand", Kind.INJECTIVE, _expand_infer, lambda x, *, shape: np.broadcast_to(x, shape),
+          "broadcast size-1 dims to shape; new dims lead, as in torch.expand", attrs=("shape",), may_alias=True)
+_register("reshape", Kind.INJECTIVE, _reshape_infer, lambda x, *, shape: np.reshape(x, shape),
+          "same elements in row-major order, new shape", attrs=("shape",), may_alias=True)
+_register("permute", Kind.INJECTIVE, _permute_infer, lambda x, *, dims: np.transpose(x, dims),
+          "reorder dims", attrs=("dims",), may_alias=True)
+_register("slice", Kind.INJECTIVE, _slice_infer, _slice, "x[start:stop:step] on every dim (step > 0)",
+          attrs=("starts", "stops", "steps"), may_alias=True)
+_register("pad", Kind.INJECTIVE, _pad_infer, _pad, "constant padding, (lo, hi) per dim",
+          attrs=("pads", "value"))
+_register("concat", Kind.INJECTIVE, _concat_infer, lambda *xs, dim: np.concatenate(xs, axis=dim),
+          "join along dim", attrs=("dim",))
+_register("gather", Kind.INJECTIVE, _gather_infer, _gather, "out[i][j] = x[idx[i][j]][j] along dim (torch.gather)",
+          attrs=("dim",))
+_register("unfold", Kind.INJECTIVE, _unfold_infer, _unfold,
+          "sliding windows: (N,C,H,W) -> (N,C,OH,OW,KH,KW); im2col without the copy",
+          attrs=("kernel", "stride", "dilation"), may_alias=True)
+
+
+# ---------------------------------------------------------------- reductions
+
+
+def _reduce_infer(name):
+    def infer(x, *, dims, keepdim):
+        for d in dims:
+            check(0 <= d < max(x.ndim, 1), f"{name}: dim {d} out of range")
+            check(x.ndim == 0 or x.shape[d] > 0 or name in ("sum", "prod"),
+                  f"{name}(): Expected reduction dim {d} to have non-zero size.")
+        shape = tuple(1 if i in dims else s for i, s in enumerate(x.shape)) if keepdim else \
+            tuple(s for i, s in enumerate(x.shape) if i not in dims)
+        return TensorType(shape, x.dtype)
+    return infer
+
+
+def _reduction(name, fn, doc):
+    def kernel(x, *, dims, keepdim):
+        return np.asarray(fn(x, axis=tuple(dims), keepdims=keepdim), dtype=x.dtype)
+    _register(name, Kind.REDUCTION, _reduce_infer(name), kernel, doc, attrs=("dims", "keepdim"))
+
+
+_reduction("sum", np.sum, "sum over dims")
+_reduction("prod", np.prod, "product over dims")
+_reduction("max", np.max, "maximum over dims, NaN propagates")
+_reduction("min", np.min, "minimum over dims, NaN propagates")
+
+
+def _arg_infer(x, *, dim, keepdim):
+    t = _reduce_infer("argmax")(x, dims=(dim,) if x.ndim else (), keepdim=keepdim)
+    return TensorType(t.shape, dt.int64)
+
+
+def _argreduce(fn):
+    def kernel(x, *, dim, keepdim):
+        if x.ndim == 0:
+            return np.zeros((), np.int64)
+        out = fn(x, axis=dim)
+        return np.expand_dims(out, dim) if keepdim else np.asarray(out)
+    return kernel
+
+
+_register("argmax", Kind.REDUCTION, _arg_infer, _argreduce(np.argmax), "index of the first maximum (NaN wins)",
+          attrs=("dim", "keepdim"))
+_register("argmin", Kind.REDUCTION, _arg_infer, _argreduce(np.argmin), "index of the first minimum (NaN wins)",
+          attrs=("dim", "keepdim"))
+_register("cumsum", Kind.OPAQUE, lambda x, *, dim: x,
+          lambda x, *, dim: np.cumsum(x, axis=dim, dtype=x.dtype), "running sum along dim", attrs=("dim",))
+
+
+# ---------------------------------------------------------------- matmul and convolution
+
+
+def _matmul_infer(a, b):
+    check(a.dtype is b.dtype, f"expected m1 and m2 to have the same dtype, but got: {a.dtype.name} != {b.dtype.name}")
+    check(a.ndim >= 2 and a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2],
+          f"matmul: batch dims must be equal (expand first): {a.shape} @ {b.shape}")
+    check(a.shape[-1] == b.shape[-2],
+          f"mat1 and mat2 shapes cannot be multiplied ({a.shape[-2]}x{a.shape[-1]} and {b.shape[-2]}x{b.shape[-1]})")
+    return TensorType(a.shape[:-1] + b.shape[-1:], a.dtype)
+
+
+def _conv2d_infer(x, w, *, stride, padding, dilation, groups):
+    check(x.ndim == 4 and w.ndim == 4, f"conv2d: expected 4-D input and weight, got {x.shape} and {w.shape}")
+    check(x.dtype is w.dtype, f"Input type ({x.dtype}) and weight type ({w.dtype}) should be the same")
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    check(c == cg * groups,
+          f"Given groups={groups}, weight of size {list(w.shape)}, expected input{list(x.shape)} to have {cg * groups} channels, but got {c} channels instead")
+    check(o % groups == 0, f"out_channels ({o}) must be divisible by groups ({groups})")
+    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    check(hp >= dilation[0] * (kh - 1) + 1 and wp >= dilation[1] * (kw - 1) + 1,
+          f"Calculated padded input size per channel: ({hp} x {wp}). Kernel size: ({kh} x {kw}). Kernel size can't be greater than actual input size")
+    oh = _window_out(hp, kh, stride[0], dilation[0])
+    ow = _window_out(wp, kw, stride[1], dilation[1])
+    return TensorType((n, o, oh, ow), x.dtype)
+
+
+def _conv2d(x, w, *, stride, padding, dilation, groups):
+    x = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
+    cols = _unfold(x, kernel=w.shape[2:], stride=stride, dilation=dilation)  # N,C,OH,OW,KH,KW
+    n, c, oh, ow, kh, kw = cols.shape
+    o = w.shape[0]
+    cols = cols.reshape(n, groups, c // groups, oh, ow, kh, kw)
+    wg = w.reshape(groups, o // groups, c // groups, kh, kw)
+    out = np.einsum("ngchwij,gocij->ngohw", cols, wg, optimize=True)
+    return np.ascontiguousarray(out.reshape(n, o, oh, ow), dtype=x.dtype)
+
+
+_register("matmul", Kind.OUT_FUSABLE, _matmul_infer, np.matmul, "(..., M, K) @ (..., K, N), equal batch dims")
+_register("conv2d", Kind.OUT_FUSABLE, _conv2d_infer, _conv2d,
+          "cross-correlation, zero padding, no bias (bias is an elementwise epilogue)",
+          attrs=("stride", "padding", "dilation", "groups"))
+
+
+# ---------------------------------------------------------------- opaque
+
+
+def _fold_infer(cols, *, size, stride, dilation):
+    check(cols.ndim == 6, "fold: expected (N, C, OH, OW, KH, KW)")
+    n, c, oh, ow, kh, kw = cols.shape
+    want = _unfold_infer(TensorType((n, c, *size), cols.dtype), kernel=(kh, kw), stride=stride, dilation=dilation)
+    check(want.shape == cols.shape, f"fold: windows {cols.shape} do not tile {tuple(size)}")
+    return TensorType((n, c, *size), cols.dtype)
+
+
+def _fold(cols, *, size, stride, dilation):
+    n, c, oh, ow, kh, kw = cols.shape
+    out = np.zeros((n, c, *size), cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            r, s = i * dilation[0], j * dilation[1]
+            out[:, :, r:r + stride[0] * (oh - 1) + 1:stride[0], s:s + stride[1] * (ow - 1) + 1:stride[1]] += cols[..., i, j]
+    return out
+
+
+def _scatter_add_infer(base, idx, src, *, dim):
+    check(idx.dtype is dt.int64, f"scatter_add(): Expected dtype int64 for index, got {idx.dtype}")
+    check(base.dtype is src.dtype, f"scatter_add(): Expected self.dtype to be equal to src.dtype")
+    check(idx.ndim == base.ndim == src.ndim, "Index tensor must have the same number of dimensions as self tensor")
+    return base
+
+
+def _scatter_add(base, idx, src, *, dim):
+    check_index_bounds(idx, base.shape[dim], dim)
+    out = np.array(base)
+    pos = list(np.indices(idx.shape, sparse=True))
+    pos[dim] = idx
+    np.add.at(out, tuple(pos), src[tuple(slice(0, n) for n in idx.shape)])
+    return out
+
+
+def _nonzero_infer(x):
+    raise RuntimeError("nonzero: the output shape depends on the values")
+
+
+def _inverse_infer(x):
+    check(x.ndim >= 2 and x.shape[-1] == x.shape[-2],
+          f"linalg.inv: A must be batches of square matrices, but they are {x.shape[-2]} by {x.shape[-1]} matrices")
+    check(x.dtype.is_floating_point, f"linalg.inv: Expected a floating point tensor, got {x.dtype}")
+    return x
+
+
+def _inverse(x):
+    try:
+        return np.linalg.inv(x).astype(x.dtype)
+    except np.linalg.LinAlgError:
+        raise RuntimeError("linalg.inv: The diagonal element 1 is zero, the inversion could not be completed because the input matrix is singular.") from None
+
+
+_register("fold", Kind.OPAQUE, _fold_infer, _fold, "sum windows back into (N,C,H,W): the adjoint of unfold",
+          attrs=("size", "stride", "dilation"))
+_register("scatter_add", Kind.OPAQUE, _scatter_add_infer, _scatter_add,
+          "base with src added at idx along dim (torch.scatter_add)", attrs=("dim",))
+_register("nonzero", Kind.OPAQUE, _nonzero_infer, lambda x: np.argwhere(x).astype(np.int64),
+          "indices of non-zero elements (eager only)", data_dependent=True)
+_register("inverse", Kind.OPAQUE, _inverse_infer, _inverse, "matrix inverse over the last two dims")
+
+
+def table() -> str:
+    """The primitive set as a Markdown table, grouped by kind (docs/primitives.md is this)."""
+    lines = ["| kind | primitive | attributes | meaning |", "| --- | --- | --- | --- |"]
+    for kind in Kind:
+        for p in PRIMITIVES.values():
+            if p.kind is kind:
+                lines.append(f"| {kind.value} | `{p.name}` | {', '.join(p.attrs)} | {p.doc} |")
+    return "\n".join(lines)
