@@ -26,6 +26,7 @@ class Node:
     attrs: dict[str, Any]
     type: TensorType
     loc: str | None = None  # the user's "file.py:12" that created it
+    origin: str | None = None  # the user-level op it came from: "max_pool2d", "linear"
     value: np.ndarray | None = None  # constants only
     name: str = ""  # "%7", given by the graph
 
@@ -55,10 +56,11 @@ class Graph:
         value = np.ascontiguousarray(value)
         return self._add(Node("constant", "constant", [], {}, TensorType(value.shape, dt.from_numpy(value.dtype)), loc, value))
 
-    def call(self, prim: str, inputs: list[Node], attrs: dict[str, Any] | None = None, loc: str | None = None) -> Node:
+    def call(self, prim: str, inputs: list[Node], attrs: dict[str, Any] | None = None,
+             loc: str | None = None, origin: str | None = None) -> Node:
         attrs = attrs or {}
         type = PRIMITIVES[prim].infer(*(i.type for i in inputs), **attrs)
-        return self._add(Node("call", prim, list(inputs), attrs, type, loc))
+        return self._add(Node("call", prim, list(inputs), attrs, type, loc, origin))
 
     @property
     def inputs(self) -> list[Node]:
