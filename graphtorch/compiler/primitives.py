@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -131,7 +131,7 @@ _unary("round", np.round, "round half to even")
 _register("neg", Kind.ELEMENTWISE, lambda x: x, np.negative, "-x")
 _register("logical_not", Kind.ELEMENTWISE,
           lambda x: TensorType(x.shape, dt.bool_), np.logical_not, "not x (x cast to bool)")
-_register("copy", Kind.ELEMENTWISE, lambda x: x, np.array, "a fresh copy (clone, contiguous)")
+_register("copy", Kind.ELEMENTWISE, lambda x: x, lambda x: np.array(x, order="C"), "a fresh contiguous copy (clone, contiguous)")
 
 
 def _is_num(d: DType) -> bool:
@@ -195,10 +195,11 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
     """A counter-based hash: the same bits in numpy, LLVM and CUDA from (key + index)."""
-    z = x + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    with np.errstate(over="ignore"):  # wrapping uint64 arithmetic is the point
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 def _rand(key, *, shape, dtype):
@@ -234,10 +235,13 @@ def _expand_infer(x, *, shape):
     return TensorType(shape, x.dtype)
 
 
+def numel(shape) -> int:
+    return math.prod(shape)
+
+
 def _reshape_infer(x, *, shape):
     shape = tuple(shape)
-    n = TensorType(shape, x.dtype).numel
-    check(n == x.numel, f"shape '{list(shape)}' is invalid for input of size {x.numel}")
+    check(numel(shape) == numel(x.shape), f"shape '{list(shape)}' is invalid for input of size {numel(x.shape)}")
     return TensorType(shape, x.dtype)
 
 
@@ -455,7 +459,7 @@ def _fold(cols, *, size, stride, dilation):
 
 def _scatter_add_infer(base, idx, src, *, dim):
     check(idx.dtype is dt.int64, f"scatter_add(): Expected dtype int64 for index, got {idx.dtype}")
-    check(base.dtype is src.dtype, f"scatter_add(): Expected self.dtype to be equal to src.dtype")
+    check(base.dtype is src.dtype, "scatter_add(): Expected self.dtype to be equal to src.dtype")
     check(idx.ndim == base.ndim == src.ndim, "Index tensor must have the same number of dimensions as self tensor")
     return base
 

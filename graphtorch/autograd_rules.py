@@ -1,0 +1,410 @@
+"""VJP rules: one per differentiable primitive, written with primitives, in one table.
+
+A rule gets the output gradient `g`, the values it asked to save (`s`: inputs by position,
+then the output if `save_output`), the primitive's attributes and the inputs' (shape, dtype,
+requires_grad); it returns one gradient per input (None where there is none). Because rules
+are ordinary tensor code, running them on tracer tensors records the backward graph: the
+compiler needs no rules of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import dtypes as dt
+from .dispatch import apply
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str  # PyTorch's grad_fn name for the primitive alone
+    fn: Callable
+    save: tuple[int, ...] = ()
+    save_output: bool = False
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(prim: str, name: str, save: tuple[int, ...] = (), save_output: bool = False):
+    def deco(fn):
+        RULES[prim] = Rule(name, fn, save, save_output)
+        return fn
+    return deco
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def full_like(x, value):
+    return apply("expand", apply("full", shape=(), value=float(value), dtype=x.dtype), shape=tuple(x.shape))
+
+
+def zeros(shape, dtype):
+    return apply("expand", apply("full", shape=(), value=0.0, dtype=dtype), shape=tuple(shape))
+
+
+def mul(a, b):
+    return apply("mul", a, b)
+
+
+def to_dtype(x, dtype):
+    return x if x.dtype is dtype else apply("cast", x, dtype=dtype)
+
+
+def mask(cond, dtype):
+    return apply("cast", cond, dtype=dtype)
+
+
+def sum_to(g, shape):
+    """Sum `g` down to `shape` (the adjoint of expand)."""
+    lead = g.ndim - len(shape)
+    dims = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+    if dims:
+        g = apply("sum", g, dims=dims, keepdim=True)
+    return apply("reshape", g, shape=tuple(shape)) if tuple(g.shape) != tuple(shape) else g
+
+
+def transpose_last(x):
+    dims = list(range(x.ndim))
+    dims[-1], dims[-2] = dims[-2], dims[-1]
+    return apply("permute", x, dims=tuple(dims))
+
+
+# ---------------------------------------------------------------- elementwise
+
+
+@rule("add", "AddBackward0")
+def _add(g, s, attrs, t):
+    return g, g
+
+
+@rule("sub", "SubBackward0")
+def _sub(g, s, attrs, t):
+    return g, apply("neg", g)
+
+
+@rule("mul", "MulBackward0", save=(0, 1))
+def _mul(g, s, attrs, t):
+    a, b = s[0], s[1]
+    return (mul(g, b) if t[0][2] else None), (mul(g, a) if t[1][2] else None)
+
+
+@rule("div", "DivBackward0", save=(0, 1))
+def _div(g, s, attrs, t):
+    a, b = s[0], s[1]
+    ga = apply("div", g, b)
+    gb = apply("neg", apply("div", mul(ga, a), b)) if t[1][2] else None
+    return ga, gb
+
+
+@rule("pow", "PowBackward1", save=(0, 1), save_output=True)
+def _pow(g, s, attrs, t):
+    a, b, out = s
+    ga = mul(g, mul(b, apply("pow", a, apply("sub", b, full_like(b, 1)))))
+    gb = None
+    if t[1][2]:
+        # d/db a**b = a**b log a, taken as 0 where a == 0 (torch's convention)
+        log_a = apply("where", apply("eq", a, full_like(a, 0)), full_like(a, 0), apply("log", a))
+        gb = mul(g, mul(out, log_a))
+    return ga, gb
+
+
+def _extreme_vjp(prim):
+    def fn(g, s, attrs, t):
+        a, b = s[0], s[1]
+        # the winner takes the gradient; a tie splits it (torch's maximum/minimum)
+        wins = apply(prim, a, b)
+        wa = apply("add", mask(wins, g.dtype), mul(mask(apply("eq", a, b), g.dtype), full_like(g, 0.5)))
+        wb = apply("sub", full_like(g, 1), wa)
+        return mul(g, wa), mul(g, wb)
+    return fn
+
+
+RULES["maximum"] = Rule("MaximumBackward0", _extreme_vjp("gt"), (0, 1))
+RULES["minimum"] = Rule("MinimumBackward0", _extreme_vjp("lt"), (0, 1))
+
+
+@rule("neg", "NegBackward0")
+def _neg(g, s, attrs, t):
+    return (apply("neg", g),)
+
+
+@rule("exp", "ExpBackward0", save_output=True)
+def _exp(g, s, attrs, t):
+    return (mul(g, s[-1]),)
+
+
+@rule("log", "LogBackward0", save=(0,))
+def _log(g, s, attrs, t):
+    return (apply("div", g, s[0]),)
+
+
+@rule("sqrt", "SqrtBackward0", save_output=True)
+def _sqrt(g, s, attrs, t):
+    return (apply("div", g, mul(s[-1], full_like(g, 2))),)
+
+
+@rule("abs", "AbsBackward0", save=(0,))
+def _abs(g, s, attrs, t):
+    return (mul(g, apply("sign", s[0])),)
+
+
+@rule("sin", "SinBackward0", save=(0,))
+def _sin(g, s, attrs, t):
+    return (mul(g, apply("cos", s[0])),)
+
+
+@rule("cos", "CosBackward0", save=(0,))
+def _cos(g, s, attrs, t):
+    return (apply("neg", mul(g, apply("sin", s[0]))),)
+
+
+@rule("tanh", "TanhBackward0", save_output=True)
+def _tanh(g, s, attrs, t):
+    y = s[-1]
+    return (mul(g, apply("sub", full_like(y, 1), mul(y, y))),)
+
+
+@rule("sigmoid", "SigmoidBackward0", save_output=True)
+def _sigmoid(g, s, attrs, t):
+    y = s[-1]
+    return (mul(g, mul(y, apply("sub", full_like(y, 1), y))),)
+
+
+@rule("erf", "ErfBackward0", save=(0,))
+def _erf(g, s, attrs, t):
+    x = s[0]
+    return (mul(g, mul(full_like(x, 2 / math.sqrt(math.pi)), apply("exp", apply("neg", mul(x, x))))),)
+
+
+def _zero_grad(name):
+    def fn(g, s, attrs, t):
+        return tuple(zeros(shape, dtype) if dtype.is_floating_point else None for shape, dtype, _ in t)
+    return Rule(name, fn)
+
+
+for _p, _n in [("sign", "SignBackward0"), ("floor", "FloorBackward0"), ("ceil", "CeilBackward0"),
+               ("round", "RoundBackward0"), ("floor_divide", "FloorDivideBackward0")]:
+    RULES[_p] = _zero_grad(_n)
+
+
+@rule("remainder", "RemainderBackward0", save=(0, 1))
+def _remainder(g, s, attrs, t):
+    a, b = s[0], s[1]
+    return g, apply("neg", mul(g, apply("floor_divide", a, b)))
+
+
+@rule("copy", "CloneBackward0")
+def _copy(g, s, attrs, t):
+    return (g,)
+
+
+@rule("cast", "ToCopyBackward0")
+def _cast(g, s, attrs, t):
+    return (to_dtype(g, t[0][1]) if t[0][1].is_floating_point else None,)
+
+
+@rule("where", "WhereBackward0", save=(0,))
+def _where(g, s, attrs, t):
+    c = s[0]
+    z = zeros(g.shape, g.dtype)
+    return None, apply("where", c, g, z), apply("where", c, z, g)
+
+
+# ---------------------------------------------------------------- layout
+
+
+@rule("expand", "ExpandBackward0")
+def _expand(g, s, attrs, t):
+    return (sum_to(g, t[0][0]),)
+
+
+@rule("reshape", "ViewBackward0")
+def _reshape(g, s, attrs, t):
+    return (apply("reshape", g, shape=tuple(t[0][0])),)
+
+
+@rule("permute", "PermuteBackward0")
+def _permute(g, s, attrs, t):
+    inverse = [0] * len(attrs["dims"])
+    for i, d in enumerate(attrs["dims"]):
+        inverse[d] = i
+    return (apply("permute", g, dims=tuple(inverse)),)
+
+
+@rule("slice", "SliceBackward0")
+def _slice(g, s, attrs, t):
+    shape = t[0][0]
+    for d, step in enumerate(attrs["steps"]):
+        if step > 1:  # put step-1 zeros after every element along d
+            g = _spread(g, d, step)
+    pads = []
+    for d, (n, start) in enumerate(zip(shape, attrs["starts"])):
+        pads.append((start, n - start - g.shape[d]))
+    return (apply("pad", g, pads=tuple(pads), value=0.0),)
+
+
+def _spread(g, d, step):
+    n = g.shape[d]
+    x = apply("reshape", g, shape=(*g.shape[:d + 1], 1, *g.shape[d + 1:]))
+    pads = [(0, 0)] * x.ndim
+    pads[d + 1] = (0, step - 1)
+    x = apply("pad", x, pads=tuple(pads), value=0.0)
+    x = apply("reshape", x, shape=(*g.shape[:d], n * step, *g.shape[d + 1:]))
+    stops = list(x.shape)
+    stops[d] = (n - 1) * step + 1
+    return apply("slice", x, starts=(0,) * x.ndim, stops=tuple(stops), steps=(1,) * x.ndim)
+
+
+@rule("pad", "ConstantPadNdBackward0")
+def _pad(g, s, attrs, t):
+    pads = attrs["pads"]
+    return (apply("slice", g, starts=tuple(lo for lo, _ in pads),
+                  stops=tuple(lo + n for (lo, _), n in zip(pads, t[0][0])), steps=(1,) * g.ndim),)
+
+
+@rule("concat", "CatBackward0")
+def _concat(g, s, attrs, t):
+    d, start, out = attrs["dim"], 0, []
+    for shape, _, _ in t:
+        starts, stops = [0] * g.ndim, list(g.shape)
+        starts[d], stops[d] = start, start + shape[d]
+        out.append(apply("slice", g, starts=tuple(starts), stops=tuple(stops), steps=(1,) * g.ndim))
+        start += shape[d]
+    return tuple(out)
+
+
+@rule("gather", "GatherBackward0", save=(1,))
+def _gather(g, s, attrs, t):
+    return apply("scatter_add", zeros(t[0][0], g.dtype), s[1], g, dim=attrs["dim"]), None
+
+
+@rule("scatter_add", "ScatterAddBackward0", save=(1,))
+def _scatter_add(g, s, attrs, t):
+    src = apply("gather", g, s[1], dim=attrs["dim"]) if t[2][2] else None
+    return g, None, src
+
+
+@rule("unfold", "Im2ColBackward0")
+def _unfold(g, s, attrs, t):
+    return (apply("fold", g, size=tuple(t[0][0][2:]), stride=attrs["stride"], dilation=attrs["dilation"]),)
+
+
+@rule("fold", "Col2ImBackward0")
+def _fold(g, s, attrs, t):
+    kernel = tuple(t[0][0][4:])
+    return (apply("unfold", g, kernel=kernel, stride=attrs["stride"], dilation=attrs["dilation"]),)
+
+
+# ---------------------------------------------------------------- reductions
+
+
+def _unreduce(g, shape, dims, keepdim):
+    if not keepdim:
+        g = apply("reshape", g, shape=tuple(1 if i in dims else n for i, n in enumerate(shape)))
+    return apply("expand", g, shape=tuple(shape)) if tuple(g.shape) != tuple(shape) else g
+
+
+@rule("sum", "SumBackward1")
+def _sum(g, s, attrs, t):
+    return (_unreduce(g, t[0][0], attrs["dims"], attrs["keepdim"]),)
+
+
+@rule("prod", "ProdBackward1", save=(0,), save_output=True)
+def _prod(g, s, attrs, t):
+    x, out = s
+    shape, dims, keep = t[0][0], attrs["dims"], attrs["keepdim"]
+    return (apply("div", mul(_unreduce(g, shape, dims, keep), _unreduce(out, shape, dims, keep)), x),)
+
+
+def _extreme_reduce_vjp(g, s, attrs, t):
+    # ties share the gradient evenly (torch's amax/amin and full max()/min())
+    x, out = s
+    shape, dims, keep = t[0][0], attrs["dims"], attrs["keepdim"]
+    hit = mask(apply("eq", x, _unreduce(out, shape, dims, keep)), g.dtype)
+    count = apply("sum", hit, dims=dims, keepdim=True)
+    share = apply("div", _unreduce(g, shape, dims, keep), apply("expand", count, shape=tuple(shape)))
+    return (mul(share, hit),)
+
+
+RULES["max"] = Rule("MaxBackward1", _extreme_reduce_vjp, (0,), True)
+RULES["min"] = Rule("MinBackward1", _extreme_reduce_vjp, (0,), True)
+
+
+@rule("cumsum", "CumsumBackward0")
+def _cumsum(g, s, attrs, t):
+    d = attrs["dim"]
+    total = apply("expand", apply("sum", g, dims=(d,), keepdim=True), shape=tuple(g.shape))
+    return (apply("add", apply("sub", total, apply("cumsum", g, dim=d)), g),)
+
+
+# ---------------------------------------------------------------- matmul, convolution, linalg
+
+
+@rule("matmul", "MmBackward0", save=(0, 1))
+def _matmul(g, s, attrs, t):
+    a, b = s[0], s[1]
+    ga = apply("matmul", g, transpose_last(b)) if t[0][2] else None
+    gb = apply("matmul", transpose_last(a), g) if t[1][2] else None
+    return ga, gb
+
+
+@rule("conv2d", "ConvolutionBackward0", save=(0, 1))
+def _conv2d(g, s, attrs, t):
+    x, w = s[0], s[1]
+    return (conv2d_input_grad(g, w, t[0][0], **attrs) if t[0][2] else None,
+            conv2d_weight_grad(g, x, t[1][0], **attrs) if t[1][2] else None)
+
+
+def conv2d_input_grad(g, w, x_shape, stride, padding, dilation, groups):
+    n, c, h, wd = x_shape
+    o, cg, kh, kw = w.shape
+    _, _, oh, ow = g.shape
+    og = o // groups
+    gm = apply("reshape", g, shape=(n, groups, og, oh * ow))
+    gm = apply("permute", gm, dims=(0, 1, 3, 2))  # n, G, OH*OW, O/G
+    wm = apply("expand", apply("reshape", w, shape=(1, groups, og, cg * kh * kw)), shape=(n, groups, og, cg * kh * kw))
+    cols = apply("matmul", gm, wm)  # n, G, OH*OW, C/G*KH*KW
+    cols = apply("reshape", cols, shape=(n, groups, oh, ow, cg, kh, kw))
+    cols = apply("permute", cols, dims=(0, 1, 4, 2, 3, 5, 6))
+    cols = apply("reshape", cols, shape=(n, c, oh, ow, kh, kw))
+    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    gx = apply("fold", cols, size=(hp, wp), stride=stride, dilation=dilation)
+    if padding != (0, 0):
+        gx = apply("slice", gx, starts=(0, 0, padding[0], padding[1]), stops=(n, c, padding[0] + h, padding[1] + wd),
+                   steps=(1, 1, 1, 1))
+    return gx
+
+
+def conv2d_weight_grad(g, x, w_shape, stride, padding, dilation, groups):
+    o, cg, kh, kw = w_shape
+    n, c, _, _ = x.shape
+    _, _, oh, ow = g.shape
+    og = o // groups
+    if padding != (0, 0):
+        x = apply("pad", x, pads=((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2), value=0.0)
+    cols = apply("unfold", x, kernel=(kh, kw), stride=stride, dilation=dilation)  # n, C, OH, OW, KH, KW
+    cols = apply("reshape", cols, shape=(n, groups, cg, oh, ow, kh, kw))
+    cols = apply("permute", cols, dims=(1, 0, 3, 4, 2, 5, 6))
+    cols = apply("reshape", cols, shape=(groups, n * oh * ow, cg * kh * kw))
+    gm = apply("reshape", g, shape=(n, groups, og, oh, ow))
+    gm = apply("permute", gm, dims=(1, 2, 0, 3, 4))
+    gm = apply("reshape", gm, shape=(groups, og, n * oh * ow))
+    gw = apply("matmul", gm, cols)  # G, O/G, C/G*KH*KW
+    return apply("reshape", gw, shape=tuple(w_shape))
+
+
+@rule("inverse", "LinalgInvExBackward0", save_output=True)
+def _inverse(g, s, attrs, t):
+    inv_t = transpose_last(s[-1])
+    return (apply("neg", apply("matmul", apply("matmul", inv_t, g), inv_t)),)
+
+
+def differentiable() -> list[str]:
+    return sorted(RULES)
+
+
+__all__ = ["RULES", "Rule", "differentiable", "dt"]

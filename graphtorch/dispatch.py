@@ -1,0 +1,112 @@
+"""The one place a primitive runs: eagerly on numpy, or recorded into a graph by the tracer.
+
+Every user-level op is Python code over `apply(...)`. That is why the same `nn.Module.forward`
+runs eagerly, traces into the IR, and (through the autograd engine run on tracer tensors)
+produces the backward graph: each of those is just a different `apply`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .autograd.grad_mode import is_grad_enabled
+from .autograd.graph import AccumulateGrad, Node
+from .compiler.primitives import PRIMITIVES
+
+# The active tracer (graphtorch.tracer.Tracer) or None for eager mode.
+_tracer = None
+
+
+def apply(prim: str, *inputs, **attrs):
+    """Run primitive `prim` on tensors `inputs`; record autograd history when needed."""
+    from .autograd_rules import RULES
+    from .tensor import Tensor
+
+    p = PRIMITIVES[prim]
+    if _tracer is not None:
+        out = _tracer.record(p, inputs, attrs)
+    else:
+        out_dtype = None if p.data_dependent else p.infer(*inputs, **attrs).dtype  # validates first
+        with np.errstate(all="ignore"):
+            data = p.kernel(*(t._data for t in inputs), **attrs)
+        if out_dtype is not None and (not isinstance(data, np.ndarray) or data.dtype != out_dtype.np):
+            data = np.asarray(data, dtype=out_dtype.np)
+        out = Tensor._wrap(data)
+        if p.may_alias and inputs and np.may_share_memory(data, inputs[0]._data):
+            src = inputs[0]
+            out._base = src._base if src._base is not None else src
+            out._version = src._version
+
+    if is_grad_enabled() and any(t.requires_grad for t in inputs) and out.dtype.is_floating_point:
+        rule = RULES.get(prim)
+        if rule is None:
+            raise RuntimeError(f"the derivative for '{prim}' is not implemented.")
+        _attach(out, rule, inputs, attrs)
+    return out
+
+
+def _attach(out, rule, inputs, attrs) -> None:
+    saved = [inputs[i] if i in rule.save else None for i in range(len(inputs))]
+    if rule.save_output:
+        saved.append(out.detach())
+    in_types = [(t.shape, t.dtype, t.requires_grad) for t in inputs]
+
+    def vjp(grad, saved_values):
+        grads = rule.fn(grad, saved_values, attrs, in_types)
+        return [g if req else None for g, (_, _, req) in zip(grads, in_types)]
+
+    next_functions = tuple((edge(t), 0) for t in inputs)
+    out.grad_fn = Node(rule.name, vjp, saved, next_functions)
+    out.requires_grad = True
+
+
+def edge(t) -> Node | None:
+    """Where the gradient of `t` goes: its grad_fn, its AccumulateGrad, or nowhere."""
+    if not t.requires_grad:
+        return None
+    return t.grad_fn if t.grad_fn is not None else t._accumulator()
+
+
+def op(grad_name: str | None = None, origin: str | None = None) -> Callable:
+    """Mark a user-level op. Its output's grad_fn is named like PyTorch's (`MeanBackward0`),
+    and the graph nodes it records carry `origin` (`mean`) for the compiler's reports."""
+
+    def deco(fn):
+        label = grad_name or f"{fn.__name__.capitalize()}Backward0"
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            first = Node.created
+            if _tracer is not None:
+                _tracer.origins.append(origin or fn.__name__)
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                if _tracer is not None:
+                    _tracer.origins.pop()
+            head = result[0] if isinstance(result, tuple) and result else result
+            node = getattr(head, "grad_fn", None)
+            if node is not None and node.serial >= first:  # made by this call, not passed through
+                node.rename(label)
+            return result
+
+        return wrapper
+
+    return deco
+
+
+def current_origin() -> str | None:
+    return _tracer.origins[0] if _tracer is not None and _tracer.origins else None
+
+
+def attach_custom(out, name: str, vjp: Callable, saved: list, inputs: list) -> None:
+    """Attach a backward written by hand (autograd.Function) to `out`."""
+    out.grad_fn = Node(name, vjp, saved, tuple((edge(t), 0) for t in inputs))
+    out.requires_grad = True
+
+
+__all__ = ["apply", "op", "edge", "attach_custom", "AccumulateGrad", "Any"]

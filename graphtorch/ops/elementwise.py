@@ -1,0 +1,389 @@
+"""Elementwise ops: broadcasting and type promotion in front of the strict primitives."""
+
+from __future__ import annotations
+
+import numbers
+
+from .. import dtypes as dt
+from ..dispatch import apply, op
+from ..tensor import Tensor
+
+
+def broadcast_shapes(*shapes) -> tuple[int, ...]:
+    ndim = max((len(s) for s in shapes), default=0)
+    out = [1] * ndim
+    for s in shapes:
+        for i, n in enumerate(s, ndim - len(s)):
+            if out[i] == 1:
+                out[i] = n
+            elif n != 1 and n != out[i]:
+                a, b = out[i], n
+                raise RuntimeError(f"The size of tensor a ({a}) must match the size of tensor b ({b}) at "
+                                   f"non-singleton dimension {i - ndim + len(s) if len(s) < ndim else i}")
+    return tuple(out)
+
+
+def scalar(value, dtype: dt.DType) -> Tensor:
+    """A Python number as a 0-d tensor of `dtype` (a `full` node when tracing)."""
+    return apply("full", shape=(), value=_coerce(value, dtype), dtype=dtype)
+
+
+def _coerce(value, dtype):
+    if dtype is dt.bool_:
+        return bool(value)
+    if dtype.is_floating_point:
+        return float(value)
+    return int(value)
+
+
+def as_operand(x, dtype: dt.DType) -> Tensor:
+    if isinstance(x, Tensor):
+        return cast(x, dtype)
+    if isinstance(x, (numbers.Number,)) or hasattr(x, "dtype"):
+        return scalar(x, dtype)
+    raise TypeError(f"unsupported operand type: {type(x).__name__}")
+
+
+def cast(x: Tensor, dtype: dt.DType) -> Tensor:
+    return x if x.dtype is dtype else apply("cast", x, dtype=dtype)
+
+
+def expand_to(x: Tensor, shape) -> Tensor:
+    return x if tuple(x.shape) == tuple(shape) else apply("expand", x, shape=tuple(shape))
+
+
+def _shape(x) -> tuple:
+    return tuple(x.shape) if isinstance(x, Tensor) else ()
+
+
+def _check_tensors(prim, args) -> None:
+    if not any(isinstance(a, Tensor) for a in args):
+        raise TypeError(f"{prim}(): argument 'input' must be Tensor, not {type(args[0]).__name__}")
+
+
+def elementwise(prim: str, *args, dtype: dt.DType | None = None) -> Tensor:
+    """Promote `args` to a common dtype (or `dtype`), broadcast them, and apply `prim`."""
+    _check_tensors(prim, args)
+    dtype = dtype or dt.result_type(*args)
+    shape = broadcast_shapes(*(_shape(a) for a in args))
+    return apply(prim, *(expand_to(as_operand(a, dtype), shape) for a in args))
+
+
+def _float_dtype(*args) -> dt.DType:
+    d = dt.result_type(*args)
+    return d if d.is_floating_point else dt.get_default_dtype()
+
+
+# ---------------------------------------------------------------- arithmetic
+
+
+@op("AddBackward0")
+def add(input, other, *, alpha=1):
+    if alpha != 1:
+        other = mul(other, alpha)
+    return elementwise("add", input, other) if _result_is_not_bool(input, other) else logical_or(input, other)
+
+
+def _result_is_not_bool(*args) -> bool:
+    return dt.result_type(*args) is not dt.bool_
+
+
+@op("SubBackward0")
+def sub(input, other, *, alpha=1):
+    if dt.result_type(input, other) is dt.bool_:
+        raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported. "
+                           "Use the `^` or `logical_xor()` operator instead.")
+    if alpha != 1:
+        other = mul(other, alpha)
+    return elementwise("sub", input, other)
+
+
+@op("RsubBackward1")
+def rsub(input, other):
+    return sub(other, input)
+
+
+@op("MulBackward0")
+def mul(input, other):
+    if dt.result_type(input, other) is dt.bool_:
+        return logical_and(input, other)
+    return elementwise("mul", input, other)
+
+
+@op("DivBackward0")
+def div(input, other, *, rounding_mode=None):
+    if rounding_mode == "floor":
+        return floor_divide(input, other)
+    if rounding_mode == "trunc":
+        return trunc(elementwise("div", input, other, dtype=_float_dtype(input, other))).to(dt.result_type(input, other))
+    return elementwise("div", input, other, dtype=_float_dtype(input, other))
+
+
+true_divide = divide = div
+multiply = mul
+subtract = sub
+
+
+@op("FloorDivideBackward0")
+def floor_divide(input, other):
+    return elementwise("floor_divide", input, other)
+
+
+@op("RemainderBackward0")
+def remainder(input, other):
+    return elementwise("remainder", input, other)
+
+
+fmod = remainder
+
+
+@op("PowBackward0")
+def pow(input, exponent):
+    if isinstance(exponent, numbers.Number) and isinstance(input, Tensor):
+        if exponent == 2 and input.dtype.is_floating_point:
+            return mul(input, input)
+        if exponent == 1:
+            return input.clone()
+        if exponent == 0.5 and input.dtype.is_floating_point:
+            return sqrt(input)
+    return elementwise("pow", input, exponent)
+
+
+@op("MaximumBackward0")
+def maximum(input, other):
+    return elementwise("maximum", input, other)
+
+
+@op("MinimumBackward0")
+def minimum(input, other):
+    return elementwise("minimum", input, other)
+
+
+def neg(input):
+    if input.dtype is dt.bool_:
+        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. If you are trying to "
+                           "invert a mask, use the `~` or `logical_not()` operator instead.")
+    return apply("neg", input)
+
+
+negative = neg
+
+
+def _float_unary(prim):
+    def fn(input):
+        return apply(prim, cast(input, _float_dtype(input)))
+    fn.__name__ = prim
+    return fn
+
+
+exp = _float_unary("exp")
+log = _float_unary("log")
+sqrt = _float_unary("sqrt")
+sin = _float_unary("sin")
+cos = _float_unary("cos")
+tanh = _float_unary("tanh")
+sigmoid = _float_unary("sigmoid")
+erf = _float_unary("erf")
+
+
+def abs(input):
+    return apply("abs", input)
+
+
+absolute = abs
+
+
+def sign(input):
+    return apply("sign", input)
+
+
+def _keep_int(prim):
+    def fn(input):
+        return input.clone() if not input.dtype.is_floating_point else apply(prim, input)
+    fn.__name__ = prim
+    return fn
+
+
+floor = _keep_int("floor")
+ceil = _keep_int("ceil")
+
+
+def round(input, decimals: int = 0):
+    if not input.dtype.is_floating_point:
+        return input.clone()
+    if decimals:
+        scale = 10.0 ** decimals
+        return div(apply("round", mul(input, scale)), scale)
+    return apply("round", input)
+
+
+def trunc(input):
+    if not input.dtype.is_floating_point:
+        return input.clone()
+    return where(lt(input, 0), ceil(input), floor(input))
+
+
+@op("RsqrtBackward0")
+def rsqrt(input):
+    return reciprocal(sqrt(input))
+
+
+@op("ReciprocalBackward0")
+def reciprocal(input):
+    return div(1.0, input) if input.dtype.is_floating_point else div(1.0, input.to(dt.get_default_dtype()))
+
+
+@op("Log1PBackward0")
+def log1p(input):
+    return log(add(input, 1))
+
+
+@op("Expm1Backward0")
+def expm1(input):
+    return sub(exp(input), 1)
+
+
+@op("Log2Backward0")
+def log2(input):
+    return div(log(input), 0.6931471805599453)
+
+
+@op("Log10Backward0")
+def log10(input):
+    return div(log(input), 2.302585092994046)
+
+
+@op("SquareBackward0")
+def square(input):
+    return mul(input, input)
+
+
+@op("ReluBackward0")
+def relu(input):
+    return maximum(input, scalar(0, input.dtype))
+
+
+@op("ClampBackward1")
+def clamp(input, min=None, max=None):
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    out = input
+    if min is not None:
+        out = maximum(out, min)
+    if max is not None:
+        out = minimum(out, max)
+    return out
+
+
+clip = clamp
+
+
+def clamp_min(input, min):
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max):
+    return clamp(input, max=max)
+
+
+@op("WhereBackward0")
+def where(condition, input=None, other=None):
+    if input is None and other is None:
+        from .indexing import nonzero
+
+        return nonzero(condition, as_tuple=True)
+    dtype = dt.result_type(input, other)
+    shape = broadcast_shapes(_shape(condition), _shape(input), _shape(other))
+    cond = expand_to(cast(condition, dt.bool_) if isinstance(condition, Tensor) else scalar(condition, dt.bool_), shape)
+    return apply("where", cond, expand_to(as_operand(input, dtype), shape), expand_to(as_operand(other, dtype), shape))
+
+
+@op("MaskedFillBackward0")
+def masked_fill(input, mask, value):
+    if mask.dtype is not dt.bool_:
+        raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype {mask.dtype.name}")
+    value = value.to(input.dtype) if isinstance(value, Tensor) else scalar(value, input.dtype)
+    return where(mask, value, input)
+
+
+# ---------------------------------------------------------------- comparison and logic
+
+
+def _compare_op(prim):
+    def fn(input, other):
+        _check_tensors(prim, (input, other))
+        dtype = dt.result_type(input, other)
+        shape = broadcast_shapes(_shape(input), _shape(other))
+        return apply(prim, expand_to(as_operand(input, dtype), shape), expand_to(as_operand(other, dtype), shape))
+    fn.__name__ = prim
+    return fn
+
+
+eq = _compare_op("eq")
+ne = _compare_op("ne")
+lt = _compare_op("lt")
+le = _compare_op("le")
+gt = _compare_op("gt")
+ge = _compare_op("ge")
+less, less_equal, greater, greater_equal, not_equal = lt, le, gt, ge, ne
+
+
+def _logical(prim):
+    def fn(input, other):
+        return elementwise(prim, input, other, dtype=dt.bool_)
+    fn.__name__ = prim
+    return fn
+
+
+logical_and = _logical("logical_and")
+logical_or = _logical("logical_or")
+
+
+def logical_xor(input, other):
+    return elementwise("ne", input, other, dtype=dt.bool_)
+
+
+def logical_not(input):
+    return apply("logical_not", cast(input, dt.bool_))
+
+
+def isnan(input):
+    return ne(input, input)
+
+
+def isinf(input):
+    return eq(abs(input), float("inf")) if input.dtype.is_floating_point else zeros_bool(input)
+
+
+def isfinite(input):
+    return logical_not(logical_or(isnan(input), isinf(input))) if input.dtype.is_floating_point else \
+        logical_not(zeros_bool(input))
+
+
+def zeros_bool(input):
+    return expand_to(scalar(False, dt.bool_), input.shape)
+
+
+def equal(input, other) -> bool:
+    return tuple(input.shape) == tuple(other.shape) and bool(eq(input, other).all())
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+    return bool(isclose(input, other, rtol, atol, equal_nan).all())
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    close = le(abs(sub(input, other)), add(mul(abs(other), rtol), atol))
+    close = logical_or(close, eq(input, other))
+    if equal_nan:
+        close = logical_or(close, logical_and(isnan(input), isnan(other)))
+    return close
+
+
+def check_inplace_cast(result: dt.DType, target: dt.DType) -> None:
+    if result.category > target.category:
+        names = {0: "Bool", 1: "Long", 2: "Float"}
+        from ..compiler.primitives import _pretty
+
+        raise RuntimeError(f"result type {names[result.category] if result.category == 2 else _pretty(result)} "
+                           f"can't be cast to the desired output type {_pretty(target)}")

@@ -1,0 +1,284 @@
+"""Indexing: basic slicing (views), advanced and boolean-mask indexing, index assignment.
+
+Basic indices become one `slice` and one `reshape`. Integer index tensors become a `gather`
+on a flattened dim; boolean masks become integer indices through `nonzero` (eager only: the
+result's shape depends on the values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..autograd.grad_mode import is_grad_enabled, no_grad
+from ..compiler.primitives import _norm_dim
+from ..dispatch import apply, op
+from ..tensor import Tensor
+from .elementwise import add, broadcast_shapes, expand_to, lt, mul, where
+
+
+def _as_index_tensor(i) -> Tensor | None:
+    if isinstance(i, Tensor):
+        return i
+    if isinstance(i, (list, np.ndarray)):
+        from .creation import tensor
+
+        return tensor(i)
+    return None
+
+
+def _expand_ellipsis(index: tuple, ndim: int) -> tuple:
+    used = sum(1 for i in index if i is not None and i is not Ellipsis and not (isinstance(i, Tensor) and i.dtype is dt.bool_))
+    used += sum(i.ndim for i in index if isinstance(i, Tensor) and i.dtype is dt.bool_)
+    if sum(1 for i in index if i is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if Ellipsis in [i for i in index if not isinstance(i, Tensor)]:
+        k = next(n for n, i in enumerate(index) if i is Ellipsis and not isinstance(i, Tensor))
+        index = index[:k] + (slice(None),) * (ndim - used) + index[k + 1:]
+    if used > ndim:
+        raise IndexError(f"too many indices for tensor of dimension {ndim}")
+    return index + (slice(None),) * (ndim - used)
+
+
+def _normalize(index) -> tuple:
+    if not isinstance(index, tuple):
+        index = (index,)
+    out = []
+    for i in index:
+        t = _as_index_tensor(i) if not isinstance(i, (int, np.integer, slice, type(None))) and i is not Ellipsis else None
+        if isinstance(i, bool):
+            t = None
+            out.append(i)
+            continue
+        out.append(t if t is not None else i)
+    return tuple(out)
+
+
+@op("SelectBackward0")
+def getitem(x: Tensor, index) -> Tensor:
+    index = _normalize(index)
+    if any(isinstance(i, bool) for i in index):
+        from .creation import tensor
+
+        index = tuple(tensor(i) if isinstance(i, bool) else i for i in index)
+        x = x.unsqueeze(0) if x.ndim == 0 else x
+    index = _expand_ellipsis(index, x.ndim)
+    x, rest = _basic(x, index)
+    if not any(isinstance(i, Tensor) for i in rest):
+        return x
+    return _advanced(x, rest)
+
+
+def _basic(x: Tensor, index: tuple):
+    """Apply ints, slices and None; leave tensors for the advanced step (as full slices)."""
+    starts, stops, steps, shape, rest = [], [], [], [], []
+    dim = 0
+    for i in index:
+        if i is None:
+            shape.append(1)
+            rest.append(slice(None))
+            continue
+        n = x.shape[dim]
+        if isinstance(i, (int, np.integer)):
+            i = int(i)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for dimension {dim} with size {n}")
+            i %= n
+            starts.append(i), stops.append(i + 1), steps.append(1)
+        elif isinstance(i, slice):
+            if i.step is not None and i.step <= 0:
+                raise ValueError("step must be greater than zero")
+            a, b, s = i.indices(n)
+            b = max(a, b)
+            starts.append(a), stops.append(b), steps.append(s)
+            shape.append(max(0, -(-(b - a) // s)))
+            rest.append(slice(None))
+        elif isinstance(i, Tensor):
+            starts.append(0), stops.append(n), steps.append(1)
+            if i.dtype is dt.bool_:
+                for k in range(i.ndim):
+                    shape.append(x.shape[dim + k])
+                    if k:
+                        starts.append(0), stops.append(x.shape[dim + k]), steps.append(1)
+                dim += i.ndim - 1
+            else:
+                shape.append(n)
+            rest.append(i)
+        else:
+            raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are "
+                             "valid indices (got " + type(i).__name__ + ")")
+        dim += 1
+    if (starts, stops, steps) != ([0] * x.ndim, list(x.shape), [1] * x.ndim):
+        x = apply("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+    if tuple(shape) != tuple(x.shape):
+        x = apply("reshape", x, shape=tuple(shape))
+    return x, rest
+
+
+def _advanced(x: Tensor, index: list) -> Tensor:
+    """numpy/PyTorch advanced indexing over the dims that hold index tensors."""
+    index = _masks_to_indices(x, index)
+    dims = [d for d, i in enumerate(index) if isinstance(i, Tensor)]
+    for d in dims:
+        if index[d].dtype.is_floating_point:
+            raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
+    idx_shape = broadcast_shapes(*(index[d].shape for d in dims))
+    # move indexed dims to the front, flatten them to one, and gather along it
+    rest = [d for d in range(x.ndim) if d not in dims]
+    moved = x.permute(*dims, *rest) if dims != list(range(len(dims))) else x
+    sizes = [x.shape[d] for d in dims]
+    flat = moved.reshape(math.prod(sizes), *[x.shape[d] for d in rest])
+    linear = None
+    for d, size in zip(dims, sizes):
+        i = index[d].to(dt.int64)
+        _check_bounds(i, size, d)
+        i = where(lt(i, 0), add(i, size), i)
+        stride = math.prod(sizes[dims.index(d) + 1:])
+        term = expand_to(mul(i, stride) if stride != 1 else i, idx_shape)
+        linear = term if linear is None else add(linear, term)
+    out = take_dim0(flat, linear.reshape(-1)).reshape(*idx_shape, *[x.shape[d] for d in rest])
+    contiguous = dims == list(range(dims[0], dims[0] + len(dims)))
+    if contiguous and dims[0] > 0:  # numpy keeps adjacent index dims in place
+        k = len(idx_shape)
+        order = list(range(k, k + dims[0])) + list(range(k)) + list(range(k + dims[0], out.ndim))
+        out = out.permute(*order)
+    return out
+
+
+def _check_bounds(i: Tensor, size: int, dim: int) -> None:
+    if i._data is not None and i.numel():
+        bad = i._data[(i._data < -size) | (i._data >= size)]
+        if bad.size:
+            raise IndexError(f"index {bad.flat[0]} is out of bounds for dimension {dim} with size {size}")
+
+
+def _masks_to_indices(x: Tensor, index: list) -> list:
+    out = []
+    for i in index:
+        if isinstance(i, Tensor) and i.dtype in (dt.bool_, dt.uint8):
+            d = len(out)
+            if tuple(i.shape) != tuple(x.shape[d:d + i.ndim]):
+                raise IndexError(f"The shape of the mask {list(i.shape)} at index {d} does not match the shape of "
+                                 f"the indexed tensor {list(x.shape)} at index {d}")
+            coords = nonzero(i)
+            out.extend(coords[:, k] for k in range(i.ndim))
+        else:
+            out.append(i)
+    return out
+
+
+def take_dim0(x: Tensor, idx: Tensor) -> Tensor:
+    """x[idx] for a 1-D int64 idx: a gather with the index broadcast over the other dims."""
+    shape = (idx.shape[0], *x.shape[1:])
+    return apply("gather", x, expand_to(idx.reshape(-1, *([1] * (x.ndim - 1))), shape), dim=0)
+
+
+def nonzero(input, *, as_tuple: bool = False):
+    out = apply("nonzero", input)
+    if as_tuple:
+        return tuple(out[:, k] for k in range(input.ndim)) if input.ndim else (out.reshape(-1),)
+    return out
+
+
+def argwhere(input) -> Tensor:
+    return nonzero(input)
+
+
+def masked_select(input, mask) -> Tensor:
+    shape = broadcast_shapes(input.shape, mask.shape)
+    return getitem(expand_to(input, shape), expand_to(mask, shape))
+
+
+@op("IndexSelectBackward0")
+def index_select(input, dim: int, index) -> Tensor:
+    d = _norm_dim(dim, input.ndim)
+    if index.ndim > 1:
+        raise IndexError("index_select(): Index is supposed to be a vector")
+    _check_bounds(index, input.shape[d], d)
+    moved = input.movedim(d, 0)
+    return take_dim0(moved, index.reshape(-1).to(dt.int64)).movedim(0, d)
+
+
+@op("GatherBackward0")
+def gather(input, dim: int, index, *, sparse_grad: bool = False) -> Tensor:
+    return apply("gather", input, index, dim=_norm_dim(dim, input.ndim))
+
+
+def take_along_dim(input, indices, dim: int) -> Tensor:
+    return gather(input, dim, indices)
+
+
+@op("ScatterAddBackward0")
+def scatter_add(input, dim: int, index, src) -> Tensor:
+    return apply("scatter_add", input, index, src, dim=_norm_dim(dim, input.ndim))
+
+
+def index_add(input, dim: int, index, source, *, alpha=1) -> Tensor:
+    d = _norm_dim(dim, input.ndim)
+    shape = list(source.shape)
+    idx = expand_to(index.reshape(*[-1 if k == d else 1 for k in range(input.ndim)]), tuple(shape))
+    return scatter_add(input, d, idx, source if alpha == 1 else mul(source, alpha))
+
+
+def one_hot(tensor, num_classes: int = -1) -> Tensor:
+    from .elementwise import eq
+
+    if tensor.dtype is not dt.int64:
+        raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
+    if num_classes == -1:
+        num_classes = int(tensor.max().item()) + 1
+    classes = apply("iota", shape=(*tensor.shape, num_classes), dim=tensor.ndim, dtype=dt.int64)
+    return eq(expand_to(tensor.unsqueeze(-1), classes.shape), classes).to(dt.int64)
+
+
+# ---------------------------------------------------------------- assignment
+
+
+def setitem(x: Tensor, index, value) -> None:
+    """x[index] = value, in place."""
+    value_t = value if isinstance(value, Tensor) else None
+    needs_grad = is_grad_enabled() and (x.requires_grad or (value_t is not None and value_t.requires_grad))
+    if x._node is None and not needs_grad:
+        _setitem_numpy(x, index, value)
+        return
+    # with autograd (or tracing): rebuild the whole tensor from flat positions, then assign
+    with no_grad():
+        positions = getitem(Tensor._wrap(np.arange(x.numel(), dtype=np.int64).reshape(x.shape)), index)
+    flat_pos = positions.reshape(-1)
+    keep = np.ones(x.numel(), dtype=x.dtype.np)
+    keep[flat_pos._data] = 0
+    from .creation import zeros
+
+    v = value_t.to(x.dtype) if value_t is not None else expand_to(_scalar_tensor(value, x.dtype), ())
+    v = expand_to(v, tuple(positions.shape)).reshape(-1)
+    placed = scatter_add(zeros(x.numel(), dtype=x.dtype), 0, flat_pos, v)
+    result = add(mul(x.reshape(-1), Tensor._wrap(keep)), placed).reshape(*x.shape)
+    x._assign(result)
+
+
+def _scalar_tensor(value, dtype):
+    from .elementwise import scalar
+
+    return scalar(value, dtype)
+
+
+def _setitem_numpy(x: Tensor, index, value) -> None:
+    npindex = _numpy_index(_normalize(index))
+    data = value._data if isinstance(value, Tensor) else value
+    try:
+        x._data[npindex] = data
+    except IndexError as e:
+        raise IndexError(str(e).replace("axis", "dimension")) from None
+    except ValueError as e:
+        if "read-only" in str(e):
+            raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a "
+                               "single memory location. Please clone() the tensor before performing the operation.") from None
+        raise RuntimeError(f"shape mismatch: value tensor of shape {list(np.shape(data))} cannot be broadcast to "
+                           f"indexing result of shape {list(x._data[npindex].shape)}") from None
+    x._version[0] += 1
+
+
+def _numpy_index(index: tuple):
+    return tuple(i._data if isinstance(i, Tensor) else i for i in index)

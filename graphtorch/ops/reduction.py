@@ -1,0 +1,224 @@
+"""Reductions and the ops built from them: sum/mean/max/..., std/var/norm, softmax."""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+from .. import dtypes as dt
+from ..compiler.primitives import _norm_dim, _pretty
+from ..dispatch import apply, op
+from ..tensor import Tensor
+from .elementwise import cast, div, exp, expand_to, log, mul, scalar, sqrt, sub
+
+
+def _return_type(name: str) -> type:
+    base = namedtuple(name, ["values", "indices"])
+
+    def __repr__(self):
+        return f"torch.return_types.{name}(\nvalues={self.values!r},\nindices={self.indices!r})"
+
+    return type(name, (base,), {"__repr__": __repr__, "__str__": __repr__, "__slots__": ()})
+
+
+_RETURN_TYPES = {name: _return_type(name) for name in ("max", "min", "sort", "topk", "mode")}
+
+
+def return_types(name: str, values, indices):
+    return _RETURN_TYPES[name](values, indices)
+
+
+def _dims(input, dim) -> tuple:
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        return tuple(range(input.ndim))
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    out = tuple(sorted({_norm_dim(d, input.ndim) for d in dims}))
+    return out if input.ndim else ()
+
+
+@op("SumBackward0")
+def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
+    if dtype is None and not input.dtype.is_floating_point:
+        dtype = dt.int64  # sums of bool and integers are int64, as in torch
+    x = cast(input, dtype) if dtype is not None else input
+    return apply("sum", x, dims=_dims(input, dim), keepdim=keepdim)
+
+
+@op("MeanBackward0")
+def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
+    if dtype is not None:
+        input = cast(input, dtype)
+    if not input.dtype.is_floating_point:
+        raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a floating point or "
+                           f"complex dtype. Got: {_pretty(input.dtype)}")
+    dims = _dims(input, dim)
+    n = math.prod(input.shape[d] for d in dims)
+    total = apply("sum", input, dims=dims, keepdim=keepdim)
+    return mul(total, 1.0 / n if n else float("nan"))
+
+
+@op("ProdBackward0")
+def prod(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
+    if dtype is None and not input.dtype.is_floating_point:
+        dtype = dt.int64
+    x = cast(input, dtype) if dtype is not None else input
+    return apply("prod", x, dims=_dims(input, dim) if dim is not None else tuple(range(input.ndim)), keepdim=keepdim)
+
+
+def _extreme(name, prim, argprim):
+    def fn(input, dim=None, keepdim: bool = False):
+        if isinstance(dim, Tensor):  # torch.max(a, b) is maximum
+            from .elementwise import maximum, minimum
+
+            return (maximum if name == "max" else minimum)(input, dim)
+        if dim is None:
+            if input.numel() == 0:
+                raise RuntimeError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0. "
+                                   "Specify the reduction dim with the 'dim' argument.")
+            return apply(prim, input, dims=tuple(range(input.ndim)), keepdim=False)
+        d = _norm_dim(dim, input.ndim)
+        if input.ndim == 0:
+            return return_types(name, input.clone(), apply(argprim, input, dim=d, keepdim=keepdim))
+        # values gathered at the indices: the gradient goes to that one element, as in torch
+        indices = apply(argprim, input, dim=d, keepdim=True)
+        values = apply("gather", input, indices, dim=d)
+        if not keepdim:
+            values, indices = values.squeeze(d), indices.squeeze(d)
+        return return_types(name, values, indices)
+    fn.__name__ = name
+    return fn
+
+
+max = op("MaxBackward1")(_extreme("max", "max", "argmax"))
+min = op("MinBackward1")(_extreme("min", "min", "argmin"))
+
+
+def amax(input, dim=(), keepdim: bool = False) -> Tensor:
+    return apply("max", input, dims=_dims(input, dim), keepdim=keepdim)
+
+
+def amin(input, dim=(), keepdim: bool = False) -> Tensor:
+    return apply("min", input, dims=_dims(input, dim), keepdim=keepdim)
+
+
+def _arg(prim):
+    def fn(input, dim=None, keepdim: bool = False) -> Tensor:
+        if dim is None:
+            flat = input.reshape(-1)
+            out = apply(prim, flat, dim=0, keepdim=False)
+            return out.reshape([1] * input.ndim) if keepdim else out
+        return apply(prim, input, dim=_norm_dim(dim, input.ndim), keepdim=keepdim)
+    fn.__name__ = prim
+    return fn
+
+
+argmax = _arg("argmax")
+argmin = _arg("argmin")
+
+
+def any(input, dim=None, keepdim: bool = False) -> Tensor:
+    return apply("max", cast(input, dt.bool_), dims=_dims(input, dim), keepdim=keepdim)
+
+
+def all(input, dim=None, keepdim: bool = False) -> Tensor:
+    return apply("min", cast(input, dt.bool_), dims=_dims(input, dim), keepdim=keepdim)
+
+
+def count_nonzero(input, dim=None) -> Tensor:
+    from .elementwise import ne
+
+    return sum(ne(input, 0), dim)
+
+
+@op("VarBackward0")
+def var(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+    if isinstance(dim, bool):  # var(x, False): the old positional `unbiased`
+        unbiased, dim = dim, None
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    dims = _dims(input, dim)
+    n = math.prod(input.shape[d] for d in dims)
+    centered = sub(input, mean(input, dims, keepdim=True))
+    total = apply("sum", mul(centered, centered), dims=dims, keepdim=keepdim)
+    return div(total, builtin_max(n - correction, 0))
+
+
+def builtin_max(a, b):
+    return a if a > b else b
+
+
+@op("StdBackward0")
+def std(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+    return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return var(input, dim, unbiased, keepdim, correction=correction), mean(input, dim, keepdim)
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return std(input, dim, unbiased, keepdim, correction=correction), mean(input, dim, keepdim)
+
+
+@op("NormBackward1")
+def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+    from .elementwise import abs, pow
+
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(f"linalg.vector_norm: Expected a floating point or complex tensor as input. Got {_pretty(input.dtype)}")
+    if p == "fro" or p == 2:
+        return sqrt(sum(mul(input, input), dim, keepdim))
+    if p == float("inf"):
+        return amax(abs(input), dim if dim is not None else (), keepdim)
+    if p == 1:
+        return sum(abs(input), dim, keepdim)
+    return pow(sum(pow(abs(input), p), dim, keepdim), 1.0 / p)
+
+
+@op("CumsumBackward0")
+def cumsum(input, dim: int, *, dtype=None) -> Tensor:
+    if dtype is None and not input.dtype.is_floating_point:
+        dtype = dt.int64
+    x = cast(input, dtype) if dtype is not None else input
+    return apply("cumsum", x, dim=_norm_dim(dim, input.ndim))
+
+
+@op("LogsumexpBackward0")
+def logsumexp(input, dim, keepdim: bool = False) -> Tensor:
+    dims = _dims(input, dim)
+    m = apply("max", input, dims=dims, keepdim=True)
+    from .elementwise import isinf, where
+
+    m = where(isinf(m), scalar(0.0, m.dtype), m).detach()
+    out = log(apply("sum", exp(sub(input, m)), dims=dims, keepdim=True))
+    out = out + m
+    return out if keepdim else out.squeeze(dims) if dims else out
+
+
+def _softmax_dim(input, dim):
+    if dim is None:  # the implicit choice of old torch versions
+        dim = 0 if input.ndim in (0, 1, 3) else 1
+    return _norm_dim(dim, input.ndim)
+
+
+@op("SoftmaxBackward0")
+def softmax(input, dim=None, dtype=None) -> Tensor:
+    if dtype is not None:
+        input = cast(input, dtype)
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(f'"softmax_lastdim_kernel_impl" not implemented for \'{_pretty(input.dtype)}\'')
+    d = _softmax_dim(input, dim)
+    shifted = sub(input, apply("max", input, dims=(d,), keepdim=True).detach())
+    e = exp(shifted)
+    return div(e, expand_to(apply("sum", e, dims=(d,), keepdim=True), e.shape))
+
+
+@op("LogSoftmaxBackward0")
+def log_softmax(input, dim=None, dtype=None) -> Tensor:
+    if dtype is not None:
+        input = cast(input, dtype)
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(f'"log_softmax_lastdim_kernel_impl" not implemented for \'{_pretty(input.dtype)}\'')
+    d = _softmax_dim(input, dim)
+    shifted = sub(input, apply("max", input, dims=(d,), keepdim=True).detach())
+    return sub(shifted, log(apply("sum", exp(shifted), dims=(d,), keepdim=True)))
