@@ -260,7 +260,9 @@ def square(input):
 
 @op("ReluBackward0")
 def relu(input):
-    return maximum(input, scalar(0, input.dtype))
+    # not maximum(x, 0): torch's relu passes no gradient at exactly 0, and NaN stays NaN
+    zero = expand_to(scalar(0, input.dtype), tuple(input.shape))
+    return apply("where", apply("le", input, zero), zero, input)
 
 
 @op("ClampBackward1")
