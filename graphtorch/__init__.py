@@ -236,6 +236,20 @@ def is_floating_point(input) -> bool:
     return input.dtype.is_floating_point
 
 
+def compile(model=None, **kwargs):
+    """Compile a module or function: trace, fuse, lower to native code (see graphtorch/compiled.py)."""
+    from .compiled import compile as _compile
+
+    return _compile(model, **kwargs)
+
+
+def explain(model, *example_inputs):
+    """Compile `model` for these inputs and report every stage (see graphtorch/explaining.py)."""
+    from .explaining import explain as _explain
+
+    return _explain(model, *example_inputs)
+
+
 def get_num_threads() -> int:
     from .runtime.threads import get_num_threads as _get
 

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 
+from . import dispatch
 from . import dtypes as dt
 from .autograd.grad_mode import is_grad_enabled, no_grad
 from .autograd.graph import AccumulateGrad
@@ -90,6 +91,8 @@ class Tensor:
         t = object.__new__(cls)
         t._init_from(data)
         t.requires_grad = requires_grad
+        if dispatch._tracer is not None:  # made inside a traced function: a constant of the graph
+            dispatch._tracer.created[id(t)] = t
         return t
 
     def _init_from(self, data: np.ndarray) -> None:

@@ -15,6 +15,9 @@ _FREED = ("Trying to backward through the graph a second time (or directly acces
           "a second time or if you need to access saved tensors after calling backward.")
 
 
+running: Node | None = None  # the node whose VJP is executing (the tracer labels its nodes with it)
+
+
 class Node:
     """A backward function. `vjp(grad, saved)` returns one gradient (or None) per input."""
 
@@ -153,7 +156,12 @@ def run_backward(roots: Sequence, grads: Sequence, *, retain_graph: bool, create
                     continue
             if inputs is not None and isinstance(node, AccumulateGrad):
                 continue
-            in_grads = node.apply(grad)
+            global running
+            running = node
+            try:
+                in_grads = node.apply(grad)
+            finally:
+                running = None
             if not retain_graph:
                 node.release()
             for (nxt, _), g in zip(node.next_functions, in_grads):

@@ -1,0 +1,390 @@
+"""graphtorch.compile: trace on the first call, compile per signature, then one native call.
+
+A call checks its signature (the guard: shapes, dtypes, requires_grad of every tensor
+argument and of every lifted tensor, the training flag, grad mode), finds the compiled entry,
+feeds it the arguments, the current values of lifted tensors (parameters, buffers, optimizer
+state) and fresh random keys, writes back in-place mutations, and returns tensors. When
+gradients are needed the entry holds a forward and a backward graph (split from one joint
+graph that the eager autograd engine recorded while tracing), and the outputs' grad_fn runs
+the compiled backward, so `loss.backward(); opt.step()` works unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import autograd
+from .autograd.grad_mode import is_grad_enabled, no_grad
+from .compiler.ir import Graph, Node
+from .compiler.partition import partition
+from .dispatch import attach_custom
+from .ops.random import default_generator
+from .tensor import Tensor
+from .tracer import Tracer, tracing
+
+CACHE_SIZE_LIMIT = 8
+
+
+# ---------------------------------------------------------------- pytrees (tensors in nested containers)
+
+
+def flatten(obj) -> tuple[list, Any]:
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        leaves, specs = [], []
+        for x in obj:
+            lv, sp = flatten(x)
+            leaves += lv
+            specs.append((len(lv), sp))
+        return leaves, (type(obj), specs)
+    if isinstance(obj, dict):
+        leaves, specs = [], []
+        for k, x in obj.items():
+            lv, sp = flatten(x)
+            leaves += lv
+            specs.append((k, len(lv), sp))
+        return leaves, (dict, specs)
+    return [obj], None
+
+
+def unflatten(leaves: list, spec) -> Any:
+    if spec is None:
+        return leaves[0]
+    kind, specs = spec
+    if kind is dict:
+        out, i = {}, 0
+        for k, n, sp in specs:
+            out[k] = unflatten(leaves[i:i + n], sp)
+            i += n
+        return out
+    items, i = [], 0
+    for n, sp in specs:
+        items.append(unflatten(leaves[i:i + n], sp))
+        i += n
+    return kind(items)
+
+
+# ---------------------------------------------------------------- signatures and guards
+
+
+def _describe(x) -> tuple:
+    if isinstance(x, Tensor):
+        return ("tensor", tuple(x.shape), x.dtype.name, x.requires_grad)
+    return ("const", repr(x))
+
+
+def why_different(old: tuple, new: tuple) -> str:
+    """The first difference between two signatures, in words."""
+    (old_args, old_mode), (new_args, new_mode) = old, new
+    if len(old_args) != len(new_args):
+        return f"number of inputs changed: expected {len(old_args)}, got {len(new_args)}"
+    for i, (a, b) in enumerate(zip(old_args, new_args)):
+        if a == b:
+            continue
+        if a[0] != b[0]:
+            return f"input {i}: expected a {a[0]}, got a {b[0]}"
+        if a[0] == "const":
+            return f"input {i}: constant changed from {a[1]} to {b[1]}"
+        if len(a[1]) != len(b[1]):
+            return f"input {i}: rank mismatch, expected {len(a[1])}, got {len(b[1])}"
+        for d, (x, y) in enumerate(zip(a[1], b[1])):
+            if x != y:
+                return f"input {i}: size mismatch at dim {d}, expected {x}, got {y}"
+        if a[2] != b[2]:
+            return f"input {i}: dtype mismatch, expected torch.{a[2]}, got torch.{b[2]}"
+        return f"input {i}: requires_grad mismatch, expected {a[3]}, got {b[3]}"
+    for what, a, b in zip(("training flag", "grad mode"), old_mode, new_mode):
+        if a != b:
+            return f"{what} changed from {a} to {b}"
+    return "lifted tensors changed shape or dtype"
+
+
+# ---------------------------------------------------------------- one compiled signature
+
+
+@dataclass
+class Entry:
+    key: tuple
+    forward: Callable  # arrays -> arrays
+    backward: Callable | None
+    feeds: list  # per forward-graph input: ("arg", i) | ("lifted", tensor) | ("rng", generator, numel)
+    out_spec: Any
+    num_outputs: int
+    mutated: list[Tensor]
+    diff_sources: list  # per gradient output: ("arg", i) | ("lifted", tensor)
+    grad_outputs: list[int]  # which outputs carry gradients
+    num_saved: int
+    lifted_types: list[tuple] = field(default_factory=list)
+    report: Any = None
+
+    def lifted_ok(self) -> bool:
+        return all((tuple(t.shape), t.dtype) == ty for t, ty in self.lifted_types)
+
+
+class CompiledFunction:
+    """The callable that graphtorch.compile returns for a function (modules wrap one)."""
+
+    def __init__(self, fn: Callable, *, backend: str = "llvm", dump_dir: str | None = None, module=None,
+                 name: str | None = None):
+        self.fn = fn
+        self.backend = backend
+        self.dump_dir = dump_dir or os.environ.get("GRAPHTORCH_DUMP_DIR")
+        self.module = module
+        self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
+        self.entries: dict[tuple, Entry] = {}
+        self.last_key: tuple | None = None
+        self._warned = False
+
+    def signature(self, flat_args: list) -> tuple:
+        training = self.module.training if self.module is not None else None
+        return tuple(_describe(a) for a in flat_args), (training, is_grad_enabled())
+
+    def __call__(self, *args, **kwargs):
+        flat, spec = flatten((args, kwargs))
+        key = self.signature(flat)
+        entry = self.entries.get(key)
+        if entry is None or not entry.lifted_ok():
+            entry = self._recompile(key, flat, spec)
+        return self._run(entry, flat)
+
+    # ---------------------------------------------------------------- compiling
+    def _recompile(self, key, flat, spec) -> Entry:
+        if self.last_key is not None:
+            reason = why_different(self.last_key, key) if key != self.last_key else "lifted tensors changed"
+            from .compiler.pipeline import log_artifact
+
+            log_artifact("recompiles", f"Recompiling {self.name}: {reason}")
+            if len(self.entries) >= CACHE_SIZE_LIMIT and not self._warned:
+                self._warned = True
+                warnings.warn(f"graphtorch.compile: {self.name} reached the cache size limit "
+                              f"({CACHE_SIZE_LIMIT} signatures); the last recompile was because {reason}. "
+                              "Each new signature still compiles.", stacklevel=3)
+        entry = self.build(key, flat, spec)
+        self.entries[key] = entry
+        self.last_key = key
+        return entry
+
+    def build(self, key, flat, spec, *, want_report: bool = False) -> Entry:
+        start = time.perf_counter()
+        traced = trace(self.fn, flat, spec, self.module, self.name)
+        traced.seconds = time.perf_counter() - start
+        return assemble(key, traced, self.backend, self.dump_dir, want_report)
+
+    # ---------------------------------------------------------------- running
+    def _run(self, entry: Entry, flat: list):
+        arrays = []
+        for feed in entry.feeds:
+            if feed[0] == "arg":
+                arrays.append(np.ascontiguousarray(flat[feed[1]]._data))
+            elif feed[0] == "lifted":
+                arrays.append(np.ascontiguousarray(feed[1]._data))
+            else:
+                arrays.append(feed[1].next_key(feed[2])._data)
+        results = entry.forward(arrays)
+        n = entry.num_outputs
+        outs = [Tensor._wrap(a) for a in results[:n]]
+        for t, value in zip(entry.mutated, results[n:n + len(entry.mutated)]):
+            np.copyto(t._data, value)
+            t._version[0] += 1
+        if entry.backward is not None and is_grad_enabled():
+            saved = results[n + len(entry.mutated):]
+            _attach_backward(entry, outs, saved, flat)
+        leaves = list(outs)
+        return unflatten(leaves, entry.out_spec) if entry.out_spec is not None or n != 1 else leaves[0]
+
+
+def _attach_backward(entry: Entry, outs: list[Tensor], saved: list, flat: list) -> None:
+    sources = [flat[s[1]] if s[0] == "arg" else s[1] for s in entry.diff_sources]
+    grad_outs = entry.grad_outputs
+
+    def make_vjp(k):
+        def vjp(grad, _saved):
+            cotangents = [np.zeros(outs[i].shape, outs[i].dtype.np) for i in grad_outs]
+            cotangents[k] = np.ascontiguousarray(grad._data)
+            grads = entry.backward(list(saved) + cotangents)
+            return [Tensor._wrap(g) for g in grads]
+        return vjp
+
+    for k, i in enumerate(grad_outs):
+        attach_custom(outs[i], "CompiledFunctionBackward", make_vjp(k), [], sources)
+
+
+# ---------------------------------------------------------------- tracing
+
+
+@dataclass
+class Traced:
+    graph: Graph
+    feeds: list
+    out_spec: Any
+    num_outputs: int
+    mutated: list[Tensor]
+    grad_inputs: list[Node]
+    grad_outputs: list[int]
+    diff_sources: list
+    num_fwd_outputs: int
+    lifted_types: list
+    seconds: float = 0.0
+
+
+def _arg_names(fn, n: int) -> list[str]:
+    try:
+        params = [p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    return [params[i] if i < len(params) else f"arg{i}" for i in range(n)]
+
+
+def trace(fn: Callable, flat: list, spec, module, name: str) -> Traced:
+    tracer = Tracer()
+    if module is not None:
+        tracer.names = {id(t): n for n, t in list(module.named_parameters()) + list(module.named_buffers())}
+    rng_state = default_generator.get_state()
+    names = _arg_names(fn, len(flat))
+    with tracing(tracer):
+        placeholders = []
+        for i, a in enumerate(flat):
+            if isinstance(a, Tensor):
+                t = tracer.input(names[i] if i < len(names) else f"arg{i}", a)
+                t.requires_grad = a.requires_grad and a.dtype.is_floating_point
+                placeholders.append(t)
+            else:
+                placeholders.append(a)
+        args, kwargs = unflatten(placeholders, spec)
+        out = fn(*args, **kwargs)
+        out_leaves, out_spec = flatten(out)
+        out_tensors = [o for o in out_leaves if isinstance(o, Tensor)]
+        if len(out_tensors) != len(out_leaves):
+            raise_non_tensor_output(name)
+        grad_inputs, grads, grad_outputs, diff_sources = [], [], [], []
+        wants_grad = is_grad_enabled() and any(o.requires_grad for o in out_tensors)
+        if wants_grad:
+            diff = [(("arg", i), placeholders[i]) for i, a in enumerate(flat)
+                    if isinstance(a, Tensor) and placeholders[i].requires_grad]
+            diff += [(("lifted", lf.tensor), lf.tensor) for lf in tracer.lifted.values() if lf.tensor.requires_grad]
+            grad_outputs = [i for i, o in enumerate(out_tensors) if o.requires_grad]
+            cot = [tracer.input(f"grad_out_{i}", out_tensors[i]) for i in grad_outputs]
+            grad_inputs = [c._node for c in cot]
+            result = autograd.grad([out_tensors[i] for i in grad_outputs], [t for _, t in diff], cot,
+                                   allow_unused=True, retain_graph=True)
+            for (source, _), g in zip(diff, result):
+                if g is not None:
+                    diff_sources.append(source)
+                    grads.append(tracer.value_of(g))
+        mutated = list(tracer.mutated.values())
+        out_nodes = [tracer.value_of(o) for o in out_tensors] + [t._node for t in mutated]
+    spans = _rng_spans(tracer)
+    default_generator.set_state(rng_state)  # tracing draws no random numbers for real
+
+    graph = tracer.graph
+    graph.outputs = out_nodes + grads
+    feeds = _feeds(graph, tracer, placeholders, spans)
+    lifted_types = [(lf.tensor, (tuple(lf.tensor.shape), lf.tensor.dtype)) for lf in tracer.lifted.values()]
+    if isinstance(out, Tensor):
+        out_spec = None
+    return Traced(graph, feeds, out_spec, len(out_tensors), mutated, grad_inputs, grad_outputs, diff_sources,
+                  len(out_nodes), lifted_types)
+
+
+def _feeds(graph: Graph, tracer: Tracer, placeholders: list, rng_spans: dict) -> list:
+    """What feeds each graph input at call time, in the graph's input order."""
+    by_node = {}
+    for i, p in enumerate(placeholders):
+        if isinstance(p, Tensor):
+            by_node[p._node] = ("arg", i)
+    for lf in tracer.lifted.values():
+        by_node[lf.node] = ("lifted", lf.tensor)
+    for gen, node, _ in tracer.rng:
+        by_node[node] = ("rng", gen, rng_spans[id(gen)])
+    return [by_node.get(n, ("grad",)) for n in graph.inputs]
+
+
+def _rng_spans(tracer: Tracer) -> dict[int, int]:
+    """How many random values one call draws from each generator (its advance while tracing)."""
+    from .compiler.primitives import splitmix64
+
+    spans = {}
+    for gen, _, first in tracer.rng:
+        base = int(splitmix64(np.array(gen._seed, np.uint64)))
+        spans[id(gen)] = base + gen._offset - first
+    return spans
+
+
+def raise_non_tensor_output(name: str) -> None:
+    from .compiler.errors import GraphtorchCompileError
+
+    raise GraphtorchCompileError("GT005", f"{name} returned a value that is not a tensor", None,
+                                 hint="return tensors (or tuples, lists and dicts of tensors) from a compiled function")
+
+
+# ---------------------------------------------------------------- from a trace to runnable graphs
+
+
+def assemble(key, traced: Traced, backend: str, dump_dir: str | None, want_report: bool) -> Entry:
+    graph = traced.graph
+    if traced.grad_inputs:
+        n_fwd = traced.num_fwd_outputs
+        parts = partition(graph, traced.grad_inputs, graph.outputs[:n_fwd], graph.outputs[n_fwd:])
+        forward = compile_graph(parts.forward, backend, _sub(dump_dir, "forward"), "forward")
+        backward = compile_graph(parts.backward, backend, _sub(dump_dir, "backward"), "backward")
+        feeds = [f for f, n in zip(traced.feeds, graph.inputs) if n not in traced.grad_inputs]
+        num_saved = parts.num_saved
+    else:
+        forward = compile_graph(graph, backend, dump_dir, "forward")
+        backward, feeds, num_saved = None, traced.feeds, 0
+    return Entry(key, forward, backward, feeds, traced.out_spec, traced.num_outputs, traced.mutated,
+                 traced.diff_sources, traced.grad_outputs, num_saved, traced.lifted_types)
+
+
+def _sub(dump_dir: str | None, name: str) -> str | None:
+    return os.path.join(dump_dir, name) if dump_dir else None
+
+
+def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str) -> Callable:
+    """Run the pipeline on `graph` and return `arrays -> arrays` for the chosen backend."""
+    from .compiler.pipeline import run_pipeline
+
+    artifacts = run_pipeline(graph, dump_dir=dump_dir)
+    if backend == "interpreter":
+        from .compiler import interpreter
+
+        optimized = artifacts.optimized
+        return lambda arrays: interpreter.run(optimized, arrays)
+    if backend == "llvm":
+        from .compiler import llvm
+
+        exe = llvm.build(artifacts.optimized, artifacts.fusion.groups, name=name, dump=dump_dir)
+        return lambda arrays: exe(*arrays)
+    raise ValueError(f"unknown backend {backend!r}: expected 'llvm' or 'interpreter'")
+
+
+# ---------------------------------------------------------------- the public entry points
+
+
+def compile(model=None, *, fullgraph: bool = True, dynamic=None, backend: str = "llvm", mode=None,
+            options=None, disable: bool = False, dump_dir: str | None = None):
+    """graphtorch.compile(model_or_function): the same call shape as torch.compile."""
+    if model is None:
+        return lambda m: compile(m, backend=backend, dump_dir=dump_dir, disable=disable)
+    if disable:
+        return model
+    if backend in ("inductor", "eager", "aot_eager"):  # torch's backend names: ours is the compiler
+        backend = "llvm"
+    from .nn import Module
+
+    if isinstance(model, Module):
+        from .optimized_module import OptimizedModule
+
+        return OptimizedModule(model, backend=backend, dump_dir=dump_dir)
+    return CompiledFunction(model, backend=backend, dump_dir=dump_dir)
+
+
+__all__ = ["compile", "CompiledFunction", "trace", "no_grad"]

@@ -1,0 +1,34 @@
+"""What graphtorch.compile(module) returns: a Module sharing the original's parameters.
+
+As torch's OptimizedModule, it holds the original as `_orig_mod` (so state_dict keys carry
+that prefix) and forwards attribute access to it; `forward` is the compiled function.
+"""
+
+from __future__ import annotations
+
+from .compiled import CompiledFunction
+from .nn import Module
+
+
+class OptimizedModule(Module):
+    def __init__(self, mod: Module, *, backend: str = "llvm", dump_dir: str | None = None):
+        super().__init__()
+        self._orig_mod = mod
+        self._compiled = CompiledFunction(mod.forward, backend=backend, dump_dir=dump_dir, module=mod,
+                                          name=type(mod).__name__)
+
+    def forward(self, *args, **kwargs):
+        return self._compiled(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["_orig_mod"], name)
+
+    def train(self, mode: bool = True):
+        self._orig_mod.train(mode)
+        return super().train(mode)
+
+    def __repr__(self) -> str:
+        return f"OptimizedModule(\n  (_orig_mod): {repr(self._orig_mod).replace(chr(10), chr(10) + '  ')}\n)"
