@@ -51,9 +51,8 @@ def backward(tensors, grad_tensors=None, retain_graph: bool | None = None, creat
 def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None, create_graph: bool = False,
          allow_unused: bool | None = None, materialize_grads: bool = False) -> tuple:
     outputs, inputs = _as_list(outputs), _as_list(inputs)
-    for i, t in enumerate(inputs):
-        if not t.requires_grad:
-            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    if not all(t.requires_grad for t in inputs):
+        raise RuntimeError("One of the differentiated Tensors does not require grad")
     grads = _seed_grads(outputs, _as_list(grad_outputs))
     retain = create_graph if retain_graph is None else retain_graph
     captured = run_backward(outputs, grads, retain_graph=retain, create_graph=create_graph, inputs=inputs)
