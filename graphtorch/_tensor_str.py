@@ -137,7 +137,11 @@ def tensor_repr(t) -> str:
     prefix = "tensor("
     indent = len(prefix)
     suffixes = []
-    if t._node is not None:  # a tracer tensor has no values
+    if t._node is not None:  # a tracer tensor has no values to print
+        from . import dispatch
+
+        if dispatch._tracer is not None:
+            dispatch._tracer.data_access(t, "printing a tensor")
         return f"tensor(<traced {t._node.name}: {t._node.type}>)"
     a = t._data
     if a.size == 0:

@@ -118,6 +118,7 @@ class Entry:
     out_spec: Any
     num_outputs: int
     mutated: list[Tensor]
+    grads_written: list[Tensor]  # tensors whose .grad the traced code set (a compiled train step)
     diff_sources: list  # per gradient output: ("arg", i) | ("lifted", tensor)
     grad_outputs: list[int]  # which outputs carry gradients
     num_saved: int
@@ -141,6 +142,7 @@ class CompiledFunction:
         self.entries: dict[tuple, Entry] = {}
         self.last_key: tuple | None = None
         self._warned = False
+        self._warmed: set[tuple] = set()
 
     def signature(self, flat_args: list) -> tuple:
         training = self.module.training if self.module is not None else None
@@ -150,6 +152,11 @@ class CompiledFunction:
         flat, spec = flatten((args, kwargs))
         key = self.signature(flat)
         entry = self.entries.get(key)
+        if entry is None and self.module is None and key not in self._warmed:
+            # A function's first call runs eagerly: optimizer state, lazily created buffers and
+            # the like exist afterwards, so the trace sees the steady state it will replay.
+            self._warmed.add(key)
+            return self.fn(*args, **kwargs)
         if entry is None or not entry.lifted_ok():
             entry = self._recompile(key, flat, spec)
         return self._run(entry, flat)
@@ -193,8 +200,12 @@ class CompiledFunction:
         for t, value in zip(entry.mutated, results[n:n + len(entry.mutated)]):
             np.copyto(t._data, value)
             t._version[0] += 1
+        n += len(entry.mutated)
+        for t, value in zip(entry.grads_written, results[n:n + len(entry.grads_written)]):
+            t._grad = Tensor._wrap(value)
+        n += len(entry.grads_written)
         if entry.backward is not None and is_grad_enabled():
-            saved = results[n + len(entry.mutated):]
+            saved = results[n:]
             _attach_backward(entry, outs, saved, flat)
         leaves = list(outs)
         return unflatten(leaves, entry.out_spec) if entry.out_spec is not None or n != 1 else leaves[0]
@@ -226,6 +237,7 @@ class Traced:
     out_spec: Any
     num_outputs: int
     mutated: list[Tensor]
+    grads_written: list[Tensor]
     grad_inputs: list[Node]
     grad_outputs: list[int]
     diff_sources: list
@@ -265,7 +277,8 @@ def trace(fn: Callable, flat: list, spec, module, name: str) -> Traced:
         if len(out_tensors) != len(out_leaves):
             raise_non_tensor_output(name)
         grad_inputs, grads, grad_outputs, diff_sources = [], [], [], []
-        wants_grad = is_grad_enabled() and any(o.requires_grad for o in out_tensors)
+        # a function that runs backward() itself (a train step) returns plain values
+        wants_grad = is_grad_enabled() and any(o.requires_grad for o in out_tensors) and not tracer.grads
         if wants_grad:
             diff = [(("arg", i), placeholders[i]) for i, a in enumerate(flat)
                     if isinstance(a, Tensor) and placeholders[i].requires_grad]
@@ -280,7 +293,9 @@ def trace(fn: Callable, flat: list, spec, module, name: str) -> Traced:
                     diff_sources.append(source)
                     grads.append(tracer.value_of(g))
         mutated = list(tracer.mutated.values())
-        out_nodes = [tracer.value_of(o) for o in out_tensors] + [t._node for t in mutated]
+        written = [t for t, _ in tracer.grads.values() if t._grad is not None]
+        out_nodes = [tracer.value_of(o) for o in out_tensors] + [t._node for t in mutated] + \
+            [tracer.value_of(t._grad) for t in written]
     spans = _rng_spans(tracer)
     default_generator.set_state(rng_state)  # tracing draws no random numbers for real
 
@@ -290,8 +305,8 @@ def trace(fn: Callable, flat: list, spec, module, name: str) -> Traced:
     lifted_types = [(lf.tensor, (tuple(lf.tensor.shape), lf.tensor.dtype)) for lf in tracer.lifted.values()]
     if isinstance(out, Tensor):
         out_spec = None
-    return Traced(graph, feeds, out_spec, len(out_tensors), mutated, grad_inputs, grad_outputs, diff_sources,
-                  len(out_nodes), lifted_types)
+    return Traced(graph, feeds, out_spec, len(out_tensors), mutated, written, grad_inputs, grad_outputs,
+                  diff_sources, len(out_nodes), lifted_types)
 
 
 def _feeds(graph: Graph, tracer: Tracer, placeholders: list, rng_spans: dict) -> list:
@@ -341,7 +356,7 @@ def assemble(key, traced: Traced, backend: str, dump_dir: str | None, want_repor
         forward = compile_graph(graph, backend, dump_dir, "forward")
         backward, feeds, num_saved = None, traced.feeds, 0
     return Entry(key, forward, backward, feeds, traced.out_spec, traced.num_outputs, traced.mutated,
-                 traced.diff_sources, traced.grad_outputs, num_saved, traced.lifted_types)
+                 traced.grads_written, traced.diff_sources, traced.grad_outputs, num_saved, traced.lifted_types)
 
 
 def _sub(dump_dir: str | None, name: str) -> str | None:

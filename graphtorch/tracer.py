@@ -54,6 +54,7 @@ class Tracer:
     created: dict[int, Tensor] = field(default_factory=dict)  # made while tracing: constants
     mutated: dict[int, Tensor] = field(default_factory=dict)  # lifted tensors written in place
     rng: list[tuple] = field(default_factory=list)  # (generator, input node, first offset)
+    grads: dict[int, tuple] = field(default_factory=dict)  # id(t) -> (t, its .grad before tracing)
 
     # ---------------------------------------------------------------- recording
     def input(self, name: str, t: Tensor) -> Tensor:
@@ -102,6 +103,11 @@ class Tracer:
             self.value_of(target)  # make sure it is lifted (its old value may be read before)
             self.mutated[id(target)] = target
         target._node = node
+
+    def grad_written(self, t: Tensor) -> None:
+        """`t.grad` is being set while tracing: it becomes an output, restored after the trace."""
+        if id(t) not in self.grads:
+            self.grads[id(t)] = (t, t._grad)
 
     def rng_key(self, generator, base: int) -> Tensor:
         """The key of a random draw: one int64 input per generator, plus a constant offset."""
@@ -156,3 +162,5 @@ def tracing(tracer: Tracer):
         dispatch._tracer = None
         for t in tracer.mutated.values():
             t._node = None
+        for t, before in tracer.grads.values():
+            t._grad = before

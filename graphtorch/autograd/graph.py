@@ -105,7 +105,7 @@ class AccumulateGrad(Node):
         elif is_grad_enabled():  # create_graph: keep the history of the sum
             v.grad = v.grad + grad
         else:
-            v.grad._data += grad._data  # in place, like PyTorch: the .grad object stays the same
+            v.grad.add_(grad)  # in place, like PyTorch: the .grad object stays the same
         return ()
 
     def release(self) -> None:

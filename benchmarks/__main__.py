@@ -1,0 +1,243 @@
+"""python3 -m benchmarks: graphtorch eager vs compiled vs PyTorch eager vs torch.compile.
+
+Every figure is a median over repeated runs from this one process; the ratios compare figures
+of the same run (the machines are shared and noisy). Options:
+  --quick              fewer repeats
+  --no-torch-compile   skip torch.compile (it takes 10+ s per model to compile)
+  --only NAMES         comma list of sections: inference,training,gemm,compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from . import models
+
+
+def median_ms(fn, repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _fmt(ms: float | None) -> str:
+    return "      n/a" if ms is None else f"{ms:9.3f}"
+
+
+def report(name: str, gt_eager, gt_compiled, torch_eager, torch_compiled) -> None:
+    ratios = []
+    for label, other in (("vs gt-eager", gt_eager), ("vs torch", torch_eager), ("vs torch.compile", torch_compiled)):
+        if other is not None and gt_compiled:
+            ratios.append(f"{label} {other / gt_compiled:5.2f}x")
+    print(f"{name:28s} gt-eager {_fmt(gt_eager)} ms | gt-compiled {_fmt(gt_compiled)} ms | torch {_fmt(torch_eager)} ms"
+          f" | torch.compile {_fmt(torch_compiled)} ms | compiled speedup: {', '.join(ratios)}", flush=True)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _pair(builder, seed: int = 0):
+    import graphtorch
+
+    torch = _torch()
+    graphtorch.manual_seed(seed)
+    gt_model = builder(graphtorch)
+    torch_model = None
+    if torch is not None:
+        torch_model = builder(torch)
+        models.copy_weights(gt_model, torch_model)
+    return gt_model, torch_model
+
+
+# ---------------------------------------------------------------- inference
+
+
+INFERENCE = [
+    ("lenet inference b1", models.lenet, (1, 1, 32, 32)),
+    ("lenet inference b64", models.lenet, (64, 1, 32, 32)),
+    ("mlp784 inference b1", models.mlp784, (1, 784)),
+    ("mlp784 inference b128", models.mlp784, (128, 784)),
+]
+
+
+def bench_inference(repeat: int, use_torch_compile: bool) -> None:
+    import graphtorch
+
+    torch = _torch()
+    for name, builder, shape in INFERENCE:
+        gt_model, torch_model = _pair(builder)
+        gt_model.eval()
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        gx = graphtorch.from_numpy(x)
+        compiled = graphtorch.compile(gt_model)
+        with graphtorch.no_grad():
+            gt_eager = median_ms(lambda: gt_model(gx), repeat)
+            gt_comp = median_ms(lambda: compiled(gx), repeat * 5)
+        t_eager = t_comp = None
+        if torch is not None:
+            torch_model.eval()
+            tx = torch.from_numpy(x)
+            with torch.no_grad():
+                t_eager = median_ms(lambda: torch_model(tx), repeat * 5)
+                if use_torch_compile:
+                    tc = torch.compile(torch_model)
+                    t_comp = median_ms(lambda: tc(tx), repeat * 5)
+        report(name, gt_eager, gt_comp, t_eager, t_comp)
+
+
+# ---------------------------------------------------------------- training steps
+
+
+def _step_fn(framework, model, opt, loss_fn, forward):
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(forward(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+TRAINING = [
+    ("sin-mlp train b100 Adam", models.sin_mlp, (100, 1), "mse", lambda fw, p: fw.optim.Adam(p, lr=0.01)),
+    ("lenet train b64 SGD", models.lenet, (64, 1, 32, 32), "ce", lambda fw, p: fw.optim.SGD(p, lr=0.01, momentum=0.9)),
+    ("mlp784 train b128 SGD", models.mlp784, (128, 784), "ce", lambda fw, p: fw.optim.SGD(p, lr=0.01, momentum=0.9)),
+]
+
+
+def _data(shape, loss: str, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = np.sin(x) if loss == "mse" else rng.integers(0, 10, shape[0]).astype(np.int64)
+    return x, y
+
+
+def bench_training(repeat: int, use_torch_compile: bool) -> None:
+    import graphtorch
+
+    torch = _torch()
+    for name, builder, shape, loss, make_opt in TRAINING:
+        x, y = _data(shape, loss, np.random.default_rng(0))
+        results = {}
+        for mode in ("eager", "compiled", "step"):
+            model, _ = _pair(builder)
+            opt = make_opt(graphtorch, model.parameters())
+            loss_fn = graphtorch.nn.MSELoss() if loss == "mse" else graphtorch.nn.CrossEntropyLoss()
+            forward = graphtorch.compile(model) if mode == "compiled" else model
+            step = _step_fn(graphtorch, model, opt, loss_fn, forward)
+            if mode == "step":
+                step = graphtorch.compile(step)
+            gx, gy = graphtorch.from_numpy(x), graphtorch.from_numpy(y)
+            results[mode] = median_ms(lambda: step(gx, gy), repeat if mode == "eager" else repeat * 3)
+        t_eager = t_comp = None
+        if torch is not None:
+            tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+            for mode in ("eager", "compiled"):
+                _, model = _pair(builder)
+                opt = make_opt(torch, model.parameters())
+                loss_fn = torch.nn.MSELoss() if loss == "mse" else torch.nn.CrossEntropyLoss()
+                if mode == "compiled" and not use_torch_compile:
+                    continue
+                forward = torch.compile(model) if mode == "compiled" else model
+                step = _step_fn(torch, model, opt, loss_fn, forward)
+                ms = median_ms(lambda: step(tx, ty), repeat * 3)
+                t_eager, t_comp = (ms, t_comp) if mode == "eager" else (t_eager, ms)
+        report(name + " (model)", results["eager"], results["compiled"], t_eager, t_comp)
+        report(name + " (whole step)", results["eager"], results["step"], t_eager, t_comp)
+
+
+# ---------------------------------------------------------------- compile times
+
+
+_COMPILE_SNIPPET = """
+import time, numpy as np, graphtorch
+from benchmarks import models
+model = models.lenet(graphtorch).eval()
+x = graphtorch.from_numpy(np.zeros((64, 1, 32, 32), np.float32))
+compiled = graphtorch.compile(model)
+t0 = time.perf_counter()
+with graphtorch.no_grad():
+    compiled(x)
+inference = time.perf_counter() - t0
+opt = graphtorch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+loss_fn = graphtorch.nn.CrossEntropyLoss()
+def step(x, y):
+    opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step(); return loss
+cstep = graphtorch.compile(step)
+y = graphtorch.from_numpy(np.zeros(64, np.int64))
+model.train()
+t0 = time.perf_counter()
+cstep(x, y)
+print(inference, time.perf_counter() - t0)
+"""
+
+
+def bench_compile() -> None:
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as cache:
+        env["GRAPHTORCH_CACHE_DIR"] = cache
+        runs = []
+        for _ in range(2):  # a cold cache, then the disk cache from the first process
+            out = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET], env=env, capture_output=True, text=True,
+                                 check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            runs.append([float(v) for v in out.stdout.split()])
+    (cold_inf, cold_train), (warm_inf, warm_train) = runs
+    print(f"{'lenet inference compile':28s} cold {cold_inf:7.3f} s | from disk cache {warm_inf:7.3f} s")
+    print(f"{'lenet train-step compile':28s} cold {cold_train:7.3f} s | from disk cache {warm_train:7.3f} s")
+    torch = _torch()
+    if torch is not None:
+        model = models.lenet(torch).eval()
+        tc = torch.compile(model)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            tc(torch.zeros(64, 1, 32, 32))
+        print(f"{'torch.compile lenet inference':28s} cold {time.perf_counter() - t0:7.3f} s")
+
+
+def bench_gemm(repeat: int) -> None:
+    from . import gemm
+
+    gemm.main(repeat=repeat)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m benchmarks")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--only", default="inference,training,gemm,compile")
+    args = parser.parse_args(argv)
+    repeat = 5 if args.quick else 20
+    sections = args.only.split(",")
+    import graphtorch
+
+    print(f"graphtorch {graphtorch.__version__}, numpy {np.__version__}, {os.cpu_count()} cores, "
+          f"threads {graphtorch.get_num_threads()}; torch {getattr(_torch(), '__version__', 'absent')}", flush=True)
+    if "inference" in sections:
+        bench_inference(repeat, not args.no_torch_compile)
+    if "training" in sections:
+        bench_training(repeat, not args.no_torch_compile)
+    if "gemm" in sections:
+        bench_gemm(repeat)
+    if "compile" in sections:
+        bench_compile()
+
+
+if __name__ == "__main__":
+    main()
