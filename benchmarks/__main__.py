@@ -22,13 +22,13 @@ import numpy as np
 from . import models
 
 
-def median_ms(fn, repeat: int, warmup: int = 2) -> float:
+def median_ms(repeat: int, fn, *args, warmup: int = 2) -> float:
     for _ in range(warmup):
-        fn()
+        fn(*args)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        fn()
+        fn(*args)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
@@ -89,24 +89,24 @@ def bench_inference(repeat: int, use_torch_compile: bool) -> None:
         gx = graphtorch.from_numpy(x)
         compiled = graphtorch.compile(gt_model)
         with graphtorch.no_grad():
-            gt_eager = median_ms(lambda: gt_model(gx), repeat)
-            gt_comp = median_ms(lambda: compiled(gx), repeat * 5)
+            gt_eager = median_ms(repeat, gt_model, gx)
+            gt_comp = median_ms(repeat * 5, compiled, gx)
         t_eager = t_comp = None
         if torch is not None:
             torch_model.eval()
             tx = torch.from_numpy(x)
             with torch.no_grad():
-                t_eager = median_ms(lambda: torch_model(tx), repeat * 5)
+                t_eager = median_ms(repeat * 5, torch_model, tx)
                 if use_torch_compile:
                     tc = torch.compile(torch_model)
-                    t_comp = median_ms(lambda: tc(tx), repeat * 5)
+                    t_comp = median_ms(repeat * 5, tc, tx)
         report(name, gt_eager, gt_comp, t_eager, t_comp)
 
 
 # ---------------------------------------------------------------- training steps
 
 
-def _step_fn(framework, model, opt, loss_fn, forward):
+def _step_fn(opt, loss_fn, forward):
     def step(x, y):
         opt.zero_grad()
         loss = loss_fn(forward(x), y)
@@ -141,11 +141,11 @@ def bench_training(repeat: int, use_torch_compile: bool) -> None:
             opt = make_opt(graphtorch, model.parameters())
             loss_fn = graphtorch.nn.MSELoss() if loss == "mse" else graphtorch.nn.CrossEntropyLoss()
             forward = graphtorch.compile(model) if mode == "compiled" else model
-            step = _step_fn(graphtorch, model, opt, loss_fn, forward)
+            step = _step_fn(opt, loss_fn, forward)
             if mode == "step":
                 step = graphtorch.compile(step)
             gx, gy = graphtorch.from_numpy(x), graphtorch.from_numpy(y)
-            results[mode] = median_ms(lambda: step(gx, gy), repeat if mode == "eager" else repeat * 3)
+            results[mode] = median_ms(repeat if mode == "eager" else repeat * 3, step, gx, gy)
         t_eager = t_comp = None
         if torch is not None:
             tx, ty = torch.from_numpy(x), torch.from_numpy(y)
@@ -156,8 +156,8 @@ def bench_training(repeat: int, use_torch_compile: bool) -> None:
                 if mode == "compiled" and not use_torch_compile:
                     continue
                 forward = torch.compile(model) if mode == "compiled" else model
-                step = _step_fn(torch, model, opt, loss_fn, forward)
-                ms = median_ms(lambda: step(tx, ty), repeat * 3)
+                step = _step_fn(opt, loss_fn, forward)
+                ms = median_ms(repeat * 3, step, tx, ty)
                 t_eager, t_comp = (ms, t_comp) if mode == "eager" else (t_eager, ms)
         report(name + " (model)", results["eager"], results["compiled"], t_eager, t_comp)
         report(name + " (whole step)", results["eager"], results["step"], t_eager, t_comp)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..ops.creation import full_like
 from ..tensor import Tensor
-from .optimizer import Optimizer, check_hyperparameters, step_counter, step_value
+from .optimizer import Optimizer, check_hyperparameters, eager_state, step_counter, step_value
 
 
 class Adagrad(Optimizer):
@@ -28,8 +28,9 @@ class Adagrad(Optimizer):
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state = self.state[param]
         if len(state) == 0:
-            state["step"] = step_counter()
-            state["sum"] = full_like(param, group["initial_accumulator_value"])
+            with eager_state():
+                state["step"] = step_counter()
+                state["sum"] = full_like(param, group["initial_accumulator_value"])
         return state
 
     def _update(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..ops.creation import zeros_like
 from ..tensor import Tensor
-from .optimizer import Optimizer, check_hyperparameters, step_counter, step_value
+from .optimizer import Optimizer, check_hyperparameters, eager_state, step_counter, step_value
 
 
 class Adam(Optimizer):
@@ -29,11 +29,12 @@ class Adam(Optimizer):
         lr, (beta1, beta2), weight_decay = group["lr"], group["betas"], group["weight_decay"]
         state = self.state[param]
         if len(state) == 0:
-            state["step"] = step_counter()
-            state["exp_avg"] = zeros_like(param)
-            state["exp_avg_sq"] = zeros_like(param)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = zeros_like(param)
+            with eager_state():
+                state["step"] = step_counter()
+                state["exp_avg"] = zeros_like(param)
+                state["exp_avg_sq"] = zeros_like(param)
+                if group["amsgrad"]:
+                    state["max_exp_avg_sq"] = zeros_like(param)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         if group["maximize"]:
             grad = -grad

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from itertools import chain
 from typing import Any
 
+from .. import dispatch
 from .. import dtypes as dt
 from ..autograd.grad_mode import enable_grad, no_grad
 from ..ops.creation import tensor
@@ -190,6 +192,19 @@ def _copy_state(param: Tensor, value: Any, key: str | None = None) -> Any:
 
 
 # ---------------------------------------------------------------- helpers for the subclasses
+
+
+@contextmanager
+def eager_state() -> Iterator[None]:
+    """Make optimizer state as real tensors even while a training step is being traced.
+
+    The traced graph then reads the state as a lifted input and writes it back after each
+    compiled call; state made as graph values would not outlive the trace."""
+    tracer, dispatch._tracer = dispatch._tracer, None
+    try:
+        yield
+    finally:
+        dispatch._tracer = tracer
 
 
 def step_counter() -> Tensor:

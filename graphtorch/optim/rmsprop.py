@@ -7,7 +7,7 @@ from typing import Any
 
 from ..ops.creation import zeros_like
 from ..tensor import Tensor
-from .optimizer import Optimizer, check_hyperparameters, step_counter
+from .optimizer import Optimizer, check_hyperparameters, eager_state, step_counter
 
 
 class RMSprop(Optimizer):
@@ -23,12 +23,13 @@ class RMSprop(Optimizer):
         alpha, momentum = group["alpha"], group["momentum"]
         state = self.state[param]
         if len(state) == 0:
-            state["step"] = step_counter()
-            state["square_avg"] = zeros_like(param)
-            if momentum > 0:
-                state["momentum_buffer"] = zeros_like(param)
-            if group["centered"]:
-                state["grad_avg"] = zeros_like(param)
+            with eager_state():
+                state["step"] = step_counter()
+                state["square_avg"] = zeros_like(param)
+                if momentum > 0:
+                    state["momentum_buffer"] = zeros_like(param)
+                if group["centered"]:
+                    state["grad_avg"] = zeros_like(param)
         if group["maximize"]:
             grad = -grad
         state["step"].add_(1)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..ops.creation import zeros_like
 from ..tensor import Tensor
-from .optimizer import Optimizer, check_hyperparameters
+from .optimizer import Optimizer, check_hyperparameters, eager_state
 
 
 class SGD(Optimizer):
@@ -31,7 +32,9 @@ class SGD(Optimizer):
             state = self.state[param]
             buf = state.get("momentum_buffer")
             if buf is None:  # the first step takes the gradient as it is: no dampening
-                buf = state["momentum_buffer"] = grad.detach().clone()
+                with eager_state():
+                    buf = state["momentum_buffer"] = zeros_like(param)
+                buf.copy_(grad)
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
             grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf

@@ -28,3 +28,292 @@ frame adds `ret void`). What the context gives:
 `build(graph, groups)` dispatches each Group on `LOWERINGS[group.pattern]` ("single" and the
 fusion pass's "opaque:<prim>" / "injective:<prim>" names all go to the "single" lowering).
 """
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from llvmlite import ir
+
+from ..dtypes import DType
+from ..errors import GraphtorchCompileError
+from ..ir import Graph, Group, Node
+from ..memory_plan import MemoryPlan
+from . import index, scalar
+from .scalar import I64
+
+Lowering = Callable[["LoweringContext", Group], None]
+LOWERINGS: dict[str, Lowering] = {}  # filled by elementwise.py, reduction.py, opaque.py, gemm.py, conv.py
+PTR = ir.PointerType()
+
+# the status buffer (i64 slots) that the entry shares between threads and with the runtime
+STATUS_SLOTS = 16
+BARRIER_COUNT, BARRIER_GENERATION = 0, 8  # separate cache lines: waiters spin on the generation
+ERROR_CODE, ERROR_INDEX, ERROR_DIM, ERROR_SIZE = 2, 3, 4, 5
+INDEX_ERROR = 1
+
+
+def lowering_for(group: Group) -> Lowering:
+    """"single" and the fusion pass's "opaque:<prim>" / "injective:<prim>" all mean one node alone."""
+    pattern = "single" if group.pattern.split(":")[0] in ("single", "opaque", "injective") else group.pattern
+    if pattern not in LOWERINGS:
+        raise GraphtorchCompileError("GT042", f"group {group.id} has pattern {group.pattern!r}, which the LLVM "
+                                     f"backend does not know (known: {', '.join(sorted(LOWERINGS))})",
+                                     group.outputs[0].loc, stage="lowered")
+    return LOWERINGS[pattern]
+
+
+class LoweringContext:
+    """What a lowering needs to emit one group's kernel: see this module's docstring."""
+
+    def __init__(self, module: ir.Module, func: ir.Function, group: Group, buffers: dict[Node, ir.Value],
+                 status: ir.Value, workspace: ir.Value, tid: ir.Value, nthreads: ir.Value, max_threads: int):
+        self.module, self.func, self.group = module, func, group
+        self._allocas = ir.IRBuilder(func.append_basic_block("allocas"))
+        self.builder = ir.IRBuilder(func.append_basic_block("entry"))
+        self._buffers, self._status, self._workspace = buffers, status, workspace
+        self.tid, self.nthreads, self.max_threads = tid, nthreads, max_threads
+        self.workspace_bytes = 0
+
+    # ---- buffers
+    def has_buffer(self, node: Node) -> bool:
+        return node in self._buffers
+
+    def ptr(self, node: Node) -> ir.Value:
+        if node not in self._buffers:
+            raise self.unsupported(node, f"has no buffer in group {self.group.id} (not a group input or output)")
+        return self._buffers[node]
+
+    def ty(self, node_or_dtype: Node | DType) -> ir.Type:
+        """The element type in memory (bool is a byte)."""
+        d = node_or_dtype.type.dtype if isinstance(node_or_dtype, Node) else node_or_dtype
+        return scalar.mem_type(d)
+
+    def gep(self, node: Node, flat: ir.Value) -> ir.Value:
+        return self.builder.gep(self.ptr(node), [flat], inbounds=True, source_etype=self.ty(node))
+
+    def load(self, node: Node, flat: ir.Value) -> ir.Value:
+        return scalar.load(self.builder, node.type.dtype, self.gep(node, flat))
+
+    def store(self, node: Node, flat: ir.Value, value: ir.Value) -> None:
+        scalar.store(self.builder, node.type.dtype, value, self.gep(node, flat))
+
+    def const(self, value, node_or_dtype: Node | DType) -> ir.Constant:
+        d = node_or_dtype.type.dtype if isinstance(node_or_dtype, Node) else node_or_dtype
+        return scalar.const(d, value)
+
+    def workspace(self, nbytes: int, per_thread: bool = False) -> ir.Value:
+        """Scratch memory, 64-byte aligned, valid until this kernel returns."""
+        nbytes = -(-nbytes // 64) * 64
+        b = self.builder
+        base = b.gep(self._workspace, [index.i64(self.workspace_bytes)], inbounds=True, source_etype=scalar.I8)
+        self.workspace_bytes += nbytes * (self.max_threads if per_thread else 1)
+        if per_thread:
+            base = b.gep(base, [b.mul(self.tid, index.i64(nbytes))], inbounds=True, source_etype=scalar.I8)
+        return base
+
+    def alloca(self, ty: ir.Type) -> ir.Value:
+        """A stack slot in the entry block, where mem2reg turns it into registers."""
+        return self._allocas.alloca(ty)
+
+    # ---- loops and threads
+    @contextlib.contextmanager
+    def loop(self, start: ir.Value | int, stop: ir.Value | int) -> Iterator[ir.Value]:
+        """for (i = start; i < stop; ++i); the builder continues after the loop on exit."""
+        b = self.builder
+        start, stop = _i64(start), _i64(stop)
+        pre = b.block
+        head, body, done = (b.append_basic_block(n) for n in ("loop", "body", "endloop"))
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, name="i")
+        i.add_incoming(start, pre)
+        b.cbranch(b.icmp_signed("<", i, stop), body, done)
+        b.position_at_end(body)
+        yield i
+        nxt = b.add(i, index.i64(1), flags=("nuw", "nsw"))
+        i.add_incoming(nxt, b.block)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def thread_range(self, n: ir.Value | int, align: int = 1) -> tuple[ir.Value, ir.Value]:
+        """This thread's share [lo, hi) of range(n), cut at multiples of `align`."""
+        b = self.builder
+        n = _i64(n)
+        units = b.udiv(b.add(n, index.i64(align - 1)), index.i64(align)) if align > 1 else n
+
+        def cut(t):
+            at = b.udiv(b.mul(units, t), self.nthreads)
+            at = b.mul(at, index.i64(align)) if align > 1 else at
+            return b.select(b.icmp_unsigned("<", at, n), at, n)
+
+        return cut(self.tid), cut(b.add(self.tid, index.i64(1)))
+
+    def barrier(self) -> None:
+        self.builder.call(barrier_function(self.module), [self._status, self.nthreads])
+
+    # ---- values and errors
+    def element(self, node: Node, idx: index.Index | list[ir.Value], overrides: dict | None = None) -> ir.Value:
+        return index.emit_element(self, node, idx, overrides)
+
+    def index_error(self, bad_index: ir.Value, dim: int, size: int) -> None:
+        """Record the first out-of-bounds index; the runtime raises IndexError after the call."""
+        b = self.builder
+        slot = lambda k: b.gep(self._status, [index.i64(k)], inbounds=True, source_etype=I64)
+        old = b.cmpxchg(slot(ERROR_CODE), index.i64(0), index.i64(INDEX_ERROR), "monotonic", "monotonic")
+        with b.if_then(b.extract_value(old, 1)):
+            b.store(bad_index, slot(ERROR_INDEX))
+            b.store(index.i64(dim), slot(ERROR_DIM))
+            b.store(index.i64(size), slot(ERROR_SIZE))
+
+    def unsupported(self, node: Node, why: str) -> GraphtorchCompileError:
+        return GraphtorchCompileError("GT041", f"the LLVM backend cannot lower {node.name} ({node.target}): {node.name} {why}",
+                                      node.loc, hint="run this graph eagerly, or report the graph (it is in the dump)",
+                                      stage="lowered")
+
+
+def _i64(v: ir.Value | int) -> ir.Value:
+    return index.i64(v) if isinstance(v, int) else v
+
+
+def barrier_function(module: ir.Module) -> ir.Function:
+    """gt.barrier(status, n): all n threads wait here until the last arrives (spin, then yield)."""
+    fn = module.globals.get("gt.barrier")
+    if fn is not None:
+        return fn
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64]), "gt.barrier")
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    status, n = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    arrive, last, wait, spin, done = (fn.append_basic_block(x) for x in ("arrive", "last", "wait", "spin", "done"))
+    b.cbranch(b.icmp_signed("<=", n, index.i64(1)), done, arrive)
+    b.position_at_end(arrive)
+    count = b.gep(status, [index.i64(BARRIER_COUNT)], inbounds=True, source_etype=I64)
+    gen_ptr = b.gep(status, [index.i64(BARRIER_GENERATION)], inbounds=True, source_etype=I64)
+    gen = b.load_atomic(gen_ptr, "acquire", 8, typ=I64)  # read before arriving: the last thread bumps it after
+    old = b.atomic_rmw("add", count, index.i64(1), "acq_rel")
+    b.cbranch(b.icmp_signed("==", old, b.sub(n, index.i64(1))), last, wait)
+    b.position_at_end(last)
+    b.store_atomic(index.i64(0), count, "monotonic", 8)
+    b.atomic_rmw("add", gen_ptr, index.i64(1), "acq_rel")
+    b.ret_void()
+    b.position_at_end(wait)
+    spins = b.phi(I64)
+    spins.add_incoming(index.i64(0), arrive)
+    released = b.icmp_signed("!=", b.load_atomic(gen_ptr, "acquire", 8, typ=I64), gen)
+    b.cbranch(released, done, spin)
+    b.position_at_end(spin)
+    # spin briefly (the other thread is usually a few microseconds behind), then give the core away:
+    # on a shared machine a thread spinning forever steals the core the late thread needs
+    with b.if_else(b.icmp_signed("<", spins, index.i64(4000))) as (then, otherwise):
+        with then:
+            b.call(scalar.function(module, "llvm.x86.sse2.pause", ir.VoidType(), []), [])
+        with otherwise:
+            b.call(scalar.function(module, "sched_yield", ir.IntType(32), []), [])
+    spins.add_incoming(b.add(spins, index.i64(1)), b.block)
+    b.branch(wait)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
+# ---------------------------------------------------------------- the module
+
+
+@dataclass
+class Layout:
+    """Where each buffer comes from: the `void **` table the entry reads."""
+
+    slots: dict[Node, int]  # graph inputs, constants, graph outputs -> table slot
+    offsets: dict[Node, int]  # arena-resident values -> byte offset
+    n_slots: int
+    workspace_bytes: int = 0
+    constants: list[Node] = field(default_factory=list)
+
+    STATUS, WORKSPACE, ARENA, FIRST = 0, 1, 2, 3
+
+
+def make_layout(graph: Graph, groups: list[Group], plan: MemoryPlan) -> Layout:
+    slots: dict[Node, int] = {}
+    computed = {g.outputs[0] for g in groups}
+    constants = []
+    for n in graph.inputs:
+        slots[n] = Layout.FIRST + len(slots)
+    for g in groups:
+        for i in g.inputs:
+            if i.op == "constant" and i not in slots:
+                slots[i] = Layout.FIRST + len(slots)
+                constants.append(i)
+            elif i.op == "call" and i not in computed:
+                raise GraphtorchCompileError("GT042", f"group {g.id} reads {i.name}, which no group computes",
+                                             i.loc, stage="lowered")
+    for o in graph.outputs:
+        if o in computed and o not in slots:
+            slots[o] = Layout.FIRST + len(slots)
+    offsets = {n: off for n, off in plan.offsets.items() if n not in slots}
+    return Layout(slots, offsets, Layout.FIRST + len(slots), constants=constants)
+
+
+def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: str = "graph",
+                 max_threads: int = 1) -> tuple[ir.Module, Layout]:
+    """The module with one kernel per group and `void run(void **table, i64 tid, i64 nthreads)`."""
+    layout = make_layout(graph, groups, plan)
+    module = ir.Module(name=name)
+    module.triple = ""  # the JIT sets the host's
+    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]), "run")
+    table, tid, nthreads = entry.args
+    b = ir.IRBuilder(entry.append_basic_block("entry"))
+    slot = lambda k: b.load(b.gep(table, [index.i64(k)], inbounds=True, source_etype=PTR), typ=PTR)
+    status, workspace, arena = slot(Layout.STATUS), slot(Layout.WORKSPACE), slot(Layout.ARENA)
+
+    def buffer(node):
+        if node in layout.slots:
+            return slot(layout.slots[node])
+        return b.gep(arena, [index.i64(layout.offsets[node])], inbounds=True, source_etype=scalar.I8)
+
+    for k, group in enumerate(groups):
+        nodes = list(dict.fromkeys([*group.inputs, group.outputs[0]]))
+        kernel = _kernel(module, group, nodes, layout, max_threads)
+        if k:
+            b.call(barrier_function(module), [status, nthreads])
+        b.call(kernel, [buffer(n) for n in nodes] + [status, workspace, tid, nthreads])
+    b.ret_void()
+    return module, layout
+
+
+def _kernel(module: ir.Module, group: Group, nodes: list[Node], layout: Layout, max_threads: int) -> ir.Function:
+    fnty = ir.FunctionType(ir.VoidType(), [PTR] * (len(nodes) + 2) + [I64, I64])
+    fn = ir.Function(module, fnty, f"kernel{group.id}.{group.pattern.replace(':', '.')}")
+    fn.linkage = "internal"
+    for arg, node in zip(fn.args, nodes):
+        arg.name = node.name.lstrip("%")
+        if not _may_alias(node, nodes, layout):
+            arg.add_attribute("noalias")
+    *bufs, status, ws, tid, nthreads = fn.args
+    ctx = LoweringContext(module, fn, group, dict(zip(nodes, bufs)), status, ws, tid, nthreads, max_threads)
+    lowering_for(group)(ctx, group)
+    ctx.builder.ret_void()
+    ctx._allocas.branch(fn.blocks[1])
+    layout.workspace_bytes = max(layout.workspace_bytes, ctx.workspace_bytes)
+    return fn
+
+
+def _may_alias(node: Node, nodes: list[Node], layout: Layout) -> bool:
+    """In-place reuse gives an input and the output the same arena bytes: those get no noalias."""
+    if node not in layout.offsets:
+        return False
+    lo, hi = layout.offsets[node], layout.offsets[node] + _nbytes(node)
+    for other in nodes:
+        if other is not node and other in layout.offsets:
+            olo = layout.offsets[other]
+            if olo < hi and lo < olo + _nbytes(other):
+                return True
+    return False
+
+
+def _nbytes(node: Node) -> int:
+    return max(math.prod(node.type.shape) * node.type.dtype.itemsize, 1)
