@@ -205,6 +205,7 @@ int = int32
 short = int16
 
 from . import cuda  # noqa: E402  (device queries; CUDA tensors come with the CUDA backend)
+from . import optim  # noqa: E402  (torch.optim: optimizers and lr schedulers)
 
 
 def _legacy(dtype_):
