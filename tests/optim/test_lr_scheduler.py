@@ -95,3 +95,17 @@ def test_resuming_needs_initial_lr():
 def test_scheduler_needs_an_optimizer():
     with pytest.raises(TypeError, match="list is not an Optimizer"):
         gsched.ExponentialLR([], gamma=0.9)
+
+
+@pytest.mark.parametrize("name,kwargs", SCHEDULERS[:6], ids=IDS[:6])
+def test_state_dict_has_torchs_keys_and_values(name, kwargs):
+    tsched, sched, topt, opt = _pair(name, kwargs)
+    _run(tsched, topt, 4)
+    _run(sched, opt, 4)
+    assert sched.state_dict() == tsched.state_dict()
+
+
+def test_calling_get_lr_by_hand_warns():
+    _, sched, _, _ = _pair("ExponentialLR", dict(gamma=0.5))
+    with pytest.warns(UserWarning, match="please use `get_last_lr\\(\\)`"):
+        sched.get_lr()
