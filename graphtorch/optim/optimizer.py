@@ -125,6 +125,14 @@ class Optimizer:
     def _update(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement step()")
 
+    def trace_guard(self) -> tuple:
+        """The hyperparameters a traced step bakes into its graph as constants (lr, betas, ...).
+
+        Not torch API: a compiled training step must be retraced when this changes, e.g. after
+        an lr scheduler's step."""
+        return tuple(tuple((k, v) for k, v in sorted(group.items()) if k not in ("params", "param_names"))
+                     for group in self.param_groups)
+
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """torch's format: state keyed by the parameter's index over all groups, groups with indices.

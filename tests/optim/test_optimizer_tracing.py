@@ -71,3 +71,15 @@ def test_a_traced_step_reads_the_step_counter_as_a_tensor():
     step = opt.state[params[0]]["step"]
     assert id(step) in tracer.mutated and step.item() == 1.0
     assert any(n.target == "pow" for n in tracer.graph.nodes)  # beta ** step is in the graph
+
+
+def test_trace_guard_changes_when_a_scheduler_changes_the_lr():
+    _, params = make_params([(3,)], np.float32)
+    opt = gto.Adam(params, lr=0.1)
+    sched = gto.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    before = opt.trace_guard()
+    hash(before)
+    assert opt.trace_guard() == before
+    opt.step()
+    sched.step()
+    assert opt.trace_guard() != before
