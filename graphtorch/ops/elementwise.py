@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from .. import dtypes as dt
 from ..dispatch import apply, op
 from ..tensor import Tensor
@@ -33,7 +35,8 @@ def _coerce(value, dtype):
         return bool(value)
     if dtype.is_floating_point:
         return float(value)
-    return int(value)
+    # torch wraps out-of-range integers (uint8 tensor - 1 counts modulo 256)
+    return int(np.array(int(value), np.int64).astype(dtype.np))
 
 
 def as_operand(x, dtype: dt.DType) -> Tensor:
