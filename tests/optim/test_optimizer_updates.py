@@ -58,6 +58,21 @@ def test_step_count_is_a_float32_scalar_tensor():
     assert step.dtype is gt.float32 and step.shape == () and step.item() == 2.0
 
 
+def test_step_count_follows_a_float64_default_dtype_as_torch():
+    tp, gp, topt, gopt = make_pair("RMSprop", {}, shapes=[(2,)])
+    set_grads(tp, gp, np.random.default_rng(0))
+    gt.set_default_dtype(gt.float64)
+    torch.set_default_dtype(torch.float64)
+    try:
+        gopt.step()
+        topt.step()
+    finally:
+        gt.set_default_dtype(gt.float32)
+        torch.set_default_dtype(torch.float32)
+    assert gopt.state[gp[0]]["step"].dtype is gt.float64
+    assert str(topt.state[tp[0]]["step"].dtype) == "torch.float64"
+
+
 def test_params_without_grad_are_skipped_and_get_no_state():
     tp, gp, topt, gopt = make_pair("Adam", dict(lr=0.1))
     rng = np.random.default_rng(2)
