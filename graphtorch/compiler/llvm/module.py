@@ -75,12 +75,14 @@ class LoweringContext:
         self._allocas = ir.IRBuilder(func.append_basic_block("allocas"))
         self.builder = ir.IRBuilder(func.append_basic_block("entry"))
         self._buffers, self._status, self._workspace = buffers, status, workspace
+        self._inputs = set(group.inputs)
         self.tid, self.nthreads, self.max_threads = tid, nthreads, max_threads
         self.workspace_bytes = 0
 
     # ---- buffers
-    def has_buffer(self, node: Node) -> bool:
-        return node in self._buffers
+    def is_input(self, node: Node) -> bool:
+        """Read from its buffer (rather than computed): a group input."""
+        return node in self._inputs
 
     def ptr(self, node: Node) -> ir.Value:
         if node not in self._buffers:
@@ -198,7 +200,7 @@ def barrier_function(module: ir.Module) -> ir.Function:
     old = b.atomic_rmw("add", count, index.i64(1), "acq_rel")
     b.cbranch(b.icmp_signed("==", old, b.sub(n, index.i64(1))), last, wait)
     b.position_at_end(last)
-    b.store_atomic(index.i64(0), count, "monotonic", 8)
+    b.atomic_rmw("xchg", count, index.i64(0), "monotonic")  # (store_atomic needs typed pointers in llvmlite)
     b.atomic_rmw("add", gen_ptr, index.i64(1), "acq_rel")
     b.ret_void()
     b.position_at_end(wait)

@@ -1,0 +1,182 @@
+"""`build(graph, groups)`: plan, lower, JIT; and the Executable that guards and runs the result.
+
+A call checks every input's shape and dtype against the graph (native code trusts them for its
+bounds), makes non-contiguous inputs contiguous, allocates the outputs, fills the `void **` table
+and makes one native call per thread. The table, the arena and the status words are allocated
+once per Executable, so a call costs a few microseconds of Python.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ...runtime import JITError, compile_ir, get_num_threads, pool
+from ..errors import GraphtorchCompileError
+from ..ir import Graph, Group, Node
+from ..memory_plan import MemoryPlan, plan_memory
+from ..primitives import Kind
+from .module import ERROR_CODE, ERROR_DIM, ERROR_INDEX, ERROR_SIZE, STATUS_SLOTS, Layout, build_module
+
+ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+PARALLEL_WORK = 1 << 17  # elements (or multiply-adds / 16): below this a graph runs on the calling thread
+
+
+def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads: int | None = None,
+          dump: str | Path | None = None, cache: bool = True) -> Executable:
+    """Compile `groups` (in order) into native code for this CPU.
+
+    num_threads fixes the thread count; None follows runtime.get_num_threads() at each call.
+    dump: a directory that receives <name>.ll, <name>.opt.ll, <name>.s and <name>.plan.txt.
+    """
+    plan = plan_memory(graph, groups)
+    max_threads = num_threads or max(get_num_threads(), 1)
+    try:
+        module, layout = build_module(graph, groups, plan, name=name, max_threads=max_threads)
+    except GraphtorchCompileError:
+        raise
+    except Exception as e:  # a lowering bug: say which, keep the traceback
+        raise GraphtorchCompileError("GT040", f"the LLVM backend failed while lowering graph {name!r}: {e}",
+                                     stage="lowered", hint="this is a graphtorch bug; please report it") from e
+    ir_text = str(module)
+    try:
+        native = compile_ir(ir_text, cache=cache)
+    except JITError as e:
+        if dump:
+            _write(dump, name, {".ll": ir_text, ".llvm_error.txt": e.llvm_message})
+        where = f" (see {dump})" if dump else " (pass dump=DIR to see the module)"
+        raise GraphtorchCompileError("GT040", f"LLVM failed to compile graph {name!r}: {e}{where}", stage="lowered",
+                                     hint="this is a graphtorch bug; please report it with the dump") from None
+    exe = Executable(graph, groups, plan, layout, native, name, num_threads, max_threads)
+    if dump:
+        _write(dump, name, {".ll": ir_text, ".opt.ll": exe.artifacts["llvm_ir_optimized"],
+                            ".s": exe.artifacts["asm"], ".plan.txt": plan.report()})
+    return exe
+
+
+def _write(directory: str | Path, name: str, files: dict[str, str]) -> None:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for suffix, text in files.items():
+        (d / f"{name}{suffix}").write_text(text)
+
+
+def _aligned(nbytes: int, alignment: int = 64) -> tuple[np.ndarray, int]:
+    """A byte buffer and the first `alignment`-aligned address in it."""
+    raw = np.zeros(nbytes + alignment, np.uint8)
+    addr = raw.ctypes.data
+    return raw, addr + (-addr % alignment)
+
+
+class _Artifacts(dict):
+    """llvm_ir, llvm_ir_optimized and asm; the last two are made on first access (a cache hit skipped them)."""
+
+    def __init__(self, native):
+        super().__init__()
+        self._native = native
+        self["llvm_ir"] = native.ir_text
+
+    def __missing__(self, key):
+        make = {"llvm_ir_optimized": self._native.optimized_ir, "asm": self._native.assembly}
+        if key not in make:
+            raise KeyError(key)
+        self[key] = make[key]()
+        return self[key]
+
+
+class Executable:
+    def __init__(self, graph: Graph, groups: list[Group], plan: MemoryPlan, layout: Layout, native, name: str,
+                 num_threads: int | None, max_threads: int):
+        self.graph, self.groups, self.plan, self.name = graph, groups, plan, name
+        self.native, self.from_cache = native, native.from_cache
+        self.artifacts = _Artifacts(native)
+        self.num_threads, self.max_threads = num_threads, max_threads
+        self.work = sum(_work(g) for g in groups)
+        self._entry = ENTRY(native.address("run"))
+        self._inputs = graph.inputs
+        self._specs = [(tuple(n.type.shape), n.type.dtype.np) for n in self._inputs]
+        self._input_slots = [layout.slots[n] for n in self._inputs]
+        self._out_slot_of = {o: layout.slots[o] for o in dict.fromkeys(graph.outputs) if o.op == "call"}
+        self._out_slots = [(slot, o.type.shape, o.type.dtype.np) for o, slot in self._out_slot_of.items()]
+        self._lock = threading.Lock()
+        # memory that lives as long as the executable: status words, workspace, arena, constants
+        self._table = (ctypes.c_void_p * layout.n_slots)()
+        self._table_addr = ctypes.addressof(self._table)
+        self._status = np.zeros(STATUS_SLOTS, np.int64)
+        self._workspace, ws = _aligned(layout.workspace_bytes)
+        self._arena, arena = _aligned(plan.arena_bytes)
+        self._table[Layout.STATUS], self._table[Layout.WORKSPACE], self._table[Layout.ARENA] = self._status.ctypes.data, ws, arena
+        self._constants = [np.ascontiguousarray(c.value) for c in layout.constants]
+        for c, arr in zip(layout.constants, self._constants):
+            self._table[layout.slots[c]] = arr.ctypes.data
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        if len(arrays) != len(self._specs):
+            raise TypeError(f"{self.name} expects {len(self._specs)} inputs, got {len(arrays)}")
+        inputs = [self._check(k, a) for k, a in enumerate(arrays)]
+        with self._lock:
+            table = self._table
+            for slot, a in zip(self._input_slots, inputs):
+                table[slot] = a.ctypes.data
+            outs = {}
+            for slot, shape, dtype in self._out_slots:
+                outs[slot] = out = np.empty(shape, dtype)
+                table[slot] = out.ctypes.data
+            self._run()
+            if self._status[ERROR_CODE]:
+                self._raise_status()
+        return [self._output(o, inputs, outs) for o in self.graph.outputs]
+
+    def _check(self, k: int, a) -> np.ndarray:
+        shape, dtype = self._specs[k]
+        if not isinstance(a, np.ndarray):
+            a = np.asarray(a)
+        if a.dtype != dtype:
+            raise TypeError(f"{self.name}: input {k} ({self._inputs[k].target}) has dtype {a.dtype}, expected {dtype}")
+        if a.shape != shape:
+            raise ValueError(f"{self.name}: input {k} ({self._inputs[k].target}) has shape {a.shape}, expected {shape}")
+        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+    def _run(self) -> None:
+        n = self.num_threads or min(get_num_threads(), self.max_threads)
+        if n <= 1 or self.work < PARALLEL_WORK:
+            self._entry(self._table_addr, 0, 1)
+        else:
+            entry, table = self._entry, self._table_addr
+            pool().run(lambda tid, n: entry(table, tid, n), n)
+
+    def _raise_status(self) -> None:
+        bad, dim, size = (int(self._status[k]) for k in (ERROR_INDEX, ERROR_DIM, ERROR_SIZE))
+        self._status[ERROR_CODE] = 0
+        raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
+
+    def _output(self, node: Node, inputs: list[np.ndarray], outs: dict[int, np.ndarray]) -> np.ndarray:
+        if node.op == "input":
+            return inputs[self._inputs.index(node)].copy()
+        if node.op == "constant":
+            return np.array(node.value)
+        return outs[self._out_slot_of[node]]
+
+
+def _work(group: Group) -> int:
+    """A rough size of a kernel's work, to decide whether threads pay off."""
+    anchor = group.anchor
+    if anchor is not None and anchor.prim.kind is Kind.OUT_FUSABLE:
+        a, b = anchor.inputs
+        depth = b.type.numel // b.type.shape[0] if anchor.target == "conv2d" else a.type.shape[-1]
+        return anchor.type.numel * depth // 16
+    sizes = [group.outputs[0].type.numel] + [i.type.numel for i in group.inputs]
+    return max(sizes) if sizes else 0
+
+
+def single_groups(graph: Graph) -> list[Group]:
+    """The plan with one group per call node ("single"): every primitive as its own kernel."""
+    groups = []
+    for n in graph.nodes:
+        if n.op == "call":
+            anchor = n if n.prim.kind in (Kind.REDUCTION, Kind.OUT_FUSABLE) else None
+            groups.append(Group(len(groups), "single", [n], list(dict.fromkeys(n.inputs)), [n], anchor))
+    return groups

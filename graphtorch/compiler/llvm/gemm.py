@@ -1,0 +1,373 @@
+"""GEMM kernels C = A @ B for static shapes, BLIS style: packed panels, cache blocks, a 6x16 micro-kernel.
+
+The loop nest (per thread, over its share of C):
+
+    for jc in cols, step NC:                 B block (KC x NC) packed once, reused by every row block
+      for pc in 0..K, step KC:
+        pack B[pc:pc+KC, jc:jc+NC] into NR-wide panels
+        for ic in rows, step MC:             A block (MC x KC) packed into MR-tall panels: stays in L2
+          pack A[ic:ic+MC, pc:pc+KC]
+          for jr, ir over the block:         one MR x NR tile of C: 12 vector accumulators in registers
+            micro-kernel(kc, A panel, B panel) -> C tile (stored, or added to it after the first K block)
+            after the last K block: the group's epilogue over the tile, while it is still in L1
+
+Packing pads edge panels with zeros, so the micro-kernel always runs the full tile; an edge tile
+(odd M or N) goes through a scratch tile and only its valid part is copied to C. The micro-kernel
+is one function per module and dtype (not unrolled per call site) to keep compile time low.
+Operands are read through (row, column) element strides, so a transposed operand (x @ W^T) or
+a broadcast batch (stride 0) is read in place: packing is the only copy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+PTR = ir.PointerType()
+
+# epilogue(builder, r0, r1, c0, c1): apply the elementwise epilogue to C[r0:r1, c0:c1] (i64 values)
+Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value, ir.Value], None]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Register and cache blocking for one element type on AVX2 (16 vector registers)."""
+
+    name: str
+    scalar: ir.Type
+    width: int  # lanes per vector register
+    itemsize: int
+    mr: int = 6  # 6 x 2 accumulators + 2 B vectors + 1 broadcast A value = 15 registers
+    kc: int = 256  # a KC x NR panel of B fills a quarter of the 32 KiB L1
+    mc: int = 144  # an MC x KC block of A fills about a third of the 512 KiB L2
+    nc: int = 4096
+
+    @property
+    def nr(self) -> int:
+        return 2 * self.width
+
+    @property
+    def vec(self) -> ir.VectorType:
+        return ir.VectorType(self.scalar, self.width)
+
+
+LAYOUTS = {"f32": Layout("f32", ir.FloatType(), 8, 4), "f64": Layout("f64", ir.DoubleType(), 4, 8, kc=128)}
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A strided 2-D view: element (i, j) is at ptr[i * rs + j * cs] (element strides, i64 values)."""
+
+    ptr: ir.Value
+    rs: ir.Value
+    cs: ir.Value
+
+
+@dataclass(frozen=True)
+class GemmSpec:
+    """out[b] = A[b] @ B[b] for b < batch; A is m x k, B is k x n, out is dense row-major m x n.
+
+    Strides are (batch, row, column) in elements: a transposed operand swaps row and column
+    strides, a broadcast batch has batch stride 0.
+    """
+
+    m: int
+    n: int
+    k: int
+    dtype: str = "f32"  # a DType.short with a layout: "f32" or "f64"
+    batch: int = 1
+    a_strides: tuple[int, int, int] | None = None  # default: dense row-major m x k
+    b_strides: tuple[int, int, int] | None = None  # default: dense row-major k x n
+
+    @staticmethod
+    def dense(m: int, n: int, k: int, *, trans_a: bool = False, trans_b: bool = False, batch: int = 1,
+              dtype: str = "f32") -> GemmSpec:
+        """Contiguous operands; trans_a: A is stored k x m (read as its transpose), trans_b likewise n x k."""
+        a = (m * k, 1, m) if trans_a else (m * k, k, 1)
+        b = (k * n, 1, k) if trans_b else (k * n, n, 1)
+        return GemmSpec(m, n, k, dtype, batch, a, b)
+
+    @property
+    def layout(self) -> Layout:
+        if self.dtype not in LAYOUTS:
+            raise NotImplementedError(f"GEMM: no kernel for dtype {self.dtype}; expected one of {sorted(LAYOUTS)}")
+        return LAYOUTS[self.dtype]
+
+    @property
+    def strides(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        a = self.a_strides or (self.m * self.k, self.k, 1)
+        b = self.b_strides or (self.k * self.n, self.n, 1)
+        return a, b
+
+    @property
+    def split_rows(self) -> bool:
+        """Threads split the larger of M and N: each thread packs all of the other operand."""
+        return self.m >= self.n
+
+
+def workspace_elements(m: int, n: int, k: int, layout: Layout) -> int:
+    """Scratch elements one thread's `emit_gemm` needs for an m x n x k problem (or a part of one)."""
+    return sum(_workspace_parts(m, n, k, layout))
+
+
+def workspace_bytes(spec: GemmSpec) -> int:
+    return workspace_elements(spec.m, spec.n, spec.k, spec.layout) * spec.layout.itemsize
+
+
+def _workspace_parts(m: int, n: int, k: int, lay: Layout) -> tuple[int, int, int]:
+    """(packed B, packed A, scratch tile) sizes, each rounded up to 64 bytes so the B panels stay aligned."""
+    kc = max(1, min(lay.kc, k))
+    nc = min(lay.nc, _round_up(max(n, 1), lay.nr))
+    mc = min(lay.mc, _round_up(max(m, 1), lay.mr))
+    per_line = 64 // lay.itemsize
+    return tuple(_round_up(x, per_line) for x in (kc * nc, mc * kc, lay.mr * lay.nr))
+
+
+def _round_up(x: int, to: int) -> int:
+    return -(-x // to) * to
+
+
+# ---------------------------------------------------------------- small IR helpers
+
+
+def i64(x: int | ir.Value) -> ir.Value:
+    return ir.Constant(I64, x) if isinstance(x, int) else x
+
+
+def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _at(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, lay: Layout) -> ir.Value:
+    return b.gep(ptr, [index], inbounds=True, source_etype=lay.scalar)
+
+
+@contextmanager
+def loop(b: ir.IRBuilder, start: int | ir.Value, stop: int | ir.Value, step: int = 1) -> Iterator[ir.Value]:
+    """for (i = start; i < stop; i += step): yields i; the builder continues after the loop."""
+    start, stop = i64(start), i64(stop)
+    pre = b.block
+    head, body, done = (b.append_basic_block(s) for s in ("loop.head", "loop.body", "loop.done"))
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, "i")
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<", i, stop), body, done)
+    b.position_at_end(body)
+    yield i
+    nxt = b.add(i, i64(step))
+    i.add_incoming(nxt, b.block)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def split(b: ir.IRBuilder, total: ir.Value, parts: ir.Value, part: ir.Value, align: int) -> tuple[ir.Value, ir.Value]:
+    """[start, stop) of `part` when range(total) is cut into `parts` pieces, in multiples of `align`."""
+    units = b.sdiv(b.add(total, i64(align - 1)), i64(align))
+    per = b.mul(b.sdiv(b.add(units, b.sub(parts, i64(1))), parts), i64(align))
+    start = _min(b, b.mul(part, per), total)
+    return start, _min(b, b.add(start, per), total)
+
+
+def _fma_decl(module: ir.Module, lay: Layout) -> ir.Function:
+    # declare_intrinsic cannot type vector intrinsics: declare it by name
+    name = f"llvm.fma.v{lay.width}{lay.name}"
+    if name in module.globals:
+        return module.globals[name]
+    return ir.Function(module, ir.FunctionType(lay.vec, [lay.vec] * 3), name)
+
+
+# ---------------------------------------------------------------- micro-kernel
+
+
+def micro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
+    """`void (i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate)`: C[:MR, :NR] (+)= Apanel @ Bpanel.
+
+    Apanel holds kc columns of MR values, Bpanel kc rows of NR values (64-byte aligned); C is any
+    row-major tile with leading dimension ldc (only element-aligned).
+    """
+    name = f"gt_gemm_ukernel_{lay.name}_{lay.mr}x{lay.nr}"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1]), name)
+    fn.linkage = "internal"
+    kc, ap, bp, cp, ldc, accumulate = fn.args
+    for arg in (ap, bp, cp):
+        arg.add_attribute("noalias")
+    fma = _fma_decl(module, lay)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    head, body, done = (fn.append_basic_block(s) for s in ("head", "body", "done"))
+    b.branch(head)
+
+    b.position_at_end(head)
+    p = b.phi(I64, "p")
+    p.add_incoming(i64(0), fn.entry_basic_block)
+    acc = [[b.phi(lay.vec, f"c{i}{h}") for h in range(2)] for i in range(lay.mr)]
+    for row in acc:
+        for a in row:
+            a.add_incoming(ir.Constant(lay.vec, None), fn.entry_basic_block)
+    b.cbranch(b.icmp_signed("<", p, kc), body, done)
+
+    b.position_at_end(body)
+    bvec = [b.load(_at(b, bp, b.add(b.mul(p, i64(lay.nr)), i64(h * lay.width)), lay), typ=lay.vec, align=32)
+            for h in range(2)]
+    zeros = ir.Constant(ir.VectorType(I32, lay.width), None)
+    for i in range(lay.mr):
+        a = b.load(_at(b, ap, b.add(b.mul(p, i64(lay.mr)), i64(i)), lay), typ=lay.scalar, align=lay.itemsize)
+        abc = b.shuffle_vector(b.insert_element(ir.Constant(lay.vec, ir.Undefined), a, ir.Constant(I32, 0)),
+                               ir.Constant(lay.vec, ir.Undefined), zeros)
+        for h in range(2):
+            acc[i][h].add_incoming(b.call(fma, [abc, bvec[h], acc[i][h]]), body)
+    p.add_incoming(b.add(p, i64(1)), body)
+    b.branch(head)
+
+    b.position_at_end(done)
+    add_block, store_block = fn.append_basic_block("add"), fn.append_basic_block("store")
+    b.cbranch(accumulate, add_block, store_block)
+    for block, add in ((add_block, True), (store_block, False)):
+        b.position_at_end(block)
+        for i in range(lay.mr):
+            for h in range(2):
+                ptr = _at(b, cp, b.add(b.mul(i64(i), ldc), i64(h * lay.width)), lay)
+                v = b.fadd(b.load(ptr, typ=lay.vec, align=lay.itemsize), acc[i][h]) if add else acc[i][h]
+                b.store(v, ptr, align=lay.itemsize)
+        b.ret_void()
+    return fn
+
+
+# ---------------------------------------------------------------- packing
+
+
+def _pack(b: ir.IRBuilder, lay: Layout, width: int, src: ir.Value, lane_stride: ir.Value, depth_stride: ir.Value,
+          lanes: ir.Value, depth: ir.Value, dst: ir.Value) -> None:
+    """Copy a lanes x depth block into panels of `width` lanes: dst[panel][p][l] = src[l * lane_stride + p * depth_stride].
+
+    The last panel is padded with zeros (its loads are clamped to a valid lane, so nothing is
+    read out of bounds).
+    """
+    with loop(b, 0, lanes, width) as l0:
+        left = b.sub(lanes, l0)
+        panel_src = _at(b, src, b.mul(l0, lane_stride), lay)
+        panel_dst = _at(b, dst, b.mul(l0, depth), lay)
+        with b.if_else(b.icmp_signed(">=", left, i64(width))) as (full, edge):
+            with full:
+                _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, None)
+            with edge:
+                _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, left)
+
+
+def _pack_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst, valid):
+    zero = ir.Constant(lay.scalar, 0)
+    with loop(b, 0, depth) as p:
+        row = _at(b, src, b.mul(p, depth_stride), lay)
+        out = _at(b, dst, b.mul(p, i64(width)), lay)
+        for lane in range(width):
+            if valid is None:
+                v = b.load(_at(b, row, b.mul(i64(lane), lane_stride), lay), typ=lay.scalar, align=lay.itemsize)
+            else:
+                inside = b.icmp_signed("<", i64(lane), valid)
+                safe = b.select(inside, i64(lane), i64(0))
+                v = b.select(inside, b.load(_at(b, row, b.mul(safe, lane_stride), lay), typ=lay.scalar), zero)
+            b.store(v, _at(b, out, i64(lane), lay), align=lay.itemsize)
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def emit_gemm(b: ir.IRBuilder, lay: Layout, a: Matrix, bm: Matrix, c: ir.Value, ldc: ir.Value, k: int,
+              rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value], workspace: ir.Value,
+              workspace_dims: tuple[int, int], epilogue: Epilogue | None = None) -> None:
+    """C[rows, cols] = A[rows, :k] @ B[:k, cols], C row-major with leading dimension ldc.
+
+    `workspace` holds workspace_elements(*workspace_dims, k, lay) elements (64-byte aligned) that
+    this thread owns; workspace_dims = (m, n) bound the row and column ranges. `epilogue` runs on
+    every tile once it is final, with absolute C coordinates.
+    """
+    uk = micro_kernel(b.module, lay)
+    nb, na, _ = _workspace_parts(*workspace_dims, k, lay)
+    packed_b, packed_a = workspace, _at(b, workspace, i64(nb), lay)
+    tile = _at(b, workspace, i64(nb + na), lay)
+    (m0, m1), (n0, n1) = rows, cols
+    with loop(b, n0, n1, lay.nc) as jc:
+        nc = _min(b, i64(lay.nc), b.sub(n1, jc))
+        with loop(b, 0, max(k, 1), lay.kc) as pc:  # K = 0 still runs one block: it stores zeros
+            kc = _min(b, i64(lay.kc), b.sub(i64(k), pc))
+            accumulate = b.icmp_signed(">", pc, i64(0))
+            last = b.icmp_signed(">=", b.add(pc, i64(lay.kc)), i64(k))
+            b_src = _at(b, bm.ptr, b.add(b.mul(pc, bm.rs), b.mul(jc, bm.cs)), lay)
+            _pack(b, lay, lay.nr, b_src, bm.cs, bm.rs, nc, kc, packed_b)
+            with loop(b, m0, m1, lay.mc) as ic:
+                mc = _min(b, i64(lay.mc), b.sub(m1, ic))
+                a_src = _at(b, a.ptr, b.add(b.mul(ic, a.rs), b.mul(pc, a.cs)), lay)
+                _pack(b, lay, lay.mr, a_src, a.rs, a.cs, mc, kc, packed_a)
+                with loop(b, 0, nc, lay.nr) as jr, loop(b, 0, mc, lay.mr) as ir_:
+                    r0, c0 = b.add(ic, ir_), b.add(jc, jr)
+                    nrows, ncols = _min(b, i64(lay.mr), b.sub(mc, ir_)), _min(b, i64(lay.nr), b.sub(nc, jr))
+                    a_panel, b_panel = _at(b, packed_a, b.mul(ir_, kc), lay), _at(b, packed_b, b.mul(jr, kc), lay)
+                    c_tile = _at(b, c, b.add(b.mul(r0, ldc), c0), lay)
+                    full = b.and_(b.icmp_signed("==", nrows, i64(lay.mr)), b.icmp_signed("==", ncols, i64(lay.nr)))
+                    with b.if_else(full) as (then, otherwise):
+                        with then:
+                            b.call(uk, [kc, a_panel, b_panel, c_tile, ldc, accumulate])
+                        with otherwise:
+                            b.call(uk, [kc, a_panel, b_panel, tile, i64(lay.nr), ir.Constant(I1, 0)])
+                            _copy_tile(b, lay, tile, c_tile, ldc, nrows, ncols, accumulate)
+                    if epilogue is not None:
+                        with b.if_then(last):
+                            epilogue(b, r0, b.add(r0, nrows), c0, b.add(c0, ncols))
+
+
+def _copy_tile(b, lay, tile, c, ldc, nrows, ncols, accumulate):
+    with loop(b, 0, nrows) as i, loop(b, 0, ncols) as j:
+        v = b.load(_at(b, tile, b.add(b.mul(i, i64(lay.nr)), j), lay), typ=lay.scalar)
+        dst = _at(b, c, b.add(b.mul(i, ldc), j), lay)
+        old = b.load(dst, typ=lay.scalar)
+        b.store(b.select(accumulate, b.fadd(old, v), v), dst)
+
+
+def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out: ir.Value, workspace: ir.Value,
+                tid: ir.Value, nthreads: ir.Value,
+                epilogue: Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value, ir.Value, ir.Value], None] | None = None,
+                ) -> None:
+    """This thread's share of out[batch] = A[batch] @ B[batch] (see GemmSpec).
+
+    Work items are (batch, chunk) pairs, chunks cutting the larger of M and N so each thread
+    writes its own part of the output; `workspace` is this thread's (workspace_bytes(spec)).
+    `epilogue(builder, batch, r0, r1, c0, c1)` runs on each final tile.
+    """
+    lay = spec.layout
+    (abs_, ars, acs), (bbs, brs, bcs) = spec.strides
+    big, align = (spec.m, lay.mr) if spec.split_rows else (spec.n, lay.nr)
+    # enough chunks per batch to keep every thread busy, never more than there are tiles
+    per_batch = _min(b, b.sdiv(b.add(nthreads, i64(spec.batch - 1)), i64(spec.batch)), i64(math.ceil(big / align)))
+    items = b.mul(per_batch, i64(spec.batch))
+    first, stop = b.sdiv(b.mul(tid, items), nthreads), b.sdiv(b.mul(b.add(tid, i64(1)), items), nthreads)
+    with loop(b, first, stop) as item:
+        bi, chunk = b.sdiv(item, per_batch), b.srem(item, per_batch)
+        lo, hi = split(b, i64(big), per_batch, chunk, align)
+        full_m, full_n = (i64(0), i64(spec.m)), (i64(0), i64(spec.n))
+        rows, cols = ((lo, hi), full_n) if spec.split_rows else (full_m, (lo, hi))
+        am = Matrix(_at(b, a, b.mul(bi, i64(abs_)), lay), i64(ars), i64(acs))
+        bmat = Matrix(_at(b, bm, b.mul(bi, i64(bbs)), lay), i64(brs), i64(bcs))
+        c = _at(b, out, b.mul(bi, i64(spec.m * spec.n)), lay)
+        tile_epilogue = None
+        if epilogue is not None:
+            tile_epilogue = lambda bb, r0, r1, c0, c1, bi=bi: epilogue(bb, bi, r0, r1, c0, c1)
+        emit_gemm(b, lay, am, bmat, c, i64(spec.n), spec.k, rows, cols, workspace, (spec.m, spec.n), tile_epilogue)
+
+
+def build_gemm_module(spec: GemmSpec, name: str = "gemm") -> ir.Module:
+    """A module with `void name(ptr a, ptr b, ptr out, ptr workspace, i64 tid, i64 nthreads)`: for tests and benchmarks."""
+    module = ir.Module(name=f"gt_{name}")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, PTR, I64, I64]), name)
+    for arg in fn.args[:4]:
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    emit_matmul(b, spec, *fn.args)
+    b.ret_void()
+    return module

@@ -1,0 +1,291 @@
+"""Index mapping: the value of any elementwise/injective member at a position of its shape.
+
+This is the one mechanism behind every fused kernel: an elementwise group evaluates its root at
+each position of the root's shape; a reduction evaluates its prologue at positions of the anchor's
+input and its epilogue at positions of its output; a matmul/conv epilogue evaluates the group's
+root over a tile of the anchor's output (`emit_epilogue`). Walking back from a value to its inputs,
+an elementwise op keeps the position, an injective op maps it (expand drops broadcast dims,
+permute reorders, slice scales and shifts, pad/concat select, gather reads the index, unfold maps
+window coordinates), and a group input is loaded from its buffer.
+
+A position is an `Index`: a multi-index, a flat row-major offset, or both; each form is computed
+from the other only when some consumer needs it, so a chain of elementwise ops over contiguous
+buffers costs one induction variable, not a div/mod per dim.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from llvmlite import ir
+
+from ..ir import Group, Node
+from ..primitives import Kind
+from . import scalar
+from .scalar import I64
+
+if TYPE_CHECKING:
+    from .module import LoweringContext
+
+
+def i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def strides(shape: tuple[int, ...]) -> list[int]:
+    out, acc = [], 1
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= s
+    return out[::-1]
+
+
+class Index:
+    """A position in a tensor of `shape` (i64 values; dims given, flat given, or a (row, col) pair)."""
+
+    def __init__(self, b: ir.IRBuilder, shape: tuple[int, ...], *, dims: list[ir.Value] | None = None,
+                 flat: ir.Value | None = None, row: ir.Value | None = None):
+        self.b, self.shape = b, tuple(shape)
+        self._dims, self._flat, self._row = dims, flat, row
+
+    @classmethod
+    def rows(cls, b: ir.IRBuilder, shape: tuple[int, ...], row: ir.Value, col: ir.Value) -> Index:
+        """Element `col` of row `row` of `shape` viewed as (prod(shape[:-1]), shape[-1])."""
+        flat = b.add(b.mul(row, i64(shape[-1]), flags=("nuw", "nsw")), col, flags=("nuw", "nsw"))
+        idx = cls(b, shape, flat=flat, row=row)
+        idx._col = col
+        return idx
+
+    def flat(self) -> ir.Value:
+        if self._flat is None:
+            acc = i64(0)
+            for d, st, size in zip(self._dims, strides(self.shape), self.shape):
+                if size != 1:
+                    acc = self.b.add(acc, self.b.mul(d, i64(st), flags=("nuw", "nsw")), flags=("nuw", "nsw"))
+            self._flat = acc
+        return self._flat
+
+    def dims(self) -> list[ir.Value]:
+        if self._dims is None:
+            if self._row is not None:  # divide the row only: invariant in the column loop, hoisted by LICM
+                self._dims = unflatten(self.b, self._row, self.shape[:-1]) + [self._col]
+            else:
+                self._dims = unflatten(self.b, self._flat, self.shape)
+        return self._dims
+
+
+def unflatten(b: ir.IRBuilder, flat: ir.Value, shape: tuple[int, ...]) -> list[ir.Value]:
+    dims: list[ir.Value] = []
+    rest = flat
+    for k in range(len(shape) - 1, -1, -1):
+        if shape[k] == 1:
+            dims.append(i64(0))
+        elif k == 0:
+            dims.append(rest)
+        else:
+            dims.append(b.urem(rest, i64(shape[k])))
+            rest = b.udiv(rest, i64(shape[k]))
+    return dims[::-1]
+
+
+Override = Callable[[Index], ir.Value]
+
+
+class Env:
+    """One evaluation: where values come from, and values already computed at a position."""
+
+    def __init__(self, ctx: LoweringContext, overrides: dict[Node, Override] | None = None):
+        self.ctx, self.b = ctx, ctx.builder
+        self.overrides = overrides or {}
+        self.memo: dict[tuple[Node, Index], ir.Value] = {}
+
+
+def emit_element(ctx: LoweringContext, node: Node, index: Index | list[ir.Value],
+                 overrides: dict[Node, Override] | None = None) -> ir.Value:
+    """The value of `node` (in registers: bool as i1) at `index`, a multi-index of node's shape.
+
+    Group inputs are loaded from their buffers (ctx.ptr); `overrides` supplies other values,
+    e.g. {anchor: lambda idx: <load from the accumulator tile>} in an epilogue.
+    """
+    if not isinstance(index, Index):
+        index = Index(ctx.builder, node.type.shape, dims=list(index))
+    return value(Env(ctx, overrides), node, index)
+
+
+def value(env: Env, node: Node, idx: Index) -> ir.Value:
+    key = (node, idx)
+    if key not in env.memo:
+        env.memo[key] = _compute(env, node, idx)
+    return env.memo[key]
+
+
+def _compute(env: Env, node: Node, idx: Index) -> ir.Value:
+    if node in env.overrides:
+        return env.overrides[node](idx)
+    ctx, b = env.ctx, env.b
+    if ctx.is_input(node):
+        return scalar.load(b, node.type.dtype, ctx.gep(node, idx.flat()))
+    if node.op != "call":
+        raise ctx.unsupported(node, "is neither a group input nor computed in the group")
+    kind, name = node.prim.kind, node.target
+    if name == "full":
+        return scalar.const(node.type.dtype, node.attrs["value"])
+    if name == "iota":
+        return scalar.cast(b, _i64_dtype(), node.type.dtype, idx.dims()[node.attrs["dim"]])
+    if kind is Kind.ELEMENTWISE:
+        args = [value(env, i, idx) for i in node.inputs]
+        in_dtype = node.inputs[-1].type.dtype  # where(c, a, b): the operand dtype is a's and b's
+        return scalar.emit(b, name, args, in_dtype, node.type.dtype, node.attrs)
+    if kind is Kind.INJECTIVE:
+        return _INJECTIVE[name](env, node, idx)
+    raise ctx.unsupported(node, f"is a {kind.value} op, which cannot be computed per element")
+
+
+def _i64_dtype():
+    from .. import dtypes as dt
+
+    return dt.int64
+
+
+def at(env: Env, node: Node, dims: list[ir.Value]) -> ir.Value:
+    return value(env, node, Index(env.b, node.type.shape, dims=dims))
+
+
+# ---------------------------------------------------------------- injective ops: output position -> input position
+
+
+def _expand(env, node, idx):
+    (x,) = node.inputs
+    if x.type.shape == node.type.shape:
+        return value(env, x, idx)
+    lead = node.type.ndim - x.type.ndim
+    out = idx.dims()
+    return at(env, x, [i64(0) if s == 1 else out[lead + k] for k, s in enumerate(x.type.shape)])
+
+
+def _reshape(env, node, idx):
+    (x,) = node.inputs
+    return value(env, x, Index(env.b, x.type.shape, flat=idx.flat()))
+
+
+def _permute(env, node, idx):
+    (x,) = node.inputs
+    out = idx.dims()
+    dims: list[ir.Value] = [i64(0)] * x.type.ndim
+    for i, d in enumerate(node.attrs["dims"]):
+        dims[d] = out[i]
+    return at(env, x, dims)
+
+
+def _slice(env, node, idx):
+    (x,) = node.inputs
+    if x.type.shape == node.type.shape:
+        return value(env, x, idx)
+    b, a = env.b, node.attrs
+    dims = []
+    for d, start, step in zip(idx.dims(), a["starts"], a["steps"]):
+        d = b.mul(d, i64(step)) if step != 1 else d
+        dims.append(b.add(d, i64(start)) if start else d)
+    return at(env, x, dims)
+
+
+def _pad(env, node, idx):
+    (x,) = node.inputs
+    pad_value = scalar.const(node.type.dtype, node.attrs["value"])
+    if x.type.numel == 0:
+        return pad_value
+    b = env.b
+    inside = ir.Constant(scalar.I1, 1)
+    dims = []
+    for d, (lo, hi), n in zip(idx.dims(), node.attrs["pads"], x.type.shape):
+        if lo == 0 and hi == 0:
+            dims.append(d)
+            continue
+        d = b.sub(d, i64(lo))
+        ok = b.and_(b.icmp_signed(">=", d, i64(0)), b.icmp_signed("<", d, i64(n)))
+        inside = b.and_(inside, ok)
+        dims.append(b.select(ok, d, i64(0)))  # a position outside reads element 0: never out of bounds
+    return b.select(inside, at(env, x, dims), pad_value)
+
+
+def _concat(env, node, idx):
+    dim = node.attrs["dim"]
+    parts = [x for x in node.inputs if x.type.shape[dim] > 0]
+    b, out = env.b, idx.dims()
+    bounds = [0]
+    for x in parts:
+        bounds.append(bounds[-1] + x.type.shape[dim])
+    result = None
+    for j in range(len(parts) - 1, -1, -1):
+        x, lo, hi = parts[j], bounds[j], bounds[j + 1]
+        mine = b.and_(b.icmp_signed(">=", out[dim], i64(lo)), b.icmp_signed("<", out[dim], i64(hi)))
+        local = b.select(mine, b.sub(out[dim], i64(lo)), i64(0))
+        v = at(env, x, out[:dim] + [local] + out[dim + 1:])
+        result = v if result is None else b.select(mine, v, result)
+    return result
+
+
+def _gather(env, node, idx):
+    x, index_node = node.inputs
+    dim = node.attrs["dim"]
+    n = x.type.shape[dim]
+    ctx, b = env.ctx, env.b
+    raw = value(env, index_node, idx)
+    wrapped = b.select(b.icmp_signed("<", raw, i64(0)), b.add(raw, i64(n)), raw)
+    bad = b.icmp_unsigned(">=", wrapped, i64(n))  # negative after wrapping counts as huge
+    with b.if_then(bad, likely=False):
+        ctx.index_error(raw, dim, n)
+    if n == 0:
+        return scalar.const(node.type.dtype, 0)
+    out = idx.dims()
+    return at(env, x, out[:dim] + [b.select(bad, i64(0), wrapped)] + out[dim + 1:])
+
+
+def _unfold(env, node, idx):
+    (x,) = node.inputs
+    b, a = env.b, node.attrs
+    n, c, oh, ow, kh, kw = idx.dims()
+    (s0, s1), (d0, d1) = a["stride"], a["dilation"]
+    h = b.add(b.mul(oh, i64(s0)), b.mul(kh, i64(d0)))
+    w = b.add(b.mul(ow, i64(s1)), b.mul(kw, i64(d1)))
+    return at(env, x, [n, c, h, w])
+
+
+_INJECTIVE = {"expand": _expand, "reshape": _reshape, "permute": _permute, "slice": _slice, "pad": _pad,
+              "concat": _concat, "gather": _gather, "unfold": _unfold}
+
+
+# ---------------------------------------------------------------- epilogues
+
+
+def emit_epilogue(ctx: LoweringContext, group: Group, anchor_ptr: ir.Value, row_range: tuple[ir.Value, ir.Value],
+                  col_range: tuple[ir.Value, ir.Value], out_ptr: ir.Value | None = None) -> None:
+    """Apply `group`'s epilogue over rows [r0, r1) x cols [c0, c1) of the anchor's output.
+
+    The anchor's output is viewed as (prod(shape[:-1]), shape[-1]) and read from `anchor_ptr`
+    (dense, row-major, the anchor's dtype); the root's value at each position is written to
+    `out_ptr` (default: the group's output buffer), which may be `anchor_ptr` itself when the
+    root has the anchor's shape and dtype (in place). Loops are emitted here; LLVM vectorizes the
+    column loop.
+    """
+    anchor, root = group.anchor, group.outputs[0]
+    shape = anchor.type.shape
+    if root.type.shape != shape:
+        raise ctx.unsupported(root, f"is an epilogue of shape {root.type.shape}, not the anchor's {shape}")
+    out_ptr = out_ptr if out_ptr is not None else ctx.ptr(root)
+    a_ty, o_ty = scalar.mem_type(anchor.type.dtype), scalar.mem_type(root.type.dtype)
+    b = ctx.builder
+    with ctx.loop(*row_range) as r, ctx.loop(*col_range) as c:
+        idx = Index.rows(b, shape, r, c)
+        load = lambda i: scalar.load(b, anchor.type.dtype, b.gep(anchor_ptr, [i.flat()], inbounds=True, source_etype=a_ty))
+        v = emit_element(ctx, root, idx, {anchor: load})
+        scalar.store(b, root.type.dtype, v, b.gep(out_ptr, [idx.flat()], inbounds=True, source_etype=o_ty))
+
+
+def rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(prod(shape[:-1]), shape[-1]); a scalar is one row of one column."""
+    if not shape:
+        return 1, 1
+    return math.prod(shape[:-1]), shape[-1]

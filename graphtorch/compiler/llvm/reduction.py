@@ -1,0 +1,131 @@
+"""Reduction groups: sum/prod/max/min/argmax/argmin with an elementwise prologue and epilogue.
+
+Each thread takes a share of the output positions; for each it loops over the reduced dims (the
+last one innermost, contiguous when it is reduced) accumulating the prologue's value, then
+evaluates the epilogue at that position with the accumulator standing in for the anchor. When the
+epilogue moves the anchor's positions (an injective op between anchor and root), the anchor is
+first written to workspace and the epilogue runs as a second phase after a barrier.
+
+NaN semantics are numpy's: max/min propagate NaN (llvm.maximum/minimum), argmax/argmin return the
+first maximum and count NaN as the extreme. Float sums carry `reassoc` so LLVM vectorizes them with
+several partial sums: the result may differ from numpy's pairwise sum in the last bits.
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from .. import dtypes as dt
+from ..ir import Group, Node
+from ..primitives import Kind
+from . import scalar
+from .elementwise import emit_pointwise, needs_only_flat
+from .index import Index, i64
+from .module import LOWERINGS, LoweringContext
+
+
+def lower_reduction(ctx: LoweringContext, group: Group) -> None:
+    anchor = group.anchor or group.outputs[0]
+    root = group.outputs[0]
+    if root is anchor or _elementwise_path(group, anchor):
+        _reduce_all(ctx, anchor, lambda idx, acc: ctx.store(root, idx.flat(), ctx.element(root, idx, {anchor: lambda _: acc})))
+        return
+    ws = ctx.workspace(anchor.type.numel * anchor.type.dtype.itemsize)
+    ty = scalar.mem_type(anchor.type.dtype)
+    b = ctx.builder
+    _reduce_all(ctx, anchor, lambda idx, acc: scalar.store(b, anchor.type.dtype, acc, b.gep(ws, [idx.flat()], source_etype=ty)))
+    ctx.barrier()
+    load = lambda idx: scalar.load(b, anchor.type.dtype, b.gep(ws, [idx.flat()], source_etype=ty))
+    emit_pointwise(ctx, root, flat=needs_only_flat(group.nodes[group.nodes.index(anchor) + 1:]), overrides={anchor: load})
+
+
+def _elementwise_path(group: Group, anchor: Node) -> bool:
+    """Every member downstream of the anchor is elementwise: the root is read at the anchor's position."""
+    downstream = {anchor}
+    for n in group.nodes:
+        if any(i in downstream for i in n.inputs):
+            if n.prim.kind is not Kind.ELEMENTWISE:
+                return False
+            downstream.add(n)
+    return True
+
+
+def _reduce_all(ctx: LoweringContext, anchor: Node, finish) -> None:
+    b = ctx.builder
+    lo, hi = ctx.thread_range(anchor.type.numel)
+    with ctx.loop(lo, hi) as o:
+        idx = Index(b, anchor.type.shape, flat=o)
+        finish(idx, emit_reduce(ctx, anchor, idx))
+
+
+def reduced_dims(anchor: Node) -> tuple[int, ...]:
+    if anchor.target in ("argmax", "argmin"):
+        return (anchor.attrs["dim"],) if anchor.inputs[0].type.ndim else ()
+    return tuple(anchor.attrs["dims"])
+
+
+def emit_reduce(ctx: LoweringContext, anchor: Node, out: Index) -> ir.Value:
+    """The anchor's value at output position `out`: a loop nest over the reduced dims."""
+    b = ctx.builder
+    x = anchor.inputs[0]
+    d, shape, red = x.type.dtype, x.type.shape, reduced_dims(anchor)
+    keep = [k for k in range(len(shape)) if k not in red]
+    out_dims = out.dims()
+    kept = {k: out_dims[k] if anchor.attrs["keepdim"] else out_dims[j] for j, k in enumerate(keep)}
+    name = anchor.target
+    empty = math.prod(shape[k] for k in red) == 0
+    acc = ctx.alloca(scalar.reg_type(d))
+    b.store(_identity(name, d, empty), acc)
+    best = ctx.alloca(scalar.I64) if name in ("argmax", "argmin") else None
+    if best is not None:
+        b.store(i64(0), best)
+
+    def nest(level: int, pos: dict[int, ir.Value]):
+        if level == len(red):
+            v = ctx.element(x, [pos[k] if k in pos else kept[k] for k in range(len(shape))])
+            _update(b, name, d, acc, best, v, pos.get(red[0]) if red else i64(0))
+            return
+        with ctx.loop(0, shape[red[level]]) as i:
+            nest(level + 1, {**pos, red[level]: i})
+
+    nest(0, {})
+    if best is not None:
+        return b.load(best)
+    return b.load(acc)
+
+
+def _identity(name: str, d: dt.DType, empty: bool) -> ir.Constant:
+    if name == "sum":  # -0.0 + x == x for every x (0.0 would turn -0.0 into 0.0); an empty sum is 0.0
+        return scalar.const(d, 0.0 if empty or not d.is_floating_point else -0.0)
+    if name == "prod":
+        return scalar.const(d, 1)
+    low = name in ("max", "argmax")
+    if d.is_floating_point:
+        return scalar.const(d, -math.inf if low else math.inf)
+    if d is dt.bool_:
+        return scalar.const(d, not low)
+    bits = 8 * d.itemsize
+    lo_val, hi_val = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if d.is_signed else (0, (1 << bits) - 1)
+    return scalar.const(d, lo_val if low else hi_val)
+
+
+def _update(b: ir.IRBuilder, name: str, d: dt.DType, acc, best, v: ir.Value, pos: ir.Value) -> None:
+    cur = b.load(acc)
+    if name == "sum" and d.is_floating_point:
+        b.store(b.fadd(cur, v, flags=("reassoc", "contract")), acc)
+    elif name in ("sum", "prod"):
+        b.store(scalar.emit(b, "add" if name == "sum" else "mul", [cur, v], d, d, {}), acc)
+    elif name in ("max", "min"):
+        b.store(scalar.emit(b, "maximum" if name == "max" else "minimum", [cur, v], d, d, {}), acc)
+    else:  # argmax/argmin: strictly better, or the first NaN
+        better = scalar.emit(b, "gt" if name == "argmax" else "lt", [v, cur], d, dt.bool_, {})
+        if d.is_floating_point:
+            first_nan = b.and_(b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", cur, cur))
+            better = b.or_(better, first_nan)
+        b.store(b.select(better, v, cur), acc)
+        b.store(b.select(better, pos, b.load(best)), best)
+
+
+LOWERINGS["reduction"] = lower_reduction

@@ -1,0 +1,123 @@
+"""The static memory plan: where each intermediate value lives in one arena.
+
+Over the kernel (group) order, each group's output is live from the step that writes it to the
+last step that reads it. Values whose lifetimes do not overlap share memory: blocks are placed
+first-fit by offset, largest first. An elementwise kernel may write its output over an input that
+dies at that kernel (same shape and item size): every element is read before it is written at the
+same index, so no copy and no second buffer are needed.
+
+Graph inputs, constants and graph outputs are not in the arena: inputs and constants belong to the
+caller, outputs are allocated per call so results handed to the user are never overwritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .ir import Graph, Group, Node
+from .primitives import Kind
+
+
+@dataclass
+class MemoryPlan:
+    offsets: dict[Node, int]  # arena-resident values -> byte offset in the arena
+    intervals: dict[Node, tuple[int, int]]  # value -> (first, last) step that uses it
+    inplace: dict[Node, Node]  # value -> the input whose memory it overwrites
+    arena_bytes: int  # the arena's size: what this plan allocates
+    peak_bytes: int  # the most bytes live at one step: the best any placement can do
+    alignment: int = 64
+    sizes: dict[Node, int] = field(default_factory=dict)
+
+    def report(self) -> str:
+        lines = [f"arena {self.arena_bytes} bytes, peak live {self.peak_bytes} bytes, "
+                 f"{len(self.offsets)} buffers, {len(self.inplace)} in place"]
+        for n, off in sorted(self.offsets.items(), key=lambda kv: kv[1]):
+            first, last = self.intervals[n]
+            reuse = f"  (in place of {self.inplace[n].name})" if n in self.inplace else ""
+            lines.append(f"  {n.name:>6} : {str(n.type):<24} @ {off:>10}  steps {first}..{last}{reuse}")
+        return "\n".join(lines)
+
+
+def nbytes(node: Node) -> int:
+    return node.type.numel * node.type.dtype.itemsize
+
+
+def _round_up(n: int, a: int) -> int:
+    return -(-n // a) * a
+
+
+def plan_memory(graph: Graph, groups: list[Group], *, alignment: int = 64) -> MemoryPlan:
+    """Plan the arena for `groups` run in list order."""
+    outputs = set(graph.outputs)
+    intervals = _intervals(groups)
+    resident = [g.outputs[0] for g in groups if g.outputs[0] not in outputs]
+    inplace = _inplace_pairs(groups, intervals, set(resident))
+
+    # a block is one piece of memory: a value plus the values written over it in place
+    owner = {n: n for n in resident}
+    for out, src in inplace.items():
+        owner[out] = owner[src]
+    span: dict[Node, tuple[int, int]] = {}
+    for n in resident:
+        first, last = intervals[n]
+        b = owner[n]
+        lo, hi = span.get(b, (first, last))
+        span[b] = (min(lo, first), max(hi, last))
+    block_offsets = _place({b: _round_up(nbytes(b), alignment) for b in span}, span)
+    offsets = {n: block_offsets[owner[n]] for n in resident}
+    arena = max((block_offsets[b] + _round_up(nbytes(b), alignment) for b in span), default=0)
+    return MemoryPlan(offsets, intervals, inplace, arena, _peak(span, len(groups), alignment), alignment,
+                      {n: nbytes(n) for n in resident})
+
+
+def _intervals(groups: list[Group]) -> dict[Node, tuple[int, int]]:
+    out: dict[Node, tuple[int, int]] = {}
+    for step, g in enumerate(groups):
+        out[g.outputs[0]] = (step, step)
+    for step, g in enumerate(groups):
+        for i in g.inputs:
+            if i in out:
+                out[i] = (out[i][0], max(out[i][1], step))
+    return out
+
+
+def _inplace_pairs(groups: list[Group], intervals: dict[Node, tuple[int, int]],
+                   resident: set[Node]) -> dict[Node, Node]:
+    pairs: dict[Node, Node] = {}
+    taken: set[Node] = set()
+    for step, g in enumerate(groups):
+        root = g.outputs[0]
+        if root not in resident or not all(n.prim.kind is Kind.ELEMENTWISE for n in g.nodes):
+            continue
+        for x in g.inputs:
+            if (x in resident and x not in taken and intervals[x][1] == step
+                    and x.type.shape == root.type.shape and x.type.dtype.itemsize == root.type.dtype.itemsize):
+                pairs[root] = x
+                taken.add(x)
+                break
+    return pairs
+
+
+def _place(sizes: dict[Node, int], span: dict[Node, tuple[int, int]]) -> dict[Node, int]:
+    """First-fit by offset, largest blocks first, among blocks whose lifetimes overlap."""
+    placed: list[tuple[int, int, Node]] = []  # (offset, size, block)
+    offsets: dict[Node, int] = {}
+    for b in sorted(sizes, key=lambda b: (-sizes[b], span[b][0])):
+        lo, hi = span[b]
+        busy = sorted((off, sz) for off, sz, o in placed if span[o][0] <= hi and lo <= span[o][1])
+        at = 0
+        for off, sz in busy:
+            if at + sizes[b] <= off:
+                break
+            at = max(at, off + sz)
+        offsets[b] = at
+        placed.append((at, sizes[b], b))
+    return offsets
+
+
+def _peak(span: dict[Node, tuple[int, int]], steps: int, alignment: int) -> int:
+    live = [0] * max(steps, 1)
+    for b, (lo, hi) in span.items():
+        for s in range(lo, hi + 1):
+            live[s] += _round_up(nbytes(b), alignment)
+    return max(live)
