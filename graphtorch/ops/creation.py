@@ -146,7 +146,7 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     if step == 0:
         raise RuntimeError("step must be nonzero")
     if (end - start) * step < 0:
-        raise RuntimeError("upper bound and larger bound inconsistent with step sign")
+        raise RuntimeError("upper bound and lower bound inconsistent with step sign")
     if dtype is None:
         ints = all(isinstance(x, (int, np.integer)) for x in (start, end, step))
         dtype = dt.int64 if ints else dt.get_default_dtype()
@@ -161,11 +161,16 @@ def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad=F
     dtype = dtype or dt.get_default_dtype()
     if steps < 0:
         raise RuntimeError("number of steps must be non-negative")
-    # torch fills the first half from start and the second half from end, symmetrically
-    step = (end - start) / (steps - 1) if steps > 1 else 0.0
-    i = np.arange(steps, dtype=np.float64)
-    half = steps // 2
-    values = np.where(i < half, start + step * i, end - step * (steps - 1 - i))
+    # torch casts start and end to the output dtype, then fills the first half from start and the
+    # second half from end, symmetrically, in the output's float type (double for integer outputs)
+    work = dtype.np if dtype.is_floating_point else np.dtype(np.float64)
+    start, end = work.type(dtype.np.type(start)), work.type(dtype.np.type(end))
+    if steps == 1:
+        end = start
+    step = (end - start) / work.type(steps - 1) if steps > 1 else work.type(0)
+    i = np.arange(steps, dtype=work)
+    with np.errstate(invalid="ignore"):
+        values = np.where(i < steps // 2, start + step * i, end - step * (work.type(steps - 1) - i))
     return Tensor._wrap(values.astype(dtype.np), requires_grad)
 
 
