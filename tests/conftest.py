@@ -91,3 +91,31 @@ def gradcheck(fn, inputs, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1
             numeric.flat[k] = (values[0] - values[1]) / (2 * eps)
         np.testing.assert_allclose(analytic._data, numeric, rtol=rtol, atol=atol,
                                    err_msg=f"gradient of input {i}")
+
+
+def compare(fn, *arrays, grad: bool = True, rtol: float = 1e-6, atol: float = 1e-6, seed: int = 1):
+    """fn(lib, *tensors) with lib = graphtorch and lib = torch on the same numpy arrays: the
+    outputs must agree, and (for float outputs, when `grad`) so must the input gradients of
+    sum(out * v) for a random v. Float inputs require grad when `grad`. Returns both outputs."""
+    import torch
+
+    def make(lib):
+        return [lib.tensor(a.copy(), requires_grad=grad and a.dtype.kind == "f") if isinstance(a, np.ndarray) else a
+                for a in arrays]
+
+    gin, tin = make(gt), make(torch)
+    got, want = fn(gt, *gin), fn(torch, *tin)
+    outs = list(zip(got, want)) if isinstance(want, (tuple, list)) else [(got, want)]
+    for k, (g, t) in enumerate(outs):
+        assert_same(g, t, rtol=rtol, atol=atol, what=f"output {k}")
+    g, t = outs[0]
+    if grad and t.requires_grad:
+        v = np.random.default_rng(seed).standard_normal(tuple(t.shape)).astype(to_numpy(t).dtype)
+        (g * gt.tensor(v)).sum().backward()
+        (t * torch.tensor(v)).sum().backward()
+        for k, (a, b) in enumerate(zip(gin, tin)):
+            if isinstance(b, torch.Tensor) and b.requires_grad:
+                assert (a.grad is None) == (b.grad is None), f"gradient of input {k}"
+                if b.grad is not None:
+                    assert_same(a.grad, b.grad, rtol=rtol * 10, atol=atol * 10, what=f"gradient of input {k}")
+    return got, want

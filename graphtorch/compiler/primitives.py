@@ -112,7 +112,7 @@ def _erf(x):
 
 
 def _sign(x):
-    return np.sign(x) if x.dtype != np.bool_ else x.copy()
+    return np.sign(x, where=x == x, out=np.zeros_like(x)) if x.dtype != np.bool_ else x.copy()  # sign(NaN) = 0
 
 
 _unary("exp", np.exp, "e**x")

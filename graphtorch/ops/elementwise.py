@@ -21,7 +21,7 @@ def broadcast_shapes(*shapes) -> tuple[int, ...]:
             elif n != 1 and n != out[i]:
                 a, b = out[i], n
                 raise RuntimeError(f"The size of tensor a ({a}) must match the size of tensor b ({b}) at "
-                                   f"non-singleton dimension {i - ndim + len(s) if len(s) < ndim else i}")
+                                   f"non-singleton dimension {i}")
     return tuple(out)
 
 
@@ -190,7 +190,13 @@ erf = _float_unary("erf")
 
 
 def abs(input):
+    _refuse_bool(input, "abs_cpu")
     return apply("abs", input)
+
+
+def _refuse_bool(input, kernel: str) -> None:
+    if input.dtype is dt.bool_:
+        raise NotImplementedError(f'"{kernel}" not implemented for \'Bool\'')
 
 
 absolute = abs
@@ -202,6 +208,7 @@ def sign(input):
 
 def _keep_int(prim):
     def fn(input):
+        _refuse_bool(input, f"{prim}_vml_cpu")
         return input.clone() if not input.dtype.is_floating_point else apply(prim, input)
     fn.__name__ = prim
     return fn
@@ -212,6 +219,7 @@ ceil = _keep_int("ceil")
 
 
 def round(input, decimals: int = 0):
+    _refuse_bool(input, "round_vml_cpu")
     if not input.dtype.is_floating_point:
         return input.clone()
     if decimals:
@@ -258,12 +266,16 @@ def log10(input):
 
 @op("SquareBackward0")
 def square(input):
+    if input.dtype is dt.bool_:  # torch squares as pow(x, 2): integer arithmetic
+        input = cast(input, dt.int64)
     return mul(input, input)
 
 
 @op("ReluBackward0")
 def relu(input):
     # not maximum(x, 0): torch's relu passes no gradient at exactly 0, and NaN stays NaN
+    if input.dtype is dt.bool_:
+        raise RuntimeError("Boolean inputs not supported for relu")
     zero = expand_to(scalar(0, input.dtype), tuple(input.shape))
     return apply("where", apply("le", input, zero), zero, input)
 
@@ -272,11 +284,12 @@ def relu(input):
 def clamp(input, min=None, max=None):
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    # where, not maximum/minimum: the gradient passes in full on min <= x <= max, ties included
     out = input
     if min is not None:
-        out = maximum(out, min)
+        out = where(lt(out, min), min, out)
     if max is not None:
-        out = minimum(out, max)
+        out = where(gt(out, max), max, out)
     return out
 
 

@@ -200,7 +200,7 @@ for _name, _fn in {
     "__add__": E.add, "__radd__": lambda s, o: E.add(o, s), "__sub__": E.sub, "__rsub__": E.rsub,
     "__mul__": E.mul, "__rmul__": lambda s, o: E.mul(o, s), "__truediv__": E.div,
     "__rtruediv__": lambda s, o: E.div(o, s), "__floordiv__": E.floor_divide,
-    "__rfloordiv__": lambda s, o: E.floor_divide(o, s), "__mod__": E.remainder, "__pow__": E.pow,
+    "__rfloordiv__": lambda s, o: E.floor_divide(o, s), "__mod__": E.remainder, "__rmod__": lambda s, o: E.remainder(o, s), "__pow__": E.pow,
     "__rpow__": _rpow, "__matmul__": L.matmul, "__rmatmul__": lambda s, o: L.matmul(o, s),
     "__neg__": E.neg, "__abs__": E.abs, "__pos__": lambda s: s, "__invert__": _invert,
     "__and__": E.logical_and, "__or__": E.logical_or, "__xor__": E.logical_xor,
