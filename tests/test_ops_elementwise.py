@@ -5,7 +5,7 @@ import operator
 
 import numpy as np
 import pytest
-from conftest import assert_same, compare, randn, raises_like
+from conftest import assert_same, compare, raises_like, randn
 
 import graphtorch as gt
 
@@ -86,7 +86,7 @@ def test_unary_dtypes(torch, name, dtype):
 def test_special_values(torch):
     a = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e-30], np.float32)
     for name in ["exp", "log", "sqrt", "abs", "sign", "sigmoid", "tanh", "relu", "floor", "round", "neg"]:
-        compare(lambda L, t: getattr(L, name)(t), a, grad=False, rtol=1e-6)
+        compare(lambda L, t, name=name: getattr(L, name)(t), a, grad=False, rtol=1e-6)
     compare(lambda L, t: t.clamp(-1, 1), a, grad=False)
 
 
@@ -116,7 +116,7 @@ def test_clamp_gradient_at_the_bounds(torch):
 def test_pow_forms(torch):
     a = np.abs(randn(3, 4)) + 0.5
     for e in [2, 3, 0.5, -1, 0, 1, 2.5]:
-        compare(lambda L, t: t ** e, a, rtol=1e-5)
+        compare(lambda L, t, e=e: t ** e, a, rtol=1e-5)
     compare(lambda L, t, u: t.pow(u), a, randn(4, seed=9), rtol=1e-5)
     compare(lambda L, t: 2 ** t, a, rtol=1e-5)
     compare(lambda L, t: t ** 2, np.array([-3, 0, 4]), grad=False)
@@ -151,8 +151,8 @@ def test_logical_ops(torch):
     p = np.array([True, True, False, False])
     q = np.array([True, False, True, False])
     for name in ["logical_and", "logical_or", "logical_xor"]:
-        compare(lambda L, x, y: getattr(L, name)(x, y), p, q, grad=False)
-        compare(lambda L, x, y: getattr(L, name)(x, y), p.astype(np.float32), q.astype(np.int64) * 3, grad=False)
+        compare(lambda L, x, y, name=name: getattr(L, name)(x, y), p, q, grad=False)
+        compare(lambda L, x, y, name=name: getattr(L, name)(x, y), p.astype(np.float32), q.astype(np.int64) * 3, grad=False)
     compare(lambda L, x: L.logical_not(x), p, grad=False)
     compare(lambda L, x: L.logical_not(x), np.array([0.0, 2.0, -1.0]), grad=False)
     compare(lambda L, x, y: (x & y, x | y, x ^ y, ~x), p, q, grad=False)
@@ -161,7 +161,7 @@ def test_logical_ops(torch):
 def test_isnan_isinf_isfinite_isclose(torch):
     a = np.array([np.nan, np.inf, -np.inf, 1.0, 0.0], np.float32)
     for name in ["isnan", "isinf", "isfinite"]:
-        compare(lambda L, x: getattr(L, name)(x), a, grad=False)
+        compare(lambda L, x, name=name: getattr(L, name)(x), a, grad=False)
     compare(lambda L, x: L.isinf(x), np.array([1, 2]), grad=False)
     b = a + np.float32(1e-6)
     compare(lambda L, x, y: L.isclose(x, y), a, b, grad=False)
@@ -194,8 +194,8 @@ def test_masked_fill(torch):
 def test_div_rounding_modes(torch):
     a, b = np.array([-7.0, 7.0, 5.5, -5.5]), np.array([2.0, -2.0, 2.0, 2.0])
     for mode in ["floor", "trunc", None]:
-        compare(lambda L, x, y: L.div(x, y, rounding_mode=mode), a, b, grad=False)
-        compare(lambda L, x, y: L.div(x, y, rounding_mode=mode), a.astype(np.int64), b.astype(np.int64), grad=False)
+        compare(lambda L, x, y, mode=mode: L.div(x, y, rounding_mode=mode), a, b, grad=False)
+        compare(lambda L, x, y, mode=mode: L.div(x, y, rounding_mode=mode), a.astype(np.int64), b.astype(np.int64), grad=False)
 
 
 def test_broadcast_error_text(torch):
