@@ -27,6 +27,12 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from ..ir import Group, Node
+from . import index, scalar
+from .index import emit_epilogue
+from .module import LOWERINGS, LoweringContext
+from .opaque import lower_matmul_naive
+
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
 
@@ -371,3 +377,99 @@ def build_gemm_module(spec: GemmSpec, name: str = "gemm") -> ir.Module:
     emit_matmul(b, spec, *fn.args)
     b.ret_void()
     return module
+
+
+# ---------------------------------------------------------------- the "matmul" group lowering
+
+
+@dataclass(frozen=True)
+class View:
+    """An operand read in place: element (i0, i1, ...) at ptr[sum(i_d * strides[d])]."""
+
+    ptr: ir.Value
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    def merged(self, lead: int) -> tuple[int, ...] | None:
+        """The strides with dims [0, lead) merged into one batch dim, or None when they do not merge."""
+        dims = [(n, s) for n, s in zip(self.shape[:lead], self.strides[:lead]) if n != 1]
+        if any(s != s_next * n_next for (_, s), (n_next, s_next) in zip(dims, dims[1:])):
+            return None
+        return (dims[-1][1] if dims else 0, *self.strides[lead:])
+
+
+def operand_view(ctx: LoweringContext, node: Node, copy: bool = False) -> View:
+    """`node` as a strided view of a group input (through permute, expand, slice, dense reshape), or
+    else (or if `copy`) a dense copy made in the workspace by this kernel's threads."""
+    view = None if copy else _strided(ctx, node)
+    if view is not None:
+        return view
+    b, shape = ctx.builder, node.type.shape
+    ptr = ctx.workspace(max(node.type.numel, 1) * node.type.dtype.itemsize)
+    lo, hi = ctx.thread_range(node.type.numel)
+    with ctx.loop(lo, hi) as i:
+        v = ctx.element(node, index.Index(b, shape, flat=i))
+        scalar.store(b, node.type.dtype, v, b.gep(ptr, [i], inbounds=True, source_etype=ctx.ty(node)))
+    ctx.barrier()  # every thread reads the whole copy
+    return View(ptr, shape, tuple(index.strides(shape)))
+
+
+def _strided(ctx: LoweringContext, node: Node) -> View | None:
+    shape = tuple(node.type.shape)
+    if ctx.is_input(node):
+        return View(ctx.ptr(node), shape, tuple(index.strides(shape)))
+    if node.op != "call" or node.target not in ("permute", "expand", "slice", "reshape"):
+        return None
+    src = _strided(ctx, node.inputs[0])
+    if src is None:
+        return None
+    a, b = node.attrs, ctx.builder
+    if node.target == "permute":
+        return View(src.ptr, shape, tuple(src.strides[d] for d in a["dims"]))
+    if node.target == "expand":
+        lead = len(shape) - len(src.shape)
+        kept = [0 if n == 1 and shape[lead + d] != 1 else s for d, (n, s) in enumerate(zip(src.shape, src.strides))]
+        return View(src.ptr, shape, (0,) * lead + tuple(kept))
+    if node.target == "slice":
+        offset = sum(start * s for start, s in zip(a["starts"], src.strides))
+        ptr = b.gep(src.ptr, [i64(offset)], inbounds=True, source_etype=ctx.ty(node)) if offset else src.ptr
+        return View(ptr, shape, tuple(s * step for s, step in zip(src.strides, a["steps"])))
+    if src.strides == tuple(index.strides(src.shape)):  # reshape of a dense view stays dense
+        return View(src.ptr, shape, tuple(index.strides(shape)))
+    return None
+
+
+def output_buffer(ctx: LoweringContext, group: Group) -> ir.Value:
+    """Where the anchor's result goes: the group's output itself when the epilogue can run in place."""
+    anchor, root = group.anchor, group.outputs[0]
+    if root.type.shape == anchor.type.shape and root.type.dtype is anchor.type.dtype:
+        return ctx.ptr(root)
+    return ctx.workspace(anchor.type.numel * anchor.type.dtype.itemsize)
+
+
+def lower_matmul(ctx: LoweringContext, group: Group) -> None:
+    anchor, root = group.anchor, group.outputs[0]
+    dtype = anchor.type.dtype
+    if dtype.short not in LAYOUTS:
+        return lower_matmul_naive(ctx, group)  # integer matmuls: correct, not fast
+    *batch_dims, m, n = anchor.type.shape
+    k = anchor.inputs[0].type.shape[-1]
+    lead = len(batch_dims)
+    views = [operand_view(ctx, x) for x in anchor.inputs]
+    strides = [v.merged(lead) for v in views]
+    for i, st in enumerate(strides):
+        if st is None:  # batch dims that are no single stride (a permuted batch): copy that operand
+            views[i] = operand_view(ctx, anchor.inputs[i], copy=True)
+            strides[i] = views[i].merged(lead)
+    spec = GemmSpec(m, n, k, dtype.short, math.prod(batch_dims), strides[0], strides[1])
+    c = output_buffer(ctx, group)
+    epilogue = None
+    if root is not anchor:
+        def epilogue(b, bi, r0, r1, c0, c1):
+            base = b.mul(bi, i64(m))
+            emit_epilogue(ctx, group, c, (b.add(base, r0), b.add(base, r1)), (c0, c1))
+    ws = ctx.workspace(workspace_bytes(spec), per_thread=True)
+    emit_matmul(ctx.builder, spec, views[0].ptr, views[1].ptr, c, ws, ctx.tid, ctx.nthreads, epilogue)
+
+
+LOWERINGS["matmul"] = lower_matmul

@@ -1,0 +1,205 @@
+"""The generated GEMM (graphtorch/compiler/llvm/gemm.py) against numpy's matmul.
+
+Two levels: the kernel alone (a module of one GEMM, JIT'd here, called per thread id), and the
+"matmul" group lowering inside the LLVM backend (operands through permute/expand, epilogues).
+"""
+
+import ctypes
+
+import numpy as np
+import pytest
+from llvm_helpers import compiled, interpret
+
+from graphtorch.compiler import dtypes as dt
+from graphtorch.compiler.dtypes import TensorType
+from graphtorch.compiler.ir import Graph, Group
+from graphtorch.compiler.llvm.gemm import GemmSpec, build_gemm_module, workspace_bytes
+from graphtorch.runtime import compile_ir
+
+KERNEL = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_int64, ctypes.c_int64)
+
+
+def run_gemm(spec: GemmSpec, a: np.ndarray, b: np.ndarray, nthreads: int = 1) -> np.ndarray:
+    """Call the kernel once per thread id (one after another: each thread's share is disjoint)."""
+    native = compile_ir(str(build_gemm_module(spec)), cache=False)
+    fn = KERNEL(native.address("gemm"))
+    out = np.full((spec.batch, spec.m, spec.n), np.nan, a.dtype)
+    workspaces = [np.empty(workspace_bytes(spec) + 64, np.uint8) for _ in range(nthreads)]
+    for tid, ws in enumerate(workspaces):
+        fn(a.ctypes.data, b.ctypes.data, out.ctypes.data, ws.ctypes.data + (-ws.ctypes.data) % 64, tid, nthreads)
+    return out
+
+
+def reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.matmul(a.astype(np.float64), b.astype(np.float64))
+
+
+def assert_gemm_close(got, a, b, k, rtol=1e-5):
+    # |C| grows like sqrt(k) for standard-normal inputs: the absolute part scales with it
+    np.testing.assert_allclose(got, reference(a, b), rtol=rtol, atol=rtol * np.sqrt(max(k, 1)))
+
+
+def operands(m, n, k, batch=1, trans_a=False, trans_b=False, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((batch, k, m) if trans_a else (batch, m, k)).astype(dtype)
+    b = rng.standard_normal((batch, n, k) if trans_b else (batch, k, n)).astype(dtype)
+    return a, b, (a.transpose(0, 2, 1) if trans_a else a), (b.transpose(0, 2, 1) if trans_b else b)
+
+
+SIZES = [(1, 1, 1), (7, 13, 5), (65, 33, 17), (6, 16, 8), (12, 32, 300), (150, 20, 513), (100, 300, 1024)]
+
+
+@pytest.mark.parametrize("m,n,k", SIZES)
+def test_kernel_matches_numpy_on_odd_sizes(m, n, k):
+    a, b, _, _ = operands(m, n, k)
+    assert_gemm_close(run_gemm(GemmSpec.dense(m, n, k), a, b), a, b, k)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(True, False), (False, True), (True, True)])
+def test_kernel_reads_transposed_operands_in_place(trans_a, trans_b):
+    m, n, k = 37, 29, 270  # two K blocks, edge tiles in both directions
+    a, b, a_log, b_log = operands(m, n, k, trans_a=trans_a, trans_b=trans_b)
+    got = run_gemm(GemmSpec.dense(m, n, k, trans_a=trans_a, trans_b=trans_b), a, b)
+    assert_gemm_close(got, a_log, b_log, k)
+
+
+def test_kernel_batch_and_broadcast_batch():
+    m, n, k, batch = 9, 21, 11, 3
+    a, b, _, _ = operands(m, n, k, batch=batch)
+    assert_gemm_close(run_gemm(GemmSpec.dense(m, n, k, batch=batch), a, b), a, b, k)
+    w = b[:1]  # one B for every batch: batch stride 0
+    spec = GemmSpec(m, n, k, "f32", batch, (m * k, k, 1), (0, n, 1))
+    assert_gemm_close(run_gemm(spec, a, w), a, np.broadcast_to(w, b.shape), k)
+
+
+def test_kernel_fp64():
+    m, n, k = 23, 19, 140
+    a, b, _, _ = operands(m, n, k, dtype=np.float64)
+    got = run_gemm(GemmSpec.dense(m, n, k, dtype="f64"), a, b)
+    np.testing.assert_allclose(got, reference(a, b), rtol=1e-12, atol=1e-12 * np.sqrt(k))
+
+
+def test_kernel_k_zero_gives_zeros():
+    a, b = np.empty((1, 5, 0), np.float32), np.empty((1, 0, 7), np.float32)
+    assert np.array_equal(run_gemm(GemmSpec.dense(5, 7, 0), a, b), np.zeros((1, 5, 7), np.float32))
+
+
+@pytest.mark.parametrize("m,n,k,batch", [(70, 9, 40, 1), (5, 77, 40, 1), (13, 17, 300, 3), (1, 1, 3, 1)])
+def test_kernel_threads_split_work_with_identical_results(m, n, k, batch):
+    a, b, _, _ = operands(m, n, k, batch=batch)
+    spec = GemmSpec.dense(m, n, k, batch=batch)
+    one = run_gemm(spec, a, b, nthreads=1)
+    for nthreads in (2, 3):  # every element written exactly once (the output starts as NaN)
+        assert np.array_equal(run_gemm(spec, a, b, nthreads=nthreads), one)
+
+
+def test_kernel_propagates_nan_and_inf():
+    a, b, _, _ = operands(8, 18, 9)
+    a[0, 2, 3], b[0, 4, 5] = np.nan, np.inf
+    got = run_gemm(GemmSpec.dense(8, 18, 9), a, b)
+    want = np.matmul(a, b)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+
+
+# ---------------------------------------------------------------- the "matmul" group lowering
+
+
+def group_of(graph: Graph, anchor) -> list[Group]:
+    """Every call node in one "matmul" group around `anchor` (the root is the graph's output)."""
+    calls = [n for n in graph.nodes if n.op == "call"]
+    inputs = [n for n in graph.nodes if n.op != "call"]
+    return [Group(0, "matmul", calls, inputs, [graph.outputs[0]], anchor)]
+
+
+def linear_graph(batch: int, fin: int, fout: int, d=dt.float32, relu: bool = True):
+    """relu(x @ W^T + b), with W^T a permute and b an expand: how a traced nn.Linear looks."""
+    g = Graph()
+    x = g.input("x", TensorType((batch, fin), d))
+    w = g.input("w", TensorType((fout, fin), d))
+    bias = g.input("b", TensorType((fout,), d))
+    mm = g.call("matmul", [x, g.call("permute", [w], {"dims": (1, 0)})])
+    y = g.call("add", [mm, g.call("expand", [bias], {"shape": (batch, fout)})])
+    if relu:
+        zero = g.call("full", [], {"shape": (batch, fout), "value": 0.0, "dtype": d})
+        y = g.call("maximum", [y, zero])
+    g.outputs = [y]
+    return g, mm
+
+
+def linear_inputs(batch, fin, fout, dtype=np.float32, seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in ((batch, fin), (fout, fin), (fout,))]
+
+
+@pytest.mark.parametrize("batch,fin,fout", [(1, 1, 1), (7, 13, 5), (64, 784, 120), (33, 65, 17)])
+def test_linear_group_with_bias_relu_epilogue(batch, fin, fout):
+    g, mm = linear_graph(batch, fin, fout)
+    args = linear_inputs(batch, fin, fout)
+    (got,) = compiled(g, *args, groups=group_of(g, mm))
+    (want,) = interpret(g, *args)
+    assert got.dtype == np.float32 and (got >= 0).all()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(fin))
+
+
+def test_epilogue_relu_keeps_nan_like_numpy():
+    g, mm = linear_graph(6, 10, 20)
+    x, w, b = linear_inputs(6, 10, 20)
+    x[2, 3] = np.nan  # a whole output row becomes NaN: relu must not turn it into 0
+    b[4] = -np.inf
+    (got,) = compiled(g, x, w, b, groups=group_of(g, mm))
+    (want,) = interpret(g, x, w, b)
+    assert np.isnan(got[2]).all() and not np.isnan(np.delete(got, 2, axis=0)).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_linear_without_epilogue_and_fp64():
+    g, mm = linear_graph(9, 31, 14, d=dt.float64, relu=False)
+    g.outputs = [mm]
+    args = linear_inputs(9, 31, 14, np.float64)
+    (got,) = compiled(g, *args, groups=[Group(0, "matmul", [g.nodes[3], mm], g.nodes[:2], [mm], mm)])
+    np.testing.assert_allclose(got, args[0] @ args[1].T, rtol=1e-12, atol=1e-12)
+
+
+def batched_graph(batch, m, n, k, broadcast_b: bool, transpose_a: bool):
+    g = Graph()
+    d = dt.float32
+    a = g.input("a", TensorType((batch, k, m) if transpose_a else (batch, m, k), d))
+    b = g.input("b", TensorType((k, n) if broadcast_b else (batch, k, n), d))
+    a_op = g.call("permute", [a], {"dims": (0, 2, 1)}) if transpose_a else a
+    b_op = g.call("expand", [b], {"shape": (batch, k, n)}) if broadcast_b else b
+    mm = g.call("matmul", [a_op, b_op])
+    g.outputs = [g.call("mul", [mm, g.call("full", [], {"shape": (batch, m, n), "value": 0.5, "dtype": d})])]
+    return g, mm
+
+
+@pytest.mark.parametrize("broadcast_b,transpose_a", [(False, False), (True, True)])
+def test_batched_matmul_group(broadcast_b, transpose_a):
+    batch, m, n, k = 3, 10, 19, 26
+    g, mm = batched_graph(batch, m, n, k, broadcast_b, transpose_a)
+    rng = np.random.default_rng(2)
+    args = [rng.standard_normal(i.type.shape).astype(np.float32) for i in g.inputs]
+    (got,) = compiled(g, *args, groups=group_of(g, mm))
+    (want,) = interpret(g, *args)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+def test_group_one_and_two_threads_identical():
+    g, mm = linear_graph(120, 300, 70)  # enough work that the executable really runs two threads
+    args = linear_inputs(120, 300, 70)
+    (one,) = compiled(g, *args, groups=group_of(g, mm), num_threads=1)
+    (two,) = compiled(g, *args, groups=group_of(g, mm), num_threads=2)
+    assert np.array_equal(one, two)
+
+
+def test_single_matmul_group_and_integer_fallback():
+    g = Graph()
+    a, b = g.input("a", TensorType((5, 7), dt.float32)), g.input("b", TensorType((7, 3), dt.float32))
+    g.outputs = [g.call("matmul", [a, b])]
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((5, 7)).astype(np.float32), rng.standard_normal((7, 3)).astype(np.float32)
+    np.testing.assert_allclose(compiled(g, x, y)[0], x @ y, rtol=1e-5, atol=1e-5)
+    gi = Graph()
+    a, b = gi.input("a", TensorType((4, 6), dt.int64)), gi.input("b", TensorType((6, 5), dt.int64))
+    gi.outputs = [gi.call("matmul", [a, b])]
+    xi, yi = np.arange(24).reshape(4, 6), np.arange(30).reshape(6, 5) - 7
+    assert np.array_equal(compiled(gi, xi, yi)[0], xi @ yi)
