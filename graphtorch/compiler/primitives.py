@@ -60,7 +60,8 @@ def check(cond: bool, msg: str) -> None:
 
 def _norm_dim(d: int, ndim: int) -> int:
     n = max(ndim, 1)
-    check(-n <= d < n, f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})")
+    if not -n <= d < n:  # an IndexError, as torch raises
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})")
     return d % n
 
 

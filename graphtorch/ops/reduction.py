@@ -117,11 +117,13 @@ argmin = _arg("argmin")
 
 
 def any(input, dim=None, keepdim: bool = False) -> Tensor:
-    return apply("max", cast(input, dt.bool_), dims=_dims(input, dim), keepdim=keepdim)
+    out = apply("max", cast(input, dt.bool_), dims=_dims(input, dim), keepdim=keepdim)
+    return cast(out, dt.uint8) if input.dtype is dt.uint8 else out  # torch keeps uint8
 
 
 def all(input, dim=None, keepdim: bool = False) -> Tensor:
-    return apply("min", cast(input, dt.bool_), dims=_dims(input, dim), keepdim=keepdim)
+    out = apply("min", cast(input, dt.bool_), dims=_dims(input, dim), keepdim=keepdim)
+    return cast(out, dt.uint8) if input.dtype is dt.uint8 else out
 
 
 def count_nonzero(input, dim=None) -> Tensor:
