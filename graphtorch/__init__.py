@@ -204,8 +204,12 @@ long = int64
 int = int32
 short = int16
 
-from . import cuda  # noqa: E402  (device queries; CUDA tensors come with the CUDA backend)
-from . import optim  # noqa: E402  (torch.optim: optimizers and lr schedulers)
+from . import (
+    cuda,  # noqa: E402  (device queries; CUDA tensors come with the CUDA backend)
+    optim,  # noqa: E402  (torch.optim: optimizers and lr schedulers)
+    utils,  # noqa: E402  (torch.utils.data: datasets, samplers, DataLoader)
+)
+from .serialization import load, save  # noqa: E402  (checkpoints that never execute code)
 
 
 def _legacy(dtype_):
