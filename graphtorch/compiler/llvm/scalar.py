@@ -1,7 +1,8 @@
 """The meaning of each elementwise primitive on one scalar, in LLVM IR, per dtype.
 
 Every rule here mirrors the numpy kernel in primitives.py (the oracle), including its NaN/inf
-corners: maximum/minimum propagate NaN (llvm.maximum), round is half-to-even (llvm.roundeven),
+corners: maximum/minimum propagate NaN and return the second operand on a tie of 0.0 and -0.0
+(numpy does; llvm.maximum would order -0.0 below 0.0), round is half-to-even (llvm.roundeven),
 float floor_divide/remainder follow numpy's divmod, integer division by zero gives 0, comparisons
 with NaN are false except `ne`. Floats get only the `contract` fast-math flag (FMA may form);
 never `fast`, which implies no-NaNs.
@@ -100,10 +101,10 @@ def _unary_float(b, name, d, x):
         e = intrinsic(b, "exp", b.fneg(intrinsic(b, "fabs", x)))
         denom = b.fadd(one, e)
         return b.select(b.fcmp_ordered(">=", x, const(d, 0.0)), b.fdiv(one, denom), b.fdiv(e, denom))
-    if name == "sign":  # NaN stays NaN, -0.0 and 0.0 give 0.0
+    if name == "sign":  # NaN, -0.0 and 0.0 give 0.0 (the kernel follows torch: sign(NaN) = 0)
         pos = b.uitofp(b.fcmp_ordered(">", x, const(d, 0.0)), x.type)
         neg = b.uitofp(b.fcmp_ordered("<", x, const(d, 0.0)), x.type)
-        return b.select(b.fcmp_unordered("uno", x, x), x, b.fsub(pos, neg))
+        return b.fsub(pos, neg)
     raise KeyError(name)
 
 
@@ -135,8 +136,9 @@ def is_true(b: ir.IRBuilder, d: DType, x: ir.Value) -> ir.Value:
 
 
 def _minmax(b, name, d, x, y):
-    if d.is_floating_point:
-        return intrinsic(b, name, x, y)
+    if d.is_floating_point:  # numpy's rule, not llvm.maximum's: a NaN x or y wins, ties (0.0, -0.0) give y
+        op = ">" if name == "maximum" else "<"
+        return b.select(b.or_(b.fcmp_ordered(op, x, y), b.fcmp_unordered("uno", x, x)), x, y)
     if d is dt.bool_:
         return b.or_(x, y) if name == "maximum" else b.and_(x, y)
     op = ">" if name == "maximum" else "<"

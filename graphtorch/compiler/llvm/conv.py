@@ -1,0 +1,120 @@
+"""conv2d groups: im2col feeding the GEMM of gemm.py, the epilogue (bias, relu...) applied per output tile.
+
+Per image n and group g the convolution is one GEMM:
+    out[n, g*Og:(g+1)*Og, :] (Og x OH*OW) = W[g] (Og x Cg*KH*KW) @ cols (Cg*KH*KW x OH*OW)
+where cols is the unfolded input (zero outside the padding). The columns are made a chunk of at
+most COLS_MAX output positions at a time into each thread's own scratch, so memory stays bounded
+and no thread waits for another: a work item is (image, column chunk), and there are enough
+chunks per image to give every thread work even for a batch of one.
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from ..ir import Group
+from . import scalar
+from .gemm import LAYOUTS, Matrix, emit_gemm, i64, operand_view, output_buffer, split, workspace_elements
+from .index import Index, strides
+from .module import LOWERINGS, LoweringContext
+
+COLS_MAX = 1024  # output positions per im2col chunk: Cg*KH*KW x 1024 elements of scratch per thread
+
+
+def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
+    anchor, root = group.anchor, group.outputs[0]
+    dtype = anchor.type.dtype
+    if dtype.short not in LAYOUTS:
+        raise ctx.unsupported(anchor, f"is a conv2d of {dtype.name}; the LLVM backend has float32/float64 only")
+    x_node, w_node = anchor.inputs
+    n_img, _, _, _ = x_node.type.shape
+    o, cg, kh, kw = w_node.type.shape
+    _, _, oh, ow = anchor.type.shape
+    groups = anchor.attrs["groups"]
+    og, depth, positions = o // groups, cg * kh * kw, oh * ow
+    lay = LAYOUTS[dtype.short]
+    width = min(-(-positions // lay.nr) * lay.nr, COLS_MAX)
+
+    x = operand_view(ctx, x_node)
+    w = operand_view(ctx, w_node)
+    if w.strides != tuple(strides(w.shape)):  # the GEMM reads W[g] as a dense Og x Cg*KH*KW matrix
+        w = operand_view(ctx, w_node, copy=True)
+    out = output_buffer(ctx, group)
+    cols = ctx.workspace(depth * width * lay.itemsize, per_thread=True)
+    gemm_ws = ctx.workspace(workspace_elements(og, width, depth, lay) * lay.itemsize, per_thread=True)
+
+    b = ctx.builder
+    # chunks per image: at least one per thread (batch 1), and none wider than the scratch
+    per_image = b.select(b.icmp_signed(">", ctx.nthreads, i64(n_img)),
+                         b.sdiv(b.add(ctx.nthreads, i64(n_img - 1)), i64(n_img)), i64(1))
+    per_image = _max(b, per_image, i64(-(-positions // width)))
+    lo, hi = ctx.thread_range(b.mul(per_image, i64(n_img)))
+    with ctx.loop(lo, hi) as item:
+        img, chunk = b.sdiv(item, per_image), b.srem(item, per_image)
+        s0, s1 = split(b, i64(positions), per_image, chunk, lay.nr)
+        with ctx.loop(0, groups) as g:
+            _im2col(ctx, anchor, x, img, g, s0, s1, cols, width)
+            a_mat = Matrix(_at(b, w.ptr, b.mul(g, i64(og * depth)), lay), i64(depth), i64(1))
+            c_tile = _at(b, out, b.add(b.mul(b.add(b.mul(img, i64(o)), b.mul(g, i64(og))), i64(positions)), s0), lay)
+            epilogue = None
+            if root is not anchor:
+                epilogue = _epilogue(ctx, group, out, img, b.mul(g, i64(og)), s0)
+            emit_gemm(b, lay, a_mat, Matrix(cols, i64(width), i64(1)), c_tile, i64(positions), depth,
+                      (i64(0), i64(og)), (i64(0), b.sub(s1, s0)), gemm_ws, (og, width), epilogue)
+
+
+def _im2col(ctx, anchor, x, img, g, s0, s1, cols, width):
+    """cols[kk, j] = x[img, g*Cg + c, h, w] for kk = (c, i, j') and output position s0 + j; 0 in the padding."""
+    b, lay = ctx.builder, LAYOUTS[anchor.type.dtype.short]
+    _, cg, kh, kw = anchor.inputs[1].type.shape
+    _, _, height, wide = x.shape
+    ow = anchor.type.shape[3]
+    a = anchor.attrs
+    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
+    zero = ir.Constant(lay.scalar, 0)
+    with ctx.loop(0, cg * kh * kw) as kk:
+        c = b.add(b.mul(g, i64(cg)), b.udiv(kk, i64(kh * kw)))
+        ki, kj = b.urem(b.udiv(kk, i64(kw)), i64(kh)), b.urem(kk, i64(kw))
+        plane = _at(b, x.ptr, b.add(b.mul(img, i64(x.strides[0])), b.mul(c, i64(x.strides[1]))), lay)
+        row = _at(b, cols, b.mul(kk, i64(width)), lay)
+        h_off, w_off = b.sub(b.mul(ki, i64(dh)), i64(ph)), b.sub(b.mul(kj, i64(dw)), i64(pw))
+        with ctx.loop(s0, s1) as s:
+            h = b.add(b.mul(b.udiv(s, i64(ow)), i64(sh)), h_off)
+            w = b.add(b.mul(b.urem(s, i64(ow)), i64(sw)), w_off)
+            inside = b.and_(b.icmp_unsigned("<", h, i64(height)), b.icmp_unsigned("<", w, i64(wide)))
+            at = b.select(inside, b.add(b.mul(h, i64(x.strides[2])), b.mul(w, i64(x.strides[3]))), i64(0))
+            v = b.select(inside, b.load(_at(b, plane, at, lay), typ=lay.scalar), zero)
+            b.store(v, _at(b, row, b.sub(s, s0), lay))
+
+
+def _epilogue(ctx, group, out, img, o0, s0):
+    """The tile epilogue for image `img`: GEMM rows are channels o0 + r, columns positions s0 + c."""
+    anchor, root = group.anchor, group.outputs[0]
+    shape = anchor.type.shape
+    _, o, oh, ow = shape
+    d = anchor.type.dtype
+
+    def apply(b, r0, r1, c0, c1):
+        with ctx.loop(r0, r1) as r, ctx.loop(c0, c1) as c:
+            ch, s = b.add(o0, r), b.add(s0, c)
+            flat = b.add(b.mul(b.add(b.mul(img, i64(o)), ch), i64(oh * ow)), s)
+            idx = Index(b, shape, dims=[img, ch, b.udiv(s, i64(ow)), b.urem(s, i64(ow))], flat=flat)
+            load = lambda i: scalar.load(b, d, b.gep(out, [i.flat()], inbounds=True, source_etype=ctx.ty(anchor)))
+            v = ctx.element(root, idx, {anchor: load})
+            ctx.store(root, flat, v)
+
+    return apply
+
+
+def _at(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, lay) -> ir.Value:
+    return b.gep(ptr, [index], inbounds=True, source_etype=lay.scalar)
+
+
+def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+LOWERINGS["conv2d"] = lower_conv2d
+assert math  # noqa
