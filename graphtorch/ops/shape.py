@@ -147,6 +147,11 @@ def expand(input, *sizes) -> Tensor:
                            f"the tensor ({input.ndim})")
     lead = len(sizes) - input.ndim
     shape = tuple(input.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes))
+    for i, n in enumerate(input.shape):
+        if n != 1 and n != shape[i + lead]:
+            raise RuntimeError(f"The expanded size of the tensor ({shape[i + lead]}) must match the existing size "
+                               f"({n}) at non-singleton dimension {i + lead}.  Target sizes: {list(sizes)}.  "
+                               f"Tensor sizes: {list(input.shape)}")
     return expand_to(input, shape) if shape != tuple(input.shape) else apply("expand", input, shape=shape)
 
 
