@@ -1,0 +1,275 @@
+"""The `optimized` stage: dead code, common subexpressions, constant folding and algebraic
+simplification. Each pass is `Graph -> Graph` (a new graph; the input is not changed) and keeps
+the calling convention: the same inputs in the same order, outputs of the same types.
+
+Decisions worth knowing:
+- `full` and `iota` are sources, not constants: they stay as nodes (a kernel computes them
+  inline, no buffer), CSE does not merge them (merging would only force a buffer when their
+  users land in different kernels), and a folded result whose elements are all equal becomes
+  a `full` of its shape rather than a constant array.
+- `rand` is never merged or folded: two draws are two draws.
+- A graph output stays a call node: simplifications that would make an output an input or a
+  constant are skipped, so backends always write outputs into fresh buffers from a kernel.
+- `x + 0 -> x` turns `-0.0 + 0.0` into `-0.0` where IEEE gives `0.0` (as -ffast-math's nsz).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .interpreter import evaluate
+from .ir import Graph, Node, freeze, rewrite
+from .primitives import Kind
+
+Pass = Callable[[Graph], Graph]
+
+FOLD_LIMIT = 4096  # fold results of at most this many elements into constants
+_SOURCES = ("full", "iota")
+_NEVER = ("rand",)
+
+
+# ---------------------------------------------------------------- dead code
+
+
+def dce(graph: Graph) -> Graph:
+    """Drop nodes no output depends on; inputs stay (they are the calling convention)."""
+    live: set[Node] = set()
+    stack = list(graph.outputs)
+    while stack:
+        n = stack.pop()
+        if n not in live:
+            live.add(n)
+            stack.extend(n.inputs)
+    out = Graph()
+    env: dict[Node, Node] = {}
+    for n in graph.nodes:
+        if n.op == "input" or n in live:
+            env[n] = out.add_copy(n, [env[i] for i in n.inputs])
+    out.outputs = [env[o] for o in graph.outputs]
+    return out
+
+
+# ---------------------------------------------------------------- common subexpressions
+
+
+def cse(graph: Graph) -> Graph:
+    """Merge calls of the same primitive on the same inputs with equal attributes, and equal constants."""
+    seen: dict[tuple, Node] = {}
+
+    def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
+        if n.op == "constant":
+            key = ("constant", n.type, n.value.tobytes())
+        elif n.op == "call" and n.target not in _NEVER + _SOURCES:
+            key = (n.target, tuple(id(i) for i in ins), freeze(n.attrs))
+        else:
+            return None
+        if key not in seen:
+            seen[key] = g.add_copy(n, ins)
+        return seen[key]
+
+    return rewrite(graph, fn)
+
+
+# ---------------------------------------------------------------- constant folding
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """Evaluate calls whose inputs are all constants or sources, with the primitives' kernels."""
+    outputs = set(graph.outputs)
+
+    def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
+        if n.op != "call" or n.target in _NEVER + _SOURCES or not ins or not all(map(_is_known, ins)):
+            return None
+        if n.type.numel <= FOLD_LIMIT and all(i.type.numel <= 16 * FOLD_LIMIT for i in ins):
+            try:
+                value = evaluate(n, [_value(i) for i in ins])
+            except (RuntimeError, IndexError, ValueError):  # e.g. a singular constant matrix: keep the node
+                return None
+            return _materialize(g, value, n, as_constant=n not in outputs)
+        splat = _splat_result(n, ins)
+        if splat is not None:
+            return g.call("full", [], dict(shape=n.type.shape, value=splat, dtype=n.type.dtype), n.loc, n.origin)
+        return None
+
+    return rewrite(graph, fn)
+
+
+def _is_known(n: Node) -> bool:
+    return n.op == "constant" or (n.op == "call" and n.target in _SOURCES)
+
+
+def _value(n: Node) -> np.ndarray:
+    return n.value if n.op == "constant" else evaluate(n, [])
+
+
+def _materialize(g: Graph, value: np.ndarray, like: Node, *, as_constant: bool) -> Node | None:
+    if _uniform(value) and value.size > 0:
+        scalar = value.reshape(-1)[0].item()
+        return g.call("full", [], dict(shape=like.type.shape, value=scalar, dtype=like.type.dtype), like.loc, like.origin)
+    if not as_constant:
+        return None
+    node = g.constant(value, like.loc)
+    node.origin = like.origin
+    return node
+
+
+def _uniform(a: np.ndarray) -> bool:
+    """All elements bit-identical (so -0.0 and 0.0 differ, and NaN equals itself)."""
+    if a.size <= 1:
+        return True
+    b = np.ascontiguousarray(a).reshape(-1).view(np.uint8).reshape(a.size, a.dtype.itemsize)
+    return bool((b == b[0]).all())
+
+
+_LAYOUT = ("expand", "reshape", "permute", "slice", "unfold")
+
+
+def _splat_result(n: Node, ins: list[Node]) -> object | None:
+    """The one value of a large result computed from `full`s only, or None."""
+    values = [_splat(i) for i in ins]
+    if any(v is None for v in values):
+        return None
+    if n.target in _LAYOUT:
+        return values[0]
+    if n.prim.kind is Kind.ELEMENTWISE:
+        scalars = [np.asarray(v, i.type.dtype.np) for v, i in zip(values, ins)]
+        with np.errstate(all="ignore"):
+            out = np.asarray(n.prim.kernel(*scalars, **n.attrs), n.type.dtype.np)
+        return out.item()
+    return None
+
+
+def _splat(n: Node) -> object | None:
+    """The value every element of `n` has, when that is known statically, else None."""
+    if n.op == "call" and n.target == "full":
+        return n.attrs["value"]
+    if n.op == "call" and n.target in _LAYOUT:
+        return _splat(n.inputs[0])
+    if n.op == "constant" and 0 < n.value.size <= FOLD_LIMIT and _uniform(n.value):
+        return n.value.reshape(-1)[0].item()
+    return None
+
+
+# ---------------------------------------------------------------- algebraic simplification
+
+
+def simplify(graph: Graph) -> Graph:
+    """x*1, 1*x, x+0, 0+x, x-0, x/1, --x; layout ops that compose or do nothing (permute, reshape,
+    expand, pad, slice); casts to the same dtype; copies."""
+    outputs = set(graph.outputs)
+
+    def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
+        if n.op != "call":
+            return None
+        rule = _RULES.get(n.target)
+        new = rule(n, ins, g) if rule else None
+        if new is not None and n in outputs and new.op != "call":
+            return None
+        return new
+
+    return rewrite(graph, fn)
+
+
+def _is(n: Node, value: int) -> bool:
+    v = _splat(n)
+    return v is not None and not isinstance(v, str) and v == value
+
+
+def _identity_binary(left_unit: bool, unit: int):
+    def rule(n: Node, ins: list[Node], g: Graph) -> Node | None:
+        if _is(ins[1], unit):
+            return ins[0]
+        if left_unit and _is(ins[0], unit):
+            return ins[1]
+        return None
+    return rule
+
+
+def _neg(n: Node, ins: list[Node], g: Graph) -> Node | None:
+    x = ins[0]
+    return x.inputs[0] if x.op == "call" and x.target == "neg" else None
+
+
+def _permute(n: Node, ins: list[Node], g: Graph) -> Node | None:
+    x, dims = ins[0], tuple(n.attrs["dims"])
+    if x.op == "call" and x.target == "permute":
+        inner = tuple(x.attrs["dims"])
+        x, dims = x.inputs[0], tuple(inner[d] for d in dims)
+    if dims == tuple(range(len(dims))):
+        return x
+    return g.call("permute", [x], dict(dims=dims), n.loc, n.origin) if x is not ins[0] else None
+
+
+def _collapse(target: str):
+    """reshape(reshape(x)) and expand(expand(x)) take the outer shape; to the same shape is a no-op."""
+    def rule(n: Node, ins: list[Node], g: Graph) -> Node | None:
+        x = ins[0]
+        if x.op == "call" and x.target == target:
+            x = x.inputs[0]
+        if x.type.shape == n.type.shape:
+            return x
+        return g.call(target, [x], dict(n.attrs), n.loc, n.origin) if x is not ins[0] else None
+    return rule
+
+
+def _same_shape(n: Node, ins: list[Node], g: Graph) -> Node | None:
+    """pad by zeros and slice of everything are no-ops (their type says so: same shape)."""
+    if n.target == "slice" and any(s != 1 for s in n.attrs["steps"]):
+        return None
+    return ins[0] if ins[0].type.shape == n.type.shape else None
+
+
+def _cast(n: Node, ins: list[Node], g: Graph) -> Node | None:
+    return ins[0] if ins[0].type.dtype is n.attrs["dtype"] else None
+
+
+_RULES = {
+    "mul": _identity_binary(True, 1),
+    "add": _identity_binary(True, 0),
+    "sub": _identity_binary(False, 0),
+    "div": _identity_binary(False, 1),
+    "neg": _neg,
+    "permute": _permute,
+    "reshape": _collapse("reshape"),
+    "expand": _collapse("expand"),
+    "cast": _cast,
+    "pad": _same_shape,
+    "slice": _same_shape,
+    "copy": lambda n, ins, g: ins[0],
+}
+
+
+# ---------------------------------------------------------------- the stage
+
+# The `optimized` stage, in order; `optimize` repeats the list until nothing changes.
+PASSES: list[tuple[str, Pass]] = [
+    ("fold_constants", fold_constants),
+    ("simplify", simplify),
+    ("cse", cse),
+    ("dce", dce),
+]
+
+
+def optimize(graph: Graph, *, passes: list[tuple[str, Pass]] | None = None,
+             check: Callable[[str, Graph, Graph], None] | None = None, max_rounds: int = 10) -> Graph:
+    """Run `passes` (default PASSES) to a fixed point; `check(name, before, after)` after each pass."""
+    for _ in range(max_rounds):
+        start = fingerprint(graph)
+        for name, p in passes or PASSES:
+            after = p(graph)
+            if check is not None:
+                check(name, graph, after)
+            graph = after
+        if fingerprint(graph) == start:
+            break
+    return graph
+
+
+def fingerprint(graph: Graph) -> tuple:
+    """What a pass can change, as a comparable value (names aside)."""
+    pos = {n: i for i, n in enumerate(graph.nodes)}
+    nodes = tuple((n.op, n.target, tuple(pos[i] for i in n.inputs), freeze(n.attrs), n.type,
+                   n.value.tobytes() if n.op == "constant" else None) for n in graph.nodes)
+    return nodes, tuple(pos[o] for o in graph.outputs)
