@@ -103,7 +103,7 @@ def why_different(old: tuple, new: tuple) -> str:
     for what, a, b in zip(("training flag", "grad mode"), old_mode, new_mode):
         if a != b:
             return f"{what} changed from {a} to {b}"
-    return "lifted tensors changed shape or dtype"
+    return "the signature is new"
 
 
 # ---------------------------------------------------------------- one compiled signature
@@ -123,10 +123,17 @@ class Entry:
     grad_outputs: list[int]  # which outputs carry gradients
     num_saved: int
     lifted_types: list[tuple] = field(default_factory=list)
-    report: Any = None
+    guards: list[tuple] = field(default_factory=list)  # (what, fn, value) from the tracer
 
-    def lifted_ok(self) -> bool:
-        return all((tuple(t.shape), t.dtype) == ty for t, ty in self.lifted_types)
+    def stale(self) -> str | None:
+        """Why this entry no longer fits the Python state it was traced with, or None."""
+        for t, (shape, dtype) in self.lifted_types:
+            if tuple(t.shape) != shape or t.dtype is not dtype:
+                return f"a captured tensor changed from {dtype.short}{list(shape)} to {t.dtype.short}{list(t.shape)}"
+        for what, fn, value in self.guards:
+            if fn() != value:
+                return f"{what} changed"
+        return None
 
 
 class CompiledFunction:
@@ -157,14 +164,15 @@ class CompiledFunction:
             # the like exist afterwards, so the trace sees the steady state it will replay.
             self._warmed.add(key)
             return self.fn(*args, **kwargs)
-        if entry is None or not entry.lifted_ok():
-            entry = self._recompile(key, flat, spec)
+        stale = entry.stale() if entry is not None else None
+        if entry is None or stale:
+            entry = self._recompile(key, flat, spec, stale)
         return self._run(entry, flat)
 
     # ---------------------------------------------------------------- compiling
-    def _recompile(self, key, flat, spec) -> Entry:
+    def _recompile(self, key, flat, spec, stale: str | None = None) -> Entry:
         if self.last_key is not None:
-            reason = why_different(self.last_key, key) if key != self.last_key else "lifted tensors changed"
+            reason = stale or why_different(self.last_key, key)
             from .compiler.pipeline import log_artifact
 
             log_artifact("recompiles", f"Recompiling {self.name}: {reason}")
@@ -243,6 +251,7 @@ class Traced:
     diff_sources: list
     num_fwd_outputs: int
     lifted_types: list
+    guards: list
     seconds: float = 0.0
 
 
@@ -303,10 +312,11 @@ def trace(fn: Callable, flat: list, spec, module, name: str) -> Traced:
     graph.outputs = out_nodes + grads
     feeds = _feeds(graph, tracer, placeholders, spans)
     lifted_types = [(lf.tensor, (tuple(lf.tensor.shape), lf.tensor.dtype)) for lf in tracer.lifted.values()]
+    guards = list(tracer.guards)
     if isinstance(out, Tensor):
         out_spec = None
     return Traced(graph, feeds, out_spec, len(out_tensors), mutated, written, grad_inputs, grad_outputs,
-                  diff_sources, len(out_nodes), lifted_types)
+                  diff_sources, len(out_nodes), lifted_types, guards)
 
 
 def _feeds(graph: Graph, tracer: Tracer, placeholders: list, rng_spans: dict) -> list:
@@ -356,7 +366,8 @@ def assemble(key, traced: Traced, backend: str, dump_dir: str | None, want_repor
         forward = compile_graph(graph, backend, dump_dir, "forward")
         backward, feeds, num_saved = None, traced.feeds, 0
     return Entry(key, forward, backward, feeds, traced.out_spec, traced.num_outputs, traced.mutated,
-                 traced.grads_written, traced.diff_sources, traced.grad_outputs, num_saved, traced.lifted_types)
+                 traced.grads_written, traced.diff_sources, traced.grad_outputs, num_saved, traced.lifted_types,
+                 traced.guards)
 
 
 def _sub(dump_dir: str | None, name: str) -> str | None:

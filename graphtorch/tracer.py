@@ -55,6 +55,7 @@ class Tracer:
     mutated: dict[int, Tensor] = field(default_factory=dict)  # lifted tensors written in place
     rng: list[tuple] = field(default_factory=list)  # (generator, input node, first offset)
     grads: dict[int, tuple] = field(default_factory=dict)  # id(t) -> (t, its .grad before tracing)
+    guards: list[tuple] = field(default_factory=list)  # (what, fn, value): Python state the trace baked in
 
     # ---------------------------------------------------------------- recording
     def input(self, name: str, t: Tensor) -> Tensor:
@@ -103,6 +104,10 @@ class Tracer:
             self.value_of(target)  # make sure it is lifted (its old value may be read before)
             self.mutated[id(target)] = target
         target._node = node
+
+    def add_guard(self, what: str, fn) -> None:
+        """The graph depends on `fn()` staying equal (e.g. an optimizer's learning rate)."""
+        self.guards.append((what, fn, fn()))
 
     def grad_written(self, t: Tensor) -> None:
         """`t.grad` is being set while tracing: it becomes an output, restored after the trace."""

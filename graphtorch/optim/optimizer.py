@@ -115,6 +115,8 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        if dispatch._tracer is not None:  # a compiled step must retrace when the hyperparameters change
+            dispatch._tracer.add_guard(f"{type(self).__name__} hyperparameters", self.trace_guard)
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
