@@ -10,13 +10,11 @@ chunks per image to give every thread work even for a batch of one.
 
 from __future__ import annotations
 
-import math
-
 from llvmlite import ir
 
 from ..ir import Group
 from . import scalar
-from .gemm import LAYOUTS, Matrix, emit_gemm, i64, operand_view, output_buffer, split, workspace_elements
+from .gemm import LAYOUTS, Matrix, elem_ptr, emit_gemm, i64, operand_view, output_buffer, split, workspace_elements
 from .index import Index, strides
 from .module import LOWERINGS, LoweringContext
 
@@ -56,8 +54,8 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
         s0, s1 = split(b, i64(positions), per_image, chunk, lay.nr)
         with ctx.loop(0, groups) as g:
             _im2col(ctx, anchor, x, img, g, s0, s1, cols, width)
-            a_mat = Matrix(_at(b, w.ptr, b.mul(g, i64(og * depth)), lay), i64(depth), i64(1))
-            c_tile = _at(b, out, b.add(b.mul(b.add(b.mul(img, i64(o)), b.mul(g, i64(og))), i64(positions)), s0), lay)
+            a_mat = Matrix(elem_ptr(b, w.ptr, b.mul(g, i64(og * depth)), lay), i64(depth), i64(1))
+            c_tile = elem_ptr(b, out, b.add(b.mul(b.add(b.mul(img, i64(o)), b.mul(g, i64(og))), i64(positions)), s0), lay)
             epilogue = None
             if root is not anchor:
                 epilogue = _epilogue(ctx, group, out, img, b.mul(g, i64(og)), s0)
@@ -77,16 +75,16 @@ def _im2col(ctx, anchor, x, img, g, s0, s1, cols, width):
     with ctx.loop(0, cg * kh * kw) as kk:
         c = b.add(b.mul(g, i64(cg)), b.udiv(kk, i64(kh * kw)))
         ki, kj = b.urem(b.udiv(kk, i64(kw)), i64(kh)), b.urem(kk, i64(kw))
-        plane = _at(b, x.ptr, b.add(b.mul(img, i64(x.strides[0])), b.mul(c, i64(x.strides[1]))), lay)
-        row = _at(b, cols, b.mul(kk, i64(width)), lay)
+        plane = elem_ptr(b, x.ptr, b.add(b.mul(img, i64(x.strides[0])), b.mul(c, i64(x.strides[1]))), lay)
+        row = elem_ptr(b, cols, b.mul(kk, i64(width)), lay)
         h_off, w_off = b.sub(b.mul(ki, i64(dh)), i64(ph)), b.sub(b.mul(kj, i64(dw)), i64(pw))
         with ctx.loop(s0, s1) as s:
             h = b.add(b.mul(b.udiv(s, i64(ow)), i64(sh)), h_off)
             w = b.add(b.mul(b.urem(s, i64(ow)), i64(sw)), w_off)
             inside = b.and_(b.icmp_unsigned("<", h, i64(height)), b.icmp_unsigned("<", w, i64(wide)))
             at = b.select(inside, b.add(b.mul(h, i64(x.strides[2])), b.mul(w, i64(x.strides[3]))), i64(0))
-            v = b.select(inside, b.load(_at(b, plane, at, lay), typ=lay.scalar), zero)
-            b.store(v, _at(b, row, b.sub(s, s0), lay))
+            v = b.select(inside, b.load(elem_ptr(b, plane, at, lay), typ=lay.scalar), zero)
+            b.store(v, elem_ptr(b, row, b.sub(s, s0), lay))
 
 
 def _epilogue(ctx, group, out, img, o0, s0):
@@ -108,13 +106,8 @@ def _epilogue(ctx, group, out, img, o0, s0):
     return apply
 
 
-def _at(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, lay) -> ir.Value:
-    return b.gep(ptr, [index], inbounds=True, source_etype=lay.scalar)
-
-
 def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.icmp_signed(">", x, y), x, y)
 
 
 LOWERINGS["conv2d"] = lower_conv2d
-assert math  # noqa

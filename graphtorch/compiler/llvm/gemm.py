@@ -149,7 +149,8 @@ def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.icmp_signed("<", x, y), x, y)
 
 
-def _at(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, lay: Layout) -> ir.Value:
+def elem_ptr(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, lay: Layout) -> ir.Value:
+    """&ptr[index] for elements of lay's type."""
     return b.gep(ptr, [index], inbounds=True, source_etype=lay.scalar)
 
 
@@ -220,11 +221,11 @@ def micro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
     b.cbranch(b.icmp_signed("<", p, kc), body, done)
 
     b.position_at_end(body)
-    bvec = [b.load(_at(b, bp, b.add(b.mul(p, i64(lay.nr)), i64(h * lay.width)), lay), typ=lay.vec, align=32)
+    bvec = [b.load(elem_ptr(b, bp, b.add(b.mul(p, i64(lay.nr)), i64(h * lay.width)), lay), typ=lay.vec, align=32)
             for h in range(2)]
     zeros = ir.Constant(ir.VectorType(I32, lay.width), None)
     for i in range(lay.mr):
-        a = b.load(_at(b, ap, b.add(b.mul(p, i64(lay.mr)), i64(i)), lay), typ=lay.scalar, align=lay.itemsize)
+        a = b.load(elem_ptr(b, ap, b.add(b.mul(p, i64(lay.mr)), i64(i)), lay), typ=lay.scalar, align=lay.itemsize)
         abc = b.shuffle_vector(b.insert_element(ir.Constant(lay.vec, ir.Undefined), a, ir.Constant(I32, 0)),
                                ir.Constant(lay.vec, ir.Undefined), zeros)
         for h in range(2):
@@ -239,7 +240,7 @@ def micro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
         b.position_at_end(block)
         for i in range(lay.mr):
             for h in range(2):
-                ptr = _at(b, cp, b.add(b.mul(i64(i), ldc), i64(h * lay.width)), lay)
+                ptr = elem_ptr(b, cp, b.add(b.mul(i64(i), ldc), i64(h * lay.width)), lay)
                 v = b.fadd(b.load(ptr, typ=lay.vec, align=lay.itemsize), acc[i][h]) if add else acc[i][h]
                 b.store(v, ptr, align=lay.itemsize)
         b.ret_void()
@@ -258,8 +259,8 @@ def _pack(b: ir.IRBuilder, lay: Layout, width: int, src: ir.Value, lane_stride: 
     """
     with loop(b, 0, lanes, width) as l0:
         left = b.sub(lanes, l0)
-        panel_src = _at(b, src, b.mul(l0, lane_stride), lay)
-        panel_dst = _at(b, dst, b.mul(l0, depth), lay)
+        panel_src = elem_ptr(b, src, b.mul(l0, lane_stride), lay)
+        panel_dst = elem_ptr(b, dst, b.mul(l0, depth), lay)
         with b.if_else(b.icmp_signed(">=", left, i64(width))) as (full, edge):
             with full:
                 _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, None)
@@ -270,16 +271,16 @@ def _pack(b: ir.IRBuilder, lay: Layout, width: int, src: ir.Value, lane_stride: 
 def _pack_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst, valid):
     zero = ir.Constant(lay.scalar, 0)
     with loop(b, 0, depth) as p:
-        row = _at(b, src, b.mul(p, depth_stride), lay)
-        out = _at(b, dst, b.mul(p, i64(width)), lay)
+        row = elem_ptr(b, src, b.mul(p, depth_stride), lay)
+        out = elem_ptr(b, dst, b.mul(p, i64(width)), lay)
         for lane in range(width):
             if valid is None:
-                v = b.load(_at(b, row, b.mul(i64(lane), lane_stride), lay), typ=lay.scalar, align=lay.itemsize)
+                v = b.load(elem_ptr(b, row, b.mul(i64(lane), lane_stride), lay), typ=lay.scalar, align=lay.itemsize)
             else:
                 inside = b.icmp_signed("<", i64(lane), valid)
                 safe = b.select(inside, i64(lane), i64(0))
-                v = b.select(inside, b.load(_at(b, row, b.mul(safe, lane_stride), lay), typ=lay.scalar), zero)
-            b.store(v, _at(b, out, i64(lane), lay), align=lay.itemsize)
+                v = b.select(inside, b.load(elem_ptr(b, row, b.mul(safe, lane_stride), lay), typ=lay.scalar), zero)
+            b.store(v, elem_ptr(b, out, i64(lane), lay), align=lay.itemsize)
 
 
 # ---------------------------------------------------------------- the driver
@@ -296,8 +297,8 @@ def emit_gemm(b: ir.IRBuilder, lay: Layout, a: Matrix, bm: Matrix, c: ir.Value, 
     """
     uk = micro_kernel(b.module, lay)
     nb, na, _ = _workspace_parts(*workspace_dims, k, lay)
-    packed_b, packed_a = workspace, _at(b, workspace, i64(nb), lay)
-    tile = _at(b, workspace, i64(nb + na), lay)
+    packed_b, packed_a = workspace, elem_ptr(b, workspace, i64(nb), lay)
+    tile = elem_ptr(b, workspace, i64(nb + na), lay)
     (m0, m1), (n0, n1) = rows, cols
     with loop(b, n0, n1, lay.nc) as jc:
         nc = _min(b, i64(lay.nc), b.sub(n1, jc))
@@ -305,17 +306,17 @@ def emit_gemm(b: ir.IRBuilder, lay: Layout, a: Matrix, bm: Matrix, c: ir.Value, 
             kc = _min(b, i64(lay.kc), b.sub(i64(k), pc))
             accumulate = b.icmp_signed(">", pc, i64(0))
             last = b.icmp_signed(">=", b.add(pc, i64(lay.kc)), i64(k))
-            b_src = _at(b, bm.ptr, b.add(b.mul(pc, bm.rs), b.mul(jc, bm.cs)), lay)
+            b_src = elem_ptr(b, bm.ptr, b.add(b.mul(pc, bm.rs), b.mul(jc, bm.cs)), lay)
             _pack(b, lay, lay.nr, b_src, bm.cs, bm.rs, nc, kc, packed_b)
             with loop(b, m0, m1, lay.mc) as ic:
                 mc = _min(b, i64(lay.mc), b.sub(m1, ic))
-                a_src = _at(b, a.ptr, b.add(b.mul(ic, a.rs), b.mul(pc, a.cs)), lay)
+                a_src = elem_ptr(b, a.ptr, b.add(b.mul(ic, a.rs), b.mul(pc, a.cs)), lay)
                 _pack(b, lay, lay.mr, a_src, a.rs, a.cs, mc, kc, packed_a)
                 with loop(b, 0, nc, lay.nr) as jr, loop(b, 0, mc, lay.mr) as ir_:
                     r0, c0 = b.add(ic, ir_), b.add(jc, jr)
                     nrows, ncols = _min(b, i64(lay.mr), b.sub(mc, ir_)), _min(b, i64(lay.nr), b.sub(nc, jr))
-                    a_panel, b_panel = _at(b, packed_a, b.mul(ir_, kc), lay), _at(b, packed_b, b.mul(jr, kc), lay)
-                    c_tile = _at(b, c, b.add(b.mul(r0, ldc), c0), lay)
+                    a_panel, b_panel = elem_ptr(b, packed_a, b.mul(ir_, kc), lay), elem_ptr(b, packed_b, b.mul(jr, kc), lay)
+                    c_tile = elem_ptr(b, c, b.add(b.mul(r0, ldc), c0), lay)
                     full = b.and_(b.icmp_signed("==", nrows, i64(lay.mr)), b.icmp_signed("==", ncols, i64(lay.nr)))
                     with b.if_else(full) as (then, otherwise):
                         with then:
@@ -330,8 +331,8 @@ def emit_gemm(b: ir.IRBuilder, lay: Layout, a: Matrix, bm: Matrix, c: ir.Value, 
 
 def _copy_tile(b, lay, tile, c, ldc, nrows, ncols, accumulate):
     with loop(b, 0, nrows) as i, loop(b, 0, ncols) as j:
-        v = b.load(_at(b, tile, b.add(b.mul(i, i64(lay.nr)), j), lay), typ=lay.scalar)
-        dst = _at(b, c, b.add(b.mul(i, ldc), j), lay)
+        v = b.load(elem_ptr(b, tile, b.add(b.mul(i, i64(lay.nr)), j), lay), typ=lay.scalar)
+        dst = elem_ptr(b, c, b.add(b.mul(i, ldc), j), lay)
         old = b.load(dst, typ=lay.scalar)
         b.store(b.select(accumulate, b.fadd(old, v), v), dst)
 
@@ -358,9 +359,9 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
         lo, hi = split(b, i64(big), per_batch, chunk, align)
         full_m, full_n = (i64(0), i64(spec.m)), (i64(0), i64(spec.n))
         rows, cols = ((lo, hi), full_n) if spec.split_rows else (full_m, (lo, hi))
-        am = Matrix(_at(b, a, b.mul(bi, i64(abs_)), lay), i64(ars), i64(acs))
-        bmat = Matrix(_at(b, bm, b.mul(bi, i64(bbs)), lay), i64(brs), i64(bcs))
-        c = _at(b, out, b.mul(bi, i64(spec.m * spec.n)), lay)
+        am = Matrix(elem_ptr(b, a, b.mul(bi, i64(abs_)), lay), i64(ars), i64(acs))
+        bmat = Matrix(elem_ptr(b, bm, b.mul(bi, i64(bbs)), lay), i64(brs), i64(bcs))
+        c = elem_ptr(b, out, b.mul(bi, i64(spec.m * spec.n)), lay)
         tile_epilogue = None
         if epilogue is not None:
             tile_epilogue = lambda bb, r0, r1, c0, c1, bi=bi: epilogue(bb, bi, r0, r1, c0, c1)

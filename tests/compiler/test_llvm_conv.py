@@ -1,0 +1,88 @@
+"""conv2d groups (graphtorch/compiler/llvm/conv.py) against the numpy kernel in primitives.py."""
+
+import numpy as np
+import pytest
+from llvm_helpers import compiled, interpret
+
+from graphtorch.compiler import dtypes as dt
+from graphtorch.compiler.dtypes import TensorType
+from graphtorch.compiler.ir import Graph, Group
+
+
+def conv_graph(x_shape, w_shape, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+               bias_relu=True, d=dt.float32):
+    """conv2d, then (optionally) + bias[o] and relu, all in one "conv2d" group."""
+    g = Graph()
+    x, w = g.input("x", TensorType(x_shape, d)), g.input("w", TensorType(w_shape, d))
+    conv = g.call("conv2d", [x, w], {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups})
+    y = conv
+    if bias_relu:
+        bias = g.input("b", TensorType((w_shape[0],), d))
+        per_channel = g.call("reshape", [bias], {"shape": (w_shape[0], 1, 1)})
+        y = g.call("add", [conv, g.call("expand", [per_channel], {"shape": conv.type.shape})])
+        y = g.call("maximum", [y, g.call("full", [], {"shape": conv.type.shape, "value": 0.0, "dtype": d})])
+    g.outputs = [y]
+    calls = [n for n in g.nodes if n.op == "call"]
+    group = Group(0, "conv2d", calls, [n for n in g.nodes if n.op == "input"], [y], conv)
+    return g, [group]
+
+
+def check(x_shape, w_shape, num_threads=1, seed=0, nan=False, **kw):
+    g, groups = conv_graph(x_shape, w_shape, **kw)
+    d = g.inputs[0].type.dtype.np
+    rng = np.random.default_rng(seed)
+    args = [rng.standard_normal(i.type.shape).astype(d) for i in g.inputs]
+    if nan:
+        args[0][0, 0, 1, 1] = np.nan
+    (got,) = compiled(g, *args, groups=groups, num_threads=num_threads)
+    (want,) = interpret(g, *args)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    depth = np.prod(w_shape[1:])
+    tol = 1e-5 if d == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(depth), equal_nan=nan)
+    return got
+
+
+CASES = [
+    dict(x_shape=(1, 1, 8, 8), w_shape=(1, 1, 3, 3)),
+    dict(x_shape=(3, 3, 13, 11), w_shape=(7, 3, 3, 3)),  # odd sizes, batch 3
+    dict(x_shape=(2, 4, 9, 10), w_shape=(5, 4, 3, 2), stride=(2, 3), padding=(1, 2)),
+    dict(x_shape=(1, 3, 12, 12), w_shape=(6, 3, 3, 3), dilation=(2, 3), padding=(2, 1)),
+    dict(x_shape=(3, 6, 7, 9), w_shape=(9, 2, 3, 3), groups=3, padding=(1, 1)),
+    dict(x_shape=(2, 8, 6, 6), w_shape=(8, 1, 3, 3), groups=8, padding=(1, 1)),  # depthwise
+    dict(x_shape=(3, 17, 5, 7), w_shape=(19, 17, 1, 1)),  # 1x1: a plain GEMM over positions
+    dict(x_shape=(1, 1, 32, 32), w_shape=(6, 1, 5, 5)),  # LeNet's first layer, batch 1
+    dict(x_shape=(2, 16, 5, 5), w_shape=(120, 16, 5, 5)),  # a 1x1 output, K = 400
+    dict(x_shape=(1, 2, 40, 40), w_shape=(3, 2, 3, 3), padding=(1, 1)),  # 1600 positions: two column chunks
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['x_shape']}*{c['w_shape']}")
+def test_conv_bias_relu_matches_numpy(case):
+    got = check(**case)
+    assert (got >= 0).all()
+
+
+@pytest.mark.parametrize("case", CASES[1:3], ids=lambda c: f"{c['x_shape']}*{c['w_shape']}")
+def test_conv_without_epilogue(case):
+    check(**case, bias_relu=False)
+
+
+def test_conv_fp64():
+    check((2, 3, 7, 8), (4, 3, 3, 3), padding=(1, 1), d=dt.float64)
+
+
+def test_conv_relu_keeps_nan():
+    got = check((1, 2, 6, 6), (3, 2, 3, 3), nan=True)
+    assert np.isnan(got[0, :, :2, :2]).all()  # every window over x[0, 0, 1, 1]
+    assert not np.isnan(got[0, :, 3:, 3:]).any()
+
+
+@pytest.mark.parametrize("x_shape,w_shape", [((1, 16, 50, 50), (32, 16, 3, 3)), ((3, 8, 40, 40), (16, 4, 3, 3))])
+def test_conv_one_and_two_threads_identical(x_shape, w_shape):
+    # big enough that the executable runs threads; batch 1: the two threads split one image's
+    # positions; batch 3: they split the images
+    groups = x_shape[1] // w_shape[1]
+    one = check(x_shape, w_shape, groups=groups, padding=(1, 1), num_threads=1)
+    two = check(x_shape, w_shape, groups=groups, padding=(1, 1), num_threads=2)
+    assert np.array_equal(one, two)
