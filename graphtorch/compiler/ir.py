@@ -58,7 +58,7 @@ class Graph:
 
     def constant(self, value: np.ndarray, loc: str | None = None) -> Node:
         value = np.ascontiguousarray(value)
-        return self._add(Node("constant", "constant", [], {}, TensorType(value.shape, dt.from_numpy(value.dtype)), loc, value))
+        return self._add(Node("constant", "constant", [], {}, TensorType(value.shape, dt.from_numpy(value.dtype)), loc, value=value))
 
     def call(self, prim: str, inputs: list[Node], attrs: dict[str, Any] | None = None,
              loc: str | None = None, origin: str | None = None) -> Node:
