@@ -6,11 +6,12 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from optim_helpers import make_params
 
 import graphtorch.optim as gto
 from graphtorch.optim import lr_scheduler as gsched
+
+torch = pytest.importorskip("torch", reason="torch is the test oracle for the optimizers")
 
 EPOCHS = 35
 SCHEDULERS = [

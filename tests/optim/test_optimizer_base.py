@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from optim_helpers import DTYPES, assert_close, assert_same_state, make_pair, make_params, set_grads
 
 import graphtorch as gt
 import graphtorch.optim as gto
+
+torch = pytest.importorskip("torch", reason="torch is the test oracle for the optimizers")
 
 TOL = DTYPES["float32"][1]
 ALL = [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", dict(amsgrad=True)), ("AdamW", {}),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from optim_helpers import assert_close
 
 import graphtorch as gt
 import graphtorch.nn as gnn
 import graphtorch.optim as gto
+
+torch = pytest.importorskip("torch", reason="torch is the test oracle for the optimizers")
 
 CASES = [("SGD", dict(lr=0.1, momentum=0.9, weight_decay=1e-3)), ("Adam", dict(lr=0.01)),
          ("AdamW", dict(lr=0.01, amsgrad=True)), ("RMSprop", dict(lr=0.01, momentum=0.3)),
