@@ -75,9 +75,8 @@ def emit_reduce(ctx: LoweringContext, anchor: Node, out: Index) -> ir.Value:
     out_dims = out.dims()
     kept = {k: out_dims[k] if anchor.attrs["keepdim"] else out_dims[j] for j, k in enumerate(keep)}
     name = anchor.target
-    empty = math.prod(shape[k] for k in red) == 0
     acc = ctx.alloca(scalar.reg_type(d))
-    b.store(_identity(name, d, empty), acc)
+    b.store(_identity(name, d), acc)
     best = ctx.alloca(scalar.I64) if name in ("argmax", "argmin") else None
     if best is not None:
         b.store(i64(0), best)
@@ -96,9 +95,9 @@ def emit_reduce(ctx: LoweringContext, anchor: Node, out: Index) -> ir.Value:
     return b.load(acc)
 
 
-def _identity(name: str, d: dt.DType, empty: bool) -> ir.Constant:
-    if name == "sum":  # -0.0 + x == x for every x (0.0 would turn -0.0 into 0.0); an empty sum is 0.0
-        return scalar.const(d, 0.0 if empty or not d.is_floating_point else -0.0)
+def _identity(name: str, d: dt.DType) -> ir.Constant:
+    if name == "sum":  # +0.0, as numpy: the sum of [-0.0] is 0.0
+        return scalar.const(d, 0)
     if name == "prod":
         return scalar.const(d, 1)
     low = name in ("max", "argmax")
