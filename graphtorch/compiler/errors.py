@@ -26,6 +26,7 @@ CODES: dict[str, str] = {
     "GT040": "an input array does not match the graph input's type",
     "GT041": "a primitive's kernel returned a value of the wrong type",
     "GT042": "a group schedule reads a value before the group that computes it",
+    "GT050": "a backend cannot lower a group (unsupported pattern or op)",
 }
 
 
