@@ -112,8 +112,8 @@ def why_different(old: tuple, new: tuple) -> str:
 @dataclass
 class Entry:
     key: tuple
-    forward: Callable  # arrays -> arrays
-    backward: Callable | None
+    forward: CompiledGraph
+    backward: CompiledGraph | None
     feeds: list  # per forward-graph input: ("arg", i) | ("lifted", tensor) | ("rng", generator, numel)
     out_spec: Any
     num_outputs: int
@@ -124,6 +124,7 @@ class Entry:
     num_saved: int
     lifted_types: list[tuple] = field(default_factory=list)
     guards: list[tuple] = field(default_factory=list)  # (what, fn, value) from the tracer
+    trace_seconds: float = 0.0
 
     def stale(self) -> str | None:
         """Why this entry no longer fits the Python state it was traced with, or None."""
@@ -186,11 +187,13 @@ class CompiledFunction:
         self.last_key = key
         return entry
 
-    def build(self, key, flat, spec, *, want_report: bool = False) -> Entry:
+    def build(self, key, flat, spec) -> Entry:
         start = time.perf_counter()
         traced = trace(self.fn, flat, spec, self.module, self.name)
         traced.seconds = time.perf_counter() - start
-        return assemble(key, traced, self.backend, self.dump_dir, want_report)
+        entry = assemble(key, traced, self.backend, self.dump_dir)
+        entry.trace_seconds = traced.seconds
+        return entry
 
     # ---------------------------------------------------------------- running
     def _run(self, entry: Entry, flat: list):
@@ -353,7 +356,7 @@ def raise_non_tensor_output(name: str) -> None:
 # ---------------------------------------------------------------- from a trace to runnable graphs
 
 
-def assemble(key, traced: Traced, backend: str, dump_dir: str | None, want_report: bool) -> Entry:
+def assemble(key, traced: Traced, backend: str, dump_dir: str | None) -> Entry:
     graph = traced.graph
     if traced.grad_inputs:
         n_fwd = traced.num_fwd_outputs
@@ -374,21 +377,34 @@ def _sub(dump_dir: str | None, name: str) -> str | None:
     return os.path.join(dump_dir, name) if dump_dir else None
 
 
-def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str) -> Callable:
+@dataclass
+class CompiledGraph:
+    """One graph through the pipeline and a backend: call it with arrays, get arrays."""
+
+    run: Callable[[list], list]
+    artifacts: Any  # pipeline.CompileArtifacts: the graphs of each stage, the fusion plan, times
+    executable: Any = None  # the backend's object (llvm.Executable), for its plan and code
+
+    def __call__(self, arrays: list) -> list:
+        return self.run(arrays)
+
+
+def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str) -> CompiledGraph:
     """Run the pipeline on `graph` and return `arrays -> arrays` for the chosen backend."""
     from .compiler.pipeline import run_pipeline
 
     artifacts = run_pipeline(graph, dump_dir=dump_dir)
+    optimized = artifacts.optimized
     if backend == "interpreter":
         from .compiler import interpreter
 
-        optimized = artifacts.optimized
-        return lambda arrays: interpreter.run(optimized, arrays)
+        return CompiledGraph(lambda arrays: interpreter.run(optimized, arrays), artifacts)
     if backend == "llvm":
         from .compiler import llvm
 
-        exe = llvm.build(artifacts.optimized, artifacts.fusion.groups, name=name, dump=dump_dir)
-        return lambda arrays: exe(*arrays)
+        with artifacts.timed("lowered"):
+            exe = llvm.build(optimized, artifacts.fusion.groups, name=name, dump=dump_dir)
+        return CompiledGraph(lambda arrays: exe(*arrays), artifacts, exe)
     raise ValueError(f"unknown backend {backend!r}: expected 'llvm' or 'interpreter'")
 
 

@@ -1,0 +1,49 @@
+"""graphtorch.explain(model, *inputs): compile for these inputs and say what each stage did."""
+
+from __future__ import annotations
+
+from .compiled import CompiledFunction, flatten
+from .compiler.explain import ExplainReport
+
+
+def _guards(key: tuple) -> list[str]:
+    args, (training, grad_enabled) = key
+    lines = []
+    for i, a in enumerate(args):
+        if a[0] == "tensor":
+            shape, dtype, requires_grad = a[1:]
+            lines.append(f"input {i}: {dtype} {list(shape)}, requires_grad={requires_grad}, contiguous")
+        else:
+            lines.append(f"input {i}: equal to {a[1]}")
+    if training is not None:
+        lines.append(f"module.training == {training}")
+    lines.append(f"grad mode enabled == {grad_enabled}")
+    return lines
+
+
+def explain(model, *example_inputs, backend: str = "llvm") -> ExplainReport:
+    from .nn import Module
+
+    if isinstance(model, Module):
+        fn = CompiledFunction(model.forward, backend=backend, module=model, name=type(model).__name__)
+    else:
+        fn = CompiledFunction(model, backend=backend)
+    flat, spec = flatten((example_inputs, {}))
+    key = fn.signature(flat)
+    entry = fn.build(key, flat, spec)
+    fwd = entry.forward
+    report = ExplainReport.from_artifacts(fwd.artifacts, title=fn.name, guards=_guards(key))
+    report.guards += [f"{what} unchanged" for what, _, _ in entry.guards]
+    report.times_ms = {"tracing": entry.trace_seconds * 1e3, **report.times_ms}
+    eager = sum(n.type.numel * n.type.dtype.itemsize for n in fwd.artifacts.traced.nodes if n.op == "call")
+    report.memory["eager, all intermediates"] = eager
+    if fwd.executable is not None:
+        report.memory["compiled arena"] = fwd.executable.plan.arena_bytes
+        report.memory["compiled peak live"] = fwd.executable.plan.peak_bytes
+    if entry.backward is not None:
+        bwd = entry.backward.artifacts
+        report.graphs["backward (optimized)"] = bwd.optimized
+        report.rejections += bwd.fusion.rejections
+        report.times_ms.update({f"backward {k}": v for k, v in bwd.times_ms.items()})
+        report.notes.append(f"backward fusion:\\n{bwd.fusion}")
+    return report
