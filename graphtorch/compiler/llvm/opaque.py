@@ -66,7 +66,7 @@ def _rand(ctx: LoweringContext, node: Node) -> None:
             v = b.fmul(b.uitofp(b.lshr(bits, i64(11)), f64), ir.Constant(f64, 2.0**-53))
         else:
             v = b.fmul(b.uitofp(b.lshr(bits, i64(40)), f64), ir.Constant(f64, 2.0**-24))
-            v = b.fptrunc(v, scalar.reg_type(d))
+            v = scalar.fptrunc(b, v, scalar.reg_type(d))  # exact: 24 bits fit a float
         ctx.store(node, i, v)
 
 

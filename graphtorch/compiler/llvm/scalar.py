@@ -61,6 +61,14 @@ def function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) ->
     return fn
 
 
+def fptrunc(b: ir.IRBuilder, x: ir.Value, to: ir.Type) -> ir.Value:
+    """Narrow a float; double -> half goes through float, since LLVM's direct conversion is a
+    compiler-rt call (__truncdfhf2) that is not in this process (rarely, one more rounding)."""
+    if isinstance(to, ir.HalfType) and isinstance(x.type, ir.DoubleType):
+        x = b.fptrunc(x, ir.FloatType())
+    return b.fptrunc(x, to)
+
+
 def _suffix(t: ir.Type) -> str:
     return {"float": "f32", "double": "f64", "half": "f16"}.get(str(t)) or f"i{t.width}"
 
@@ -255,7 +263,7 @@ def cast(b: ir.IRBuilder, src: DType, dst: DType, x: ir.Value) -> ir.Value:
         return is_true(b, src, x)
     to = reg_type(dst)
     if src.is_floating_point and dst.is_floating_point:
-        return b.fpext(x, to) if src.itemsize < dst.itemsize else b.fptrunc(x, to)
+        return b.fpext(x, to) if src.itemsize < dst.itemsize else fptrunc(b, x, to)
     if src.is_floating_point:  # through a saturating i64, then wrap: -1.0 -> uint8 255 like C
         wide = b.call(function(b.module, f"llvm.fptosi.sat.i64.{_suffix(x.type)}", I64, [x.type]), [x])
         return wide if dst.itemsize == 8 else b.trunc(wide, to)

@@ -1,0 +1,106 @@
+"""Opaque primitives (rand, cumsum, fold, scatter_add) and the fallbacks, as single groups."""
+
+import numpy as np
+import pytest
+from llvm_helpers import assert_match, compiled, values
+
+from graphtorch.compiler import dtypes as dt
+from graphtorch.compiler.dtypes import TensorType
+from graphtorch.compiler.errors import GraphtorchCompileError
+from graphtorch.compiler.ir import Graph
+
+RNG = np.random.default_rng(30)
+
+
+@pytest.mark.parametrize("d", [dt.float32, dt.float64, dt.float16])
+@pytest.mark.parametrize("shape", [(3, 5, 7), (1,), (0,), (), (1000,)])
+def test_rand_bit_exact(d, shape):
+    g = Graph()
+    key = g.input("key", TensorType((), dt.int64))
+    g.outputs = [g.call("rand", [key], {"shape": shape, "dtype": d})]
+    for k in [0, 12345, -1, np.iinfo(np.int64).max]:
+        assert_match(g, np.array(k, np.int64))
+
+
+@pytest.mark.parametrize("d", [dt.float32, dt.float64, dt.int64, dt.int8, dt.bool_])
+@pytest.mark.parametrize("dim", [0, 1, 2, -1])
+def test_cumsum(d, dim):
+    g = Graph()
+    x = g.input("x", TensorType((3, 5, 7), d))
+    g.outputs = [g.call("cumsum", [x], {"dim": dim})]
+    assert_match(g, values((3, 5, 7), d, RNG))
+
+
+def test_cumsum_empty():
+    # (a 0-d cumsum is left out: the numpy kernel returns shape (1,) where infer says (): reported)
+    for shape in [(0, 4), (4, 0)]:
+        g = Graph()
+        x = g.input("x", TensorType(shape, dt.float32))
+        g.outputs = [g.call("cumsum", [x], {"dim": 0})]
+        assert_match(g, values(shape, dt.float32, RNG))
+
+
+@pytest.mark.parametrize("d", [dt.float32, dt.float64])
+def test_fold_is_the_kernel_bit_for_bit(d):
+    """fold adds overlapping windows in the kernel's order: exact equality, not allclose."""
+    g = Graph()
+    cols_shape = (2, 3, 3, 4, 3, 2)  # N, C, OH, OW, KH, KW for a 7x6 image, stride (2, 1), dilation (1, 2)
+    x = g.input("cols", TensorType(cols_shape, d))
+    g.outputs = [g.call("fold", [x], {"size": (7, 6), "stride": (2, 1), "dilation": (1, 2)})]
+    assert_match(g, values(cols_shape, d, RNG, specials=False))
+
+
+def scatter_graph(dim):
+    g = Graph()
+    base = g.input("base", TensorType((4, 5), dt.float32))
+    idx = g.input("idx", TensorType((3, 4), dt.int64))
+    src = g.input("src", TensorType((3, 5), dt.float32))
+    g.outputs = [g.call("scatter_add", [base, idx, src], {"dim": dim})]
+    return g
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_scatter_add_with_repeats(dim):
+    idx = RNG.integers(-(4, 5)[dim], (4, 5)[dim], (3, 4)).astype(np.int64)
+    idx[0, 0] = idx[1, 0]  # repeated targets accumulate
+    assert_match(scatter_graph(dim), values((4, 5), dt.float32, RNG), idx, values((3, 5), dt.float32, RNG))
+
+
+def test_scatter_add_out_of_bounds():
+    idx = np.zeros((3, 4), np.int64)
+    idx[2, 1] = 4
+    with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 0 with size 4"):
+        compiled(scatter_graph(0), np.zeros((4, 5), np.float32), idx, np.ones((3, 5), np.float32))
+
+
+def test_matmul_naive_fallback_with_epilogue():
+    """The registry's fallback (used when gemm.py is absent) with a bias+relu epilogue."""
+    from graphtorch.compiler.ir import Group
+    from graphtorch.compiler.llvm.module import LOWERINGS
+    from graphtorch.compiler.llvm.opaque import lower_matmul_naive
+
+    g = Graph()
+    a = g.input("a", TensorType((2, 5, 3), dt.float32))
+    w = g.input("w", TensorType((2, 3, 7), dt.float32))
+    bias = g.input("bias", TensorType((7,), dt.float32))
+    mm = g.call("matmul", [a, w])
+    y = g.call("maximum", [g.call("add", [mm, g.call("expand", [bias], {"shape": (2, 5, 7)})]),
+                           g.call("full", [], {"shape": (2, 5, 7), "value": 0.0, "dtype": dt.float32})])
+    g.outputs = [y]
+    nodes = [n for n in g.nodes if n.op == "call"]
+    group = Group(0, "naive_matmul", nodes, [a, w, bias], [y], mm)
+    LOWERINGS["naive_matmul"] = lower_matmul_naive
+    try:
+        assert_match(g, *(values(n.type.shape, dt.float32, RNG, specials=False) for n in (a, w, bias)),
+                     groups=[group], rtol=1e-5, atol=1e-6)
+    finally:
+        del LOWERINGS["naive_matmul"]
+
+
+def test_unsupported_primitive_is_a_compile_error():
+    g = Graph()
+    x = g.input("x", TensorType((3, 3), dt.float32))
+    g.outputs = [g.call("inverse", [x])]
+    with pytest.raises(GraphtorchCompileError) as e:
+        compiled(g, np.eye(3, dtype=np.float32))
+    assert e.value.code == "GT041" and e.value.stage == "lowered" and "inverse" in str(e.value)
