@@ -78,7 +78,9 @@ def label(g: Group) -> str:
     words: list[str] = []
     for n in g.nodes:
         if a is not None and n is not a and not _reaches(a, n, g.nodes):
-            continue  # prologue and side operands: the anchor's chain names the group
+            # side operands never name a group; a reduction's prologue does (bce + mean)
+            if a.prim.kind is Kind.OUT_FUSABLE or not _reaches(n, a, g.nodes):
+                continue
         if a is not None and a.prim.kind is Kind.OUT_FUSABLE and n is not a:
             word = "bias" if n.target == "add" and n.origin == a.origin else n.origin or n.target
             word = n.target if word == a.origin else word
@@ -90,6 +92,7 @@ def label(g: Group) -> str:
 
 
 def _reaches(a: Node, n: Node, members: list[Node]) -> bool:
+    """`n` depends on `a` through members."""
     inside = set(members)
     stack, seen = [n], set()
     while stack:
