@@ -23,14 +23,17 @@ class Rule:
     fn: Callable
     save: tuple[int, ...] = ()
     save_output: bool = False
+    # saved input -> the inputs whose gradients read it: saved only when one of them requires grad
+    # (as torch: x * 2 does not save x, so x may then be modified in place)
+    needed_by: dict[int, tuple[int, ...]] | None = None
 
 
 RULES: dict[str, Rule] = {}
 
 
-def rule(prim: str, name: str, save: tuple[int, ...] = (), save_output: bool = False):
+def rule(prim: str, name: str, save: tuple[int, ...] = (), save_output: bool = False, needed_by=None):
     def deco(fn):
-        RULES[prim] = Rule(name, fn, save, save_output)
+        RULES[prim] = Rule(name, fn, save, save_output, needed_by)
         return fn
     return deco
 
@@ -86,13 +89,13 @@ def _sub(g, s, attrs, t):
     return g, apply("neg", g)
 
 
-@rule("mul", "MulBackward0", save=(0, 1))
+@rule("mul", "MulBackward0", save=(0, 1), needed_by={0: (1,), 1: (0,)})
 def _mul(g, s, attrs, t):
     a, b = s[0], s[1]
     return (mul(g, b) if t[0][2] else None), (mul(g, a) if t[1][2] else None)
 
 
-@rule("div", "DivBackward0", save=(0, 1))
+@rule("div", "DivBackward0", save=(0, 1), needed_by={0: (1,)})
 def _div(g, s, attrs, t):
     a, b = s[0], s[1]
     ga = apply("div", g, b)

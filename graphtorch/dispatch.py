@@ -50,7 +50,7 @@ def apply(prim: str, *inputs, **attrs):
 
 
 def _attach(out, rule, inputs, attrs) -> None:
-    saved = [inputs[i] if i in rule.save else None for i in range(len(inputs))]
+    saved = [inputs[i] if _keeps(rule, i, inputs) else None for i in range(len(inputs))]
     if rule.save_output:
         saved.append(out.detach())
     in_types = [(t.shape, t.dtype, t.requires_grad) for t in inputs]
@@ -64,6 +64,13 @@ def _attach(out, rule, inputs, attrs) -> None:
     if _tracer is not None:  # backward nodes recorded later point back to this forward op
         out.grad_fn.metadata.update(loc=out._node.loc, origin=out._node.origin)
     out.requires_grad = True
+
+
+def _keeps(rule, i: int, inputs) -> bool:
+    if i not in rule.save:
+        return False
+    users = (rule.needed_by or {}).get(i)
+    return users is None or any(inputs[j].requires_grad for j in users)
 
 
 def edge(t) -> Node | None:

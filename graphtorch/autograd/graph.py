@@ -80,6 +80,23 @@ class Node:
         return f"<{self.name()} object at {hex(id(self))}>"
 
 
+def keep_originals(root: Node | None, since: int, tensor) -> None:
+    """Before `tensor` is overwritten in place: nodes made since serial `since` (by the op being
+    applied in place) that saved `tensor` or a view of it keep a copy of its current values
+    instead (PyTorch's "original self"), so `x.mul_(2)` stays differentiable."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen or node.serial < since:
+            continue
+        seen.add(id(node))
+        for k, entry in enumerate(node._saved):
+            if entry is not None and entry[0]._version is tensor._version and entry[0]._data is not None:
+                copy = type(entry[0])._wrap(entry[0]._data.copy())
+                node._saved[k] = (copy, copy._version[0])
+        stack.extend(nxt for nxt, _ in node.next_functions)
+
+
 _classes: dict[str, type] = {}
 
 

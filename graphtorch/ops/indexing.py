@@ -34,15 +34,21 @@ def _expand_ellipsis(index: tuple, ndim: int) -> tuple:
     used += sum(i.ndim for i in index if isinstance(i, Tensor) and i.dtype is dt.bool_)
     if sum(1 for i in index if i is Ellipsis) > 1:
         raise IndexError("an index can only have a single ellipsis ('...')")
-    if Ellipsis in [i for i in index if not isinstance(i, Tensor)]:
-        k = next(n for n, i in enumerate(index) if i is Ellipsis and not isinstance(i, Tensor))
-        index = index[:k] + (slice(None),) * (ndim - used) + index[k + 1:]
     if used > ndim:
         raise IndexError(f"too many indices for tensor of dimension {ndim}")
-    return index + (slice(None),) * (ndim - used)
+    k = next((n for n, i in enumerate(index) if i is Ellipsis), len(index))  # trailing dims: an implicit ...
+    return index[:k] + (slice(None),) * (ndim - used) + index[k + 1:]
+
+
+def _sequence_is_tuple(index) -> bool:
+    """torch (like old numpy) reads x[[0, [1, 2]]] or x[[0, slice(1)]] as x[0, [1, 2]]."""
+    return isinstance(index, list) and len(index) < 32 and any(
+        isinstance(i, (list, tuple, Tensor, np.ndarray, slice)) or i is None or i is Ellipsis for i in index)
 
 
 def _normalize(index) -> tuple:
+    if _sequence_is_tuple(index):
+        index = tuple(index)
     if not isinstance(index, tuple):
         index = (index,)
     out = []
@@ -62,8 +68,9 @@ def getitem(x: Tensor, index) -> Tensor:
     if any(isinstance(i, bool) for i in index):
         from .creation import tensor
 
-        index = tuple(tensor(i) if isinstance(i, bool) else i for i in index)
-        x = x.unsqueeze(0) if x.ndim == 0 else x
+        # x[True] adds a dim like x[None]; x[False] adds it empty
+        index = tuple(None if i is True else tensor(i) if isinstance(i, bool) else i for i in index)
+        x = x.unsqueeze(0) if x.ndim == 0 and any(isinstance(i, Tensor) for i in index) else x
     index = _expand_ellipsis(index, x.ndim)
     x, rest = _basic(x, index)
     if not any(isinstance(i, Tensor) for i in rest):
@@ -247,14 +254,15 @@ def setitem(x: Tensor, index, value) -> None:
     with no_grad():
         positions = getitem(Tensor._wrap(np.arange(x.numel(), dtype=np.int64).reshape(x.shape)), index)
     flat_pos = positions.reshape(-1)
-    keep = np.ones(x.numel(), dtype=x.dtype.np)
-    keep[flat_pos._data] = 0
+    written = np.zeros(x.numel(), dtype=np.bool_)
+    written[flat_pos._data] = True
     from .creation import zeros
 
     v = value_t.to(x.dtype) if value_t is not None else expand_to(_scalar_tensor(value, x.dtype), ())
     v = expand_to(v, tuple(positions.shape)).reshape(-1)
     placed = scatter_add(zeros(x.numel(), dtype=x.dtype), 0, flat_pos, v)
-    result = add(mul(x.reshape(-1), Tensor._wrap(keep)), placed).reshape(*x.shape)
+    # where saves only the mask: x itself is not saved, so overwriting it below keeps backward valid
+    result = where(Tensor._wrap(written), placed, x.reshape(-1)).reshape(*x.shape)
     x._assign(result)
 
 

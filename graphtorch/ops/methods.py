@@ -7,7 +7,9 @@ so the semantics of each op exist once.
 from __future__ import annotations
 
 from .. import dtypes as dt
-from ..autograd.grad_mode import no_grad
+from ..autograd.grad_mode import is_grad_enabled, no_grad
+from ..autograd.graph import Node, keep_originals
+from ..dispatch import attach_custom
 from ..tensor import Tensor, check_device
 from . import creation, elementwise, indexing, linalg, random, reduction, shape
 from .elementwise import broadcast_shapes, expand_to, scalar
@@ -110,7 +112,10 @@ def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=Fals
 
 def _inplace(fn):
     def method(self, *args, **kwargs):
-        return self._assign(fn(self, *args, **kwargs))
+        first = Node.created
+        result = fn(self, *args, **kwargs)
+        keep_originals(result.grad_fn, first, self)
+        return self._assign(result)
     method.__name__ = fn.__name__ + "_"
     return method
 
@@ -126,18 +131,31 @@ for _name in ["cumsum"]:
     setattr(Tensor, _name + "_", _inplace(getattr(R, _name)))
 
 
-def fill_(self, value) -> Tensor:
+def _overwriting(self, value: Tensor, name: str) -> Tensor:
+    """`value` to be written over all of self: when self has history, the old values get a zero
+    gradient (torch's FillBackward0/ZeroBackward0), rather than the write being invisible to autograd."""
+    if not (is_grad_enabled() and self.requires_grad and not self.is_leaf) or value.requires_grad:
+        return value
+    out = value.detach()
+
+    def vjp(grad, _saved):
+        return [creation.zeros_like(self)]
+    attach_custom(out, name, vjp, [], [self])
+    return out
+
+
+def fill_(self, value, _name: str = "FillBackward0") -> Tensor:
     v = value.to(self.dtype) if isinstance(value, Tensor) else scalar(value, self.dtype)
-    return self._assign(expand_to(v, tuple(self.shape)))
+    return self._assign(_overwriting(self, expand_to(v, tuple(self.shape)), _name))
 
 
 def zero_(self) -> Tensor:
-    return fill_(self, 0)
+    return fill_(self, 0, "ZeroBackward0")
 
 
 def copy_(self, src, non_blocking: bool = False) -> Tensor:
     broadcast_shapes(self.shape, src.shape)
-    return self._assign(expand_to(src.to(self.dtype), tuple(self.shape)))
+    return self._assign(_overwriting(self, expand_to(src.to(self.dtype), tuple(self.shape)), "CopyBackwards"))
 
 
 def _metadata_inplace(fn):
