@@ -82,15 +82,15 @@ def fold_constants(graph: Graph) -> Graph:
     def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
         if n.op != "call" or n.target in _NEVER + _SOURCES or not ins or not all(map(_is_known, ins)):
             return None
+        splat = _splat_result(n, ins)  # first: layout ops keep the value as written (0.2, not 0.2000000029)
+        if splat is not None:
+            return g.call("full", [], dict(shape=n.type.shape, value=splat, dtype=n.type.dtype), n.loc, n.origin)
         if n.type.numel <= FOLD_LIMIT and all(i.type.numel <= 16 * FOLD_LIMIT for i in ins):
             try:
                 value = evaluate(n, [_value(i) for i in ins])
             except (RuntimeError, IndexError, ValueError):  # e.g. a singular constant matrix: keep the node
                 return None
             return _materialize(g, value, n, as_constant=n not in outputs)
-        splat = _splat_result(n, ins)
-        if splat is not None:
-            return g.call("full", [], dict(shape=n.type.shape, value=splat, dtype=n.type.dtype), n.loc, n.origin)
         return None
 
     return rewrite(graph, fn)

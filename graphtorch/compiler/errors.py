@@ -27,6 +27,8 @@ CODES: dict[str, str] = {
     "GT041": "a primitive's kernel returned a value of the wrong type",
     "GT042": "a group schedule reads a value before the group that computes it",
     "GT050": "a backend cannot lower a group (unsupported pattern or op)",
+    "GT051": "generated kernel source (CUDA C) does not compile",
+    "GT052": "no compiler for generated kernels (NVRTC, nvcc) is available",
 }
 
 
