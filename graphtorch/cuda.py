@@ -1,14 +1,18 @@
-"""torch.cuda: device queries. Without the CUDA backend there is no CUDA device."""
+"""torch.cuda: device queries, answered by the CUDA runtime (False/0 without cuda-python, a driver or a device)."""
 
 from __future__ import annotations
 
 
 def is_available() -> bool:
-    return False
+    from .runtime import cuda
+
+    return cuda.is_available()
 
 
 def device_count() -> int:
-    return 0
+    from .runtime import cuda
+
+    return cuda.device_count()
 
 
 def manual_seed(seed: int) -> None:
