@@ -9,6 +9,7 @@ once per Executable, so a call costs a few microseconds of Python.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 from pathlib import Path
 
@@ -102,6 +103,7 @@ class Executable:
         self._out_slot_of = {o: layout.slots[o] for o in dict.fromkeys(graph.outputs) if o.op == "call"}
         self._out_slots = [(slot, o.type.shape, o.type.dtype.np) for o, slot in self._out_slot_of.items()]
         self._lock = threading.Lock()
+        self._spare: dict[int, np.ndarray] = {}
         # memory that lives as long as the executable: status words, workspace, arena, constants
         self._table = (ctypes.c_void_p * layout.n_slots)()
         self._table_addr = ctypes.addressof(self._table)
@@ -123,12 +125,20 @@ class Executable:
                 table[slot] = a.ctypes.data
             outs = {}
             for slot, shape, dtype in self._out_slots:
-                outs[slot] = out = np.empty(shape, dtype)
+                outs[slot] = out = self._output_buffer(slot, shape, dtype)
                 table[slot] = out.ctypes.data
             self._run()
             if self._status[ERROR_CODE]:
                 self._raise_status()
         return [self._output(o, inputs, outs) for o in self.graph.outputs]
+
+    def _output_buffer(self, slot: int, shape, dtype) -> np.ndarray:
+        """Last call's output array when nobody holds it any more (no view, no tensor): reusing it
+        saves the page faults of fresh memory, which cost as much as a memory-bound kernel."""
+        prev = self._spare.get(slot)
+        if prev is None or sys.getrefcount(prev) > 3:  # prev, the dict entry, getrefcount's argument
+            prev = self._spare[slot] = np.empty(shape, dtype)
+        return prev
 
     def _check(self, k: int, a) -> np.ndarray:
         shape, dtype = self._specs[k]

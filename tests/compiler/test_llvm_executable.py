@@ -1,0 +1,147 @@
+"""The Executable: guards, outputs, threads, the disk cache, dumps, memory over many calls."""
+
+import resource
+
+import numpy as np
+import pytest
+from llvm_helpers import interpret, values
+
+from graphtorch.compiler import dtypes as dt
+from graphtorch.compiler.dtypes import TensorType
+from graphtorch.compiler.errors import GraphtorchCompileError
+from graphtorch.compiler.fusion import fuse
+from graphtorch.compiler.ir import Graph
+from graphtorch.compiler.llvm import build, single_groups
+from graphtorch.runtime import get_num_threads, set_num_threads
+
+
+def small_graph(shape=(3, 5)):
+    g = Graph()
+    a, b = g.input("a", TensorType(shape, dt.float32)), g.input("b", TensorType(shape, dt.float32))
+    g.outputs = [g.call("maximum", [g.call("mul", [a, b]), b]), a]
+    return g
+
+
+def test_guards_name_the_input():
+    g = small_graph()
+    exe = build(g, single_groups(g), cache=False)
+    x = np.ones((3, 5), np.float32)
+    with pytest.raises(ValueError, match=r"input 1 \(b\) has shape \(3, 4\), expected \(3, 5\)"):
+        exe(x, np.ones((3, 4), np.float32))
+    with pytest.raises(TypeError, match=r"input 0 \(a\) has dtype float64, expected float32"):
+        exe(np.ones((3, 5)), x)
+    with pytest.raises(TypeError, match="expects 2 inputs, got 1"):
+        exe(x)
+
+
+def test_non_contiguous_inputs_are_copied():
+    g = small_graph((5, 3))
+    exe = build(g, single_groups(g), cache=False)
+    a = values((3, 5), dt.float32, np.random.default_rng(0), specials=False).T
+    b = np.ones((5, 3), np.float32)
+    got = exe(a, b)
+    for x, y in zip(got, interpret(g, a, b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_results_are_never_overwritten_by_the_next_call():
+    g = small_graph()
+    exe = build(g, single_groups(g), cache=False)
+    first = exe(np.full((3, 5), 2, np.float32), np.ones((3, 5), np.float32))
+    exe(np.full((3, 5), 7, np.float32), np.ones((3, 5), np.float32))
+    assert (first[0] == 2).all() and (first[1] == 2).all()
+
+
+def test_fused_plan_from_the_fusion_pass_matches_the_interpreter():
+    g = Graph()
+    x = g.input("x", TensorType((6, 9), dt.float32))
+    bias = g.input("bias", TensorType((9,), dt.float32))
+    h = g.call("add", [x, g.call("expand", [bias], {"shape": (6, 9)})])
+    e = g.call("exp", [g.call("sub", [h, g.call("expand", [g.call("max", [h], {"dims": (1,), "keepdim": True})],
+                                                        {"shape": (6, 9)})])])
+    s = g.call("sum", [e], {"dims": (1,), "keepdim": True})
+    g.outputs = [g.call("div", [e, g.call("expand", [s], {"shape": (6, 9)})])]
+    rng = np.random.default_rng(1)
+    args = values((6, 9), dt.float32, rng, specials=False), values((9,), dt.float32, rng, specials=False)
+    plan = fuse(g)
+    assert any(len(gr.nodes) > 1 for gr in plan.groups)
+    got = build(g, plan.groups, cache=False)(*args)
+    np.testing.assert_allclose(got[0], interpret(g, *args)[0], rtol=2e-6)
+
+
+def big_graph(n=1 << 18):
+    g = Graph()
+    a, b = g.input("a", TensorType((n // 512, 512), dt.float64)), g.input("b", TensorType((512,), dt.float64))
+    y = g.call("tanh", [g.call("mul", [a, g.call("expand", [b], {"shape": (n // 512, 512)})])])
+    g.outputs = [y, g.call("sum", [y], {"dims": (1,), "keepdim": False}), g.call("cumsum", [y], {"dim": 0})]
+    return g
+
+
+def test_one_and_two_threads_give_identical_results():
+    g = big_graph()
+    rng = np.random.default_rng(2)
+    args = rng.standard_normal((512, 512)), rng.standard_normal(512)
+    saved = get_num_threads()
+    try:
+        set_num_threads(1)
+        one = build(g, fuse(g).groups, cache=False)(*args)
+        set_num_threads(2)
+        exe = build(g, fuse(g).groups, cache=False)
+        assert exe.work >= 1 << 17  # large enough to run on the pool
+        for _ in range(3):
+            for x, y in zip(one, exe(*args)):
+                np.testing.assert_array_equal(x, y)
+    finally:
+        set_num_threads(saved)
+
+
+def test_disk_cache_hit_and_corrupt_entry(tmp_path, monkeypatch):
+    from graphtorch.runtime import default_cache
+    monkeypatch.setenv("GRAPHTORCH_CACHE_DIR", str(tmp_path))
+    g = small_graph()
+    x = np.ones((3, 5), np.float32)
+    first = build(g, single_groups(g))
+    assert not first.from_cache
+    second = build(g, single_groups(g))
+    assert second.from_cache and default_cache().hits == 1
+    np.testing.assert_array_equal(second(x, x)[0], first(x, x)[0])
+    (entry,) = tmp_path.glob("*.gto")
+    entry.write_bytes(entry.read_bytes()[:-100])  # truncated
+    third = build(g, single_groups(g))
+    assert not third.from_cache and default_cache().rejected == 1
+    np.testing.assert_array_equal(third(x, x)[0], first(x, x)[0])
+    assert build(g, single_groups(g)).from_cache  # rebuilt and stored again
+
+
+def test_dump_and_artifacts(tmp_path):
+    g = small_graph()
+    exe = build(g, single_groups(g), name="small", dump=tmp_path, cache=False)
+    assert "define void @\"run\"" in exe.artifacts["llvm_ir"]
+    assert "vmaxps" in exe.artifacts["asm"] or "maxps" in exe.artifacts["asm"] or "cmp" in exe.artifacts["asm"]
+    assert {p.name for p in tmp_path.iterdir()} == {"small.ll", "small.opt.ll", "small.s", "small.plan.txt"}
+    assert exe.plan.peak_bytes >= 0 and "arena" in (tmp_path / "small.plan.txt").read_text()
+
+
+def test_llvm_failure_is_a_compile_error(monkeypatch):
+    from graphtorch.compiler.llvm import executable
+    def failing_compile(*args, **kwargs):
+        raise executable.JITError("LLVM rejected the generated module", "raw LLVM text")
+
+    monkeypatch.setattr(executable, "compile_ir", failing_compile)
+    g = small_graph()
+    with pytest.raises(GraphtorchCompileError) as e:
+        build(g, single_groups(g), cache=False)
+    assert e.value.code == "GT040" and e.value.stage == "lowered" and "raw LLVM text" not in str(e.value)
+
+
+def test_many_calls_do_not_grow_memory():
+    g = small_graph()
+    exe = build(g, single_groups(g), cache=False)
+    x = np.ones((3, 5), np.float32)
+    for _ in range(1000):
+        exe(x, x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(10_000):
+        exe(x, x)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 2048, f"10,000 calls grew the peak RSS by {grown_kib} KiB"

@@ -1,0 +1,107 @@
+"""The runtime alone: JIT from IR text, the object cache's checks, the thread pool."""
+
+import ctypes
+import threading
+
+import pytest
+
+from graphtorch.runtime import JITError, ObjectCache, compile_ir, get_num_threads, pool, set_num_threads
+from graphtorch.runtime.cache import cache_dir
+
+ADD = """
+declare double @erf(double)
+define double @f(double %x) {
+  %y = call double @erf(double %x)
+  %z = fadd double %y, 1.0
+  ret double %z
+}
+"""
+
+
+def test_jit_calls_libm_and_exposes_dumps(tmp_path):
+    native = compile_ir(ADD, cache=ObjectCache(tmp_path))
+    f = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double)(native.address("f"))
+    assert f(0.0) == 1.0
+    assert "define" in native.optimized_ir() and "erf" in native.assembly()
+    again = compile_ir(ADD, cache=ObjectCache(tmp_path))
+    assert again.from_cache and not native.from_cache
+    assert ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double)(again.address("f"))(0.0) == 1.0
+
+
+def test_bad_ir_is_a_jit_error():
+    with pytest.raises(JITError) as e:
+        compile_ir("define i32 @f() { ret i64 0 }", cache=False)
+    assert e.value.llvm_message
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "foreign", "garbage"])
+def test_cache_rejects_damaged_entries(tmp_path, damage):
+    cache = ObjectCache(tmp_path)
+    key, other = ObjectCache.key("ir", "sig"), ObjectCache.key("ir2", "sig")
+    cache.store(key, b"\x7fELF object bytes")
+    path = cache.path(key)
+    blob = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(blob[:-3])
+    elif damage == "flip":
+        path.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    elif damage == "foreign":  # a valid entry for another key, copied over this one
+        cache.store(other, b"other object")
+        path.write_bytes(cache.path(other).read_bytes())
+    else:
+        path.write_bytes(b"not a cache entry")
+    assert cache.load(key) is None and cache.rejected == 1
+    cache.store(key, b"\x7fELF object bytes")
+    assert cache.load(key) == b"\x7fELF object bytes" and cache.hits == 1
+
+
+def test_cache_key_separates_parts():
+    assert ObjectCache.key("ab", "c") != ObjectCache.key("a", "bc")
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAPHTORCH_CACHE_DIR", str(tmp_path))
+    assert cache_dir() == tmp_path
+    monkeypatch.delenv("GRAPHTORCH_CACHE_DIR")
+    assert cache_dir().name == "graphtorch"
+
+
+def test_unwritable_cache_is_not_an_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    ObjectCache(blocker / "sub").store("k" * 64, b"obj")  # the directory cannot be created
+
+
+def test_pool_runs_every_tid_on_distinct_threads():
+    seen = {}
+    lock = threading.Lock()
+
+    def work(tid, n):
+        with lock:
+            seen[tid] = (n, threading.get_ident())
+
+    pool().run(work, 3)
+    assert sorted(seen) == [0, 1, 2] and all(n == 3 for n, _ in seen.values())
+    assert len({ident for _, ident in seen.values()}) == 3
+    assert seen[0][1] == threading.get_ident()  # tid 0 runs on the caller
+
+
+def test_pool_reraises_a_worker_error_after_all_finish():
+    def work(tid, n):
+        if tid == 1:
+            raise RuntimeError("worker failed")
+
+    with pytest.raises(RuntimeError, match="worker failed"):
+        pool().run(work, 2)
+    pool().run(lambda tid, n: None, 2)  # still usable
+
+
+def test_set_num_threads_validates():
+    saved = get_num_threads()
+    try:
+        set_num_threads(3)
+        assert get_num_threads() == 3
+        with pytest.raises(ValueError, match="positive integer"):
+            set_num_threads(0)
+    finally:
+        set_num_threads(saved)
