@@ -293,9 +293,11 @@ def emit_gemm(b: ir.IRBuilder, lay: Layout, a: Matrix, bm: Matrix, c: ir.Value, 
 
     `workspace` holds workspace_elements(*workspace_dims, k, lay) elements (64-byte aligned) that
     this thread owns; workspace_dims = (m, n) bound the row and column ranges. `epilogue` runs on
-    every tile once it is final, with absolute C coordinates.
+    each MC x NC block of C once it is final (still in L2), with absolute C coordinates.
+    Only the three outer loops are emitted here; packing and the tile loops are shared functions.
     """
-    uk = micro_kernel(b.module, lay)
+    module = b.module
+    pack_a, pack_b, macro = _pack_function(module, lay, lay.mr), _pack_function(module, lay, lay.nr), _macro_kernel(module, lay)
     nb, na, _ = _workspace_parts(*workspace_dims, k, lay)
     packed_b, packed_a = workspace, elem_ptr(b, workspace, i64(nb), lay)
     tile = elem_ptr(b, workspace, i64(nb + na), lay)
@@ -307,26 +309,61 @@ def emit_gemm(b: ir.IRBuilder, lay: Layout, a: Matrix, bm: Matrix, c: ir.Value, 
             accumulate = b.icmp_signed(">", pc, i64(0))
             last = b.icmp_signed(">=", b.add(pc, i64(lay.kc)), i64(k))
             b_src = elem_ptr(b, bm.ptr, b.add(b.mul(pc, bm.rs), b.mul(jc, bm.cs)), lay)
-            _pack(b, lay, lay.nr, b_src, bm.cs, bm.rs, nc, kc, packed_b)
+            b.call(pack_b, [b_src, bm.cs, bm.rs, nc, kc, packed_b])
             with loop(b, m0, m1, lay.mc) as ic:
                 mc = _min(b, i64(lay.mc), b.sub(m1, ic))
                 a_src = elem_ptr(b, a.ptr, b.add(b.mul(ic, a.rs), b.mul(pc, a.cs)), lay)
-                _pack(b, lay, lay.mr, a_src, a.rs, a.cs, mc, kc, packed_a)
-                with loop(b, 0, nc, lay.nr) as jr, loop(b, 0, mc, lay.mr) as ir_:
-                    r0, c0 = b.add(ic, ir_), b.add(jc, jr)
-                    nrows, ncols = _min(b, i64(lay.mr), b.sub(mc, ir_)), _min(b, i64(lay.nr), b.sub(nc, jr))
-                    a_panel, b_panel = elem_ptr(b, packed_a, b.mul(ir_, kc), lay), elem_ptr(b, packed_b, b.mul(jr, kc), lay)
-                    c_tile = elem_ptr(b, c, b.add(b.mul(r0, ldc), c0), lay)
-                    full = b.and_(b.icmp_signed("==", nrows, i64(lay.mr)), b.icmp_signed("==", ncols, i64(lay.nr)))
-                    with b.if_else(full) as (then, otherwise):
-                        with then:
-                            b.call(uk, [kc, a_panel, b_panel, c_tile, ldc, accumulate])
-                        with otherwise:
-                            b.call(uk, [kc, a_panel, b_panel, tile, i64(lay.nr), ir.Constant(I1, 0)])
-                            _copy_tile(b, lay, tile, c_tile, ldc, nrows, ncols, accumulate)
-                    if epilogue is not None:
-                        with b.if_then(last):
-                            epilogue(b, r0, b.add(r0, nrows), c0, b.add(c0, ncols))
+                b.call(pack_a, [a_src, a.rs, a.cs, mc, kc, packed_a])
+                c_block = elem_ptr(b, c, b.add(b.mul(ic, ldc), jc), lay)
+                b.call(macro, [mc, nc, kc, packed_a, packed_b, c_block, ldc, accumulate, tile])
+                if epilogue is not None:  # this block of C is final and still in L2
+                    with b.if_then(last):
+                        epilogue(b, ic, b.add(ic, mc), jc, b.add(jc, nc))
+
+
+def _shared_function(module: ir.Module, name: str, args: list[ir.Type], emit: Callable[..., None]) -> ir.Function:
+    """A helper function emitted once per module and never inlined: call sites stay small, so a
+    module of several GEMMs optimizes in about the time of one, whatever their shapes."""
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), args), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    for arg in fn.args:
+        if arg.type == PTR:
+            arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    emit(b, *fn.args)
+    b.ret_void()
+    return fn
+
+
+def _pack_function(module: ir.Module, lay: Layout, width: int) -> ir.Function:
+    """`void (ptr src, i64 lane_stride, i64 depth_stride, i64 lanes, i64 depth, ptr dst)`: see _pack."""
+    return _shared_function(module, f"gt_gemm_pack_{lay.name}_{width}", [PTR, I64, I64, I64, I64, PTR],
+                            lambda b, *args: _pack(b, lay, width, *args))
+
+
+def _macro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
+    """`void (i64 mc, i64 nc, i64 kc, ptr packed_a, ptr packed_b, ptr c, i64 ldc, i1 accumulate, ptr tile)`:
+    C[:mc, :nc] (+)= packed A @ packed B, tile by tile; `tile` is MR x NR scratch for the edges."""
+
+    def emit(b, mc, nc, kc, packed_a, packed_b, c, ldc, accumulate, tile):
+        uk = micro_kernel(module, lay)
+        with loop(b, 0, nc, lay.nr) as jr:  # one B panel stays in L1 while every A panel passes
+            ncols, b_panel = _min(b, i64(lay.nr), b.sub(nc, jr)), elem_ptr(b, packed_b, b.mul(jr, kc), lay)
+            with loop(b, 0, mc, lay.mr) as ir_:
+                nrows, a_panel = _min(b, i64(lay.mr), b.sub(mc, ir_)), elem_ptr(b, packed_a, b.mul(ir_, kc), lay)
+                c_tile = elem_ptr(b, c, b.add(b.mul(ir_, ldc), jr), lay)
+                full = b.and_(b.icmp_signed("==", nrows, i64(lay.mr)), b.icmp_signed("==", ncols, i64(lay.nr)))
+                with b.if_else(full) as (then, otherwise):
+                    with then:
+                        b.call(uk, [kc, a_panel, b_panel, c_tile, ldc, accumulate])
+                    with otherwise:
+                        b.call(uk, [kc, a_panel, b_panel, tile, i64(lay.nr), ir.Constant(I1, 0)])
+                        _copy_tile(b, lay, tile, c_tile, ldc, nrows, ncols, accumulate)
+
+    return _shared_function(module, f"gt_gemm_macro_{lay.name}", [I64, I64, I64, PTR, PTR, PTR, I64, I1, PTR], emit)
 
 
 def _copy_tile(b, lay, tile, c, ldc, nrows, ncols, accumulate):
