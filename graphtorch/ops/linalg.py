@@ -61,11 +61,12 @@ def matmul(input, other) -> Tensor:
     a = input.reshape(1, -1) if input.ndim == 1 else input
     b = other.reshape(-1, 1) if other.ndim == 1 else other
     if a.shape[-1] != b.shape[-2]:
-        if input.ndim == 2 and other.ndim == 2 or input.ndim == 1 or other.ndim == 1:
-            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({a.shape[-2]}x{a.shape[-1]} and "
-                               f"{b.shape[-2]}x{b.shape[-1]})" if a.ndim == 2 and b.ndim == 2 else
-                               f"size mismatch, got input ({a.shape[-2]}), mat ({a.shape[-2]}x{a.shape[-1]}), "
-                               f"vec ({b.shape[-2]})")
+        rows = a.numel() // a.shape[-1] if a.shape[-1] else a.shape[-2]  # torch folds batch dims into rows
+        if other.ndim == 1:
+            raise RuntimeError(f"size mismatch, got input ({rows}), mat ({rows}x{a.shape[-1]}), vec ({b.shape[-2]})")
+        if other.ndim == 2:
+            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({rows}x{a.shape[-1]} and "
+                               f"{b.shape[-2]}x{b.shape[-1]})")
         raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
                            f"[{b.shape[0] if b.ndim > 2 else 1}, {a.shape[-1]}] but got: "
                            f"[{b.shape[0] if b.ndim > 2 else 1}, {b.shape[-2]}].")
