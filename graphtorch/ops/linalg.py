@@ -8,9 +8,14 @@ from ..tensor import Tensor
 from .elementwise import broadcast_shapes, expand_to
 
 
+_CPP_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "int64": "long int", "int32": "int",
+              "int16": "short int", "int8": "signed char", "uint8": "unsigned char", "bool": "bool"}
+
+
 def _check_same_dtype(a, b) -> None:
-    if a.dtype is not b.dtype:
-        raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {a.dtype.name} != {b.dtype.name}")
+    if a.dtype is not b.dtype:  # torch names the C++ types here
+        raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {_CPP_NAMES[a.dtype.name]} != "
+                           f"{_CPP_NAMES[b.dtype.name]}")
 
 
 @op("MmBackward0")
