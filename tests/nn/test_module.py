@@ -350,3 +350,18 @@ def test_compiled_module_shares_state_with_functional_forward():
     lin = nn.Linear(3, 1)
     F.linear(gt.ones(2, 3), lin.weight, lin.bias).sum().backward()
     assert_same(lin.weight.grad, torch.full((1, 3), 2.0))
+
+
+def test_clip_grad_norm_and_value_match_torch():
+    for norm_type in (2.0, 1.0, float("inf")):
+        g, t = nn.Linear(4, 3), torch.nn.Linear(4, 3)
+        copy_weights(g, t)
+        x = randn(5, 4) * 10
+        (g(gt.tensor(x)) ** 2).sum().backward()
+        (t(torch.tensor(x)) ** 2).sum().backward()
+        assert_same(nn.utils.clip_grad_norm_(g.parameters(), 1.5, norm_type),
+                    torch.nn.utils.clip_grad_norm_(t.parameters(), 1.5, norm_type), rtol=1e-5)
+        for p, q in zip(g.parameters(), t.parameters()):
+            assert_same(p.grad, q.grad, rtol=1e-5, atol=1e-6)
+    nn.utils.clip_grad_value_(g.parameters(), 0.01)
+    assert all(p.grad.abs().max().item() <= 0.01 for p in g.parameters())
