@@ -200,9 +200,9 @@ class CompiledFunction:
         arrays = []
         for feed in entry.feeds:
             if feed[0] == "arg":
-                arrays.append(np.ascontiguousarray(flat[feed[1]]._data))
+                arrays.append(_contiguous(flat[feed[1]]._data))
             elif feed[0] == "lifted":
-                arrays.append(np.ascontiguousarray(feed[1]._data))
+                arrays.append(_contiguous(feed[1]._data))
             else:
                 arrays.append(feed[1].next_key(feed[2])._data)
         results = entry.forward(arrays)
@@ -222,6 +222,11 @@ class CompiledFunction:
         return unflatten(leaves, entry.out_spec) if entry.out_spec is not None or n != 1 else leaves[0]
 
 
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    # not np.ascontiguousarray: it turns 0-d arrays into 1-d ones
+    return a if a.flags.c_contiguous else np.array(a, order="C")
+
+
 def _attach_backward(entry: Entry, outs: list[Tensor], saved: list, flat: list) -> None:
     sources = [flat[s[1]] if s[0] == "arg" else s[1] for s in entry.diff_sources]
     grad_outs = entry.grad_outputs
@@ -229,7 +234,7 @@ def _attach_backward(entry: Entry, outs: list[Tensor], saved: list, flat: list) 
     def make_vjp(k):
         def vjp(grad, _saved):
             cotangents = [np.zeros(outs[i].shape, outs[i].dtype.np) for i in grad_outs]
-            cotangents[k] = np.ascontiguousarray(grad._data)
+            cotangents[k] = _contiguous(grad._data)
             grads = entry.backward(list(saved) + cotangents)
             return [Tensor._wrap(g) for g in grads]
         return vjp

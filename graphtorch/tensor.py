@@ -188,6 +188,8 @@ class Tensor:
     def grad(self, value: Tensor | None) -> None:
         if value is not None and tuple(value.shape) != tuple(self.shape):
             raise RuntimeError("assigned grad has data of a different size")
+        if dispatch._tracer is not None and self._node is None:
+            dispatch._tracer.grad_written(self)  # a traced backward() sets an outside tensor's .grad
         self._grad = value
 
     @property

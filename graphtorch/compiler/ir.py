@@ -57,7 +57,7 @@ class Graph:
         return self._add(Node("input", name, [], {}, type))
 
     def constant(self, value: np.ndarray, loc: str | None = None) -> Node:
-        value = np.ascontiguousarray(value)
+        value = np.array(value, order="C")  # a copy; ascontiguousarray would make 0-d arrays 1-d
         return self._add(Node("constant", "constant", [], {}, TensorType(value.shape, dt.from_numpy(value.dtype)), loc, value=value))
 
     def call(self, prim: str, inputs: list[Node], attrs: dict[str, Any] | None = None,
