@@ -29,6 +29,7 @@ CODES: dict[str, str] = {
     "GT050": "a backend cannot lower a group (unsupported pattern or op)",
     "GT051": "generated kernel source (CUDA C) does not compile",
     "GT052": "no compiler for generated kernels (NVRTC, nvcc) is available",
+    "GT053": "the chosen backend needs a device this machine does not have",
 }
 
 
