@@ -14,7 +14,19 @@ from llvmlite import ir
 
 from ..ir import Group
 from . import scalar
-from .gemm import LAYOUTS, Matrix, elem_ptr, emit_gemm, i64, operand_view, output_buffer, split, workspace_elements
+from .gemm import (
+    LAYOUTS,
+    Matrix,
+    elem_ptr,
+    emit_gemm,
+    i64,
+    max_i64,
+    min_i64,
+    operand_view,
+    output_buffer,
+    split,
+    workspace_elements,
+)
 from .index import Index, strides
 from .module import LOWERINGS, LoweringContext
 
@@ -47,7 +59,7 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
     # chunks per image: at least one per thread (batch 1), and none wider than the scratch
     per_image = b.select(b.icmp_signed(">", ctx.nthreads, i64(n_img)),
                          b.sdiv(b.add(ctx.nthreads, i64(n_img - 1)), i64(n_img)), i64(1))
-    per_image = _max(b, per_image, i64(-(-positions // width)))
+    per_image = max_i64(b, per_image, i64(-(-positions // width)))
     lo, hi = ctx.thread_range(b.mul(per_image, i64(n_img)))
     with ctx.loop(lo, hi) as item:
         img, chunk = b.sdiv(item, per_image), b.srem(item, per_image)
@@ -64,7 +76,9 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
 
 
 def _im2col(ctx, anchor, x, img, g, s0, s1, cols, width):
-    """cols[kk, j] = x[img, g*Cg + c, h, w] for kk = (c, i, j') and output position s0 + j; 0 in the padding."""
+    """cols[kk, s - s0] = x[img, g*Cg + c, h, w] for kk = (c, i, j) and output position s in [s0, s1),
+    zero in the padding. Each output row splits into padding, interior and padding, so the
+    interior copy has no bounds checks and vectorizes (a plain copy at stride 1)."""
     b, lay = ctx.builder, LAYOUTS[anchor.type.dtype.short]
     _, cg, kh, kw = anchor.inputs[1].type.shape
     _, _, height, wide = x.shape
@@ -76,15 +90,27 @@ def _im2col(ctx, anchor, x, img, g, s0, s1, cols, width):
         c = b.add(b.mul(g, i64(cg)), b.udiv(kk, i64(kh * kw)))
         ki, kj = b.urem(b.udiv(kk, i64(kw)), i64(kh)), b.urem(kk, i64(kw))
         plane = elem_ptr(b, x.ptr, b.add(b.mul(img, i64(x.strides[0])), b.mul(c, i64(x.strides[1]))), lay)
-        row = elem_ptr(b, cols, b.mul(kk, i64(width)), lay)
+        row = elem_ptr(b, cols, b.sub(b.mul(kk, i64(width)), s0), lay)  # row[s] for s in [s0, s1)
         h_off, w_off = b.sub(b.mul(ki, i64(dh)), i64(ph)), b.sub(b.mul(kj, i64(dw)), i64(pw))
-        with ctx.loop(s0, s1) as s:
-            h = b.add(b.mul(b.udiv(s, i64(ow)), i64(sh)), h_off)
-            w = b.add(b.mul(b.urem(s, i64(ow)), i64(sw)), w_off)
-            inside = b.and_(b.icmp_unsigned("<", h, i64(height)), b.icmp_unsigned("<", w, i64(wide)))
-            at = b.select(inside, b.add(b.mul(h, i64(x.strides[2])), b.mul(w, i64(x.strides[3]))), i64(0))
-            v = b.select(inside, b.load(elem_ptr(b, plane, at, lay), typ=lay.scalar), zero)
-            b.store(v, elem_ptr(b, row, b.sub(s, s0), lay))
+        # the output columns whose input column w = o*sw + w_off lies in [0, W)
+        first_in = max_i64(b, i64(0), b.sdiv(b.add(b.neg(w_off), i64(sw - 1)), i64(sw)))
+        last = b.sub(i64(wide - 1), w_off)
+        stop_in = b.select(b.icmp_signed("<", last, i64(0)), i64(0), b.add(b.sdiv(last, i64(sw)), i64(1)))
+        with ctx.loop(b.udiv(s0, i64(ow)), b.udiv(b.add(s1, i64(ow - 1)), i64(ow))) as oh:
+            base = b.mul(oh, i64(ow))
+            lo, hi = max_i64(b, b.sub(s0, base), i64(0)), min_i64(b, b.sub(s1, base), i64(ow))
+            h = b.add(b.mul(oh, i64(sh)), h_off)
+            h_ok = b.icmp_unsigned("<", h, i64(height))
+            in_lo = min_i64(b, max_i64(b, first_in, lo), hi)
+            in_hi = b.select(h_ok, max_i64(b, min_i64(b, stop_in, hi), in_lo), in_lo)
+            src = elem_ptr(b, plane, b.mul(b.select(h_ok, h, i64(0)), i64(x.strides[2])), lay)
+            dst = elem_ptr(b, row, base, lay)
+            for start, stop in ((lo, in_lo), (in_hi, hi)):
+                with ctx.loop(start, stop) as o:
+                    b.store(zero, elem_ptr(b, dst, o, lay))
+            with ctx.loop(in_lo, in_hi) as o:
+                w = b.add(b.mul(o, i64(sw)), w_off)
+                b.store(b.load(elem_ptr(b, src, b.mul(w, i64(x.strides[3])), lay), typ=lay.scalar), elem_ptr(b, dst, o, lay))
 
 
 def _epilogue(ctx, group, out, img, o0, s0):
@@ -105,9 +131,6 @@ def _epilogue(ctx, group, out, img, o0, s0):
 
     return apply
 
-
-def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
-    return b.select(b.icmp_signed(">", x, y), x, y)
 
 
 LOWERINGS["conv2d"] = lower_conv2d

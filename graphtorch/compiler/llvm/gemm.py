@@ -145,8 +145,12 @@ def i64(x: int | ir.Value) -> ir.Value:
     return ir.Constant(I64, x) if isinstance(x, int) else x
 
 
-def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+def min_i64(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def max_i64(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed(">", x, y), x, y)
 
 
 def elem_ptr(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, lay: Layout) -> ir.Value:
@@ -177,16 +181,8 @@ def split(b: ir.IRBuilder, total: ir.Value, parts: ir.Value, part: ir.Value, ali
     """[start, stop) of `part` when range(total) is cut into `parts` pieces, in multiples of `align`."""
     units = b.sdiv(b.add(total, i64(align - 1)), i64(align))
     per = b.mul(b.sdiv(b.add(units, b.sub(parts, i64(1))), parts), i64(align))
-    start = _min(b, b.mul(part, per), total)
-    return start, _min(b, b.add(start, per), total)
-
-
-def _fma_decl(module: ir.Module, lay: Layout) -> ir.Function:
-    # declare_intrinsic cannot type vector intrinsics: declare it by name
-    name = f"llvm.fma.v{lay.width}{lay.name}"
-    if name in module.globals:
-        return module.globals[name]
-    return ir.Function(module, ir.FunctionType(lay.vec, [lay.vec] * 3), name)
+    start = min_i64(b, b.mul(part, per), total)
+    return start, min_i64(b, b.add(start, per), total)
 
 
 # ---------------------------------------------------------------- micro-kernel
@@ -206,7 +202,8 @@ def micro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
     kc, ap, bp, cp, ldc, accumulate = fn.args
     for arg in (ap, bp, cp):
         arg.add_attribute("noalias")
-    fma = _fma_decl(module, lay)
+    # declare_intrinsic cannot type vector intrinsics: declared by name
+    fma = scalar.function(module, f"llvm.fma.v{lay.width}{lay.name}", lay.vec, [lay.vec] * 3)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     head, body, done = (fn.append_basic_block(s) for s in ("head", "body", "done"))
     b.branch(head)
@@ -303,15 +300,15 @@ def emit_gemm(b: ir.IRBuilder, lay: Layout, a: Matrix, bm: Matrix, c: ir.Value, 
     tile = elem_ptr(b, workspace, i64(nb + na), lay)
     (m0, m1), (n0, n1) = rows, cols
     with loop(b, n0, n1, lay.nc) as jc:
-        nc = _min(b, i64(lay.nc), b.sub(n1, jc))
+        nc = min_i64(b, i64(lay.nc), b.sub(n1, jc))
         with loop(b, 0, max(k, 1), lay.kc) as pc:  # K = 0 still runs one block: it stores zeros
-            kc = _min(b, i64(lay.kc), b.sub(i64(k), pc))
+            kc = min_i64(b, i64(lay.kc), b.sub(i64(k), pc))
             accumulate = b.icmp_signed(">", pc, i64(0))
             last = b.icmp_signed(">=", b.add(pc, i64(lay.kc)), i64(k))
             b_src = elem_ptr(b, bm.ptr, b.add(b.mul(pc, bm.rs), b.mul(jc, bm.cs)), lay)
             b.call(pack_b, [b_src, bm.cs, bm.rs, nc, kc, packed_b])
             with loop(b, m0, m1, lay.mc) as ic:
-                mc = _min(b, i64(lay.mc), b.sub(m1, ic))
+                mc = min_i64(b, i64(lay.mc), b.sub(m1, ic))
                 a_src = elem_ptr(b, a.ptr, b.add(b.mul(ic, a.rs), b.mul(pc, a.cs)), lay)
                 b.call(pack_a, [a_src, a.rs, a.cs, mc, kc, packed_a])
                 c_block = elem_ptr(b, c, b.add(b.mul(ic, ldc), jc), lay)
@@ -351,9 +348,9 @@ def _macro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
     def emit(b, mc, nc, kc, packed_a, packed_b, c, ldc, accumulate, tile):
         uk = micro_kernel(module, lay)
         with loop(b, 0, nc, lay.nr) as jr:  # one B panel stays in L1 while every A panel passes
-            ncols, b_panel = _min(b, i64(lay.nr), b.sub(nc, jr)), elem_ptr(b, packed_b, b.mul(jr, kc), lay)
+            ncols, b_panel = min_i64(b, i64(lay.nr), b.sub(nc, jr)), elem_ptr(b, packed_b, b.mul(jr, kc), lay)
             with loop(b, 0, mc, lay.mr) as ir_:
-                nrows, a_panel = _min(b, i64(lay.mr), b.sub(mc, ir_)), elem_ptr(b, packed_a, b.mul(ir_, kc), lay)
+                nrows, a_panel = min_i64(b, i64(lay.mr), b.sub(mc, ir_)), elem_ptr(b, packed_a, b.mul(ir_, kc), lay)
                 c_tile = elem_ptr(b, c, b.add(b.mul(ir_, ldc), jr), lay)
                 full = b.and_(b.icmp_signed("==", nrows, i64(lay.mr)), b.icmp_signed("==", ncols, i64(lay.nr)))
                 with b.if_else(full) as (then, otherwise):
@@ -388,7 +385,7 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
     (abs_, ars, acs), (bbs, brs, bcs) = spec.strides
     big, align = (spec.m, lay.mr) if spec.split_rows else (spec.n, lay.nr)
     # enough chunks per batch to keep every thread busy, never more than there are tiles
-    per_batch = _min(b, b.sdiv(b.add(nthreads, i64(spec.batch - 1)), i64(spec.batch)), i64(math.ceil(big / align)))
+    per_batch = min_i64(b, b.sdiv(b.add(nthreads, i64(spec.batch - 1)), i64(spec.batch)), i64(math.ceil(big / align)))
     items = b.mul(per_batch, i64(spec.batch))
     first, stop = b.sdiv(b.mul(tid, items), nthreads), b.sdiv(b.mul(b.add(tid, i64(1)), items), nthreads)
     with loop(b, first, stop) as item:
