@@ -25,6 +25,10 @@ frame adds `ret void`). What the context gives:
 - `ctx.index_error(bad_index, dim, size)`: record an out-of-bounds index; the runtime raises
   IndexError after the call. The lowering must still not touch memory out of bounds.
 
+- `index.emit_epilogue(ctx, group, anchor_ptr, (r0, r1), (c0, c1), out_ptr=None)`: the group's
+  elementwise epilogue over a block of the anchor's output viewed as (prod(shape[:-1]), shape[-1]),
+  in place when out_ptr is anchor_ptr.
+
 `build(graph, groups)` dispatches each Group on `LOWERINGS[group.pattern]` ("single" and the
 fusion pass's "opaque:<prim>" / "injective:<prim>" names all go to the "single" lowering).
 """
