@@ -313,8 +313,8 @@ class Module:
                 continue
             if set_to_none:
                 p.grad = None
-            else:
-                p._grad = p._grad.detach()
+            else:  # the same .grad object, zeroed (optimizers may hold it)
+                p._grad.detach_()
                 p._grad.zero_()
 
     def apply(self, fn: Callable[[Module], None]) -> Module:
