@@ -30,6 +30,7 @@ CODES: dict[str, str] = {
     "GT051": "generated kernel source (CUDA C) does not compile",
     "GT052": "no compiler for generated kernels (NVRTC, nvcc) is available",
     "GT053": "the chosen backend needs a device this machine does not have",
+    "GT054": "LLVM failed to compile or load the generated module (a backend bug; the module is in the dump)",
 }
 
 

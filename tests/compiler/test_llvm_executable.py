@@ -131,7 +131,7 @@ def test_llvm_failure_is_a_compile_error(monkeypatch):
     g = small_graph()
     with pytest.raises(GraphtorchCompileError) as e:
         build(g, single_groups(g), cache=False)
-    assert e.value.code == "GT040" and e.value.stage == "lowered" and "raw LLVM text" not in str(e.value)
+    assert e.value.code == "GT054" and e.value.stage == "lowered" and "raw LLVM text" not in str(e.value)
 
 
 def test_many_calls_do_not_grow_memory():

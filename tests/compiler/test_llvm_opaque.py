@@ -103,4 +103,4 @@ def test_unsupported_primitive_is_a_compile_error():
     g.outputs = [g.call("inverse", [x])]
     with pytest.raises(GraphtorchCompileError) as e:
         compiled(g, np.eye(3, dtype=np.float32))
-    assert e.value.code == "GT041" and e.value.stage == "lowered" and "inverse" in str(e.value)
+    assert e.value.code == "GT050" and e.value.stage == "lowered" and "inverse" in str(e.value)

@@ -40,7 +40,7 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
     except GraphtorchCompileError:
         raise
     except Exception as e:  # a lowering bug: say which, keep the traceback
-        raise GraphtorchCompileError("GT040", f"the LLVM backend failed while lowering graph {name!r}: {e}",
+        raise GraphtorchCompileError("GT054", f"the LLVM backend failed while lowering graph {name!r}: {e}",
                                      stage="lowered", hint="this is a graphtorch bug; please report it") from e
     ir_text = str(module)
     try:
@@ -49,7 +49,7 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
         if dump:
             _write(dump, name, {".ll": ir_text, ".llvm_error.txt": e.llvm_message})
         where = f" (see {dump})" if dump else " (pass dump=DIR to see the module)"
-        raise GraphtorchCompileError("GT040", f"LLVM failed to compile graph {name!r}: {e}{where}", stage="lowered",
+        raise GraphtorchCompileError("GT054", f"LLVM failed to compile graph {name!r}: {e}{where}", stage="lowered",
                                      hint="this is a graphtorch bug; please report it with the dump") from None
     exe = Executable(graph, groups, plan, layout, native, name, num_threads, max_threads)
     if dump:

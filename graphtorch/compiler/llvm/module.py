@@ -64,7 +64,7 @@ def lowering_for(group: Group) -> Lowering:
     """"single" and the fusion pass's "opaque:<prim>" / "injective:<prim>" all mean one node alone."""
     pattern = "single" if group.pattern.split(":")[0] in ("single", "opaque", "injective") else group.pattern
     if pattern not in LOWERINGS:
-        raise GraphtorchCompileError("GT042", f"group {group.id} has pattern {group.pattern!r}, which the LLVM "
+        raise GraphtorchCompileError("GT050", f"group {group.id} has pattern {group.pattern!r}, which the LLVM "
                                      f"backend does not know (known: {', '.join(sorted(LOWERINGS))})",
                                      group.outputs[0].loc, stage="lowered")
     return LOWERINGS[pattern]
@@ -176,7 +176,7 @@ class LoweringContext:
             b.store(index.i64(size), slot(ERROR_SIZE))
 
     def unsupported(self, node: Node, why: str) -> GraphtorchCompileError:
-        return GraphtorchCompileError("GT041", f"the LLVM backend cannot lower {node.name} ({node.target}): {node.name} {why}",
+        return GraphtorchCompileError("GT050", f"the LLVM backend cannot lower {node.name} ({node.target}): {node.name} {why}",
                                       node.loc, hint="run this graph eagerly, or report the graph (it is in the dump)",
                                       stage="lowered")
 
