@@ -57,13 +57,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None, c
     retain = create_graph if retain_graph is None else retain_graph
     captured = run_backward(outputs, grads, retain_graph=retain, create_graph=create_graph, inputs=inputs)
     result = []
-    for t, g in zip(inputs, captured):
+    for i, (t, g) in enumerate(zip(inputs, captured)):
         if g is None and materialize_grads:
             from ..ops.creation import zeros_like
 
             g = zeros_like(t)
         elif g is None and not allow_unused:
-            raise RuntimeError("One of the differentiated Tensors appears to not have been used in the graph. "
+            raise RuntimeError(f"The differentiated Tensor at index {i} appears to not have been used in the graph. "
                                "Set allow_unused=True if this is the desired behavior.")
         result.append(g)
     return tuple(result)

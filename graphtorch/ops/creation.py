@@ -60,6 +60,8 @@ def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Ten
         arr = _to_numpy(data, dtype)
     except ValueError as e:
         raise ValueError(f"expected sequence of equal-length sequences ({e})") from None
+    if requires_grad and not dtype.is_floating_point:
+        raise RuntimeError("Only Tensors of floating point and complex dtype can require gradients")
     return Tensor._wrap(arr, requires_grad)
 
 

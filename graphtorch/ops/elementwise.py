@@ -140,8 +140,14 @@ def remainder(input, other):
 fmod = remainder
 
 
-@op("PowBackward0")
 def pow(input, exponent):
+    # torch names the backward by which operands are tensors
+    if not isinstance(exponent, Tensor):
+        return _pow_scalar(input, exponent)
+    return _pow_tensors(input, exponent) if isinstance(input, Tensor) else _rpow_scalar(input, exponent)
+
+
+def _pow(input, exponent):
     if isinstance(exponent, numbers.Number) and isinstance(input, Tensor):
         if exponent == 2 and input.dtype.is_floating_point:
             return mul(input, input)
@@ -150,6 +156,11 @@ def pow(input, exponent):
         if exponent == 0.5 and input.dtype.is_floating_point:
             return sqrt(input)
     return elementwise("pow", input, exponent)
+
+
+_pow_scalar = op("PowBackward0", "pow")(_pow)
+_pow_tensors = op("PowBackward1", "pow")(_pow)
+_rpow_scalar = op("PowBackward2", "pow")(_pow)
 
 
 @op("MaximumBackward0")

@@ -62,9 +62,27 @@ def _normalize(index) -> tuple:
     return tuple(out)
 
 
-@op("SelectBackward0")
 def getitem(x: Tensor, index) -> Tensor:
     index = _normalize(index)
+    return _GETITEM[_grad_name(index)](x, index)
+
+
+def _grad_name(index: tuple) -> str:
+    """torch applies the indices one by one: the last one that does something names the grad_fn."""
+    if any(isinstance(i, Tensor) and i.dtype is not dt.bool_ or isinstance(i, (Tensor, list, np.ndarray))
+           for i in index):
+        return "IndexBackward0"
+    for i in reversed(index):
+        if i is None or i is True:
+            return "UnsqueezeBackward0"
+        if isinstance(i, (int, np.integer)):
+            return "SelectBackward0"
+        if isinstance(i, slice) and i != slice(None):
+            return "SliceBackward0"
+    return "AliasBackward0"
+
+
+def _getitem(x: Tensor, index: tuple) -> Tensor:
     if any(isinstance(i, bool) for i in index):
         from .creation import tensor
 
@@ -76,6 +94,10 @@ def getitem(x: Tensor, index) -> Tensor:
     if not any(isinstance(i, Tensor) for i in rest):
         return x
     return _advanced(x, rest)
+
+
+_GETITEM = {name: op(name, "getitem")(_getitem) for name in
+            ("IndexBackward0", "UnsqueezeBackward0", "SelectBackward0", "SliceBackward0", "AliasBackward0")}
 
 
 def _basic(x: Tensor, index: tuple):
@@ -245,6 +267,8 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
 
 def setitem(x: Tensor, index, value) -> None:
     """x[index] = value, in place."""
+    if x.is_leaf and x.requires_grad and is_grad_enabled():  # torch writes through a view of x
+        raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
     value_t = value if isinstance(value, Tensor) else None
     needs_grad = is_grad_enabled() and (x.requires_grad or (value_t is not None and value_t.requires_grad))
     if x._node is None and not needs_grad:

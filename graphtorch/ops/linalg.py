@@ -7,7 +7,6 @@ from ..dispatch import apply, op
 from ..tensor import Tensor
 from .elementwise import broadcast_shapes, expand_to
 
-
 _CPP_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "int64": "long int", "int32": "int",
               "int16": "short int", "int8": "signed char", "uint8": "unsigned char", "bool": "bool"}
 

@@ -36,16 +36,27 @@ def _dims(input, dim) -> tuple:
     return out if input.ndim else ()
 
 
-@op("SumBackward0")
 def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
+    # torch: SumBackward0 for the full sum, SumBackward1 with dims
+    return (_sum_all if dim is None else _sum_dims)(input, dim, keepdim, dtype=dtype)
+
+
+def _sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     if dtype is None and not input.dtype.is_floating_point:
         dtype = dt.int64  # sums of bool and integers are int64, as in torch
     x = cast(input, dtype) if dtype is not None else input
     return apply("sum", x, dims=_dims(input, dim), keepdim=keepdim)
 
 
-@op("MeanBackward0")
+_sum_all = op("SumBackward0", "sum")(_sum)
+_sum_dims = op("SumBackward1", "sum")(_sum)
+
+
 def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
+    return (_mean_all if dim is None else _mean_dims)(input, dim, keepdim, dtype=dtype)
+
+
+def _mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     if dtype is not None:
         input = cast(input, dtype)
     if not input.dtype.is_floating_point:
@@ -55,6 +66,10 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     n = math.prod(input.shape[d] for d in dims)
     total = apply("sum", input, dims=dims, keepdim=keepdim)
     return mul(total, 1.0 / n if n else float("nan"))
+
+
+_mean_all = op("MeanBackward0", "mean")(_mean)
+_mean_dims = op("MeanBackward1", "mean")(_mean)
 
 
 @op("ProdBackward0")
@@ -89,8 +104,23 @@ def _extreme(name, prim, argprim):
     return fn
 
 
-max = op("MaxBackward1")(_extreme("max", "max", "argmax"))
-min = op("MinBackward1")(_extreme("min", "min", "argmin"))
+def _by_dim(name, prim, argprim):
+    # torch: MaxBackward1 for the full reduction, MaxBackward0 for max(dim)
+    full = op(f"{name.capitalize()}Backward1", name)(_extreme(name, prim, argprim))
+    along = op(f"{name.capitalize()}Backward0", name)(_extreme(name, prim, argprim))
+
+    def fn(input, dim=None, keepdim: bool = False):
+        if isinstance(dim, Tensor):  # torch.max(a, b) is maximum, with its own grad_fn name
+            from .elementwise import maximum, minimum
+
+            return (maximum if name == "max" else minimum)(input, dim)
+        return (full if dim is None else along)(input, dim, keepdim)
+    fn.__name__ = name
+    return fn
+
+
+max = _by_dim("max", "max", "argmax")
+min = _by_dim("min", "min", "argmin")
 
 
 def amax(input, dim=(), keepdim: bool = False) -> Tensor:
@@ -162,7 +192,7 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return std(input, dim, unbiased, keepdim, correction=correction), mean(input, dim, keepdim)
 
 
-@op("NormBackward1")
+@op("LinalgVectorNormBackward0")
 def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     from .elementwise import abs, pow
 

@@ -86,6 +86,7 @@ def transpose(input, dim0: int, dim1: int) -> Tensor:
 swapaxes = swapdims = transpose
 
 
+@op("TBackward0")
 def t(input) -> Tensor:
     if input.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D")
@@ -253,10 +254,17 @@ def split(tensor, split_size_or_sections, dim: int = 0) -> tuple:
             raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's size at "
                                f"dimension {d}), but got split_sizes={sizes}")
     out, start = [], 0
+    name = "SplitBackward0" if isinstance(split_size_or_sections, int) else "SplitWithSizesBackward0"
     for s in sizes:
-        out.append(slice_dim(tensor, d, start, start + s, 1))
+        out.append(_named(slice_dim(tensor, d, start, start + s, 1), name))
         start += s
     return tuple(out)
+
+
+def _named(piece: Tensor, name: str) -> Tensor:
+    if piece.grad_fn is not None:
+        piece.grad_fn.rename(name)
+    return piece
 
 
 def chunk(input, chunks: int, dim: int = 0) -> tuple:
@@ -268,7 +276,7 @@ def chunk(input, chunks: int, dim: int = 0) -> tuple:
 
 def unbind(input, dim: int = 0) -> tuple:
     d = _norm_dim(dim, input.ndim)
-    return tuple(squeeze(x, d) for x in split(input, 1, d))
+    return tuple(_named(squeeze(x, d), "UnbindBackward0") for x in split(input, 1, d))
 
 
 @op("RepeatBackward0")
