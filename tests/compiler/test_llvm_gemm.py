@@ -203,3 +203,34 @@ def test_single_matmul_group_and_integer_fallback():
     gi.outputs = [gi.call("matmul", [a, b])]
     xi, yi = np.arange(24).reshape(4, 6), np.arange(30).reshape(6, 5) - 7
     assert np.array_equal(compiled(gi, xi, yi)[0], xi @ yi)
+
+
+def test_operands_that_are_no_strided_view_are_copied():
+    """A padded operand and a permuted batch cannot be read through strides: the lowering copies them."""
+    g = Graph()
+    d = dt.float32
+    a = g.input("a", TensorType((3, 2, 5, 6), d))  # batch dims swapped below: no single batch stride
+    b = g.input("b", TensorType((2, 3, 7, 4), d))
+    a_op = g.call("permute", [a], {"dims": (1, 0, 2, 3)})
+    b_op = g.call("pad", [b], {"pads": ((0, 0), (0, 0), (0, 0), (1, 2)), "value": 0.0})  # (2, 3, 7, 7)
+    b_op = g.call("slice", [b_op], {"starts": (0, 0, 1, 0), "stops": (2, 3, 7, 7), "steps": (1, 1, 1, 1)})
+    mm = g.call("matmul", [a_op, b_op])
+    g.outputs = [mm]
+    rng = np.random.default_rng(4)
+    args = [rng.standard_normal(i.type.shape).astype(np.float32) for i in g.inputs]
+    (got,) = compiled(g, *args, groups=group_of(g, mm))
+    (want,) = interpret(g, *args)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_sliced_operand_read_in_place():
+    g = Graph()
+    x = g.input("x", TensorType((9, 20), dt.float32))
+    w = g.input("w", TensorType((30, 12), dt.float32))
+    w_op = g.call("slice", [w], {"starts": (1, 0), "stops": (21, 12), "steps": (1, 2)})  # rows 1..20, even columns
+    mm = g.call("matmul", [x, w_op])
+    g.outputs = [mm]
+    rng = np.random.default_rng(5)
+    args = [rng.standard_normal(i.type.shape).astype(np.float32) for i in g.inputs]
+    (got,) = compiled(g, *args, groups=group_of(g, mm))
+    np.testing.assert_allclose(got, args[0] @ args[1][1:21, ::2], rtol=1e-5, atol=1e-5)

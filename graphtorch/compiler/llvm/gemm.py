@@ -9,11 +9,14 @@ The loop nest (per thread, over its share of C):
           pack A[ic:ic+MC, pc:pc+KC]
           for jr, ir over the block:         one MR x NR tile of C: 12 vector accumulators in registers
             micro-kernel(kc, A panel, B panel) -> C tile (stored, or added to it after the first K block)
-            after the last K block: the group's epilogue over the tile, while it is still in L1
+          after the last K block: the group's epilogue over the MC x NC block, while it is in L2
 
 Packing pads edge panels with zeros, so the micro-kernel always runs the full tile; an edge tile
-(odd M or N) goes through a scratch tile and only its valid part is copied to C. The micro-kernel
-is one function per module and dtype (not unrolled per call site) to keep compile time low.
+(odd M or N) goes through a scratch tile and only its valid part is copied to C.
+Compile time: packing, the tile loops and the micro-kernel are functions shared by every GEMM of
+a module and never inlined into a call site, so LLVM cannot specialize (unroll, unswitch) them
+per constant shape; a call site is three loops. The epilogue runs per block rather than per tile
+for the same reason: inside the tile loops, a vectorized relu made the module optimize 6x slower.
 Operands are read through (row, column) element strides, so a transposed operand (x @ W^T) or
 a broadcast batch (stride 0) is read in place: packing is the only copy.
 """
