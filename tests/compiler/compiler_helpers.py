@@ -5,6 +5,7 @@ max_pool2d = pad -> unfold -> reshape -> max), and random inputs for them."""
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import strategies as st
 
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.dtypes import TensorType
@@ -110,3 +111,54 @@ def random_inputs(graph: Graph, seed: int = 0) -> list[np.ndarray]:
         else:
             out.append(rng.integers(-5, 6, t.shape).astype(t.dtype.np))
     return out
+
+
+SIZES = (1, 3, 5, 7)
+STEPS = ("unary", "binary", "scalar", "transpose", "reshape", "reduce", "matmul", "relu")
+
+
+def _splat(g: Graph, value: float, like: Node) -> Node:
+    s = g.call("full", [], dict(shape=(), value=value, dtype=like.type.dtype))
+    return g.call("expand", [s], dict(shape=like.type.shape))
+
+
+@st.composite
+def random_graphs(draw) -> Graph:
+    """Random chains of elementwise, layout, reduction and matmul nodes over small odd shapes."""
+    d = draw(st.sampled_from([dt.float32, dt.float64]))
+    g = Graph()
+    x = g.input("x", TensorType((draw(st.sampled_from(SIZES)), draw(st.sampled_from(SIZES))), d))
+    pool = [x]
+    for k in range(draw(st.integers(1, 12))):
+        step = draw(st.sampled_from(STEPS))
+        a, b = x.type.shape
+        if step == "unary":
+            x = g.call(draw(st.sampled_from(["neg", "tanh", "sin", "abs", "sigmoid", "copy"])), [x])
+        elif step == "binary":
+            same = [p for p in pool if p.type == x.type]
+            x = g.call(draw(st.sampled_from(["add", "mul", "sub", "maximum"])), [x, draw(st.sampled_from(same))])
+        elif step == "scalar":
+            op = draw(st.sampled_from(["add", "mul", "sub", "div"]))
+            s = _splat(g, draw(st.sampled_from([0.0, 1.0, 2.0, 0.5])), x)
+            x = g.call(op, [s, x] if draw(st.booleans()) and op in ("add", "mul") else [x, s])
+        elif step == "transpose":
+            x = g.call("permute", [x], dict(dims=(1, 0)))
+        elif step == "reshape":
+            x = g.call("reshape", [g.call("reshape", [x], dict(shape=(a * b,)))], dict(shape=(b, a)))
+        elif step == "reduce":
+            r = g.call(draw(st.sampled_from(["sum", "max"])), [x], dict(dims=(1,), keepdim=True))
+            x = g.call(draw(st.sampled_from(["sub", "add"])), [x, g.call("expand", [r], dict(shape=(a, b)))])
+        elif step == "matmul":
+            w = g.input(f"w{k}", TensorType((draw(st.sampled_from(SIZES)), b), d))
+            x = g.call("matmul", [x, g.call("permute", [w], dict(dims=(1, 0)))])
+            if draw(st.booleans()):
+                bias = g.input(f"b{k}", TensorType((x.type.shape[1],), d))
+                x = g.call("add", [x, g.call("expand", [bias], dict(shape=x.type.shape))])
+        else:
+            zero = _splat(g, 0.0, x)
+            x = g.call("where", [g.call("le", [x, zero]), zero, x])
+        pool.append(x)
+    extra = draw(st.sampled_from(pool))
+    total = g.call("sum", [x], dict(dims=(0, 1), keepdim=False))
+    g.outputs = [x, total] + ([extra] if extra.op == "call" else [])
+    return g
