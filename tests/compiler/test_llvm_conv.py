@@ -50,7 +50,10 @@ CASES = [
     dict(x_shape=(1, 3, 12, 12), w_shape=(6, 3, 3, 3), dilation=(2, 3), padding=(2, 1)),
     dict(x_shape=(3, 6, 7, 9), w_shape=(9, 2, 3, 3), groups=3, padding=(1, 1)),
     dict(x_shape=(2, 8, 6, 6), w_shape=(8, 1, 3, 3), groups=8, padding=(1, 1)),  # depthwise
-    dict(x_shape=(3, 17, 5, 7), w_shape=(19, 17, 1, 1)),  # 1x1: a plain GEMM over positions
+    dict(x_shape=(3, 17, 5, 7), w_shape=(19, 17, 1, 1)),  # 1x1: the GEMM reads x in place
+    dict(x_shape=(2, 6, 5, 7), w_shape=(4, 3, 1, 1), groups=2),  # 1x1 in place, per group
+    dict(x_shape=(2, 5, 9, 7), w_shape=(4, 5, 1, 1), stride=(2, 2), padding=(1, 0)),  # 1x1 through im2col
+    dict(x_shape=(1, 8, 40, 40), w_shape=(16, 8, 1, 1)),  # 1x1 in place, two column chunks
     dict(x_shape=(1, 1, 32, 32), w_shape=(6, 1, 5, 5)),  # LeNet's first layer, batch 1
     dict(x_shape=(2, 16, 5, 5), w_shape=(120, 16, 5, 5)),  # a 1x1 output, K = 400
     dict(x_shape=(1, 2, 40, 40), w_shape=(3, 2, 3, 3), padding=(1, 1)),  # 1600 positions: two column chunks
