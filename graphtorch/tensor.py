@@ -187,7 +187,8 @@ class Tensor:
     @grad.setter
     def grad(self, value: Tensor | None) -> None:
         if value is not None and tuple(value.shape) != tuple(self.shape):
-            raise RuntimeError("assigned grad has data of a different size")
+            raise RuntimeError(f"attempting to assign a gradient of size '{list(value.shape)}' to a tensor of size "
+                               f"'{list(self.shape)}'. Please ensure that the gradient and the tensor are the same size")
         if dispatch._tracer is not None and self._node is None:
             dispatch._tracer.grad_written(self)  # a traced backward() sets an outside tensor's .grad
         self._grad = value
