@@ -9,6 +9,7 @@ and records its launch.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -41,7 +42,12 @@ class Kernel:
     def __init__(self, module, group: Group, name: str, nodes: list[Node], index_t: str):
         self.module, self.group, self.name, self.index_t = module, group, name, index_t
         self.nodes = list(dict.fromkeys(nodes))  # buffer parameters, in order; the last one is written
-        self.params = {n: f"b_{n.name.lstrip('%')}" for n in self.nodes}
+        self.params: dict[Node, str] = {}
+        for n in self.nodes:  # "%conv1.weight" -> b_conv1_weight; a clash gets a number
+            name = "b_" + re.sub(r"\W", "_", n.name.lstrip("%"))
+            while name in self.params.values():
+                name += "_"
+            self.params[n] = name
         self.lines: list[str] = []
         self.depth = 1
         self._count = 0

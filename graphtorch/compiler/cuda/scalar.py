@@ -81,8 +81,8 @@ def _unary(name: str, d: DType, x: str) -> str:
             return f"(({t})erf((double){x}))"
         if name == "neg":
             return f"(-{x})"
-        if name == "sign":  # NaN stays NaN, -0.0 and 0.0 give 0.0
-            return f"({x} != {x} ? {x} : ({t})(({x} > 0) - ({x} < 0)))"
+        if name == "sign":  # NaN, -0.0 and 0.0 give 0.0 (the kernel follows torch: sign(NaN) = 0)
+            return f"(({t})(({x} > 0) - ({x} < 0)))"
     elif d is dt.bool_ and name in ("abs", "sign"):
         return x
     elif name == "neg":
