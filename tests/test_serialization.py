@@ -260,3 +260,16 @@ def test_prefix_layout_is_documented():
     save(None, blob)
     magic, version, n = struct.unpack_from("<8sIQ", blob.getvalue())
     assert magic == b"\x89GTCKPT\n" and version == 1 and (20 + n) % 64 == 0
+
+
+def test_a_module_state_dict_round_trips_through_a_file(tmp_path):
+    from graphtorch import nn
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    graphtorch.save(net.state_dict(), tmp_path / "net.pt")
+    other = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    loaded = graphtorch.load(tmp_path / "net.pt")
+    assert list(loaded) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    other.load_state_dict(loaded)
+    x = graphtorch.randn(5, 3)
+    assert graphtorch.equal(net(x), other(x))

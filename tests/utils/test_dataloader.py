@@ -225,3 +225,35 @@ def test_numpy_samples_become_tensors():
 
     x, y = next(iter(DataLoader(Arrays(), batch_size=3)))
     assert x.dtype == graphtorch.float32 and x.shape == (3, 2) and y.dtype == graphtorch.int64
+
+
+class Slow(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        import time
+
+        time.sleep(3)
+        return i
+
+
+def test_timeout_raises_torchs_error():
+    with pytest.raises(RuntimeError, match="DataLoader timed out after 0.3 seconds"):
+        list(DataLoader(Slow(), batch_size=None, num_workers=1, timeout=0.3))
+
+
+def _failing_init(worker_id):
+    raise ValueError(f"bad init in {worker_id}")
+
+
+def test_worker_init_errors_reach_the_main_process():
+    with pytest.raises(ValueError, match="bad init in 0"):
+        list(DataLoader(Pairs(), batch_size=2, num_workers=1, worker_init_fn=_failing_init))
+
+
+def test_collated_batches_own_their_memory():
+    x = graphtorch.zeros(4, 2)
+    batch = next(iter(DataLoader(TensorDataset(x), batch_size=4)))[0]
+    batch.add_(1)
+    assert float(x.sum()) == 0 and float(batch.sum()) == 8
