@@ -234,13 +234,13 @@ class Slow(Dataset):
     def __getitem__(self, i):
         import time
 
-        time.sleep(3)
+        time.sleep(1)
         return i
 
 
 def test_timeout_raises_torchs_error():
-    with pytest.raises(RuntimeError, match="DataLoader timed out after 0.3 seconds"):
-        list(DataLoader(Slow(), batch_size=None, num_workers=1, timeout=0.3))
+    with pytest.raises(RuntimeError, match="DataLoader timed out after 0.2 seconds"):
+        list(DataLoader(Slow(), batch_size=None, num_workers=1, timeout=0.2))
 
 
 def _failing_init(worker_id):
