@@ -6,7 +6,8 @@ to 32x32 by nearest neighbour (every pixel becomes a 4x4 block, with expand + re
 network is exactly the notes' LeNet: conv 5x5 -> 28x28 -> pool 14x14 -> conv 5x5 -> 10x10 ->
 pool 5x5 -> 16*5*5 = 400 -> 120 -> 84 -> 10, with the parameter shapes the notes list.
 80% of the images train (shuffled mini-batches of 32, SGD with momentum), 20% test.
-Run: python examples/lenet_digits.py
+Run: OPENBLAS_NUM_THREADS=1 python examples/lenet_digits.py  (10 epochs, ~97% test accuracy, ~13 s
+on the shared 2-core machine; OpenBLAS's default thread pool makes the small matmuls ~6x slower there)
 """
 
 from _progress import epochs as epoch_bar
