@@ -109,7 +109,7 @@ _erf_scalar = np.frompyfunc(math.erf, 1, 1)
 
 
 def _erf(x):
-    return _erf_scalar(x).astype(x.dtype)
+    return np.asarray(_erf_scalar(x)).astype(x.dtype)  # frompyfunc gives a Python float for 0-d input
 
 
 def _sign(x):
@@ -389,7 +389,8 @@ _register("argmax", Kind.REDUCTION, _arg_infer, _argreduce(np.argmax), "index of
 _register("argmin", Kind.REDUCTION, _arg_infer, _argreduce(np.argmin), "index of the first minimum (NaN wins)",
           attrs=("dim", "keepdim"))
 _register("cumsum", Kind.OPAQUE, lambda x, *, dim: x,
-          lambda x, *, dim: np.cumsum(x, axis=dim, dtype=x.dtype), "running sum along dim", attrs=("dim",))
+          lambda x, *, dim: np.cumsum(x, axis=dim, dtype=x.dtype) if x.ndim else x.copy(), "running sum along dim",
+          attrs=("dim",))
 
 
 # ---------------------------------------------------------------- matmul and convolution
