@@ -410,7 +410,13 @@ def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str) -
         with artifacts.timed("lowered"):
             exe = llvm.build(optimized, artifacts.fusion.groups, name=name, dump=dump_dir)
         return CompiledGraph(lambda arrays: exe(*arrays), artifacts, exe)
-    raise ValueError(f"unknown backend {backend!r}: expected 'llvm' or 'interpreter'")
+    if backend == "cuda":  # arrays in and out are host numpy arrays; the runtime copies them
+        from .compiler import cuda
+
+        with artifacts.timed("lowered"):
+            exe = cuda.build(optimized, artifacts.fusion.groups, name=name, dump=dump_dir)
+        return CompiledGraph(lambda arrays: exe(*arrays), artifacts, exe)
+    raise ValueError(f"unknown backend {backend!r}: expected 'llvm', 'cuda' or 'interpreter'")
 
 
 # ---------------------------------------------------------------- the public entry points

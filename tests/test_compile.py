@@ -254,3 +254,12 @@ def test_explain_names_fusion_groups_and_why_pooling_did_not_fuse():
     assert "from max_pool2d" in text and "cannot fuse" in text
     assert "input 0: float32 [2, 1, 32, 32]" in text
     assert report.memory["compiled arena"] < report.memory["eager, all intermediates"]
+
+
+def test_cuda_backend_without_a_gpu_is_a_clear_error():
+    if gt.cuda.is_available():
+        pytest.skip("a CUDA device is present: tests/compiler/test_cuda_runtime.py covers running there")
+    compiled = gt.compile(logistic(), backend="cuda")
+    with gt.no_grad(), pytest.raises(GraphtorchCompileError, match="GT053") as err:
+        compiled(_input((4, 2)))
+    assert "hint:" in str(err.value)
