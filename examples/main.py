@@ -14,11 +14,12 @@ import os
 import time
 
 import numpy as np
+from lenet_digits import Net as LeNet  # the seed notes' LeNet, and the digits upsampled to 32x32
+from lenet_digits import digits_split
 
 import graphtorch as torch
 import graphtorch.nn as nn
-import graphtorch.nn.functional as F
-from graphtorch.datasets import load_digits
+from graphtorch.utils.data import DataLoader
 
 try:
     from tqdm import tqdm
@@ -27,57 +28,20 @@ except ImportError:  # tqdm is the `examples` extra; without it, no progress bar
         return iterable
 
 
-class LeNet(nn.Module):
-    """The seed notes' LeNet: 32x32 inputs, two conv+pool stages, three linear layers."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), (2, 2))
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
-
-
-def digits_32x32(seed: int = 0):
-    """The digits upsampled 4x (nearest) to LeNet's 32x32, scaled to [0, 1], split 80/20."""
-    images, labels = load_digits()
-    x = images.numpy() / 16.0
-    x = x.repeat(4, axis=1).repeat(4, axis=2)[:, None].astype(np.float32)
-    order = np.random.default_rng(seed).permutation(len(x))
-    cut = int(0.8 * len(x))
-    train, test = order[:cut], order[cut:]
-    y = labels.numpy()
-    return (torch.from_numpy(x[train]), torch.from_numpy(y[train])), (torch.from_numpy(x[test]), torch.from_numpy(y[test]))
-
-
-def batches(x, y, batch_size: int, epoch: int):
-    order = np.random.default_rng(epoch).permutation(len(x))
-    n = len(x) // batch_size * batch_size  # equal batches: one compiled signature
-    for i in range(0, n, batch_size):
-        idx = torch.from_numpy(order[i:i + batch_size])
-        yield x[idx], y[idx]
-
-
 def accuracy(forward, x, y) -> float:
     with torch.no_grad():
         return (forward(x).argmax(1) == y).float().mean().item()
 
 
 def train(mode: str, epochs: int, batch_size: int, data, dump_dir: str | None):
-    (x_train, y_train), (x_test, y_test) = data
-    torch.manual_seed(0)
+    train_set, test_set = data
+    torch.manual_seed(0)  # the same initial weights and the same shuffles in both runs
     model = LeNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
+    # equal batches (drop_last): every training call has one signature, so one compiled step
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True)
+    x_test, y_test = next(iter(DataLoader(test_set, batch_size=len(test_set))))
 
     def step(x, y):
         opt.zero_grad()
@@ -96,13 +60,12 @@ def train(mode: str, epochs: int, batch_size: int, data, dump_dir: str | None):
         model.train()
         start = time.perf_counter()
         total = 0.0
-        for x, y in tqdm(batches(x_train, y_train, batch_size, epoch), desc=f"{mode:8s} epoch {epoch + 1}",
-                         total=len(x_train) // batch_size, leave=False):
+        for x, y in tqdm(loader, desc=f"{mode:8s} epoch {epoch + 1}", leave=False):
             total += step(x, y).item()
         times.append(time.perf_counter() - start)
         model.eval()
         accs.append(accuracy(evaluate, x_test, y_test))
-        print(f"{mode:8s} epoch {epoch + 1}: {times[-1]:7.3f} s, loss {total / (len(x_train) // batch_size):.4f}, "
+        print(f"{mode:8s} epoch {epoch + 1}: {times[-1]:7.3f} s, loss {total / len(loader):.4f}, "
               f"test accuracy {accs[-1]:.2%}", flush=True)
     return times, accs
 
@@ -113,8 +76,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--dump-dir", default="dumps")
     args = parser.parse_args(argv)
-    data = digits_32x32()
-    print(f"digits: {len(data[0][0])} training and {len(data[1][0])} test images, upsampled to 32x32")
+    data = digits_split(seed=0)
+    print(f"digits: {len(data[0])} training and {len(data[1])} test images, upsampled to 32x32")
     eager_times, eager_accs = train("eager", args.epochs, args.batch_size, data, None)
     compiled_times, compiled_accs = train("compiled", args.epochs, args.batch_size, data, args.dump_dir)
     # the first compiled epoch includes compiling; the steady state is the median of the rest
