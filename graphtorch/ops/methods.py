@@ -54,7 +54,8 @@ def data_ptr(self) -> int:
     return self._data.__array_interface__["data"][0]
 
 
-def _parse_to(args, kwargs):
+def parse_to(args, kwargs) -> tuple:
+    """(dtype, device) from the arguments of Tensor.to / Module.to, in any of their forms."""
     dtype = kwargs.get("dtype")
     device = kwargs.get("device")
     for a in args:
@@ -68,7 +69,7 @@ def _parse_to(args, kwargs):
 
 
 def to(self, *args, **kwargs) -> Tensor:
-    dtype, device = _parse_to(args, kwargs)
+    dtype, device = parse_to(args, kwargs)
     check_device(device)
     if dtype is None or dtype is self.dtype:
         return self.clone() if kwargs.get("copy") else self

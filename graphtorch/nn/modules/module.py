@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from ... import dtypes as dt
 from ...autograd.grad_mode import no_grad
+from ...ops.methods import parse_to
 from ...tensor import Tensor, check_device
 from ..parameter import Parameter
 from .hooks import BackwardHook, RemovableHandle, add_hook
@@ -340,15 +341,7 @@ class Module:
         return self
 
     def to(self, *args, **kwargs) -> Module:
-        dtype = kwargs.get("dtype")
-        device = kwargs.get("device")
-        for a in args:
-            if isinstance(a, dt.DType):
-                dtype = a
-            elif isinstance(a, Tensor):
-                dtype = a.dtype
-            else:
-                device = a
+        dtype, device = parse_to(args, kwargs)
         check_device(device)
         if dtype is None:
             return self
