@@ -218,8 +218,7 @@ class CompiledFunction:
         if entry.backward is not None and is_grad_enabled():
             saved = results[n:]
             _attach_backward(entry, outs, saved, flat)
-        leaves = list(outs)
-        return unflatten(leaves, entry.out_spec) if entry.out_spec is not None or n != 1 else leaves[0]
+        return unflatten(outs, entry.out_spec)
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:
