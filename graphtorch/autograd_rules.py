@@ -363,6 +363,30 @@ def _conv2d(g, s, attrs, t):
 
 
 def conv2d_input_grad(g, w, x_shape, stride, padding, dilation, groups):
+    """At stride 1 the input gradient is a convolution of g with the flipped, transposed weight
+    (a transposed convolution), so it runs as the backend's conv2d; other strides use
+    matmul + fold."""
+    o, cg, kh, kw = w.shape
+    full = ((kh - 1) * dilation[0] - padding[0], (kw - 1) * dilation[1] - padding[1])
+    if tuple(stride) != (1, 1) or min(full) < 0:
+        return _conv2d_input_grad_fold(g, w, x_shape, stride, padding, dilation, groups)
+    og = o // groups
+    wt = apply("reshape", w, shape=(groups, og, cg, kh, kw))
+    wt = apply("permute", wt, dims=(0, 2, 1, 3, 4))  # G, C/G, O/G, KH, KW
+    wt = apply("reshape", wt, shape=(groups * cg, og, kh, kw))
+    wt = _flip(_flip(wt, 2), 3)
+    return apply("conv2d", g, wt, stride=(1, 1), padding=full, dilation=dilation, groups=groups)
+
+
+def _flip(x, dim):
+    """x reversed along dim (a gather with index size-1-i)."""
+    shape, size = tuple(x.shape), x.shape[dim]
+    last = apply("expand", apply("full", shape=(), value=float(size - 1), dtype=dt.int64), shape=shape)
+    idx = apply("sub", last, apply("iota", shape=shape, dim=dim, dtype=dt.int64))
+    return apply("gather", x, idx, dim=dim)
+
+
+def _conv2d_input_grad_fold(g, w, x_shape, stride, padding, dilation, groups):
     n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape
     _, _, oh, ow = g.shape
@@ -383,21 +407,23 @@ def conv2d_input_grad(g, w, x_shape, stride, padding, dilation, groups):
 
 
 def conv2d_weight_grad(g, x, w_shape, stride, padding, dilation, groups):
+    """The weight gradient is itself a convolution: batch and channels of x swap roles (the images
+    become the summed channels) and g is the kernel, with stride and dilation exchanged:
+        gw[o, c, i, j] = sum_n conv2d(x^T, g^T)[c, o, i, j]
+    so it runs as the backend's conv2d (im2col + GEMM) with no large permuted copy."""
     o, cg, kh, kw = w_shape
-    n, c, _, _ = x.shape
-    _, _, oh, ow = g.shape
-    og = o // groups
-    if padding != (0, 0):
-        x = apply("pad", x, pads=((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2), value=0.0)
-    cols = apply("unfold", x, kernel=(kh, kw), stride=stride, dilation=dilation)  # n, C, OH, OW, KH, KW
-    cols = apply("reshape", cols, shape=(n, groups, cg, oh, ow, kh, kw))
-    cols = apply("permute", cols, dims=(1, 0, 3, 4, 2, 5, 6))
-    cols = apply("reshape", cols, shape=(groups, n * oh * ow, cg * kh * kw))
-    gm = apply("reshape", g, shape=(n, groups, og, oh, ow))
-    gm = apply("permute", gm, dims=(1, 2, 0, 3, 4))
-    gm = apply("reshape", gm, shape=(groups, og, n * oh * ow))
-    gw = apply("matmul", gm, cols)  # G, O/G, C/G*KH*KW
-    return apply("reshape", gw, shape=tuple(w_shape))
+    n, c, h, wd = x.shape
+    if groups == 1:
+        xt = apply("permute", x, dims=(1, 0, 2, 3))  # C, N, H, W
+    else:  # channel g*Cg+c' -> batch c', channel g*N+n
+        xt = apply("reshape", x, shape=(n, groups, cg, h, wd))
+        xt = apply("permute", xt, dims=(2, 1, 0, 3, 4))
+        xt = apply("reshape", xt, shape=(cg, groups * n, h, wd))
+    gt = apply("permute", g, dims=(1, 0, 2, 3))  # O, N, OH, OW
+    gw = apply("conv2d", xt, gt, stride=dilation, padding=padding, dilation=stride, groups=groups)  # C/G, O, >=KH, >=KW
+    if tuple(gw.shape[2:]) != (kh, kw):  # rows past the last window that a stride skipped
+        gw = apply("slice", gw, starts=(0, 0, 0, 0), stops=(cg, o, kh, kw), steps=(1, 1, 1, 1))
+    return apply("permute", gw, dims=(1, 0, 2, 3))
 
 
 @rule("inverse", "LinalgInvExBackward0", save_output=True)
