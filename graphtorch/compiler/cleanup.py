@@ -157,12 +157,21 @@ def _splat(n: Node) -> object | None:
 
 def simplify(graph: Graph) -> Graph:
     """x*1, 1*x, x+0, 0+x, x-0, x/1, --x; layout ops that compose or do nothing (permute, reshape,
-    expand, pad, slice); casts to the same dtype; copies."""
+    expand, pad, slice); casts to the same dtype; copies; a transposed matmul result whose
+    matmul has no other user becomes the matmul of the transposed operands."""
     outputs = set(graph.outputs)
+    uses: dict[Node, int] = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            uses[i] = uses.get(i, 0) + 1
 
     def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
         if n.op != "call":
             return None
+        if n.target == "permute" and uses[n.inputs[0]] == 1 and n.inputs[0] not in outputs:
+            new = _transposed_matmul(n, ins, g)
+            if new is not None:
+                return new
         rule = _RULES.get(n.target)
         new = rule(n, ins, g) if rule else None
         if new is not None and n in outputs and new.op != "call":
@@ -200,6 +209,17 @@ def _permute(n: Node, ins: list[Node], g: Graph) -> Node | None:
     if dims == tuple(range(len(dims))):
         return x
     return g.call("permute", [x], dict(dims=dims), n.loc, n.origin) if x is not ins[0] else None
+
+
+def _transposed_matmul(n: Node, ins: list[Node], g: Graph) -> Node | None:
+    """(A @ B)^T -> B^T @ A^T: Linear's weight gradient comes out in the weight's layout and the
+    GEMM reads the transposed operands in place, instead of a materialized transpose of its result."""
+    x, dims = ins[0], tuple(n.attrs["dims"])
+    k = len(dims)
+    if x.op != "call" or x.target != "matmul" or dims != tuple(range(k - 2)) + (k - 1, k - 2):
+        return None
+    a, b = (g.call("permute", [v], dict(dims=dims), n.loc, n.origin) for v in x.inputs)
+    return g.call("matmul", [b, a], {}, x.loc, x.origin)
 
 
 def _collapse(target: str):

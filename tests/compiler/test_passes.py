@@ -141,6 +141,22 @@ def test_layout_rules():
     assert_same_results(g, out)
 
 
+def test_transposed_matmul_result_becomes_matmul_of_transposed_operands():
+    g = Graph()
+    a, b = g.input("a", f32(2, 4, 3)), g.input("b", f32(2, 3, 5))
+    swap = dict(dims=(0, 2, 1))
+    alone = g.call("permute", [g.call("matmul", [a, b])], swap)
+    shared_mm = g.call("matmul", [a, b])
+    shared = g.call("permute", [shared_mm], swap)  # the matmul has another user: keep it
+    g.outputs = [alone, shared, g.call("exp", [shared_mm])]
+    out = cleanup.optimize(g)
+    first, second, _ = out.outputs
+    assert first.target == "matmul" and [i.target for i in first.inputs] == ["permute", "permute"]
+    assert second.target == "permute" and second.inputs[0].target == "matmul"
+    assert _count(out, "matmul") == 2
+    assert_same_results(g, out)
+
+
 def test_outputs_stay_call_nodes():
     g = Graph()
     x = g.input("x", f32(3))
