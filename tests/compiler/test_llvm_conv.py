@@ -57,6 +57,8 @@ CASES = [
     dict(x_shape=(1, 1, 32, 32), w_shape=(6, 1, 5, 5)),  # LeNet's first layer, batch 1
     dict(x_shape=(2, 16, 5, 5), w_shape=(120, 16, 5, 5)),  # a 1x1 output, K = 400
     dict(x_shape=(1, 2, 40, 40), w_shape=(3, 2, 3, 3), padding=(1, 1)),  # 1600 positions: two column chunks
+    dict(x_shape=(1, 32, 40, 40), w_shape=(4, 32, 3, 3), padding=(1, 1)),  # two channel chunks summed
+    dict(x_shape=(2, 3, 12, 12), w_shape=(4, 3, 9, 8), padding=(1, 1)),  # kernel rows longer than output rows
 ]
 
 
@@ -89,3 +91,33 @@ def test_conv_one_and_two_threads_identical(x_shape, w_shape):
     one = check(x_shape, w_shape, groups=groups, padding=(1, 1), num_threads=1)
     two = check(x_shape, w_shape, groups=groups, padding=(1, 1), num_threads=2)
     assert np.array_equal(one, two)
+
+
+WEIGHT_GRADIENT_CASES = [  # x and g of a conv's weight gradient: (x shape, g shape, attrs of the gradient conv)
+    ((4, 2, 12, 12), (4, 3, 8, 8), {}),  # LeNet-like: the kernel is g, 8x8, longer than the 5x5 output
+    ((3, 2, 11, 13), (3, 4, 5, 6), dict(stride=(1, 2), dilation=(2, 1), padding=(1, 1))),
+    ((2, 2, 9, 9), (2, 3, 9, 9), dict(padding=(1, 1))),  # 'same' padding: a 3x3 result, runs cut by padding
+    ((2, 3, 7, 7), (1, 4, 5, 5), dict(groups=2)),
+]
+
+
+@pytest.mark.parametrize("x_shape,g_shape,attrs", WEIGHT_GRADIENT_CASES)
+def test_conv_reads_a_permuted_weight_in_place(x_shape, g_shape, attrs):
+    """conv2d(x^T, g^T) as the conv2d VJP builds a weight gradient: W (g with batch and channels
+    swapped) is not dense, so the GEMM runs one channel chunk at a time and sums them."""
+    a = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1) | attrs
+    g = Graph()
+    x, gout = g.input("x", TensorType(x_shape, dt.float32)), g.input("g", TensorType(g_shape, dt.float32))
+    xt = g.call("permute", [x], {"dims": (1, 0, 2, 3)})
+    gt = g.call("permute", [gout], {"dims": (1, 0, 2, 3)})
+    conv = g.call("conv2d", [xt, gt], a)
+    bias = g.call("full", [], {"shape": conv.type.shape, "value": 0.5, "dtype": dt.float32})
+    y = g.call("add", [conv, bias])
+    g.outputs = [y]
+    group = Group(0, "conv2d", [xt, gt, conv, bias, y], [x, gout], [y], conv)
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal(i.type.shape).astype(np.float32) for i in g.inputs]
+    for threads in (1, 2):
+        (got,) = compiled(g, *args, groups=[group], num_threads=threads)
+        (want,) = interpret(g, *args)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)

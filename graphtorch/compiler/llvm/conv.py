@@ -6,6 +6,12 @@ where cols is the unfolded input (zero outside the padding). The columns are mad
 most COLS_MAX output positions at a time into each thread's own scratch, so memory stays bounded
 and no thread waits for another: a work item is (image, column chunk), and there are enough
 chunks per image to give every thread work even for a batch of one.
+
+The depth (Cg*KH*KW) goes through the GEMM in channel chunks summed into the output: one chunk
+for a dense W that fits the scratch, one channel at a time for a W that is a permuted view (the
+weight gradient's conv2d reads the output gradient as its kernel in place). Where kernel rows
+are longer than output rows (again the weight gradient) the columns are built transposed, so
+im2col copies long runs.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from . import scalar
 from .gemm import (
     LAYOUTS,
     Matrix,
+    View,
     elem_ptr,
     emit_gemm,
     i64,
@@ -27,7 +34,7 @@ from .gemm import (
     split,
     workspace_elements,
 )
-from .index import Index, strides
+from .index import Index
 from .module import LOWERINGS, LoweringContext
 
 COLS_MAX = 1024  # output positions per im2col chunk: Cg*KH*KW x 1024 elements of scratch per thread
@@ -43,17 +50,25 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
     o, cg, kh, kw = w_node.type.shape
     _, _, oh, ow = anchor.type.shape
     groups = anchor.attrs["groups"]
-    og, depth, positions = o // groups, cg * kh * kw, oh * ow
+    og, positions = o // groups, oh * ow
     lay = LAYOUTS[dtype.short]
     width = min(-(-positions // lay.nr) * lay.nr, COLS_MAX)
 
     x = operand_view(ctx, x_node)
     w = operand_view(ctx, w_node)
-    if w.strides != tuple(strides(w.shape)):  # the GEMM reads W[g] as a dense Og x Cg*KH*KW matrix
-        w = operand_view(ctx, w_node, copy=True)
-    out = output_buffer(ctx, group)
     direct = _reads_input_as_columns(anchor, x)
+    per_chunk, depth_stride = _channel_chunks(w, width * lay.itemsize)
+    if depth_stride is None or (direct and per_chunk != cg):  # W is read as Og x depth matrices
+        w = operand_view(ctx, w_node, copy=True)
+        per_chunk, depth_stride = _channel_chunks(w, width * lay.itemsize)
+    depth = per_chunk * kh * kw  # the GEMM's K per channel chunk
+    chunks = cg // per_chunk
+    # long kernel rows (a weight gradient's kernel is the output gradient): columns transposed, so
+    # im2col copies runs along the kernel row instead of along the (short) output row
+    transposed = kw * anchor.attrs["dilation"][1] > ow and not direct
+    out = output_buffer(ctx, group)
     cols = None if direct else ctx.workspace(depth * width * lay.itemsize, per_thread=True)
+    partial = ctx.workspace(og * width * lay.itemsize, per_thread=True) if chunks > 1 else None
     gemm_ws = ctx.workspace(workspace_elements(og, width, depth, lay) * lay.itemsize, per_thread=True)
 
     b = ctx.builder
@@ -63,23 +78,69 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
     per_image = max_i64(b, per_image, i64(-(-positions // width)))
     lo, hi = ctx.thread_range(b.mul(per_image, i64(n_img)))
     with ctx.loop(lo, hi) as item:
-        img, chunk = b.sdiv(item, per_image), b.srem(item, per_image)
-        s0, s1 = split(b, i64(positions), per_image, chunk, lay.nr)
+        img, part = b.sdiv(item, per_image), b.srem(item, per_image)
+        s0, s1 = split(b, i64(positions), per_image, part, lay.nr)
         with ctx.loop(0, groups) as g:
-            if direct:  # x[img, g*Cg:(g+1)*Cg] is already the Cg x H*W column matrix
-                plane = b.add(b.mul(img, i64(x.strides[0])), b.mul(g, i64(cg * x.strides[1])))
-                b_mat = Matrix(elem_ptr(b, x.ptr, b.add(plane, b.mul(s0, i64(x.strides[3]))), lay),
-                               i64(x.strides[1]), i64(x.strides[3]))
-            else:
-                _im2col(ctx, anchor, x, img, g, s0, s1, cols, width)
-                b_mat = Matrix(cols, i64(width), i64(1))
-            a_mat = Matrix(elem_ptr(b, w.ptr, b.mul(g, i64(og * depth)), lay), i64(depth), i64(1))
             c_tile = elem_ptr(b, out, b.add(b.mul(b.add(b.mul(img, i64(o)), b.mul(g, i64(og))), i64(positions)), s0), lay)
             epilogue = None
             if root is not anchor:
                 epilogue = _epilogue(ctx, group, out, img, b.mul(g, i64(og)), s0)
-            emit_gemm(b, lay, a_mat, b_mat, c_tile, i64(positions), depth,
-                      (i64(0), i64(og)), (i64(0), b.sub(s1, s0)), gemm_ws, (og, width), epilogue)
+            cols_range = (i64(0), b.sub(s1, s0))
+            with ctx.loop(0, chunks) as chunk:
+                c0 = b.mul(chunk, i64(per_chunk))
+                if direct:  # x[img, g*Cg:(g+1)*Cg] is already the Cg x H*W column matrix
+                    plane = b.add(b.mul(img, i64(x.strides[0])), b.mul(g, i64(cg * x.strides[1])))
+                    b_mat = Matrix(elem_ptr(b, x.ptr, b.add(plane, b.mul(s0, i64(x.strides[3]))), lay),
+                                   i64(x.strides[1]), i64(x.strides[3]))
+                elif transposed:
+                    _im2col_transposed(ctx, anchor, x, img, b.add(b.mul(g, i64(cg)), c0), per_chunk, s0, s1, cols)
+                    b_mat = Matrix(cols, i64(1), i64(depth))
+                else:
+                    _im2col(ctx, anchor, x, img, b.add(b.mul(g, i64(cg)), c0), depth, s0, s1, cols, width)
+                    b_mat = Matrix(cols, i64(width), i64(1))
+                a_ptr = elem_ptr(b, w.ptr, b.add(b.mul(g, i64(og * w.strides[0])), b.mul(c0, i64(w.strides[1]))), lay)
+                a_mat = Matrix(a_ptr, i64(w.strides[0]), i64(depth_stride))
+                if chunks == 1:
+                    emit_gemm(b, lay, a_mat, b_mat, c_tile, i64(positions), depth,
+                              (i64(0), i64(og)), cols_range, gemm_ws, (og, width), epilogue)
+                else:  # the first chunk stores into the output, later ones add their product to it
+                    first = b.icmp_signed("==", chunk, i64(0))
+                    emit_gemm(b, lay, a_mat, b_mat, b.select(first, c_tile, partial),
+                              b.select(first, i64(positions), i64(width)), depth,
+                              (i64(0), i64(og)), cols_range, gemm_ws, (og, width))
+                    with b.if_then(b.not_(first)):
+                        _accumulate(ctx, lay, partial, width, c_tile, positions, og, b.sub(s1, s0))
+            if chunks > 1 and epilogue is not None:
+                epilogue(b, i64(0), i64(og), i64(0), b.sub(s1, s0))
+
+
+COLS_BYTES = 1 << 20  # im2col scratch per thread for one channel chunk
+
+
+def _channel_chunks(w, row_bytes: int) -> tuple[int, int | None]:
+    """(channels per GEMM, W's element stride along the GEMM's depth), the stride None when W's
+    (kernel row, kernel column) do not merge into one stride (then W must be copied).
+
+    When every (channel, row, column) merges, as in a dense W, the channels go in as few chunks
+    as fit COLS_BYTES of columns; otherwise one channel at a time, so a permuted W (the output
+    gradient of a weight gradient) is read in place and its im2col scratch stays in cache."""
+    _, cg, kh, kw = w.shape
+    kernel = View(w.ptr, (kh, kw), w.strides[2:]).merged(2)
+    if kernel is None:
+        return 1, None
+    whole = View(w.ptr, (cg, kh, kw), w.strides[1:]).merged(3)
+    if whole is None:
+        return 1, kernel[0]
+    fit = max(1, COLS_BYTES // (kh * kw * row_bytes))
+    return max(d for d in range(1, min(cg, fit) + 1) if cg % d == 0), whole[0]
+
+
+def _accumulate(ctx, lay, partial, width, c_tile, positions, rows, cols):
+    b = ctx.builder
+    with ctx.loop(0, rows) as r, ctx.loop(0, cols) as c:
+        src = elem_ptr(b, partial, b.add(b.mul(r, i64(width)), c), lay)
+        dst = elem_ptr(b, c_tile, b.add(b.mul(r, i64(positions)), c), lay)
+        b.store(b.fadd(b.load(dst, typ=lay.scalar), b.load(src, typ=lay.scalar)), dst)
 
 
 def _reads_input_as_columns(anchor, x) -> bool:
@@ -91,42 +152,65 @@ def _reads_input_as_columns(anchor, x) -> bool:
     return plain and x.strides[2] == x.shape[3] * x.strides[3]
 
 
-def _im2col(ctx, anchor, x, img, g, s0, s1, cols, width):
-    """cols[kk, s - s0] = x[img, g*Cg + c, h, w] for kk = (c, i, j) and output position s in [s0, s1),
-    zero in the padding. Each output row splits into padding, interior and padding, so the
-    interior copy has no bounds checks and vectorizes (a plain copy at stride 1)."""
-    b, lay = ctx.builder, LAYOUTS[anchor.type.dtype.short]
-    _, cg, kh, kw = anchor.inputs[1].type.shape
-    _, _, height, wide = x.shape
+def _im2col(ctx, anchor, x, img, c_first, depth, s0, s1, cols, width):
+    """cols[kk, s - s0] = x[img, c_first + c, h, w] for kk = (c, i, j) < depth and output position
+    s in [s0, s1), zero in the padding. Each output row is one run along x's row."""
+    b = ctx.builder
+    _, _, kh, kw = anchor.inputs[1].type.shape
     ow = anchor.type.shape[3]
-    a = anchor.attrs
-    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
-    zero = ir.Constant(lay.scalar, 0)
-    with ctx.loop(0, cg * kh * kw) as kk:
-        c = b.add(b.mul(g, i64(cg)), b.udiv(kk, i64(kh * kw)))
+    (sh, sw), (ph, pw), (dh, dw) = anchor.attrs["stride"], anchor.attrs["padding"], anchor.attrs["dilation"]
+    lay = LAYOUTS[anchor.type.dtype.short]
+    with ctx.loop(0, depth) as kk:
+        c = b.add(c_first, b.udiv(kk, i64(kh * kw)))
         ki, kj = b.urem(b.udiv(kk, i64(kw)), i64(kh)), b.urem(kk, i64(kw))
-        plane = elem_ptr(b, x.ptr, b.add(b.mul(img, i64(x.strides[0])), b.mul(c, i64(x.strides[1]))), lay)
         row = elem_ptr(b, cols, b.sub(b.mul(kk, i64(width)), s0), lay)  # row[s] for s in [s0, s1)
         h_off, w_off = b.sub(b.mul(ki, i64(dh)), i64(ph)), b.sub(b.mul(kj, i64(dw)), i64(pw))
-        # the output columns whose input column w = o*sw + w_off lies in [0, W)
-        first_in = max_i64(b, i64(0), b.sdiv(b.add(b.neg(w_off), i64(sw - 1)), i64(sw)))
-        last = b.sub(i64(wide - 1), w_off)
-        stop_in = b.select(b.icmp_signed("<", last, i64(0)), i64(0), b.add(b.sdiv(last, i64(sw)), i64(1)))
         with ctx.loop(b.udiv(s0, i64(ow)), b.udiv(b.add(s1, i64(ow - 1)), i64(ow))) as oh:
             base = b.mul(oh, i64(ow))
             lo, hi = max_i64(b, b.sub(s0, base), i64(0)), min_i64(b, b.sub(s1, base), i64(ow))
-            h = b.add(b.mul(oh, i64(sh)), h_off)
-            h_ok = b.icmp_unsigned("<", h, i64(height))
-            in_lo = min_i64(b, max_i64(b, first_in, lo), hi)
-            in_hi = b.select(h_ok, max_i64(b, min_i64(b, stop_in, hi), in_lo), in_lo)
-            src = elem_ptr(b, plane, b.mul(b.select(h_ok, h, i64(0)), i64(x.strides[2])), lay)
-            dst = elem_ptr(b, row, base, lay)
-            for start, stop in ((lo, in_lo), (in_hi, hi)):
-                with ctx.loop(start, stop) as o:
-                    b.store(zero, elem_ptr(b, dst, o, lay))
-            with ctx.loop(in_lo, in_hi) as o:
-                w = b.add(b.mul(o, i64(sw)), w_off)
-                b.store(b.load(elem_ptr(b, src, b.mul(w, i64(x.strides[3])), lay), typ=lay.scalar), elem_ptr(b, dst, o, lay))
+            _copy_run(ctx, lay, x, img, c, b.add(b.mul(oh, i64(sh)), h_off), elem_ptr(b, row, base, lay), lo, hi, sw, w_off)
+
+
+def _im2col_transposed(ctx, anchor, x, img, c_first, channels, s0, s1, cols):
+    """cols[s - s0, kk] = x[img, c_first + c, h, w] for kk = (c, i, j), c < channels: per output
+    position, one run along x's row for each kernel row."""
+    b = ctx.builder
+    _, _, kh, kw = anchor.inputs[1].type.shape
+    ow = anchor.type.shape[3]
+    (sh, sw), (ph, pw), (dh, dw) = anchor.attrs["stride"], anchor.attrs["padding"], anchor.attrs["dilation"]
+    lay = LAYOUTS[anchor.type.dtype.short]
+    with ctx.loop(s0, s1) as s:
+        oh, ow_ = b.udiv(s, i64(ow)), b.urem(s, i64(ow))
+        h0, w_off = b.sub(b.mul(oh, i64(sh)), i64(ph)), b.sub(b.mul(ow_, i64(sw)), i64(pw))
+        row = elem_ptr(b, cols, b.mul(b.sub(s, s0), i64(channels * kh * kw)), lay)
+        with ctx.loop(0, channels * kh) as ci:
+            c, ki = b.add(c_first, b.udiv(ci, i64(kh))), b.urem(ci, i64(kh))
+            h = b.add(h0, b.mul(ki, i64(dh)))
+            _copy_run(ctx, lay, x, img, c, h, elem_ptr(b, row, b.mul(ci, i64(kw)), lay), i64(0), i64(kw), dw, w_off)
+
+
+def _copy_run(ctx, lay, x, img, c, h, dst, lo, hi, step, off):
+    """dst[t] = x[img, c, h, t*step + off] for t in [lo, hi), zero where (h, t*step + off) is
+    padding. The run splits into padding, interior and padding, so the interior copy has no
+    bounds checks and vectorizes (a plain copy at stride 1)."""
+    b = ctx.builder
+    _, _, height, wide = x.shape
+    zero = ir.Constant(lay.scalar, 0)
+    # the t whose input column t*step + off lies in [0, W)
+    first_in = max_i64(b, i64(0), b.sdiv(b.add(b.neg(off), i64(step - 1)), i64(step)))
+    last = b.sub(i64(wide - 1), off)
+    stop_in = b.select(b.icmp_signed("<", last, i64(0)), i64(0), b.add(b.sdiv(last, i64(step)), i64(1)))
+    h_ok = b.icmp_unsigned("<", h, i64(height))
+    in_lo = min_i64(b, max_i64(b, first_in, lo), hi)
+    in_hi = b.select(h_ok, max_i64(b, min_i64(b, stop_in, hi), in_lo), in_lo)
+    plane = b.add(b.mul(img, i64(x.strides[0])), b.mul(c, i64(x.strides[1])))
+    src = elem_ptr(b, x.ptr, b.add(plane, b.mul(b.select(h_ok, h, i64(0)), i64(x.strides[2]))), lay)
+    for start, stop in ((lo, in_lo), (in_hi, hi)):
+        with ctx.loop(start, stop) as t:
+            b.store(zero, elem_ptr(b, dst, t, lay))
+    with ctx.loop(in_lo, in_hi) as t:
+        col = b.add(b.mul(t, i64(step)), off)
+        b.store(b.load(elem_ptr(b, src, b.mul(col, i64(x.strides[3])), lay), typ=lay.scalar), elem_ptr(b, dst, t, lay))
 
 
 def _epilogue(ctx, group, out, img, o0, s0):
