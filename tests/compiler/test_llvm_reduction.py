@@ -122,3 +122,18 @@ def test_argmax_with_epilogue_cast():
     c = g.call("cast", [a], {"dtype": dt.float32})
     g.outputs = [c]
     assert_match(g, values((3, 8), dt.float32, RNG), groups=fused(g, [a, c], a))
+
+
+@pytest.mark.parametrize("prim", ["sum", "max"])
+def test_column_reduction_with_prologue_and_epilogue(prim):
+    """Leading dims reduced (a bias gradient): rows accumulate into the output row; the prologue
+    reads through a permute and the epilogue scales, over an output width not a multiple of 16."""
+    g = Graph()
+    x = g.input("x", TensorType((3, 50, 37), dt.float32))
+    p = g.call("neg", [g.call("permute", [x], {"dims": (2, 0, 1)})])  # (37, 3, 50)
+    s = g.call(prim, [p], {"dims": (1, 0), "keepdim": True})
+    c = g.constant(np.array(0.5, np.float32))
+    m = g.call("mul", [s, g.call("expand", [c], {"shape": (1, 1, 50)})])
+    g.outputs = [m]
+    nodes = [n for n in g.nodes if n.op == "call"]
+    assert_match(g, values((3, 50, 37), dt.float32, RNG, specials=False), groups=fused(g, nodes, s), rtol=1e-5, atol=1e-6)
