@@ -72,6 +72,21 @@ def test_kernel_batch_and_broadcast_batch():
     assert_gemm_close(run_gemm(spec, a, w), a, np.broadcast_to(w, b.shape), k)
 
 
+@pytest.mark.parametrize("m", [1, 3, 4])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, True)])
+def test_few_rows_stream_b_in_place(m, trans_a, trans_b):
+    """M <= 4 (batch-1 Linear) takes the matrix-vector path: dot products when B's columns are
+    contiguous, row updates otherwise; threads split the columns."""
+    n, k, batch = 77, 300, 2
+    a, b, a_log, b_log = operands(m, n, k, batch=batch, trans_a=trans_a, trans_b=trans_b)
+    spec = GemmSpec.dense(m, n, k, trans_a=trans_a, trans_b=trans_b, batch=batch)
+    for nthreads in (1, 3):
+        assert_gemm_close(run_gemm(spec, a, b, nthreads=nthreads), a_log, b_log, k)
+    f64 = GemmSpec.dense(m, n, k, trans_b=trans_b, dtype="f64")
+    a, b, _, b_log = operands(m, n, k, trans_b=trans_b, dtype=np.float64)
+    np.testing.assert_allclose(run_gemm(f64, a, b), reference(a, b_log), rtol=1e-12, atol=1e-12 * np.sqrt(k))
+
+
 def test_kernel_fp64():
     m, n, k = 23, 19, 140
     a, b, _, _ = operands(m, n, k, dtype=np.float64)

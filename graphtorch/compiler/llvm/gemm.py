@@ -18,7 +18,8 @@ a module and never inlined into a call site, so LLVM cannot specialize (unroll, 
 per constant shape; a call site is three loops. The epilogue runs per block rather than per tile
 for the same reason: inside the tile loops, a vectorized relu made the module optimize 6x slower.
 Operands are read through (row, column) element strides, so a transposed operand (x @ W^T) or
-a broadcast batch (stride 0) is read in place: packing is the only copy.
+a broadcast batch (stride 0) is read in place: packing is the only copy. With at most
+GEMV_MAX_M rows of A (batch-1 inference) nothing is packed: B is streamed once per row.
 """
 
 from __future__ import annotations
@@ -386,6 +387,8 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
     """
     lay = spec.layout
     (abs_, ars, acs), (bbs, brs, bcs) = spec.strides
+    if spec.m <= GEMV_MAX_M and (bcs == 1 or (acs == 1 and brs == 1)):
+        return _emit_gemv(b, spec, a, bm, out, tid, nthreads, epilogue)
     big, align = (spec.m, lay.mr) if spec.split_rows else (spec.n, lay.nr)
     # enough chunks per batch to keep every thread busy, never more than there are tiles
     per_batch = min_i64(b, b.sdiv(b.add(nthreads, i64(spec.batch - 1)), i64(spec.batch)), i64(math.ceil(big / align)))
@@ -403,6 +406,69 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
         if epilogue is not None:
             tile_epilogue = lambda bb, r0, r1, c0, c1, bi=bi: epilogue(bb, bi, r0, r1, c0, c1)
         emit_gemm(b, lay, am, bmat, c, i64(spec.n), spec.k, rows, cols, workspace, (spec.m, spec.n), tile_epilogue)
+
+
+# ---------------------------------------------------------------- few rows: matrix-vector products
+
+GEMV_MAX_M = 4  # up to this many rows of A, B is streamed once per row instead of packed
+
+
+def _emit_gemv(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out: ir.Value,
+               tid: ir.Value, nthreads: ir.Value, epilogue=None) -> None:
+    """Batch-1 Linear and friends: memory-bound on reading B once, so packing B would only add a
+    copy. Threads split the columns; each row of C is a row-vector times B, read in place along
+    whichever of B's dims is contiguous (`gemv_function`)."""
+    lay = spec.layout
+    (abs_, ars, acs), (bbs, brs, bcs) = spec.strides
+    dot = bcs != 1  # B's columns are contiguous (x @ W^T with W in its own layout): dot products
+    fn = gemv_function(b.module, lay, dot)
+    lo, hi = split(b, i64(spec.n), nthreads, tid, 2 * lay.nr)
+    with loop(b, 0, spec.batch) as bi:
+        bmat = elem_ptr(b, bm, b.mul(bi, i64(bbs)), lay)
+        for r in range(spec.m):
+            arow = elem_ptr(b, a, b.add(b.mul(bi, i64(abs_)), i64(r * ars)), lay)
+            crow = elem_ptr(b, out, b.add(b.mul(bi, i64(spec.m * spec.n)), i64(r * spec.n)), lay)
+            step, ldb = (1, bcs) if dot else (acs, brs)
+            b.call(fn, [i64(spec.k), arow, i64(step), bmat, i64(ldb), crow, lo, hi])
+        if epilogue is not None:
+            epilogue(b, bi, i64(0), i64(spec.m), lo, hi)
+
+
+def gemv_function(module: ir.Module, lay: Layout, dot: bool) -> ir.Function:
+    """`void (i64 k, ptr a, i64 a_step, ptr b, i64 ldb, ptr c, i64 lo, i64 hi)`: c[j] = sum_p a[p] * B[p, j]
+    for j in [lo, hi). dot: B[p, j] = b[j * ldb + p] (a_step is 1); else B[p, j] = b[p * ldb + j]
+    and a[p] = a[p * a_step]. Scalar IR with reassociation allowed: LLVM vectorizes the unit-stride loop."""
+    name = f"gt_gemv_{'dot' if dot else 'axpy'}_{lay.name}"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, PTR, I64, PTR, I64, PTR, I64, I64]), name)
+    fn.linkage = "internal"
+    k, ap, astep, bp, ldb, cp, lo, hi = fn.args
+    for arg in (ap, bp, cp):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fast = ("reassoc", "contract")
+    load = lambda ptr, i: b.load(elem_ptr(b, ptr, i, lay), typ=lay.scalar)
+    zero = ir.Constant(lay.scalar, 0.0)
+    if dot:
+        acc = b.alloca(lay.scalar)  # in the entry block: mem2reg makes it a register
+        with loop(b, lo, hi) as j:
+            col = elem_ptr(b, bp, b.mul(j, ldb), lay)
+            b.store(zero, acc)
+            with loop(b, 0, k) as p:
+                b.store(b.fadd(b.load(acc), b.fmul(load(ap, p), load(col, p), flags=fast), flags=fast), acc)
+            b.store(b.load(acc), elem_ptr(b, cp, j, lay))
+    else:
+        with loop(b, lo, hi) as j:
+            b.store(zero, elem_ptr(b, cp, j, lay))
+        with loop(b, 0, k) as p:
+            av = load(ap, b.mul(p, astep))
+            row = elem_ptr(b, bp, b.mul(p, ldb), lay)
+            with loop(b, lo, hi) as j:
+                c = elem_ptr(b, cp, j, lay)
+                b.store(b.fadd(b.load(c, typ=lay.scalar), b.fmul(av, load(row, j), flags=fast), flags=fast), c)
+    b.ret_void()
+    return fn
 
 
 def build_gemm_module(spec: GemmSpec, name: str = "gemm") -> ir.Module:
