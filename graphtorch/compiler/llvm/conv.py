@@ -16,6 +16,8 @@ im2col copies long runs.
 
 from __future__ import annotations
 
+import math
+
 from llvmlite import ir
 
 from ..ir import Group
@@ -34,7 +36,7 @@ from .gemm import (
     split,
     workspace_elements,
 )
-from .index import Index
+from .index import Index, strides
 from .module import LOWERINGS, LoweringContext
 
 COLS_MAX = 1024  # output positions per im2col chunk: Cg*KH*KW x 1024 elements of scratch per thread
@@ -66,6 +68,12 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
     # long kernel rows (a weight gradient's kernel is the output gradient): columns transposed, so
     # im2col copies runs along the kernel row instead of along the (short) output row
     transposed = kw * anchor.attrs["dilation"][1] > ow and not direct
+    padded = None  # padding: the chunk's channels are first copied into a zero-padded plane
+    (ph, pw), (_, _, h, wd) = anchor.attrs["padding"], x.shape
+    plane_shape = (1, per_chunk, h + 2 * ph, wd + 2 * pw)
+    if (ph, pw) != (0, 0) and not (direct or transposed) and math.prod(plane_shape) * lay.itemsize <= COLS_BYTES:
+        padded = View(ctx.workspace(math.prod(plane_shape) * lay.itemsize, per_thread=True), plane_shape,
+                      tuple(strides(plane_shape)))
     out = output_buffer(ctx, group)
     cols = None if direct else ctx.workspace(depth * width * lay.itemsize, per_thread=True)
     partial = ctx.workspace(og * width * lay.itemsize, per_thread=True) if chunks > 1 else None
@@ -95,9 +103,12 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
                 elif transposed:
                     _im2col_transposed(ctx, anchor, x, img, b.add(b.mul(g, i64(cg)), c0), per_chunk, s0, s1, cols)
                     b_mat = Matrix(cols, i64(1), i64(depth))
+                elif padded is not None:  # im2col from the padded plane: runs with no padding to cut out
+                    _pad_plane(ctx, lay, x, img, b.add(b.mul(g, i64(cg)), c0), (ph, pw), padded)
+                    b_mat = _im2col(ctx, anchor, padded, i64(0), i64(0), depth, s0, s1, cols, width, (0, 0))
                 else:
-                    _im2col(ctx, anchor, x, img, b.add(b.mul(g, i64(cg)), c0), depth, s0, s1, cols, width)
-                    b_mat = Matrix(cols, i64(width), i64(1))
+                    b_mat = _im2col(ctx, anchor, x, img, b.add(b.mul(g, i64(cg)), c0), depth, s0, s1, cols, width,
+                                    (ph, pw))
                 a_ptr = elem_ptr(b, w.ptr, b.add(b.mul(g, i64(og * w.strides[0])), b.mul(c0, i64(w.strides[1]))), lay)
                 a_mat = Matrix(a_ptr, i64(w.strides[0]), i64(depth_stride))
                 if chunks == 1:
@@ -152,13 +163,14 @@ def _reads_input_as_columns(anchor, x) -> bool:
     return plain and x.strides[2] == x.shape[3] * x.strides[3]
 
 
-def _im2col(ctx, anchor, x, img, c_first, depth, s0, s1, cols, width):
+def _im2col(ctx, anchor, x, img, c_first, depth, s0, s1, cols, width, padding) -> Matrix:
     """cols[kk, s - s0] = x[img, c_first + c, h, w] for kk = (c, i, j) < depth and output position
-    s in [s0, s1), zero in the padding. Each output row is one run along x's row."""
+    s in [s0, s1), zero in the padding; returns cols as the GEMM's B. Each output row is one run
+    along x's row."""
     b = ctx.builder
     _, _, kh, kw = anchor.inputs[1].type.shape
     ow = anchor.type.shape[3]
-    (sh, sw), (ph, pw), (dh, dw) = anchor.attrs["stride"], anchor.attrs["padding"], anchor.attrs["dilation"]
+    (sh, sw), (ph, pw), (dh, dw) = anchor.attrs["stride"], padding, anchor.attrs["dilation"]
     lay = LAYOUTS[anchor.type.dtype.short]
     with ctx.loop(0, depth) as kk:
         c = b.add(c_first, b.udiv(kk, i64(kh * kw)))
@@ -169,6 +181,7 @@ def _im2col(ctx, anchor, x, img, c_first, depth, s0, s1, cols, width):
             base = b.mul(oh, i64(ow))
             lo, hi = max_i64(b, b.sub(s0, base), i64(0)), min_i64(b, b.sub(s1, base), i64(ow))
             _copy_run(ctx, lay, x, img, c, b.add(b.mul(oh, i64(sh)), h_off), elem_ptr(b, row, base, lay), lo, hi, sw, w_off)
+    return Matrix(cols, i64(width), i64(1))
 
 
 def _im2col_transposed(ctx, anchor, x, img, c_first, channels, s0, s1, cols):
@@ -187,6 +200,16 @@ def _im2col_transposed(ctx, anchor, x, img, c_first, channels, s0, s1, cols):
             c, ki = b.add(c_first, b.udiv(ci, i64(kh))), b.urem(ci, i64(kh))
             h = b.add(h0, b.mul(ki, i64(dh)))
             _copy_run(ctx, lay, x, img, c, h, elem_ptr(b, row, b.mul(ci, i64(kw)), lay), i64(0), i64(kw), dw, w_off)
+
+
+def _pad_plane(ctx, lay, x, img, c_first, padding, plane):
+    """plane[0, c] = x[img, c_first + c] with `padding` zeros around it, for every c of the plane."""
+    b = ctx.builder
+    _, channels, hp, wp = plane.shape
+    (ph, pw), (_, cs, rs, _) = padding, plane.strides
+    with ctx.loop(0, channels) as c, ctx.loop(0, hp) as row:
+        dst = elem_ptr(b, plane.ptr, b.add(b.mul(c, i64(cs)), b.mul(row, i64(rs))), lay)
+        _copy_run(ctx, lay, x, img, b.add(c_first, c), b.sub(row, i64(ph)), dst, i64(0), i64(wp), 1, i64(-pw))
 
 
 def _copy_run(ctx, lay, x, img, c, h, dst, lo, hi, step, off):
