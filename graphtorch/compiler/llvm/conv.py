@@ -180,7 +180,11 @@ def _im2col(ctx, anchor, x, img, c_first, depth, s0, s1, cols, width, padding) -
         with ctx.loop(b.udiv(s0, i64(ow)), b.udiv(b.add(s1, i64(ow - 1)), i64(ow))) as oh:
             base = b.mul(oh, i64(ow))
             lo, hi = max_i64(b, b.sub(s0, base), i64(0)), min_i64(b, b.sub(s1, base), i64(ow))
-            _copy_run(ctx, lay, x, img, c, b.add(b.mul(oh, i64(sh)), h_off), elem_ptr(b, row, base, lay), lo, hi, sw, w_off)
+            h, dst = b.add(b.mul(oh, i64(sh)), h_off), elem_ptr(b, row, base, lay)
+            if (ph, pw) != (0, 0):
+                _copy_run(ctx, lay, x, img, c, h, dst, lo, hi, sw, w_off)
+            else:  # every run lies inside x
+                _copy_inside(ctx, lay, x, img, c, h, dst, lo, hi, sw, w_off, ow)
     return Matrix(cols, i64(width), i64(1))
 
 
@@ -210,6 +214,28 @@ def _pad_plane(ctx, lay, x, img, c_first, padding, plane):
     with ctx.loop(0, channels) as c, ctx.loop(0, hp) as row:
         dst = elem_ptr(b, plane.ptr, b.add(b.mul(c, i64(cs)), b.mul(row, i64(rs))), lay)
         _copy_run(ctx, lay, x, img, b.add(c_first, c), b.sub(row, i64(ph)), dst, i64(0), i64(wp), 1, i64(-pw))
+
+
+def _copy_inside(ctx, lay, x, img, c, h, dst, lo, hi, step, off, length):
+    """dst[t] = x[img, c, h, t*step + off] for t in [lo, hi), all inside x. A whole run
+    (lo, hi = 0, length) is a copy of constant length, which LLVM unrolls and vectorizes."""
+    b = ctx.builder
+    at = [(img, 0), (c, 1), (h, 2), (off, 3)]
+    src = elem_ptr(b, x.ptr, _sum(b, [b.mul(v, i64(x.strides[d])) for v, d in at]), lay)
+    step = step * x.strides[3]
+    whole = b.and_(b.icmp_signed("==", lo, i64(0)), b.icmp_signed("==", hi, i64(length)))
+    with b.if_else(whole) as (then, otherwise):
+        for block, (start, stop) in ((then, (i64(0), i64(length))), (otherwise, (lo, hi))):
+            with block, ctx.loop(start, stop) as t:
+                v = b.load(elem_ptr(b, src, b.mul(t, i64(step)), lay), typ=lay.scalar)
+                b.store(v, elem_ptr(b, dst, t, lay))
+
+
+def _sum(b, values):
+    total = values[0]
+    for v in values[1:]:
+        total = b.add(total, v)
+    return total
 
 
 def _copy_run(ctx, lay, x, img, c, h, dst, lo, hi, step, off):
