@@ -66,6 +66,20 @@ def test_scatter_add_with_repeats(dim):
     assert_match(scatter_graph(dim), values((4, 5), dt.float32, RNG), idx, values((3, 5), dt.float32, RNG))
 
 
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_scatter_add_two_threads_bit_exact(dim):
+    """Threads split the dims before `dim`; many repeats per target still add in np.add.at's order."""
+    shape, idx_shape = (8, 6, 5), (7, 6, 4)
+    g = Graph()
+    base = g.input("base", TensorType(shape, dt.float32))
+    idx = g.input("idx", TensorType(idx_shape, dt.int64))
+    src = g.input("src", TensorType(idx_shape, dt.float32))
+    g.outputs = [g.call("scatter_add", [base, idx, src], {"dim": dim})]
+    targets = RNG.integers(0, 2, idx_shape).astype(np.int64)  # two targets: long chains of adds
+    assert_match(g, values(shape, dt.float32, RNG, specials=False), targets,
+                 values(idx_shape, dt.float32, RNG, specials=False), num_threads=2)
+
+
 def test_scatter_add_out_of_bounds():
     idx = np.zeros((3, 4), np.int64)
     idx[2, 1] = 4

@@ -1,9 +1,10 @@
 """Nodes that stand alone ("single" groups): dispatch by kind, and the opaque primitives.
 
 rand is bit-exact with the numpy kernel (splitmix64 of key + i); cumsum and fold add in the
-kernel's order, so float results are bit-exact too. scatter_add runs on thread 0 only: its adds
-must happen in index order to match np.add.at. A naive matmul stands in until gemm.py registers
-the real one (it only fills LOWERINGS["matmul"] if nothing else did).
+kernel's order, so float results are bit-exact too. scatter_add adds in index order to match
+np.add.at: threads split the index's leading dims, whose positions never share an output.
+A naive matmul stands in until gemm.py registers the real one (it only fills
+LOWERINGS["matmul"] if nothing else did).
 """
 
 from __future__ import annotations
@@ -126,21 +127,27 @@ def _scatter_add(ctx: LoweringContext, node: Node) -> None:
     b, d = ctx.builder, node.type.dtype
     base, idx, src = node.inputs
     dim, size = node.attrs["dim"], node.type.shape[node.attrs["dim"]] if node.type.ndim else 1
-    with b.if_then(b.icmp_signed("==", ctx.tid, i64(0))):  # np.add.at's order: one thread
-        with ctx.loop(0, node.type.numel) as i:
-            ctx.store(node, i, ctx.load(base, i))
-        with ctx.loop(0, idx.type.numel) as p:
-            dims = unflatten(b, p, idx.type.shape)
-            raw = ctx.load(idx, p)
-            wrapped = b.select(b.icmp_signed("<", raw, i64(0)), b.add(raw, i64(size)), raw)
-            bad = b.icmp_unsigned(">=", wrapped, i64(size))
-            with b.if_else(bad, likely=False) as (then, otherwise):
-                with then:
-                    ctx.index_error(raw, dim, size)
-                with otherwise:
-                    at = Index(b, node.type.shape, dims=dims[:dim] + [wrapped] + dims[dim + 1:]).flat()
-                    s = ctx.load(src, Index(b, src.type.shape, dims=dims).flat())
-                    ctx.store(node, at, scalar.emit(b, "add", [ctx.load(node, at), s], d, d, {}))
+    lo, hi = ctx.thread_range(node.type.numel)
+    with ctx.loop(lo, hi) as i:
+        ctx.store(node, i, ctx.load(base, i))
+    ctx.barrier()
+    # positions of idx with the same dims before `dim` add into the same output rows, and only
+    # they do: each thread takes whole prefixes and adds them in np.add.at's (serial) order
+    prefix = math.prod(idx.type.shape[:dim]) if node.type.ndim else 1
+    inner = idx.type.numel // prefix if prefix else 0
+    q0, q1 = ctx.thread_range(prefix)
+    with ctx.loop(b.mul(q0, i64(inner)), b.mul(q1, i64(inner))) as p:
+        dims = unflatten(b, p, idx.type.shape)
+        raw = ctx.load(idx, p)
+        wrapped = b.select(b.icmp_signed("<", raw, i64(0)), b.add(raw, i64(size)), raw)
+        bad = b.icmp_unsigned(">=", wrapped, i64(size))
+        with b.if_else(bad, likely=False) as (then, otherwise):
+            with then:
+                ctx.index_error(raw, dim, size)
+            with otherwise:
+                at = Index(b, node.type.shape, dims=dims[:dim] + [wrapped] + dims[dim + 1:]).flat()
+                s = ctx.load(src, Index(b, src.type.shape, dims=dims).flat())
+                ctx.store(node, at, scalar.emit(b, "add", [ctx.load(node, at), s], d, d, {}))
 
 
 OPAQUE = {"rand": _rand, "cumsum": _cumsum, "fold": _fold, "scatter_add": _scatter_add}
