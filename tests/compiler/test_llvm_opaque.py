@@ -67,9 +67,12 @@ def test_scatter_add_with_repeats(dim):
 
 
 @pytest.mark.parametrize("dim", [0, 1, 2])
-def test_scatter_add_two_threads_bit_exact(dim):
-    """Threads split the dims before `dim`; many repeats per target still add in np.add.at's order."""
-    shape, idx_shape = (8, 6, 5), (7, 6, 4)
+@pytest.mark.parametrize("spans", [False, True], ids=["smaller-idx", "idx-spans-output"])
+def test_scatter_add_two_threads_bit_exact(dim, spans):
+    """Threads split the dims before `dim`; many repeats per target still add in np.add.at's order.
+    An idx that spans the output but along dim (as max_pool2d's) takes the no-unflatten path."""
+    shape = (8, 6, 5)
+    idx_shape = tuple(3 if d == dim else n for d, n in enumerate(shape)) if spans else (7, 6, 4)
     g = Graph()
     base = g.input("base", TensorType(shape, dt.float32))
     idx = g.input("idx", TensorType(idx_shape, dt.int64))

@@ -137,7 +137,6 @@ def _scatter_add(ctx: LoweringContext, node: Node) -> None:
     inner = idx.type.numel // prefix if prefix else 0
     q0, q1 = ctx.thread_range(prefix)
     with ctx.loop(b.mul(q0, i64(inner)), b.mul(q1, i64(inner))) as p:
-        dims = unflatten(b, p, idx.type.shape)
         raw = ctx.load(idx, p)
         wrapped = b.select(b.icmp_signed("<", raw, i64(0)), b.add(raw, i64(size)), raw)
         bad = b.icmp_unsigned(">=", wrapped, i64(size))
@@ -145,9 +144,23 @@ def _scatter_add(ctx: LoweringContext, node: Node) -> None:
             with then:
                 ctx.index_error(raw, dim, size)
             with otherwise:
-                at = Index(b, node.type.shape, dims=dims[:dim] + [wrapped] + dims[dim + 1:]).flat()
-                s = ctx.load(src, Index(b, src.type.shape, dims=dims).flat())
+                at, from_src = _scatter_positions(b, node, idx, src, p, wrapped)
+                s = ctx.load(src, from_src)
                 ctx.store(node, at, scalar.emit(b, "add", [ctx.load(node, at), s], d, d, {}))
+
+
+def _scatter_positions(b, node, idx, src, p, wrapped):
+    """(output flat index, src flat index) of idx position p, whose index value is `wrapped`."""
+    dim, shape = node.attrs["dim"], node.type.shape
+    if idx.type.shape == src.type.shape and idx.type.shape[:dim] + idx.type.shape[dim + 1:] == shape[:dim] + shape[dim + 1:]:
+        # idx spans the output but along dim (max_pool2d's argmax): no unflatten, one multiply-add
+        post = math.prod(shape[dim + 1:])
+        n = idx.type.shape[dim]
+        outer, rest = b.udiv(p, i64(n * post)), b.urem(p, i64(post))
+        return b.add(b.mul(b.add(b.mul(outer, i64(shape[dim])), wrapped), i64(post)), rest), p
+    dims = unflatten(b, p, idx.type.shape)
+    at = Index(b, shape, dims=dims[:dim] + [wrapped] + dims[dim + 1:]).flat()
+    return at, Index(b, src.type.shape, dims=dims).flat()
 
 
 OPAQUE = {"rand": _rand, "cumsum": _cumsum, "fold": _fold, "scatter_add": _scatter_add}
