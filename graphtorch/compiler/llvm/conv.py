@@ -11,7 +11,8 @@ The depth (Cg*KH*KW) goes through the GEMM in channel chunks summed into the out
 for a dense W that fits the scratch, one channel at a time for a W that is a permuted view (the
 weight gradient's conv2d reads the output gradient as its kernel in place). Where kernel rows
 are longer than output rows (again the weight gradient) the columns are built transposed, so
-im2col copies long runs.
+im2col copies long runs. A padded stride-1 conv (the input gradient) copies the input into a
+zero-padded plane and computes on its full-width rows (_lower_wide).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
     if (ph, pw) != (0, 0) and not (direct or transposed) and math.prod(plane_shape) * lay.itemsize <= COLS_BYTES:
         padded = View(ctx.workspace(math.prod(plane_shape) * lay.itemsize, per_thread=True), plane_shape,
                       tuple(strides(plane_shape)))
+    if chunks == 1 and padded is not None and tuple(anchor.attrs["stride"]) == (1, 1):
+        return _lower_wide(ctx, group, x, padded, w, depth_stride)
     out = output_buffer(ctx, group)
     cols = None if direct else ctx.workspace(depth * width * lay.itemsize, per_thread=True)
     partial = ctx.workspace(og * width * lay.itemsize, per_thread=True) if chunks > 1 else None
@@ -123,6 +126,71 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
                         _accumulate(ctx, lay, partial, width, c_tile, positions, og, b.sub(s1, s0))
             if chunks > 1 and epilogue is not None:
                 epilogue(b, i64(0), i64(og), i64(0), b.sub(s1, s0))
+
+
+def _lower_wide(ctx: LoweringContext, group: Group, x: View, plane: View, w: View, depth_stride: int) -> None:
+    """A padded stride-1 conv computed on "wide" rows: output position s = oh*R + ow with R the
+    padded plane's row length, ow running past OW into columns that are dropped. Then the
+    column row of kernel tap (c, i, j) is one contiguous stretch of the plane, copied in one run,
+    and the GEMM tile is compacted into the output row by row (epilogue applied there). It pays
+    where padding makes the runs of plain im2col short and many (the stride-1 input gradient);
+    without padding the extra GEMM columns cost more than the shorter im2col saves."""
+    anchor = group.anchor
+    lay = LAYOUTS[anchor.type.dtype.short]
+    n_img = x.shape[0]
+    o, cg, kh, kw = anchor.inputs[1].type.shape
+    _, _, oh, ow = anchor.type.shape
+    groups, (dh, dw) = anchor.attrs["groups"], anchor.attrs["dilation"]
+    og, depth, row = o // groups, cg * kh * kw, plane.strides[2]
+    span = (oh - 1) * row + ow
+    width = min(-(-span // lay.nr) * lay.nr, COLS_MAX)
+    out = output_buffer(ctx, group)
+    cols = ctx.workspace(depth * width * lay.itemsize, per_thread=True)
+    tile = ctx.workspace(og * width * lay.itemsize, per_thread=True)
+    gemm_ws = ctx.workspace(workspace_elements(og, width, depth, lay) * lay.itemsize, per_thread=True)
+
+    b = ctx.builder
+    per_image = b.select(b.icmp_signed(">", ctx.nthreads, i64(n_img)),
+                         b.sdiv(b.add(ctx.nthreads, i64(n_img - 1)), i64(n_img)), i64(1))
+    per_image = max_i64(b, per_image, i64(-(-span // width)))
+    lo, hi = ctx.thread_range(b.mul(per_image, i64(n_img)))
+    with ctx.loop(lo, hi) as item:
+        img, part = b.sdiv(item, per_image), b.srem(item, per_image)
+        s0, s1 = split(b, i64(span), per_image, part, lay.nr)
+        with ctx.loop(0, groups) as g:
+            _pad_plane(ctx, lay, x, img, b.mul(g, i64(cg)), anchor.attrs["padding"], plane)
+            with ctx.loop(0, depth) as kk:
+                c, ki, kj = b.udiv(kk, i64(kh * kw)), b.urem(b.udiv(kk, i64(kw)), i64(kh)), b.urem(kk, i64(kw))
+                at = _sum(b, [s0, b.mul(c, i64(plane.strides[1])), b.mul(ki, i64(dh * row)), b.mul(kj, i64(dw))])
+                from_ = elem_ptr(b, plane.ptr, at, lay)
+                to = elem_ptr(b, cols, b.mul(kk, i64(width)), lay)
+                with ctx.loop(0, b.sub(s1, s0)) as t:
+                    b.store(b.load(elem_ptr(b, from_, t, lay), typ=lay.scalar), elem_ptr(b, to, t, lay))
+            a_ptr = elem_ptr(b, w.ptr, b.mul(g, i64(og * w.strides[0])), lay)
+            emit_gemm(b, lay, Matrix(a_ptr, i64(w.strides[0]), i64(depth_stride)), Matrix(cols, i64(width), i64(1)),
+                      tile, i64(width), depth, (i64(0), i64(og)), (i64(0), b.sub(s1, s0)), gemm_ws, (og, width))
+            _compact(ctx, group, lay, tile, width, out, img, g, (s0, s1), row)
+
+
+def _compact(ctx, group, lay, tile, width, out, img, g, wide, row):
+    """out[img, g*Og + r, oh*OW + ow] = tile[r, oh*R + ow - s0] for the wide positions [s0, s1)
+    with ow < OW, then the epilogue on each such stretch of the output row."""
+    anchor, root = group.anchor, group.outputs[0]
+    o, og = anchor.type.shape[1], anchor.type.shape[1] // anchor.attrs["groups"]
+    _, _, _, ow = anchor.type.shape
+    positions = anchor.type.shape[2] * ow
+    b, (s0, s1) = ctx.builder, wide
+    plane = elem_ptr(b, out, b.mul(b.add(b.mul(img, i64(o)), b.mul(g, i64(og))), i64(positions)), lay)
+    epilogue = _epilogue(ctx, group, out, img, b.mul(g, i64(og)), i64(0)) if root is not anchor else None
+    with ctx.loop(b.udiv(s0, i64(row)), b.udiv(b.add(s1, i64(row - 1)), i64(row))) as r_oh:
+        start = b.mul(r_oh, i64(row))
+        t0, t1 = max_i64(b, s0, start), min_i64(b, s1, b.add(start, i64(ow)))
+        shift = b.sub(b.mul(r_oh, i64(ow)), start)  # wide position + shift = output position
+        with ctx.loop(0, og) as r, ctx.loop(t0, t1) as t:
+            v = b.load(elem_ptr(b, tile, b.add(b.mul(r, i64(width)), b.sub(t, s0)), lay), typ=lay.scalar)
+            b.store(v, elem_ptr(b, plane, b.add(b.mul(r, i64(positions)), b.add(t, shift)), lay))
+        if epilogue is not None:
+            epilogue(b, i64(0), i64(og), b.add(t0, shift), b.add(t1, shift))
 
 
 COLS_BYTES = 1 << 20  # im2col scratch per thread for one channel chunk
