@@ -61,6 +61,7 @@ CASES = [
     dict(x_shape=(2, 3, 12, 12), w_shape=(4, 3, 9, 8), padding=(1, 1)),  # kernel rows longer than output rows
     dict(x_shape=(1, 4, 260, 260), w_shape=(2, 4, 3, 3), padding=(1, 1)),  # padded plane over budget: im2col pads
     dict(x_shape=(3, 16, 10, 10), w_shape=(6, 16, 5, 5), padding=(4, 4)),  # LeNet's input gradient: wide rows
+    dict(x_shape=(1, 600, 40, 40), w_shape=(4, 600, 1, 1)),  # 1x1 in place, three channel chunks
 ]
 
 

@@ -61,7 +61,7 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
     w = operand_view(ctx, w_node)
     direct = _reads_input_as_columns(anchor, x)
     per_chunk, depth_stride = _channel_chunks(w, width * lay.itemsize)
-    if depth_stride is None or (direct and per_chunk != cg):  # W is read as Og x depth matrices
+    if depth_stride is None:  # W is read as Og x depth matrices
         w = operand_view(ctx, w_node, copy=True)
         per_chunk, depth_stride = _channel_chunks(w, width * lay.itemsize)
     depth = per_chunk * kh * kw  # the GEMM's K per channel chunk
@@ -100,7 +100,7 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
             with ctx.loop(0, chunks) as chunk:
                 c0 = b.mul(chunk, i64(per_chunk))
                 if direct:  # x[img, g*Cg:(g+1)*Cg] is already the Cg x H*W column matrix
-                    plane = b.add(b.mul(img, i64(x.strides[0])), b.mul(g, i64(cg * x.strides[1])))
+                    plane = b.add(b.mul(img, i64(x.strides[0])), b.mul(b.add(b.mul(g, i64(cg)), c0), i64(x.strides[1])))
                     b_mat = Matrix(elem_ptr(b, x.ptr, b.add(plane, b.mul(s0, i64(x.strides[3]))), lay),
                                    i64(x.strides[1]), i64(x.strides[3]))
                 elif transposed:
