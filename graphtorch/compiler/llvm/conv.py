@@ -18,6 +18,7 @@ zero-padded plane and computes on its full-width rows (_lower_wide).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from llvmlite import ir
 
@@ -43,42 +44,60 @@ from .module import LOWERINGS, LoweringContext
 COLS_MAX = 1024  # output positions per im2col chunk: Cg*KH*KW x 1024 elements of scratch per thread
 
 
-def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
-    anchor, root = group.anchor, group.outputs[0]
-    dtype = anchor.type.dtype
-    if dtype.short not in LAYOUTS:
-        raise ctx.unsupported(anchor, f"is a conv2d of {dtype.name}; the LLVM backend has float32/float64 only")
-    x_node, w_node = anchor.inputs
-    n_img, _, _, _ = x_node.type.shape
-    o, cg, kh, kw = w_node.type.shape
-    _, _, oh, ow = anchor.type.shape
-    groups = anchor.attrs["groups"]
-    og, positions = o // groups, oh * ow
-    lay = LAYOUTS[dtype.short]
-    width = min(-(-positions // lay.nr) * lay.nr, COLS_MAX)
+@dataclass(frozen=True)
+class _Plan:
+    """How one conv2d group reads its operands (decided at compile time)."""
 
-    x = operand_view(ctx, x_node)
-    w = operand_view(ctx, w_node)
-    direct = _reads_input_as_columns(anchor, x)
+    w: View  # the weight, read as Og x depth matrices per channel chunk
+    depth_stride: int  # W's element stride along the GEMM's depth
+    per_chunk: int  # channels per GEMM; cg // per_chunk GEMMs are summed
+    width: int  # output positions per im2col chunk
+    direct: bool  # a 1x1 conv: the GEMM reads x in place
+    transposed: bool  # columns built transposed (positions x depth)
+    padded: View | None  # a zero-padded plane of the chunk's channels, or None
+
+
+def _plan(ctx: LoweringContext, anchor, x: View) -> _Plan:
+    lay = LAYOUTS[anchor.type.dtype.short]
+    _, cg, kh, kw = anchor.inputs[1].type.shape
+    _, _, oh, ow = anchor.type.shape
+    width = min(-(-(oh * ow) // lay.nr) * lay.nr, COLS_MAX)
+    w = operand_view(ctx, anchor.inputs[1])
     per_chunk, depth_stride = _channel_chunks(w, width * lay.itemsize)
-    if depth_stride is None:  # W is read as Og x depth matrices
-        w = operand_view(ctx, w_node, copy=True)
+    if depth_stride is None:
+        w = operand_view(ctx, anchor.inputs[1], copy=True)
         per_chunk, depth_stride = _channel_chunks(w, width * lay.itemsize)
-    depth = per_chunk * kh * kw  # the GEMM's K per channel chunk
-    chunks = cg // per_chunk
+    direct = _reads_input_as_columns(anchor, x)
     # long kernel rows (a weight gradient's kernel is the output gradient): columns transposed, so
     # im2col copies runs along the kernel row instead of along the (short) output row
     transposed = kw * anchor.attrs["dilation"][1] > ow and not direct
-    padded = None  # padding: the chunk's channels are first copied into a zero-padded plane
+    padded = None
     (ph, pw), (_, _, h, wd) = anchor.attrs["padding"], x.shape
     plane_shape = (1, per_chunk, h + 2 * ph, wd + 2 * pw)
     if (ph, pw) != (0, 0) and not (direct or transposed) and math.prod(plane_shape) * lay.itemsize <= COLS_BYTES:
         padded = View(ctx.workspace(math.prod(plane_shape) * lay.itemsize, per_thread=True), plane_shape,
                       tuple(strides(plane_shape)))
-    if chunks == 1 and padded is not None and tuple(anchor.attrs["stride"]) == (1, 1):
-        return _lower_wide(ctx, group, x, padded, w, depth_stride)
+    return _Plan(w, depth_stride, per_chunk, width, direct, transposed, padded)
+
+
+def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
+    anchor, root = group.anchor, group.outputs[0]
+    dtype = anchor.type.dtype
+    if dtype.short not in LAYOUTS:
+        raise ctx.unsupported(anchor, f"is a conv2d of {dtype.name}; the LLVM backend has float32/float64 only")
+    n_img = anchor.inputs[0].type.shape[0]
+    o, cg, kh, kw = anchor.inputs[1].type.shape
+    _, _, oh, ow = anchor.type.shape
+    groups = anchor.attrs["groups"]
+    og, positions = o // groups, oh * ow
+    lay = LAYOUTS[dtype.short]
+    x = operand_view(ctx, anchor.inputs[0])
+    plan = _plan(ctx, anchor, x)
+    w, width, depth, chunks = plan.w, plan.width, plan.per_chunk * kh * kw, cg // plan.per_chunk
+    if chunks == 1 and plan.padded is not None and tuple(anchor.attrs["stride"]) == (1, 1):
+        return _lower_wide(ctx, group, x, plan.padded, w, plan.depth_stride)
     out = output_buffer(ctx, group)
-    cols = None if direct else ctx.workspace(depth * width * lay.itemsize, per_thread=True)
+    cols = None if plan.direct else ctx.workspace(depth * width * lay.itemsize, per_thread=True)
     partial = ctx.workspace(og * width * lay.itemsize, per_thread=True) if chunks > 1 else None
     gemm_ws = ctx.workspace(workspace_elements(og, width, depth, lay) * lay.itemsize, per_thread=True)
 
@@ -98,22 +117,10 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
                 epilogue = _epilogue(ctx, group, out, img, b.mul(g, i64(og)), s0)
             cols_range = (i64(0), b.sub(s1, s0))
             with ctx.loop(0, chunks) as chunk:
-                c0 = b.mul(chunk, i64(per_chunk))
-                if direct:  # x[img, g*Cg:(g+1)*Cg] is already the Cg x H*W column matrix
-                    plane = b.add(b.mul(img, i64(x.strides[0])), b.mul(b.add(b.mul(g, i64(cg)), c0), i64(x.strides[1])))
-                    b_mat = Matrix(elem_ptr(b, x.ptr, b.add(plane, b.mul(s0, i64(x.strides[3]))), lay),
-                                   i64(x.strides[1]), i64(x.strides[3]))
-                elif transposed:
-                    _im2col_transposed(ctx, anchor, x, img, b.add(b.mul(g, i64(cg)), c0), per_chunk, s0, s1, cols)
-                    b_mat = Matrix(cols, i64(1), i64(depth))
-                elif padded is not None:  # im2col from the padded plane: runs with no padding to cut out
-                    _pad_plane(ctx, lay, x, img, b.add(b.mul(g, i64(cg)), c0), (ph, pw), padded)
-                    b_mat = _im2col(ctx, anchor, padded, i64(0), i64(0), depth, s0, s1, cols, width, (0, 0))
-                else:
-                    b_mat = _im2col(ctx, anchor, x, img, b.add(b.mul(g, i64(cg)), c0), depth, s0, s1, cols, width,
-                                    (ph, pw))
+                c0 = b.mul(chunk, i64(plan.per_chunk))
+                b_mat = _columns(ctx, anchor, plan, x, img, b.add(b.mul(g, i64(cg)), c0), s0, s1, cols)
                 a_ptr = elem_ptr(b, w.ptr, b.add(b.mul(g, i64(og * w.strides[0])), b.mul(c0, i64(w.strides[1]))), lay)
-                a_mat = Matrix(a_ptr, i64(w.strides[0]), i64(depth_stride))
+                a_mat = Matrix(a_ptr, i64(w.strides[0]), i64(plan.depth_stride))
                 if chunks == 1:
                     emit_gemm(b, lay, a_mat, b_mat, c_tile, i64(positions), depth,
                               (i64(0), i64(og)), cols_range, gemm_ws, (og, width), epilogue)
@@ -126,6 +133,23 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
                         _accumulate(ctx, lay, partial, width, c_tile, positions, og, b.sub(s1, s0))
             if chunks > 1 and epilogue is not None:
                 epilogue(b, i64(0), i64(og), i64(0), b.sub(s1, s0))
+
+
+def _columns(ctx, anchor, plan: _Plan, x: View, img, c_first, s0, s1, cols) -> Matrix:
+    """The GEMM's B for channels [c_first, c_first + per_chunk) of image img, positions [s0, s1)."""
+    b, lay = ctx.builder, LAYOUTS[anchor.type.dtype.short]
+    _, _, kh, kw = anchor.inputs[1].type.shape
+    depth = plan.per_chunk * kh * kw
+    if plan.direct:  # x[img, channels] is already the Cg x H*W column matrix
+        at = b.add(b.add(b.mul(img, i64(x.strides[0])), b.mul(c_first, i64(x.strides[1]))), b.mul(s0, i64(x.strides[3])))
+        return Matrix(elem_ptr(b, x.ptr, at, lay), i64(x.strides[1]), i64(x.strides[3]))
+    if plan.transposed:
+        _im2col_transposed(ctx, anchor, x, img, c_first, plan.per_chunk, s0, s1, cols)
+        return Matrix(cols, i64(1), i64(depth))
+    if plan.padded is not None:  # im2col from the padded plane: runs with no padding to cut out
+        _pad_plane(ctx, lay, x, img, c_first, anchor.attrs["padding"], plan.padded)
+        return _im2col(ctx, anchor, plan.padded, i64(0), i64(0), depth, s0, s1, cols, plan.width, (0, 0))
+    return _im2col(ctx, anchor, x, img, c_first, depth, s0, s1, cols, plan.width, anchor.attrs["padding"])
 
 
 def _lower_wide(ctx: LoweringContext, group: Group, x: View, plane: View, w: View, depth_stride: int) -> None:
