@@ -295,6 +295,9 @@ def _kernel(module: ir.Module, group: Group, nodes: list[Node], layout: Layout, 
     fnty = ir.FunctionType(ir.VoidType(), [PTR] * (len(nodes) + 2) + [I64, I64])
     fn = ir.Function(module, fnty, f"kernel{group.id}.{group.pattern.replace(':', '.')}")
     fn.linkage = "internal"
+    # each kernel is called once from `run`: inlining them all there gains nothing at run time and
+    # made optimizing the LeNet train step 1.6 s instead of 1.15 s
+    fn.attributes.add("noinline")
     for arg, node in zip(fn.args, nodes):
         arg.name = node.name.lstrip("%")
         if not _may_alias(node, nodes, layout):
