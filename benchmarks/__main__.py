@@ -205,6 +205,7 @@ def bench_compile() -> None:
     print(f"{'lenet train-step compile':28s} cold {cold_train:7.3f} s | from disk cache {warm_train:7.3f} s")
     torch = _torch()
     if torch is not None:
+        torch._dynamo.reset()  # torch.compile caches by code object: start cold
         model = models.lenet(torch).eval()
         tc = torch.compile(model)
         t0 = time.perf_counter()

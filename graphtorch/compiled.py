@@ -128,8 +128,8 @@ class Entry:
 
     def stale(self) -> str | None:
         """Why this entry no longer fits the Python state it was traced with, or None."""
-        for t, (shape, dtype) in self.lifted_types:
-            if tuple(t.shape) != shape or t.dtype is not dtype:
+        for t, (shape, dtype) in self.lifted_types:  # per call: compare the raw fields
+            if t._data.shape != shape or t._dtype is not dtype:
                 return f"a captured tensor changed from {dtype.short}{list(shape)} to {t.dtype.short}{list(t.shape)}"
         for what, fn, value in self.guards:
             if fn() != value:
