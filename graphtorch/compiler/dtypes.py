@@ -97,3 +97,12 @@ class TensorType:
 
     def __str__(self) -> str:
         return f"{self.dtype.short}[{','.join(map(str, self.shape))}]"
+
+
+def row_major_strides(shape: tuple[int, ...]) -> list[int]:
+    """Element strides of a contiguous (row-major) tensor of `shape`: every backend's layout."""
+    out, acc = [], 1
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= s
+    return out[::-1]

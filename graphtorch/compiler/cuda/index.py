@@ -17,18 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..dtypes import row_major_strides as strides  # one definition for every backend
 from ..ir import Node
 from ..primitives import Kind
 from . import scalar
 from .kernel import Kernel, cuda_unsupported
-
-
-def strides(shape: tuple[int, ...]) -> list[int]:
-    out, acc = [], 1
-    for s in reversed(shape):
-        out.append(acc)
-        acc *= s
-    return out[::-1]
 
 
 class Index:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
+from ..dtypes import row_major_strides as strides  # one definition for every backend
 from ..ir import Group, Node
 from ..primitives import Kind
 from . import scalar
@@ -32,14 +33,6 @@ if TYPE_CHECKING:
 
 def i64(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
-
-
-def strides(shape: tuple[int, ...]) -> list[int]:
-    out, acc = [], 1
-    for s in reversed(shape):
-        out.append(acc)
-        acc *= s
-    return out[::-1]
 
 
 class Index:
