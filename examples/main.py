@@ -1,6 +1,6 @@
 """The main job: train LeNet on the 8x8 digits eagerly and compiled, compare, dump the graphs.
 
-    python3 examples/main.py [--epochs 8] [--batch-size 64] [--dump-dir dumps]
+    python3 examples/main.py [--epochs 12] [--batch-size 64] [--dump-dir dumps]
 
 Both runs start from the same weights and see the same batches. The compiled run compiles the
 whole training step (forward, loss, backward, SGD update) into native code, and the evaluation
@@ -72,7 +72,7 @@ def train(mode: str, epochs: int, batch_size: int, data, dump_dir: str | None):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--dump-dir", default="dumps")
     args = parser.parse_args(argv)
