@@ -3,55 +3,24 @@
 import logging
 import os
 
+import lenet_digits  # examples/ is on pytest's pythonpath
+import logistic_regression
 import numpy as np
 import pytest
+import sin_regression
 
 import graphtorch as gt
 import graphtorch.nn as nn
-import graphtorch.nn.functional as F
 from graphtorch.compiler.errors import GraphtorchCompileError
 
 BACKENDS = ["interpreter", "llvm"]
 
 
-class SinNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.hidden_1 = nn.Linear(1, 200)
-        self.hidden_2 = nn.Linear(200, 100)
-        self.output = nn.Linear(100, 1)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        x = self.relu(self.hidden_1(x))
-        x = self.relu(self.hidden_2(x))
-        return self.output(x)
-
-
-class LeNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), (2, 2))
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = gt.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
-
-
-def logistic():
-    return nn.Sequential(nn.Linear(2, 1), nn.Sigmoid())
-
-
-def sequential_sin():
-    return nn.Sequential(nn.Linear(1, 200), nn.ReLU(), nn.Linear(200, 100), nn.ReLU(), nn.Linear(100, 1))
+# the seed notes' models, as the examples define them
+SinNet = sin_regression.NeuralNetworks
+sequential_sin = sin_regression.sequential
+logistic = logistic_regression.LogisticRegression
+LeNet = lenet_digits.Net
 
 
 MODELS = {
