@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes as dt
+from ..autograd.grad_mode import is_grad_enabled
 from ..dispatch import apply, op
 from ..ops.creation import tensor
 from ..ops.shape import cat
@@ -66,8 +67,12 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
     win = _windows(x, k, s, p, d, hi, _lowest(x.dtype))
     n, c, oh, ow = win.shape[:4]
     win = win.reshape(n, c, oh, ow, k[0] * k[1])
-    arg = apply("argmax", win, dim=4, keepdim=True)
-    values = apply("gather", win, arg, dim=4).reshape(n, c, oh, ow)
+    if return_indices or (is_grad_enabled() and input.requires_grad):
+        # the max picked by argmax: its gradient goes to that one element per window, as torch's
+        arg = apply("argmax", win, dim=4, keepdim=True)
+        values = apply("gather", win, arg, dim=4).reshape(n, c, oh, ow)
+    else:  # no gradient, no indices: a plain max reduction (the same values, NaN included)
+        values = apply("max", win, dims=(4,), keepdim=False)
     if input.ndim == 3:
         values = values.squeeze(0)
     if not return_indices:

@@ -309,3 +309,12 @@ def test_lenet_forward_backward_matches_torch():
     loss_g = F.cross_entropy(got.detach(), gt.tensor([1, 2, 3, 4]))
     loss_t = torch.nn.functional.cross_entropy(want.detach(), torch.tensor([1, 2, 3, 4]))
     assert_same(loss_g, loss_t, rtol=1e-5)
+
+
+def test_max_pool2d_without_grad_equals_torch_including_nan(torch):
+    x = np.random.default_rng(3).standard_normal((2, 3, 9, 8)).astype(np.float32)
+    x[0, 1, 2, 3] = np.nan
+    with gt.no_grad():  # the plain max-reduction path: no indices, no gradient
+        got = gt.nn.functional.max_pool2d(gt.from_numpy(x), 3, stride=2, padding=1, ceil_mode=True)
+    want = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, stride=2, padding=1, ceil_mode=True)
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
