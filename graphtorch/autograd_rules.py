@@ -436,4 +436,4 @@ def differentiable() -> list[str]:
     return sorted(RULES)
 
 
-__all__ = ["RULES", "Rule", "differentiable", "dt"]
+__all__ = ["RULES", "Rule", "differentiable"]

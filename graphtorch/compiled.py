@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import autograd
-from .autograd.grad_mode import is_grad_enabled, no_grad
+from .autograd.grad_mode import is_grad_enabled
 from .compiler.ir import Graph, Node
 from .compiler.partition import partition
 from .dispatch import attach_custom
@@ -439,4 +439,4 @@ def compile(model=None, *, fullgraph: bool = True, dynamic=None, backend: str = 
     return CompiledFunction(model, backend=backend, dump_dir=dump_dir)
 
 
-__all__ = ["compile", "CompiledFunction", "trace", "no_grad"]
+__all__ = ["compile", "CompiledFunction", "trace"]

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
 from .autograd.grad_mode import is_grad_enabled
-from .autograd.graph import AccumulateGrad, Node
+from .autograd.graph import Node
 from .compiler.primitives import PRIMITIVES
 
 # The active tracer (graphtorch.tracer.Tracer) or None for eager mode.
@@ -118,4 +117,4 @@ def attach_custom(out, name: str, vjp: Callable, saved: list, inputs: list) -> N
     out.requires_grad = True
 
 
-__all__ = ["apply", "op", "edge", "attach_custom", "AccumulateGrad", "Any"]
+__all__ = ["apply", "op", "edge", "attach_custom", "current_origin"]

@@ -7,6 +7,7 @@ The math lives in graphtorch/ops; methods here are thin bindings so that `x.sum(
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -288,7 +289,7 @@ class Tensor:
             from .ops.elementwise import check_inplace_cast
 
             check_inplace_cast(result.dtype, self.dtype)
-            with no_grad() if not result.requires_grad else _nullcontext():
+            with no_grad() if not result.requires_grad else nullcontext():
                 result = result.to(self.dtype)
         if result.requires_grad and is_grad_enabled() and self._base is not None and self._base.requires_grad:
             raise RuntimeError("graphtorch does not yet support an in-place operation that needs grad on a view "
@@ -392,14 +393,6 @@ Tensor.__module__ = "graphtorch"
 
 def _rebuild(data: np.ndarray, requires_grad: bool) -> Tensor:
     return Tensor._wrap(data, requires_grad)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _RemovableHandle:

@@ -107,10 +107,16 @@ def test_untraceable_control_flow_names_the_user_line():
         compiled(gt.ones(3))
 
 
-def test_torch_compile_name_is_the_same_function():
-    assert gt.compile is not None and callable(gt.compile)
-    model = gt.compile(logistic(), backend="interpreter")
-    assert type(model).__name__ == "OptimizedModule"
+def test_compile_returns_a_module_for_a_module_and_a_callable_for_a_function():
+    from graphtorch.compiled import CompiledFunction
+    from graphtorch.optimized_module import OptimizedModule
+
+    model = logistic()
+    compiled = gt.compile(model, backend="interpreter")
+    assert isinstance(compiled, OptimizedModule) and isinstance(compiled, nn.Module)
+    assert compiled._orig_mod is model
+    assert isinstance(gt.compile(lambda x: x + 1, backend="interpreter"), CompiledFunction)
+    assert gt.compile(model, disable=True) is model
 
 
 def make_step(model, opt, loss_fn):

@@ -374,3 +374,13 @@ def check_plan(graph: Graph, groups: list[Group]) -> None:
 def _broken(g: Group, why: str) -> None:
     raise GraphtorchCompileError("GT031", f"group {g.id} ({g.pattern}) breaks the group contract: {why}",
                                  g.outputs[0].loc, hint="a bug in the fusion pass", stage="fused")
+
+
+def single_groups(graph: Graph) -> list[Group]:
+    """The plan with no fusion: one "single" group per call node (backend tests, kernel by kernel)."""
+    groups = []
+    for n in graph.nodes:
+        if n.op == "call":
+            anchor = n if n.prim.kind in (Kind.REDUCTION, Kind.OUT_FUSABLE) else None
+            groups.append(Group(len(groups), "single", [n], list(dict.fromkeys(n.inputs)), [n], anchor))
+    return groups

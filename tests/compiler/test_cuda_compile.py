@@ -14,7 +14,6 @@ from test_cuda_graphs import (
     fused_pointwise_graph,
     gather_graph,
     layout_graph,
-    single_groups,
     split_epilogue_graph,
 )
 
@@ -23,7 +22,7 @@ from graphtorch.compiler.cuda import ARCHS, compile_module, compile_source, comp
 from graphtorch.compiler.cuda.compile import run_nvcc
 from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.errors import GraphtorchCompileError
-from graphtorch.compiler.fusion import fuse
+from graphtorch.compiler.fusion import fuse, single_groups
 from graphtorch.compiler.ir import Graph
 
 needs_compiler = pytest.mark.skipif(not compilers(), reason="neither NVRTC (pip install 'graphtorch[cuda]') nor nvcc")

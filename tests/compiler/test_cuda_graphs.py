@@ -16,16 +16,6 @@ DTYPES = (dt.float32, dt.float64, dt.int32, dt.int64, dt.bool_)
 UNARY = [n for n, p in PRIMITIVES.items() if p.kind is Kind.ELEMENTWISE and n not in ("full", "iota", "where", "cast")]
 
 
-def single_groups(graph: Graph) -> list[Group]:
-    """One group per call node: every primitive as its own kernel."""
-    groups = []
-    for n in graph.nodes:
-        if n.op == "call":
-            anchor = n if n.prim.kind in (Kind.REDUCTION, Kind.OUT_FUSABLE) else None
-            groups.append(Group(len(groups), "single", [n], list(dict.fromkeys(n.inputs)), [n], anchor))
-    return groups
-
-
 def _try(g: Graph, prim: str, inputs, attrs=None):
     """The node, or None where the primitive (its type rule or numpy kernel) does not take these dtypes."""
     try:

@@ -14,13 +14,12 @@ from test_cuda_graphs import (
     fused_pointwise_graph,
     gather_graph,
     layout_graph,
-    single_groups,
     split_epilogue_graph,
 )
 
 from graphtorch.compiler.cuda import emit
 from graphtorch.compiler.cuda.hostcheck import HostModule, available
-from graphtorch.compiler.fusion import fuse
+from graphtorch.compiler.fusion import fuse, single_groups
 
 pytestmark = pytest.mark.skipif(not available(), reason="g++ is needed to run the emitted kernels on the CPU")
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from llvm_helpers import interpret
-from test_cuda_graphs import SEED_GRAPHS, fused_gemm_graph, gather_graph, layout_graph, single_groups
+from test_cuda_graphs import SEED_GRAPHS, fused_gemm_graph, gather_graph, layout_graph
 
 import graphtorch
 from graphtorch.compiler.cuda import build
 from graphtorch.compiler.errors import GraphtorchCompileError
-from graphtorch.compiler.fusion import fuse
+from graphtorch.compiler.fusion import fuse, single_groups
 from graphtorch.runtime import cuda as rt
 
 needs_gpu = pytest.mark.skipif(not rt.is_available(), reason=f"no CUDA GPU here: {rt.why_unavailable()}")

@@ -184,13 +184,3 @@ def _work(group: Group) -> int:
         return anchor.type.numel * depth // 16
     sizes = [group.outputs[0].type.numel] + [i.type.numel for i in group.inputs]
     return max(sizes) if sizes else 0
-
-
-def single_groups(graph: Graph) -> list[Group]:
-    """The plan with one group per call node ("single"): every primitive as its own kernel."""
-    groups = []
-    for n in graph.nodes:
-        if n.op == "call":
-            anchor = n if n.prim.kind in (Kind.REDUCTION, Kind.OUT_FUSABLE) else None
-            groups.append(Group(len(groups), "single", [n], list(dict.fromkeys(n.inputs)), [n], anchor))
-    return groups

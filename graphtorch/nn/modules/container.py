@@ -33,6 +33,11 @@ class _Numbered(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
+    def pop(self, key: int) -> Module:
+        module = self[key]
+        del self[key]
+        return module
+
 
 class Sequential(_Numbered):
     """Calls its children in order, each on the previous one's output."""
@@ -85,10 +90,6 @@ class Sequential(_Numbered):
             self.append(module)
         return self
 
-    def pop(self, key: int) -> Module:
-        module = self[key]
-        del self[key]
-        return module
 
     def forward(self, input):
         for module in self:
@@ -140,10 +141,6 @@ class ModuleList(_Numbered):
             self.append(module)
         return self
 
-    def pop(self, key: int) -> Module:
-        module = self[key]
-        del self[key]
-        return module
 
     def __repr__(self) -> str:
         """Runs of identical children print once: `(0-2): 3 x Linear(...)`, as in torch."""
