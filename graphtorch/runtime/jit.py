@@ -9,11 +9,23 @@ disk cache possible: a cache hit skips optimization and codegen and only loads t
 
 MCJIT takes ownership of the target machine it is given and frees it with the engine, so every
 engine gets a fresh one (reusing one crashes the process: TOOLCHAIN.md).
+
+A large graph arrives as several parts (compiler/llvm/module.py `split`): modules that call each
+other's external functions, each optimized on its own, in parallel in forked workers, cached as
+its own object, and all loaded into one engine, which links them. A LeNet training step's cold
+compile takes about the time of its largest part rather than of the whole.
 """
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+import sys
 import threading
+import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import llvmlite
@@ -57,11 +69,21 @@ def host_signature() -> str:
                      llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()])
 
 
-def optimize(module: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
+@dataclass(frozen=True)
+class Part:
+    """One module's text and how to optimize it. unroll=False skips LLVM's loop unroller, which
+    is a third of the compile time of a training step and speeds up few kernels (see
+    compiler/llvm/module.py `split`)."""
+
+    text: str
+    unroll: bool = True
+
+
+def optimize(module: llvm.ModuleRef, tm: llvm.TargetMachine, unroll: bool = True) -> None:
     pto = llvm.create_pipeline_tuning_options(speed_level=2)
     pto.loop_vectorization = True
     pto.slp_vectorization = True
-    pto.loop_unrolling = True
+    pto.loop_unrolling = unroll
     pto.loop_interleaving = True
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(module, pb)
@@ -79,13 +101,20 @@ def _parse(ir_text: str) -> llvm.ModuleRef:
 
 @dataclass
 class NativeModule:
-    """Native code loaded in this process; alive as long as this object is."""
+    """Native code loaded in this process; alive as long as this object is.
 
-    ir_text: str
+    `parts` are the modules it was compiled from (one, or several that call each other's
+    external functions); `ir_text` is all of their texts, one after the other."""
+
+    parts: list[Part]
     from_cache: bool
     _engine: llvm.ExecutionEngine
-    _optimized: llvm.ModuleRef | None = None
     _addresses: dict[str, int] = field(default_factory=dict)
+    _optimized: list[llvm.ModuleRef] | None = None
+
+    @property
+    def ir_text(self) -> str:
+        return "\n".join(p.text for p in self.parts)
 
     def address(self, name: str) -> int:
         if name not in self._addresses:
@@ -96,48 +125,133 @@ class NativeModule:
         return self._addresses[name]
 
     def optimized_ir(self) -> str:
-        return str(self._optimized_module())
+        return "\n".join(str(m) for m in self._optimized_modules())
 
     def assembly(self) -> str:
-        return host_target_machine().emit_assembly(self._optimized_module())
+        return "\n".join(host_target_machine().emit_assembly(m) for m in self._optimized_modules())
 
-    def _optimized_module(self) -> llvm.ModuleRef:
-        if self._optimized is None:  # a cache hit skipped optimization: redo it for the dump
-            self._optimized = _parse(self.ir_text)
-            optimize(self._optimized, host_target_machine())
+    def _optimized_modules(self) -> list[llvm.ModuleRef]:
+        if self._optimized is None:  # optimized in a worker or skipped by a cache hit: redo it for the dump
+            self._optimized = []
+            for part in self.parts:
+                module = _parse(part.text)
+                optimize(module, host_target_machine(), part.unroll)
+                self._optimized.append(module)
         return self._optimized
 
 
-def compile_ir(ir_text: str, *, options: str = "", cache: ObjectCache | None | bool = True) -> NativeModule:
-    """Optimize and load `ir_text`; the object comes from (and goes to) the disk cache unless cache=False."""
+def compile_ir(ir_text: str | Sequence[str | Part], *, options: str = "", cache: ObjectCache | None | bool = True
+               ) -> NativeModule:
+    """Optimize and load `ir_text`, or several modules linked into one engine (a kernel in one may
+    call an external function defined in another). Parts missing from the disk cache compile in
+    parallel, one per core; each object comes from (and goes to) the cache unless cache=False."""
+    parts = [p if isinstance(p, Part) else Part(p) for p in ([ir_text] if isinstance(ir_text, str) else ir_text)]
     store = default_cache() if cache is True else (cache or None)
-    key = ObjectCache.key(ir_text, host_signature(), options) if store else ""
-    obj = store.load(key) if store else None
-    optimized = None
-    if obj is None:
-        optimized = _parse(ir_text)
-        tm = host_target_machine()
-        optimize(optimized, tm)
-        try:
-            obj = tm.emit_object(optimized)
-        except RuntimeError as e:
-            raise JITError("LLVM failed to generate machine code", str(e)) from None
+    keys = [ObjectCache.key(p.text, host_signature(), options, f"unroll={p.unroll}") if store else "" for p in parts]
+    objects = [store.load(key) if store else None for key in keys]
+    missing = [i for i, obj in enumerate(objects) if obj is None]
+    for i, obj in zip(missing, compile_objects([parts[i] for i in missing])):
+        objects[i] = obj
         if store:
-            store.store(key, obj)
+            store.store(keys[i], obj)
     try:
-        engine = _load_object(obj)
+        engine = _load_objects(objects)
     except JITError:
-        if optimized is not None:
+        if not store or len(missing) == len(parts):
             raise
-        store.discard(key)  # a valid entry that does not load (a foreign build): rebuild it
-        return compile_ir(ir_text, options=options, cache=False)
-    return NativeModule(ir_text, optimized is None, engine, optimized)
+        for i, key in enumerate(keys):  # a valid entry that does not load (a foreign build): rebuild them
+            if i not in missing:
+                store.discard(key)
+        return compile_ir(parts, options=options, cache=False)
+    return NativeModule(parts, not missing, engine)
 
 
-def _load_object(obj: bytes) -> llvm.ExecutionEngine:
+def compile_objects(parts: Sequence[Part]) -> list[bytes]:
+    """Object code for each part. With several parts and cores, all but the first compile in forked
+    worker processes while this one compiles the first: llvmlite serializes every LLVM call in a
+    process behind one lock, so threads would take turns. A worker that fails for any reason is
+    redone here, where a bad module raises its JITError."""
+    parts = list(parts)
+    workers = [_fork_compile(p) for p in parts[1:]] if _can_fork(len(parts)) else [None] * (len(parts) - 1)
+    objects = [_compile_object(parts[0])] if parts else []
+    for part, worker in zip(parts[1:], workers):
+        obj = worker.result() if worker is not None else None
+        objects.append(obj if obj is not None else _compile_object(part))
+    return objects
+
+
+def _compile_object(part: Part) -> bytes:
+    module = _parse(part.text)
+    tm = host_target_machine()
+    optimize(module, tm, part.unroll)
+    try:
+        return tm.emit_object(module)
+    except RuntimeError as e:
+        raise JITError("LLVM failed to generate machine code", str(e)) from None
+
+
+def _can_fork(n_texts: int) -> bool:
+    return n_texts > 1 and hasattr(os, "fork") and sys.platform.startswith("linux") and (os.cpu_count() or 1) > 1
+
+
+class _Worker:
+    """A forked process compiling one module text; its object arrives through a pipe."""
+
+    TIMEOUT_S = 300.0
+
+    def __init__(self, pid: int, fd: int):
+        self.pid, self.fd = pid, fd
+
+    def result(self) -> bytes | None:
+        """The object, or None when the worker failed, died or took too long (the caller redoes it)."""
+        chunks, deadline = [], time.monotonic() + self.TIMEOUT_S
+        try:
+            while True:
+                ready, _, _ = select.select([self.fd], [], [], max(deadline - time.monotonic(), 0))
+                if not ready:
+                    os.kill(self.pid, signal.SIGKILL)
+                    return None
+                chunk = os.read(self.fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(self.fd)
+            _, status = os.waitpid(self.pid, 0)
+        blob = b"".join(chunks)
+        ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and blob[:1] == b"\x01"
+        return blob[1:] if ok else None
+
+
+def _fork_compile(part: Part) -> _Worker:
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads: the child only runs LLVM
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: compile, write b"\x01" + object, and leave without running any cleanup
+        os.close(read_fd)
+        code = 1
+        try:
+            _write_all(write_fd, b"\x01" + _compile_object(part))
+            code = 0
+        except BaseException:  # noqa: B036 - anything at all: the parent redoes the work and reports it
+            pass
+        os._exit(code)
+    os.close(write_fd)
+    return _Worker(pid, read_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _load_objects(objects: list[bytes]) -> llvm.ExecutionEngine:
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), host_target_machine())
     try:
-        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        for obj in objects:
+            engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
     except RuntimeError as e:
         raise JITError("the compiled object could not be loaded", str(e)) from None

@@ -12,6 +12,7 @@ from graphtorch.compiler.errors import GraphtorchCompileError
 from graphtorch.compiler.fusion import fuse
 from graphtorch.compiler.ir import Graph
 from graphtorch.compiler.llvm import build, single_groups
+from graphtorch.compiler.llvm.module import split
 from graphtorch.runtime import get_num_threads, set_num_threads
 
 
@@ -145,3 +146,42 @@ def test_many_calls_do_not_grow_memory():
         exe(x, x)
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 2048, f"10,000 calls grew the peak RSS by {grown_kib} KiB"
+
+
+def _many_kernels_graph():
+    """A matmul, 18 reductions and a cumsum: enough LLVM work to split into parallel modules."""
+    g = Graph()
+    x, w = g.input("x", TensorType((8, 16), dt.float32)), g.input("w", TensorType((16, 16), dt.float32))
+    h = g.call("matmul", [x, w])
+    outs = []
+    for i in range(18):
+        e = g.call("mul", [h, g.call("exp", [h])]) if i % 2 else g.call("sin", [h])
+        outs.append(g.call("sum", [e], {"dims": (i % 2,), "keepdim": False}))
+    g.outputs = [*outs, g.call("cumsum", [h], {"dim": 1})]
+    return g
+
+
+def test_a_large_graph_splits_into_parallel_modules_and_still_equals_the_interpreter():
+    g = _many_kernels_graph()
+    groups = fuse(g).groups
+    part_of, unroll = split(groups)
+    assert unroll == [False, False, True]  # two balanced halves, and the opaque kernel unrolled
+    assert {part_of[gr] for gr in groups if gr.pattern == "single"} == {2}
+    assert {part_of[gr] for gr in groups if gr.pattern == "reduction"} == {0, 1}
+    exe = build(g, groups, cache=False)
+    assert [p.unroll for p in exe.native.parts] == unroll
+    assert exe.native.ir_text.count("define void @\"run\"") == 1
+    # the GEMM helpers are defined once, in part 1, and the kernels elsewhere call them
+    helper_defs = [p for p in exe.native.parts if 'define internal void @"gt_gemm' in p.text
+                   or 'define void @"gt_gemm' in p.text]
+    assert len(helper_defs) == 1
+    rng = np.random.default_rng(1)
+    inputs = [values(n.type.shape, n.type.dtype, rng, specials=False) for n in g.inputs]
+    for got, want in zip(exe(*inputs), interpret(g, *inputs)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)  # float32 sums in another order
+
+
+def test_a_small_graph_stays_one_unrolled_module():
+    g = small_graph()
+    part_of, unroll = split(single_groups(g))
+    assert unroll == [True] and set(part_of.values()) == {0}

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from graphtorch.runtime import JITError, ObjectCache, compile_ir, get_num_threads, pool, set_num_threads
+from graphtorch.runtime import JITError, ObjectCache, Part, compile_ir, get_num_threads, jit, pool, set_num_threads
 from graphtorch.runtime.cache import cache_dir
 
 ADD = """
@@ -105,3 +105,69 @@ def test_set_num_threads_validates():
             set_num_threads(0)
     finally:
         set_num_threads(saved)
+
+
+# ---------------------------------------------------------------- several parts, compiled in parallel
+
+CALLER = """
+declare double @twice(double)
+define double @f(double %x) {
+  %y = call double @twice(double %x)
+  %z = fadd double %y, 1.0
+  ret double %z
+}
+"""
+CALLEE = """
+define double @twice(double %x) {
+  %y = fmul double %x, 2.0
+  ret double %y
+}
+"""
+
+
+def _f(native):
+    return ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double)(native.address("f"))
+
+
+def test_parts_link_into_one_engine_and_cache_separately(tmp_path):
+    cache = ObjectCache(tmp_path)
+    native = compile_ir([Part(CALLER, unroll=False), Part(CALLEE)], cache=cache)
+    assert _f(native)(3.0) == 7.0 and not native.from_cache
+    assert native.ir_text.index("@f") < native.ir_text.index("define double @twice")
+    assert "define" in native.optimized_ir() and "twice" in native.assembly()
+    assert len(list(tmp_path.iterdir())) == 2  # one object per part
+    again = compile_ir([Part(CALLER, unroll=False), Part(CALLEE)], cache=cache)
+    assert again.from_cache and _f(again)(0.5) == 2.0
+    assert cache.hits == 2
+    # the unroll flag is part of the key: the same text optimized otherwise is another object
+    compile_ir([Part(CALLER, unroll=True), Part(CALLEE)], cache=cache)
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_a_part_compiles_in_a_forked_worker(monkeypatch):
+    if not jit._can_fork(2):
+        pytest.skip("no fork here (not Linux, or one core): parts compile one after the other")
+    forked = []
+    real = jit._fork_compile
+    monkeypatch.setattr(jit, "_fork_compile", lambda part: forked.append(part) or real(part))
+    native = compile_ir([CALLER, CALLEE], cache=False)
+    assert _f(native)(1.0) == 3.0 and [p.text for p in forked] == [CALLEE]
+
+
+def test_a_failed_worker_is_redone_here(monkeypatch):
+    class Dead:
+        def result(self):
+            return None
+
+    monkeypatch.setattr(jit, "_can_fork", lambda n: True)
+    monkeypatch.setattr(jit, "_fork_compile", lambda part: Dead())
+    assert _f(compile_ir([CALLER, CALLEE], cache=False))(2.0) == 5.0
+    with pytest.raises(JITError, match="rejected"):  # the redo reports the bad part's own error
+        compile_ir([CALLER, "define i32 @twice() { ret i64 0 }"], cache=False)
+
+
+def test_a_worker_that_writes_nothing_or_fails_yields_no_object():
+    if not jit._can_fork(2):
+        pytest.skip("no fork here")
+    assert jit._fork_compile(Part("this is not LLVM IR")).result() is None
+    assert jit._fork_compile(Part(CALLEE)).result()[:4] == b"\x7fELF"

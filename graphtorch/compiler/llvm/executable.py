@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...runtime import JITError, compile_ir, get_num_threads, pool
+from ...runtime import JITError, Part, compile_ir, get_num_threads, pool
 from ..errors import GraphtorchCompileError
 from ..ir import Graph, Group, Node
 from ..memory_plan import MemoryPlan, plan_memory
@@ -37,15 +37,16 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
     plan = plan_memory(graph, groups)
     max_threads = num_threads or max(get_num_threads(), 1)
     try:
-        module, layout = build_module(graph, groups, plan, name=name, max_threads=max_threads)
+        modules, layout = build_module(graph, groups, plan, name=name, max_threads=max_threads)
     except GraphtorchCompileError:
         raise
     except Exception as e:  # a lowering bug: say which, keep the traceback
         raise GraphtorchCompileError("GT054", f"the LLVM backend failed while lowering graph {name!r}: {e}",
                                      stage="lowered", hint="this is a graphtorch bug; please report it") from e
-    ir_text = str(module)
+    parts = [Part(str(m), unroll) for m, unroll in modules]
+    ir_text = "\n".join(p.text for p in parts)
     try:
-        native = compile_ir(ir_text, cache=cache)
+        native = compile_ir(parts, cache=cache)
     except JITError as e:
         if dump:
             _write(dump, name, {".ll": ir_text, ".llvm_error.txt": e.llvm_message})

@@ -265,12 +265,16 @@ def make_layout(graph: Graph, groups: list[Group], plan: MemoryPlan) -> Layout:
 
 
 def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: str = "graph",
-                 max_threads: int = 1) -> tuple[ir.Module, Layout]:
-    """The module with one kernel per group and `void run(void **table, i64 tid, i64 nthreads)`."""
+                 max_threads: int = 1) -> tuple[list[tuple[ir.Module, bool]], Layout]:
+    """The modules (see `split`), each with whether to unroll it: one kernel per group, and
+    `void run(void **table, i64 tid, i64 nthreads)` in the first, which calls the others' kernels
+    (external functions there)."""
     layout = make_layout(graph, groups, plan)
-    module = ir.Module(name=name)
-    module.triple = ""  # the JIT sets the host's
-    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]), "run")
+    part_of, unroll = split(groups)
+    modules = [ir.Module(name=name if k == 0 else f"{name}.part{k}") for k in range(len(unroll))]
+    for m in modules:
+        m.triple = ""  # the JIT sets the host's
+    entry = ir.Function(modules[0], ir.FunctionType(ir.VoidType(), [PTR, I64, I64]), "run")
     table, tid, nthreads = entry.args
     b = ir.IRBuilder(entry.append_basic_block("entry"))
     slot = lambda k: b.load(b.gep(table, [index.i64(k)], inbounds=True, source_etype=PTR), typ=PTR)
@@ -283,12 +287,70 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
 
     for k, group in enumerate(groups):
         nodes = list(dict.fromkeys([*group.inputs, group.outputs[0]]))
-        kernel = _kernel(module, group, nodes, layout, max_threads)
+        kernel = _kernel(modules[part_of[group]], group, nodes, layout, max_threads)
+        if part_of[group]:  # defined in another part: exported there, declared here
+            kernel.linkage = "external"
+            kernel = ir.Function(modules[0], kernel.ftype, kernel.name)
         if k:
-            b.call(barrier_function(module), [status, nthreads])
+            b.call(barrier_function(modules[0]), [status, nthreads])
         b.call(kernel, [buffer(n) for n in nodes] + [status, workspace, tid, nthreads])
     b.ret_void()
-    return module, layout
+    _share_helpers(modules)
+    return list(zip(modules, unroll)), layout
+
+
+# LLVM's cost per kernel with the unroller off, in units of about 15 ms (measured on the LeNet
+# training step); the GEMM helpers (packing, micro-kernel) count once per module
+COST = {"matmul": 4, "conv2d": 4}
+HELPER_COST = 15
+ENTRY_COST = 8  # `run`, in part 0: a long straight line of calls
+SPLIT_MIN_COST = 16  # below this, forking a worker costs about what it saves
+# Only these kernels (gather, scatter_add, pad, ... alone) ran faster with LLVM's loop unroller,
+# which costs a third of a training step's compile time; they get a module where it runs
+UNROLLED = ("single", "opaque", "injective")
+
+
+def split(groups: list[Group], parts: int = 2) -> tuple[dict[Group, int], list[bool]]:
+    """Which module each kernel goes to, and whether each module gets the loop unroller.
+
+    A small graph is one module, unrolled. A larger one spreads its kernels over `parts` modules
+    of about equal estimated LLVM work, compiled in parallel (runtime.compile_ir), plus one more,
+    unrolled, for the UNROLLED kernels. The GEMM helpers are defined in part 1 (`_share_helpers`
+    keeps the last definition), so it starts with their cost.
+    """
+    kind = {g: g.pattern.split(":")[0] for g in groups}
+    cost = {g: COST.get(kind[g], 1) for g in groups}
+    if sum(cost.values()) < SPLIT_MIN_COST:
+        return dict.fromkeys(groups, 0), [True]
+    load = [ENTRY_COST] + [0] * (parts - 1)
+    if any(k in COST for k in kind.values()):
+        load[-1] = HELPER_COST
+    part_of = {}
+    for g in sorted(groups, key=lambda g: -cost[g]):  # biggest first: a greedy balance
+        if kind[g] in UNROLLED:
+            part_of[g] = parts
+        else:
+            part_of[g] = min(range(parts), key=lambda k: load[k])
+            load[part_of[g]] += cost[g]
+    unrolled = parts in part_of.values()
+    return part_of, [False] * parts + [True] * unrolled
+
+
+def _share_helpers(modules: list[ir.Module]) -> None:
+    """A helper (GEMM packing, micro-kernel, barrier) that several parts emitted keeps its body in
+    the last of them, exported; the others call it through a declaration. The helpers are never
+    inlined anyway, so a call across modules costs what a call within one does."""
+    defined: dict[str, list[ir.Function]] = {}
+    for m in modules:
+        for fn in m.functions:
+            if fn.blocks:
+                defined.setdefault(fn.name, []).append(fn)
+    for copies in defined.values():
+        if len(copies) > 1:
+            *others, home = copies
+            home.linkage = ""
+            for fn in others:
+                fn.blocks, fn.linkage = [], ""
 
 
 def _kernel(module: ir.Module, group: Group, nodes: list[Node], layout: Layout, max_threads: int) -> ir.Function:
