@@ -143,7 +143,9 @@ def tensor_repr(t) -> str:
         if dispatch._tracer is not None:
             dispatch._tracer.data_access(t, "printing a tensor")
         return f"tensor(<traced {t._node.name}: {t._node.type}>)"
-    a = t._data
+    a = t._host()
+    if t.is_cuda:  # torch names a non-default device first
+        suffixes.append(f"device='{t.device}'")
     if a.size == 0:
         if a.ndim != 1:
             suffixes.append(f"size={tuple(a.shape)}")

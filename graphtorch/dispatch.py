@@ -28,6 +28,10 @@ def apply(prim: str, *inputs, **attrs):
     p = PRIMITIVES[prim]
     if _tracer is not None:
         out = _tracer.record(p, inputs, attrs)
+    elif any(t.is_cuda for t in inputs):  # device memory: a compiled single-op kernel (cuda_tensor.py)
+        from .cuda_tensor import apply_cuda
+
+        out = apply_cuda(p, inputs, attrs)
     else:
         out_dtype = None if p.data_dependent else p.infer(*inputs, **attrs).dtype  # validates first
         with np.errstate(all="ignore"):

@@ -1,4 +1,4 @@
-"""Tensor: a numpy array (eager) or a graph value (tracing), plus autograd metadata.
+"""Tensor: a numpy array (eager), a device array (CUDA), or a graph value (tracing), plus autograd metadata.
 
 The math lives in graphtorch/ops; methods here are thin bindings so that `x.sum()` and
 `torch.sum(x)` are the same code.
@@ -15,6 +15,7 @@ from . import dispatch
 from . import dtypes as dt
 from .autograd.grad_mode import is_grad_enabled, no_grad
 from .autograd.graph import AccumulateGrad
+from .runtime.cuda import DeviceArray
 
 
 class Size(tuple):
@@ -37,7 +38,7 @@ class Size(tuple):
 
 
 class device:
-    """torch.device. Only the CPU exists until the CUDA backend lands."""
+    """torch.device: "cpu", or "cuda" (with an index) for tensors in a GPU's memory (cuda_tensor.py)."""
 
     def __init__(self, type: str | device = "cpu", index: int | None = None):
         if isinstance(type, device):
@@ -67,13 +68,19 @@ CPU = device("cpu")
 
 
 def check_device(d) -> None:
+    """Refuse a CUDA device where a function only makes CPU tensors (cuda_tensor.on_device adds it)."""
     if d is not None and device(d).type == "cuda":
-        raise AssertionError("Torch not compiled with CUDA enabled")
+        from . import cuda
+
+        if not cuda.is_available():
+            raise AssertionError("Torch not compiled with CUDA enabled")
+        raise NotImplementedError(f"this function cannot create a tensor on {device(d)} yet: create it on the CPU "
+                                  "and call .cuda()")
 
 
 class Tensor:
-    # numpy data in eager mode; in tracing mode _data is None and _node is the graph value
-    _data: np.ndarray | None
+    # numpy data in eager mode (a DeviceArray on CUDA); in tracing mode _data is None and _node is the graph value
+    _data: np.ndarray | DeviceArray | None
     _node = None
     grad_fn = None
     _base: Tensor | None = None
@@ -115,11 +122,11 @@ class Tensor:
 
     @property
     def device(self) -> device:
-        return CPU
+        return device("cuda", self._data.dev.ordinal) if self.is_cuda else CPU
 
     @property
     def is_cuda(self) -> bool:
-        return False
+        return isinstance(self._data, DeviceArray)
 
     @property
     def ndim(self) -> int:
@@ -276,7 +283,7 @@ class Tensor:
     def _owned(self) -> Tensor:
         """This tensor if it owns a writable contiguous array, else a copy that does."""
         d = self._data
-        if d is None or (d.flags.owndata and d.flags.writeable and d.flags.c_contiguous):
+        if not isinstance(d, np.ndarray) or (d.flags.owndata and d.flags.writeable and d.flags.c_contiguous):
             return self
         return Tensor._wrap(np.array(d))
 
@@ -298,6 +305,10 @@ class Tensor:
             from .tracer import current_tracer
 
             current_tracer().assign(self, result)
+        elif self.is_cuda or result.is_cuda:
+            from .cuda_tensor import assign
+
+            assign(self, result)
         else:
             try:
                 np.copyto(self._data, np.broadcast_to(result._data, self._data.shape))
@@ -316,6 +327,7 @@ class Tensor:
     # ------------------------------------------------------------ conversion
     def numpy(self, *, force: bool = False) -> np.ndarray:
         self._require_data("numpy()")
+        self._require_cpu()
         if self.requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
         return self._data
@@ -324,14 +336,24 @@ class Tensor:
         self._require_data("item()")
         if self.numel() != 1:
             raise RuntimeError(f"a Tensor with {self.numel()} elements cannot be converted to Scalar")
-        return self._data.reshape(()).item()
+        return self._host().reshape(()).item()
 
     def tolist(self):
         self._require_data("tolist()")
-        return self._data.tolist()
+        return self._host().tolist()
+
+    def _require_cpu(self) -> None:
+        if self.is_cuda:
+            raise TypeError(f"can't convert {self.device} device type tensor to numpy. Use Tensor.cpu() to copy the "
+                            "tensor to host memory first.")
+
+    def _host(self) -> np.ndarray:
+        """The values in host memory: the array itself on the CPU, a copy from a CUDA device."""
+        return self._data.to_host() if self.is_cuda else self._data
 
     def __array__(self, dtype=None, copy=None):
         self._require_data("__array__")
+        self._require_cpu()
         return self._data if dtype is None else self._data.astype(dtype)
 
     def _require_data(self, what: str) -> None:
@@ -382,8 +404,9 @@ class Tensor:
         return (_rebuild, (np.array(self._data), self.requires_grad))
 
     def __deepcopy__(self, memo):
-        out = Tensor._wrap(np.array(self._data), self.requires_grad) if type(self) is Tensor else \
-            type(self)(Tensor._wrap(np.array(self._data)), self.requires_grad)
+        data = self._data.copy() if self.is_cuda else np.array(self._data)
+        out = Tensor._wrap(data, self.requires_grad) if type(self) is Tensor else \
+            type(self)(Tensor._wrap(data), self.requires_grad)
         memo[id(self)] = out
         return out
 

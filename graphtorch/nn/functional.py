@@ -135,7 +135,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     if p == 1.0:
         out = input * 0.0
     else:
-        keep = rand(*input.shape, dtype=input.dtype) < 1 - p
+        keep = rand(*input.shape, dtype=input.dtype, device=input.device) < 1 - p
         out = input * (keep.to(input.dtype) / (1 - p))
     return input._assign(out) if inplace else out
 

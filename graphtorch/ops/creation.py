@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from .. import dtypes as dt
+from ..cuda_tensor import on_device
 from ..tensor import Tensor, check_device
 
 
@@ -53,6 +54,7 @@ def _to_numpy(data, dtype: dt.DType) -> np.ndarray:
     return arr
 
 
+@on_device
 def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     check_device(device)
     dtype = dtype or _infer_dtype(data)
@@ -65,6 +67,7 @@ def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Ten
     return Tensor._wrap(arr, requires_grad)
 
 
+@on_device
 def as_tensor(data, dtype=None, device=None) -> Tensor:
     check_device(device)
     if isinstance(data, Tensor):
@@ -101,24 +104,29 @@ def _new(size, fill, dtype, requires_grad, device=None) -> Tensor:
     return Tensor._wrap(np.full(_size(size), fill, dtype.np), requires_grad)
 
 
+@on_device
 def zeros(*size, dtype=None, device=None, requires_grad=False, out=None) -> Tensor:
     return _new(size, 0, dtype, requires_grad, device)
 
 
+@on_device
 def ones(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     return _new(size, 1, dtype, requires_grad, device)
 
 
+@on_device
 def empty(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     check_device(device)
     return Tensor._wrap(np.empty(_size(size), (dtype or dt.get_default_dtype()).np), requires_grad)
 
 
+@on_device
 def full(size, fill_value, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     dtype = dtype or (fill_value.dtype if isinstance(fill_value, Tensor) else dt.scalar_dtype(fill_value))
     return _new(tuple(size) if not isinstance(size, int) else (size,), fill_value, dtype, requires_grad, device)
 
 
+@on_device
 def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     check_device(device)
     return Tensor._wrap(np.eye(n, m, dtype=(dtype or dt.get_default_dtype()).np), requires_grad)
@@ -126,6 +134,7 @@ def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad=
 
 def _like(fn):
     def like(input, *, dtype=None, device=None, requires_grad=False, **kw):
+        device = input.device if device is None else device  # torch: *_like stays on input's device
         return fn(*input.shape, dtype=dtype or input.dtype, device=device, requires_grad=requires_grad, **kw)
     like.__name__ = f"{fn.__name__}_like"
     return like
@@ -137,9 +146,11 @@ empty_like = _like(empty)
 
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    device = input.device if device is None else device
     return full(input.shape, fill_value, dtype=dtype or input.dtype, device=device, requires_grad=requires_grad)
 
 
+@on_device
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     check_device(device)
     if end is None:
@@ -158,6 +169,7 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     return Tensor._wrap(values.astype(dtype.np), requires_grad)
 
 
+@on_device
 def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     check_device(device)
     dtype = dtype or dt.get_default_dtype()

@@ -93,6 +93,8 @@ def _getitem(x: Tensor, index: tuple) -> Tensor:
     x, rest = _basic(x, index)
     if not any(isinstance(i, Tensor) for i in rest):
         return x
+    if x.is_cuda:  # torch accepts CPU index tensors for a CUDA tensor: they are copied over
+        rest = tuple(i.to(x.device) if isinstance(i, Tensor) else i for i in rest)
     return _advanced(x, rest)
 
 
@@ -177,7 +179,7 @@ def _advanced(x: Tensor, index: list) -> Tensor:
 
 
 def _check_bounds(i: Tensor, size: int, dim: int) -> None:
-    if i._data is not None and i.numel():
+    if isinstance(i._data, np.ndarray) and i.numel():  # on a device the gather kernel checks
         bad = i._data[(i._data < -size) | (i._data >= size)]
         if bad.size:
             raise IndexError(f"index {bad.flat[0]} is out of bounds for dimension {dim} with size {size}")
@@ -271,22 +273,23 @@ def setitem(x: Tensor, index, value) -> None:
         raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
     value_t = value if isinstance(value, Tensor) else None
     needs_grad = is_grad_enabled() and (x.requires_grad or (value_t is not None and value_t.requires_grad))
-    if x._node is None and not needs_grad:
+    if x._node is None and not needs_grad and not x.is_cuda:
         _setitem_numpy(x, index, value)
         return
-    # with autograd (or tracing): rebuild the whole tensor from flat positions, then assign
+    # with autograd, tracing or on a device: rebuild the whole tensor from flat positions, then assign
     with no_grad():
-        positions = getitem(Tensor._wrap(np.arange(x.numel(), dtype=np.int64).reshape(x.shape)), index)
+        flat = Tensor._wrap(np.arange(x.numel(), dtype=np.int64).reshape(x.shape)).to(x.device)
+        positions = getitem(flat, index)
     flat_pos = positions.reshape(-1)
     written = np.zeros(x.numel(), dtype=np.bool_)
-    written[flat_pos._data] = True
+    written[flat_pos._host()] = True
     from .creation import zeros
 
     v = value_t.to(x.dtype) if value_t is not None else expand_to(_scalar_tensor(value, x.dtype), ())
-    v = expand_to(v, tuple(positions.shape)).reshape(-1)
-    placed = scatter_add(zeros(x.numel(), dtype=x.dtype), 0, flat_pos, v)
+    v = expand_to(v.to(x.device), tuple(positions.shape)).reshape(-1)
+    placed = scatter_add(zeros(x.numel(), dtype=x.dtype, device=x.device), 0, flat_pos, v)
     # where saves only the mask: x itself is not saved, so overwriting it below keeps backward valid
-    result = where(Tensor._wrap(written), placed, x.reshape(-1)).reshape(*x.shape)
+    result = where(Tensor._wrap(written).to(x.device), placed, x.reshape(-1)).reshape(*x.shape)
     x._assign(result)
 
 

@@ -6,11 +6,14 @@ so the semantics of each op exist once.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import dtypes as dt
 from ..autograd.grad_mode import is_grad_enabled, no_grad
 from ..autograd.graph import Node, keep_originals
+from ..cuda_tensor import to_device
 from ..dispatch import attach_custom
-from ..tensor import Tensor, check_device
+from ..tensor import Tensor
 from . import creation, elementwise, indexing, linalg, random, reduction, shape
 from .elementwise import broadcast_shapes, expand_to, scalar
 
@@ -42,16 +45,19 @@ def _where(self, condition, other):
 
 
 def is_contiguous(self, memory_format=None) -> bool:
-    return self._data is None or bool(self._data.flags.c_contiguous)
+    return self._data is None or self.is_cuda or bool(self._data.flags.c_contiguous)
 
 
 def stride(self, dim: int | None = None):
-    strides = tuple(s // self.dtype.itemsize for s in self._data.strides)
+    if self.is_cuda:  # device arrays are always contiguous
+        strides = tuple(int(np.prod(self.shape[d + 1:], dtype=np.int64)) for d in range(self.ndim))
+    else:
+        strides = tuple(s // self.dtype.itemsize for s in self._data.strides)
     return strides if dim is None else strides[dim]
 
 
 def data_ptr(self) -> int:
-    return self._data.__array_interface__["data"][0]
+    return self._data.ptr if self.is_cuda else self._data.__array_interface__["data"][0]
 
 
 def parse_to(args, kwargs) -> tuple:
@@ -62,7 +68,7 @@ def parse_to(args, kwargs) -> tuple:
         if isinstance(a, dt.DType):
             dtype = a
         elif isinstance(a, Tensor):
-            dtype = a.dtype
+            dtype, device = a.dtype, a.device
         elif a is not None:
             device = a
     return dtype, device
@@ -70,10 +76,10 @@ def parse_to(args, kwargs) -> tuple:
 
 def to(self, *args, **kwargs) -> Tensor:
     dtype, device = parse_to(args, kwargs)
-    check_device(device)
-    if dtype is None or dtype is self.dtype:
-        return self.clone() if kwargs.get("copy") else self
-    return E.cast(self, dtype)
+    out = self if device is None else to_device(self, device)
+    if dtype is None or dtype is out.dtype:
+        return out.clone() if kwargs.get("copy") and out is self else out
+    return E.cast(out, dtype)
 
 
 def _converter(dtype):
@@ -87,11 +93,11 @@ def type_as(self, other) -> Tensor:
 
 
 def cpu(self) -> Tensor:
-    return self
+    return to_device(self, "cpu")
 
 
 def cuda(self, device=None, non_blocking=False) -> Tensor:
-    raise AssertionError("Torch not compiled with CUDA enabled")
+    return to_device(self, "cuda" if device is None else device)
 
 
 def new_tensor(self, data, dtype=None, requires_grad=False) -> Tensor:
@@ -156,7 +162,8 @@ def zero_(self) -> Tensor:
 
 def copy_(self, src, non_blocking: bool = False) -> Tensor:
     broadcast_shapes(self.shape, src.shape)
-    return self._assign(_overwriting(self, expand_to(src.to(self.dtype), tuple(self.shape)), "CopyBackwards"))
+    src = src.to(device=self.device, dtype=self.dtype)  # torch copies across devices
+    return self._assign(_overwriting(self, expand_to(src, tuple(self.shape)), "CopyBackwards"))
 
 
 def _metadata_inplace(fn):

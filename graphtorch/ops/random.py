@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..compiler.primitives import splitmix64
+from ..cuda_tensor import on_device
 from ..dispatch import apply
 from ..tensor import Tensor, check_device
 from .creation import _size
@@ -90,6 +91,7 @@ def _finish(t: Tensor, requires_grad: bool) -> Tensor:
     return t
 
 
+@on_device
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     check_device(device)
     dtype = dtype or dt.get_default_dtype()
@@ -98,6 +100,7 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) ->
     return _finish(_uniform(_size(size), dtype, generator), requires_grad)
 
 
+@on_device
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     check_device(device)
     return _finish(normal_sample(_size(size), dtype or dt.get_default_dtype(), generator), requires_grad)
@@ -113,6 +116,7 @@ def normal_sample(shape, dtype, generator=None) -> Tensor:
     return mul(radius, cos(mul(u2, 2 * math.pi)))
 
 
+@on_device
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     check_device(device)
     if size is None and isinstance(high, (tuple, list)):  # randint(high, size)
@@ -128,6 +132,7 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
     return Tensor._wrap(values.astype((dtype or dt.int64).np))
 
 
+@on_device
 def randperm(n: int, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     check_device(device)
     keys = _uniform((n,), dt.float64, generator)._data
@@ -135,11 +140,13 @@ def randperm(n: int, *, generator=None, dtype=None, device=None, requires_grad=F
 
 
 def rand_like(input, *, dtype=None, generator=None, requires_grad=False) -> Tensor:
-    return rand(*input.shape, dtype=dtype or input.dtype, generator=generator, requires_grad=requires_grad)
+    return rand(*input.shape, dtype=dtype or input.dtype, generator=generator, requires_grad=requires_grad,
+                device=input.device)
 
 
 def randn_like(input, *, dtype=None, generator=None, requires_grad=False) -> Tensor:
-    return randn(*input.shape, dtype=dtype or input.dtype, generator=generator, requires_grad=requires_grad)
+    return randn(*input.shape, dtype=dtype or input.dtype, generator=generator, requires_grad=requires_grad,
+                 device=input.device)
 
 
 def randint_like(input, low, high=None, *, dtype=None) -> Tensor:

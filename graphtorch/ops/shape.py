@@ -42,7 +42,7 @@ def view(input, *shape) -> Tensor:
     if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, np.integer)):
         return input.to(shape[0])  # view(dtype): only same-size reinterpretation in torch; we convert
     shape = infer_shape(_shape_arg(shape), input.numel())
-    if input._data is not None:
+    if isinstance(input._data, np.ndarray):  # device arrays are contiguous: every view is valid
         probe = input._data.view()
         try:
             probe.shape = shape  # numpy refuses exactly when strides cannot express the view
@@ -190,7 +190,7 @@ def slice_dim(input, dim: int, start: int, stop: int, step: int) -> Tensor:
 
 
 def contiguous(input, memory_format=None) -> Tensor:
-    if input._data is None or input._data.flags.c_contiguous:
+    if input.is_contiguous():
         return input
     return apply("copy", input)
 
@@ -308,5 +308,5 @@ def flip(input, dims) -> Tensor:
     out = input
     for d in (dims if isinstance(dims, (tuple, list)) else (dims,)):
         d = _norm_dim(d, input.ndim)
-        out = index_select(out, d, arange(input.shape[d] - 1, -1, -1))
+        out = index_select(out, d, arange(input.shape[d] - 1, -1, -1, device=input.device))
     return out

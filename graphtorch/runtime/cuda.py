@@ -83,6 +83,7 @@ class Device:
         if not is_available():
             raise CudaError(f"no CUDA device: {why_unavailable()}")
         d = _driver()
+        self.ordinal = ordinal
         self.handle = _ok(d.cuDeviceGet(ordinal))
         self.context = _ok(d.cuDevicePrimaryCtxRetain(self.handle))
         self.activate()
@@ -105,6 +106,110 @@ class KernelLaunch:
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     offsets: tuple[int, ...]  # one arena byte offset per pointer argument
+
+
+class DeviceArray:
+    """A contiguous array in device memory (a CUDA tensor's data): pointer, shape, dtype.
+
+    It owns its bytes and frees them through the driver that allocated them when collected.
+    Every copy checks the byte counts first: the driver would read or write past the end.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype, dev: Device | None = None):
+        self.dev = dev or device()
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.nbytes = self.size * self.dtype.itemsize
+        self._driver = _driver()
+        self.dev.activate()
+        self.ptr = int(_ok(self._driver.cuMemAlloc(max(self.nbytes, 1))))
+
+    @classmethod
+    def from_host(cls, array: np.ndarray, dev: Device | None = None) -> DeviceArray:
+        array = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+        out = cls(array.shape, array.dtype, dev)
+        _ok(out._driver.cuMemcpyHtoDAsync(out.ptr, array.ctypes.data, array.nbytes, out.dev.stream))
+        out.dev.synchronize()  # the host array may be freed as soon as this returns
+        return out
+
+    def to_host(self) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        _ok(self._driver.cuMemcpyDtoHAsync(out.ctypes.data, self.ptr, self.nbytes, self.dev.stream))
+        self.dev.synchronize()
+        return out
+
+    def write(self, offset: int, host: np.ndarray) -> None:
+        """Copy a contiguous host array into bytes [offset, offset + host.nbytes)."""
+        if offset < 0 or offset + host.nbytes > self.nbytes:
+            raise CudaError(f"bytes [{offset}, {offset + host.nbytes}) are outside the array of {self.nbytes}")
+        host = np.ascontiguousarray(host)
+        _ok(self._driver.cuMemcpyHtoDAsync(self.ptr + offset, host.ctypes.data, host.nbytes, self.dev.stream))
+        self.dev.synchronize()
+
+    def copy_from(self, other: DeviceArray) -> None:
+        """Overwrite every byte with `other`'s (same byte count, same device)."""
+        if other.nbytes != self.nbytes or other.dev is not self.dev:
+            raise CudaError(f"cannot copy {other.nbytes} bytes on {other.dev.ordinal} into {self.nbytes} on "
+                            f"{self.dev.ordinal}")
+        _ok(self._driver.cuMemcpyDtoDAsync(self.ptr, other.ptr, self.nbytes, self.dev.stream))
+
+    def copy(self) -> DeviceArray:
+        out = DeviceArray(self.shape, self.dtype, self.dev)
+        out.copy_from(self)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        # numpy code reached with device data: torch's own words for the mistake
+        raise TypeError(f"can't convert cuda:{self.dev.ordinal} device type tensor to numpy. Use Tensor.cpu() "
+                        "to copy the tensor to host memory first.")
+
+    def __repr__(self) -> str:
+        return f"DeviceArray(shape={self.shape}, dtype={self.dtype}, cuda:{self.dev.ordinal}, ptr={self.ptr:#x})"
+
+    def __del__(self):
+        try:
+            self._driver.cuMemFree(self.ptr)
+        except Exception:  # interpreter shutdown: the driver may already be gone
+            pass
+
+
+class Kernels:
+    """A loaded module whose kernels are launched on explicit device pointers (the eager ops' path).
+
+    Unlike `Program` it owns no arena: the caller passes each launch's pointers; the status words
+    are this object's own and are appended to every launch, as the emitted kernels expect.
+    """
+
+    def __init__(self, image: bytes, names: list[str], dev: Device | None = None):
+        d = _driver()
+        self.dev = dev or device()
+        self.dev.activate()
+        self._driver = d
+        self.module = _ok(d.cuModuleLoadData(image))
+        self.functions = {name: _ok(d.cuModuleGetFunction(self.module, name.encode())) for name in names}
+        self.status = DeviceArray((STATUS_SLOTS,), np.int64, self.dev)
+
+    def run(self, launches: list[tuple[str, tuple[int, int, int], tuple[int, int, int], list[int]]]) -> np.ndarray:
+        """Launch (kernel, grid, block, pointers) in order on the stream, wait, return the status words."""
+        d = self._driver
+        self.dev.activate()
+        stream = self.dev.stream
+        _ok(d.cuMemsetD8Async(self.status.ptr, 0, self.status.nbytes, stream))
+        keep = []  # the argument arrays must outlive the launches: they are read when the kernel starts
+        for name, grid, block, pointers in launches:
+            values = np.array([*pointers, self.status.ptr], dtype=np.uint64)
+            addresses = np.array([values.ctypes.data + 8 * i for i in range(len(values))], dtype=np.uint64)
+            keep.append((values, addresses))
+            _ok(d.cuLaunchKernel(self.functions[name], *grid, *block, 0, stream, addresses.ctypes.data, 0))
+        return self.status.to_host()  # synchronizes
+
+    def __del__(self):
+        try:
+            self._driver.cuModuleUnload(self.module)
+        except Exception:  # interpreter shutdown, or a module that never loaded
+            pass
 
 
 class Program:

@@ -46,6 +46,20 @@ def available() -> bool:
     return shutil.which("g++") is not None
 
 
+class HostLibrary:
+    """CUDA C source compiled by g++ against HEADER into a shared library, loaded with ctypes."""
+
+    def __init__(self, source: str):
+        self._tmp = tempfile.TemporaryDirectory(prefix="gt-hostcheck-")  # lives as long as the library
+        src, lib = Path(self._tmp.name) / "module.cpp", Path(self._tmp.name) / "module.so"
+        src.write_text(HEADER + source)
+        done = subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-o", str(lib), str(src)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"g++ rejected the module:\n{done.stderr[:4000]}")
+        self.lib = ctypes.CDLL(str(lib))
+
+
 class HostModule:
     """The module's kernels compiled for this CPU; `run` executes the launch list on numpy arrays."""
 
@@ -54,14 +68,7 @@ class HostModule:
         if cooperative:
             raise ValueError(f"kernels {cooperative} need a GPU (threads of a block cooperate)")
         self.module = module
-        self._tmp = tempfile.TemporaryDirectory(prefix="gt-hostcheck-")
-        src, lib = Path(self._tmp.name) / "module.cpp", Path(self._tmp.name) / "module.so"
-        src.write_text(HEADER + module.source)
-        done = subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-o", str(lib), str(src)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"g++ rejected the module:\n{done.stderr[:4000]}")
-        self.lib = ctypes.CDLL(str(lib))
+        self.lib = HostLibrary(module.source).lib
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         m = self.module

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from ... import dtypes as dt
 from ...autograd.grad_mode import no_grad
 from ...ops.methods import parse_to
-from ...tensor import Tensor, check_device
+from ...tensor import Tensor
 from ..parameter import Parameter
 from .hooks import BackwardHook, RemovableHandle, add_hook
 
@@ -342,12 +342,12 @@ class Module:
 
     def to(self, *args, **kwargs) -> Module:
         dtype, device = parse_to(args, kwargs)
-        check_device(device)
-        if dtype is None:
-            return self
-        if not dtype.is_floating_point:
+        if dtype is not None and not dtype.is_floating_point:
             raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired dtype={dtype}")
-        return self._apply(lambda t: t.to(dtype) if t.is_floating_point() else t)
+        if dtype is None and device is None:
+            return self
+        # like torch: parameters keep their identity (param.data is replaced), only floats change dtype
+        return self._apply(lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else None))
 
     def _cast_floats(self, dtype: dt.DType) -> Module:
         return self._apply(lambda t: t.to(dtype) if t.is_floating_point() else t)
@@ -365,10 +365,10 @@ class Module:
         return self._apply(lambda t: t.type(dst_type))
 
     def cpu(self) -> Module:
-        return self
+        return self._apply(lambda t: t.cpu())
 
     def cuda(self, device=None) -> Module:
-        raise AssertionError("Torch not compiled with CUDA enabled")
+        return self._apply(lambda t: t.cuda(device))
 
     def share_memory(self) -> Module:
         return self
