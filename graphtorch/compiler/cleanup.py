@@ -261,6 +261,34 @@ _RULES = {
 }
 
 
+# ---------------------------------------------------------------- fills, one per user
+
+
+def split_fills(graph: Graph) -> Graph:
+    """Give every user of a `full` its own copy. A fill reads nothing, so each consumer's kernel
+    computes it for free; shared, it was a kernel of its own writing a buffer that others read
+    (relu's zeros, used by the forward and the backward)."""
+    users = graph.users()
+    shared = {n for n in graph.nodes if n.op == "call" and n.target == "full" and len(users.get(n, ())) > 1
+              and n not in graph.outputs}
+
+    def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
+        if not any(i in shared for i in n.inputs):
+            return None
+        fresh = [g.add_copy(i, []) if i in shared else new for i, new in zip(n.inputs, ins)]
+        return g.add_copy(n, fresh)
+
+    return dce(rewrite(graph, fn)) if shared else graph
+
+
+def fingerprint(graph: Graph) -> tuple:
+    """What a pass can change, as a comparable value (names aside)."""
+    pos = {n: i for i, n in enumerate(graph.nodes)}
+    nodes = tuple((n.op, n.target, tuple(pos[i] for i in n.inputs), freeze(n.attrs), n.type,
+                   n.value.tobytes() if n.op == "constant" else None) for n in graph.nodes)
+    return nodes, tuple(pos[o] for o in graph.outputs)
+
+
 # ---------------------------------------------------------------- the stage
 
 # The `optimized` stage, in order; `optimize` repeats the list until nothing changes.
@@ -272,24 +300,27 @@ PASSES: list[tuple[str, Pass]] = [
 ]
 
 
+# After the fixed point (CSE would merge their work back)
+FINAL_PASSES: list[tuple[str, Pass]] = [("split_fills", split_fills)]
+
+
 def optimize(graph: Graph, *, passes: list[tuple[str, Pass]] | None = None,
              check: Callable[[str, Graph, Graph], None] | None = None, max_rounds: int = 10) -> Graph:
-    """Run `passes` (default PASSES) to a fixed point; `check(name, before, after)` after each pass."""
+    """Run `passes` (default PASSES) to a fixed point, then FINAL_PASSES (with the default passes);
+    `check(name, before, after)` after each pass."""
+    def run(name, p):
+        nonlocal graph
+        after = p(graph)
+        if check is not None:
+            check(name, graph, after)
+        graph = after
+
     for _ in range(max_rounds):
         start = fingerprint(graph)
         for name, p in passes or PASSES:
-            after = p(graph)
-            if check is not None:
-                check(name, graph, after)
-            graph = after
+            run(name, p)
         if fingerprint(graph) == start:
             break
+    for name, p in FINAL_PASSES if passes is None else []:
+        run(name, p)
     return graph
-
-
-def fingerprint(graph: Graph) -> tuple:
-    """What a pass can change, as a comparable value (names aside)."""
-    pos = {n: i for i, n in enumerate(graph.nodes)}
-    nodes = tuple((n.op, n.target, tuple(pos[i] for i in n.inputs), freeze(n.attrs), n.type,
-                   n.value.tobytes() if n.op == "constant" else None) for n in graph.nodes)
-    return nodes, tuple(pos[o] for o in graph.outputs)

@@ -60,7 +60,7 @@ def test_lenet_explains_why_pooling_did_not_fuse_into_the_conv():
                for t in texts)
     conv_rejection = next(r for r in plan.rejections if r.group is plan.groups[0])
     assert conv_rejection.producer is plan.groups[0].outputs[0] and conv_rejection.consumer.target == "unfold"
-    assert "rejections (5):" in str(plan) and "group 0 [conv2d] conv2d + bias + relu: 7 nodes" in str(plan)
+    assert "rejections (5):" in str(plan) and "group 0 [conv2d] conv2d + bias + relu: 8 nodes" in str(plan)
 
 
 def test_sin_mlp_and_logistic_regression_groups():
@@ -211,5 +211,5 @@ def test_relu_zero_is_not_shared_across_kernels():
     a, b = relu(g, x), relu(g, g.call("exp", [x]))
     g.outputs = [g.call("sum", [a], dict(dims=(0,), keepdim=False)), g.call("max", [b], dict(dims=(0,), keepdim=False))]
     out = cleanup.optimize(g)
-    assert sum(n.target == "full" for n in out.nodes) == 2  # CSE leaves sources alone
+    assert sum(n.target == "full" for n in out.nodes) == 4  # CSE leaves sources alone; split_fills: one per use
     assert [grp.pattern for grp in fuse(out).groups] == ["reduction", "reduction"]

@@ -12,7 +12,7 @@ from graphtorch.compiler.errors import GraphtorchCompileError
 from graphtorch.compiler.fusion import fuse
 from graphtorch.compiler.ir import Graph
 from graphtorch.compiler.llvm import build, single_groups
-from graphtorch.compiler.llvm.module import split
+from graphtorch.compiler.llvm.module import PARALLEL_WORK, split, work
 from graphtorch.runtime import get_num_threads, set_num_threads
 
 
@@ -88,7 +88,7 @@ def test_one_and_two_threads_give_identical_results():
         one = build(g, fuse(g).groups, cache=False)(*args)
         set_num_threads(2)
         exe = build(g, fuse(g).groups, cache=False)
-        assert exe.work >= 1 << 17  # large enough to run on the pool
+        assert exe.parallel  # some kernel is large enough to run on the pool
         for _ in range(3):
             for x, y in zip(one, exe(*args)):
                 np.testing.assert_array_equal(x, y)
@@ -185,3 +185,52 @@ def test_a_small_graph_stays_one_unrolled_module():
     g = small_graph()
     part_of, unroll = split(single_groups(g))
     assert unroll == [True] and set(part_of.values()) == {0}
+
+
+def test_small_kernels_run_on_thread_zero_without_barriers_between_them():
+    g = _many_kernels_graph()  # 8x16 outputs: every kernel is below PARALLEL_WORK
+    groups = fuse(g).groups
+    assert all(work(gr) < PARALLEL_WORK for gr in groups)
+    saved = get_num_threads()
+    try:
+        set_num_threads(2)
+        exe = build(g, groups, cache=False)
+        assert not exe.parallel  # the runtime calls `run` once, on this thread
+        entry = exe.native.parts[0].text.split('define void @"run"')[1].split("\n}")[0]
+        assert '@"gt.barrier"' not in entry
+        bg = big_graph()
+        big = build(bg, fuse(bg).groups, cache=False)
+        assert big.parallel and '@"gt.barrier"' in big.native.parts[0].text
+    finally:
+        set_num_threads(saved)
+
+
+def test_kernel_times_count_every_kernel_when_asked(monkeypatch):
+    g = small_graph()
+    with pytest.raises(RuntimeError, match="GRAPHTORCH_KERNEL_TIMES=1"):
+        build(g, single_groups(g), cache=False, timed=False).kernel_times()
+    monkeypatch.setenv("GRAPHTORCH_KERNEL_TIMES", "1")
+    exe = build(g, single_groups(g), cache=False)
+    x = np.ones((3, 5), np.float32)
+    for _ in range(3):
+        exe(x, x)
+    times = exe.kernel_times()
+    assert sorted(gr.id for gr, _ in times) == [gr.id for gr in exe.groups]
+    assert all(us > 0 for _, us in times) and times[0][1] >= times[-1][1]
+    np.testing.assert_array_equal(exe(x, x)[0], np.maximum(x * x, x))  # timing changes no result
+
+
+def test_an_input_computed_in_place_is_read_through_the_output_pointer():
+    g = Graph()
+    a = g.input("a", TensorType((64, 64), dt.float32))
+    h = g.call("exp", [a])
+    g.outputs = [g.call("sum", [g.call("mul", [g.call("sin", [h]), h])], {"dims": (1,), "keepdim": False})]
+    groups = single_groups(g)
+    exe = build(g, groups, cache=False)
+    mul = next(gr for gr in groups if gr.outputs[0].target == "mul")
+    assert "in place of %2" in exe.plan.report()  # sin's bytes become mul's
+    header = next(line for line in exe.native.ir_text.split("\n") if f'@"kernel{mul.id}.single"(' in line
+                  and line.startswith("define"))
+    assert 'ptr %"2"' in header and 'ptr noalias %"3"' in header  # sin's twin argument is unused
+    x = np.random.default_rng(3).uniform(-1, 1, (64, 64)).astype(np.float32)
+    np.testing.assert_allclose(exe(x)[0], interpret(g, x)[0], rtol=1e-5, atol=1e-4)

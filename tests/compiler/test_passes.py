@@ -176,7 +176,7 @@ def test_lenet_loses_only_redundant_nodes():
     g = lenet()
     out = cleanup.optimize(g)
     assert _count(out, "pad") == 0 and _count(out, "conv2d") == 2 and _count(out, "matmul") == 2
-    assert _count(out, "full") == 3 and _count(out, "expand") == 4  # 3 relu zeros are fulls of their shape now
+    assert _count(out, "full") == 6 and _count(out, "expand") == 4  # 3 relu zeros, one per use (split_fills)
 
 
 def test_check_hook_runs_after_every_pass_and_catches_a_broken_pass():
@@ -194,3 +194,18 @@ def test_check_hook_runs_after_every_pass_and_catches_a_broken_pass():
                          check=lambda name, before, after: verify_rewrite(name, before, after, "optimized"))
     assert e.value.code == "GT030"
     verify(sin_mlp())
+
+
+def test_split_fills_gives_each_use_its_own_fill_and_keeps_values():
+    g = Graph()
+    x = g.input("x", TensorType((4, 5), dt.float32))
+    zero = g.call("full", [], {"shape": (4, 5), "value": 0.0, "dtype": dt.float32})
+    y = g.call("where", [g.call("le", [x, zero]), zero, x])
+    g.outputs = [y, zero]  # a fill that is an output stays shared
+    assert cleanup.split_fills(g) is g
+    g.outputs = [y]
+    out = cleanup.split_fills(g)
+    fills = [n for n in out.nodes if n.target == "full"]
+    assert len(fills) == 2 and all(len(out.users()[f]) == 1 for f in fills)
+    a = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    np.testing.assert_array_equal(interpreter.run(out, [a])[0], interpreter.run(g, [a])[0])

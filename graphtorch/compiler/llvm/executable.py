@@ -10,8 +10,11 @@ once per Executable, so a call costs a few microseconds of Python.
 from __future__ import annotations
 
 import ctypes
+import functools
+import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,24 +23,24 @@ from ...runtime import JITError, Part, compile_ir, get_num_threads, pool
 from ..errors import GraphtorchCompileError
 from ..ir import Graph, Group, Node
 from ..memory_plan import MemoryPlan, plan_memory
-from ..primitives import Kind
 from .module import ERROR_CODE, ERROR_DIM, ERROR_INDEX, ERROR_SIZE, STATUS_SLOTS, Layout, build_module
 
 ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
-PARALLEL_WORK = 1 << 17  # elements (or multiply-adds / 16): below this a graph runs on the calling thread
 
 
 def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads: int | None = None,
-          dump: str | Path | None = None, cache: bool = True) -> Executable:
+          dump: str | Path | None = None, cache: bool = True, timed: bool | None = None) -> Executable:
     """Compile `groups` (in order) into native code for this CPU.
 
     num_threads fixes the thread count; None follows runtime.get_num_threads() at each call.
     dump: a directory that receives <name>.ll, <name>.opt.ll, <name>.s and <name>.plan.txt.
+    timed: count each kernel's time (`Executable.kernel_times`); None follows $GRAPHTORCH_KERNEL_TIMES.
     """
     plan = plan_memory(graph, groups)
     max_threads = num_threads or max(get_num_threads(), 1)
+    timed = os.environ.get("GRAPHTORCH_KERNEL_TIMES", "") not in ("", "0") if timed is None else timed
     try:
-        modules, layout = build_module(graph, groups, plan, name=name, max_threads=max_threads)
+        modules, layout = build_module(graph, groups, plan, name=name, max_threads=max_threads, timed=timed)
     except GraphtorchCompileError:
         raise
     except Exception as e:  # a lowering bug: say which, keep the traceback
@@ -58,6 +61,17 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
         _write(dump, name, {".ll": ir_text, ".opt.ll": exe.artifacts["llvm_ir_optimized"],
                             ".s": exe.artifacts["asm"], ".plan.txt": plan.report()})
     return exe
+
+
+@functools.cache
+def cycles_per_us() -> float:
+    """The cycle counter's rate (llvm.readcyclecounter is rdtsc on x86: constant, not the core clock)."""
+    native = compile_ir("declare i64 @llvm.readcyclecounter()\ndefine i64 @now() {\n  %t = call i64 "
+                        "@llvm.readcyclecounter()\n  ret i64 %t\n}\n")
+    now = ctypes.CFUNCTYPE(ctypes.c_int64)(native.address("now"))
+    t0, c0 = time.perf_counter(), now()
+    time.sleep(0.02)
+    return (now() - c0) / ((time.perf_counter() - t0) * 1e6)
 
 
 def _write(directory: str | Path, name: str, files: dict[str, str]) -> None:
@@ -97,7 +111,7 @@ class Executable:
         self.native, self.from_cache = native, native.from_cache
         self.artifacts = _Artifacts(native)
         self.num_threads, self.max_threads = num_threads, max_threads
-        self.work = sum(_work(g) for g in groups)
+        self.parallel = layout.parallel  # some kernel is worth splitting across threads
         self._entry = ENTRY(native.address("run"))
         self._inputs = graph.inputs
         self._specs = [(tuple(n.type.shape), n.type.dtype.np) for n in self._inputs]
@@ -110,7 +124,8 @@ class Executable:
         # memory that lives as long as the executable: status words, workspace, arena, constants
         self._table = (ctypes.c_void_p * layout.n_slots)()
         self._table_addr = ctypes.addressof(self._table)
-        self._status = np.zeros(STATUS_SLOTS, np.int64)
+        self._status = np.zeros(STATUS_SLOTS + len(groups) * layout.timed, np.int64)
+        self.calls = 0
         self._workspace, ws = _aligned(layout.workspace_bytes)
         self._arena, arena = _aligned(plan.arena_bytes)
         self._table[Layout.STATUS], self._table[Layout.WORKSPACE], self._table[Layout.ARENA] = self._status.ctypes.data, ws, arena
@@ -132,6 +147,7 @@ class Executable:
             for slot, shape, dtype in self._out_slots:
                 outs[slot] = self._output_buffer(slot, shape, dtype)
             self._run()
+            self.calls += 1
             if self._status[ERROR_CODE]:
                 self._raise_status()
         return [self._output(o, inputs, outs) for o in self.graph.outputs]
@@ -157,11 +173,20 @@ class Executable:
 
     def _run(self) -> None:
         n = self.num_threads or min(get_num_threads(), self.max_threads)
-        if n <= 1 or self.work < PARALLEL_WORK:
+        if n <= 1 or not self.parallel:
             self._entry(self._table_addr, 0, 1)
         else:
             entry, table = self._entry, self._table_addr
             pool().run(lambda tid, n: entry(table, tid, n), n)
+
+    def kernel_times(self) -> list[tuple[Group, float]]:
+        """(group, mean microseconds per call) for each kernel, slowest first: thread 0's time in the
+        kernel and at the barrier after it. Needs build(timed=True) or GRAPHTORCH_KERNEL_TIMES=1."""
+        if len(self._status) == STATUS_SLOTS:
+            raise RuntimeError(f"{self.name} was built without kernel timing: set GRAPHTORCH_KERNEL_TIMES=1 "
+                               "(or build(..., timed=True)) before compiling")
+        us = self._status[STATUS_SLOTS:] / (cycles_per_us() * max(self.calls, 1))
+        return sorted(zip(self.groups, us.tolist()), key=lambda gt: -gt[1])
 
     def _raise_status(self) -> None:
         bad, dim, size = (int(self._status[k]) for k in (ERROR_INDEX, ERROR_DIM, ERROR_SIZE))
@@ -175,13 +200,3 @@ class Executable:
             return np.array(node.value)
         return outs[self._out_slot_of[node]]
 
-
-def _work(group: Group) -> int:
-    """A rough size of a kernel's work, to decide whether threads pay off."""
-    anchor = group.anchor
-    if anchor is not None and anchor.prim.kind is Kind.OUT_FUSABLE:
-        a, b = anchor.inputs
-        depth = b.type.numel // b.type.shape[0] if anchor.target == "conv2d" else a.type.shape[-1]
-        return anchor.type.numel * depth // 16
-    sizes = [group.outputs[0].type.numel] + [i.type.numel for i in group.inputs]
-    return max(sizes) if sizes else 0

@@ -46,6 +46,7 @@ from ..dtypes import DType
 from ..errors import GraphtorchCompileError
 from ..ir import Graph, Group, Node
 from ..memory_plan import MemoryPlan
+from ..primitives import Kind
 from . import index, scalar
 from .scalar import I64
 
@@ -239,6 +240,8 @@ class Layout:
     n_slots: int
     workspace_bytes: int = 0
     constants: list[Node] = field(default_factory=list)
+    parallel: bool = False  # some kernel runs on every thread (else the runtime calls `run` on one)
+    timed: bool = False  # status words STATUS_SLOTS + k accumulate thread 0's cycles in kernel k
 
     STATUS, WORKSPACE, ARENA, FIRST = 0, 1, 2, 3
 
@@ -265,11 +268,13 @@ def make_layout(graph: Graph, groups: list[Group], plan: MemoryPlan) -> Layout:
 
 
 def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: str = "graph",
-                 max_threads: int = 1) -> tuple[list[tuple[ir.Module, bool]], Layout]:
+                 max_threads: int = 1, timed: bool = False) -> tuple[list[tuple[ir.Module, bool]], Layout]:
     """The modules (see `split`), each with whether to unroll it: one kernel per group, and
     `void run(void **table, i64 tid, i64 nthreads)` in the first, which calls the others' kernels
-    (external functions there)."""
+    (external functions there). timed: `run` adds the cycles thread 0 spends in (and waiting after)
+    kernel k to status word STATUS_SLOTS + k."""
     layout = make_layout(graph, groups, plan)
+    layout.timed = timed
     part_of, unroll = split(groups)
     modules = [ir.Module(name=name if k == 0 else f"{name}.part{k}") for k in range(len(unroll))]
     for m in modules:
@@ -285,18 +290,38 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
             return slot(layout.slots[node])
         return b.gep(arena, [index.i64(layout.offsets[node])], inbounds=True, source_etype=scalar.I8)
 
+    serial = [work(g) < PARALLEL_WORK for g in groups]
+    layout.parallel = not all(serial)
     for k, group in enumerate(groups):
         nodes = list(dict.fromkeys([*group.inputs, group.outputs[0]]))
         kernel = _kernel(modules[part_of[group]], group, nodes, layout, max_threads)
         if part_of[group]:  # defined in another part: exported there, declared here
             kernel.linkage = "external"
             kernel = ir.Function(modules[0], kernel.ftype, kernel.name)
-        if k:
+        if k and not (serial[k] and serial[k - 1]):  # thread 0 runs a run of serial kernels in order
             b.call(barrier_function(modules[0]), [status, nthreads])
-        b.call(kernel, [buffer(n) for n in nodes] + [status, workspace, tid, nthreads])
+        args = [buffer(n) for n in nodes] + [status, workspace]
+        start = _cycles(b) if timed else None
+        if serial[k]:
+            with b.if_then(b.icmp_signed("==", tid, index.i64(0))):
+                b.call(kernel, args + [index.i64(0), index.i64(1)])
+        else:
+            b.call(kernel, args + [tid, nthreads])
+        if timed:
+            _add_cycles(b, status, tid, STATUS_SLOTS + k, start)
     b.ret_void()
     _share_helpers(modules)
     return list(zip(modules, unroll)), layout
+
+
+def _cycles(b: ir.IRBuilder) -> ir.Value:
+    return b.call(scalar.function(b.module, "llvm.readcyclecounter", I64, []), [])
+
+
+def _add_cycles(b: ir.IRBuilder, status: ir.Value, tid: ir.Value, word: int, start: ir.Value) -> None:
+    with b.if_then(b.icmp_signed("==", tid, index.i64(0))):
+        ptr = b.gep(status, [index.i64(word)], inbounds=True, source_etype=I64)
+        b.store(b.add(b.load(ptr, typ=I64), b.sub(_cycles(b), start)), ptr)
 
 
 # LLVM's cost per kernel with the unroller off, in units of about 15 ms (measured on the LeNet
@@ -353,6 +378,23 @@ def _share_helpers(modules: list[ir.Module]) -> None:
                 fn.blocks, fn.linkage = [], ""
 
 
+# elements (or multiply-adds / 16): a kernel with less work runs on thread 0 alone, with no barrier
+# between it and a neighbour that does too; splitting it would cost more in barriers (a few us
+# each, far more when another process holds the other core) than it saves
+PARALLEL_WORK = 1 << 17
+
+
+def work(group: Group) -> int:
+    """A rough size of a kernel's work, to decide whether threads pay off."""
+    anchor = group.anchor
+    if anchor is not None and anchor.prim.kind is Kind.OUT_FUSABLE:
+        a, b = anchor.inputs
+        depth = b.type.numel // b.type.shape[0] if anchor.target == "conv2d" else a.type.shape[-1]
+        return anchor.type.numel * depth // 16
+    sizes = [group.outputs[0].type.numel] + [i.type.numel for i in group.inputs]
+    return max(sizes) if sizes else 0
+
+
 def _kernel(module: ir.Module, group: Group, nodes: list[Node], layout: Layout, max_threads: int) -> ir.Function:
     fnty = ir.FunctionType(ir.VoidType(), [PTR] * (len(nodes) + 2) + [I64, I64])
     fn = ir.Function(module, fnty, f"kernel{group.id}.{group.pattern.replace(':', '.')}")
@@ -360,12 +402,20 @@ def _kernel(module: ir.Module, group: Group, nodes: list[Node], layout: Layout, 
     # each kernel is called once from `run`: inlining them all there gains nothing at run time and
     # made optimizing the LeNet train step 1.6 s instead of 1.15 s
     fn.attributes.add("noinline")
+    root = group.outputs[0]
+    # an input the memory plan computes in place (the output takes its exact bytes) is read through
+    # the output's pointer: with two pointers to the same bytes LLVM's vectorizer guards the loop
+    # with an overlap check that sends exact in-place to the scalar loop (relu was 8x slower)
+    in_place = {n for n in nodes if n is not root and _same_bytes(n, root, layout)}
+    distinct = [n for n in nodes if n not in in_place]
     for arg, node in zip(fn.args, nodes):
         arg.name = node.name.lstrip("%")
-        if not _may_alias(node, nodes, layout):
+        if node in distinct and not _may_alias(node, distinct, layout):
             arg.add_attribute("noalias")
     *bufs, status, ws, tid, nthreads = fn.args
-    ctx = LoweringContext(module, fn, group, dict(zip(nodes, bufs)), status, ws, tid, nthreads, max_threads)
+    buffers = dict(zip(nodes, bufs))
+    buffers.update((n, buffers[root]) for n in in_place)
+    ctx = LoweringContext(module, fn, group, buffers, status, ws, tid, nthreads, max_threads)
     lowering_for(group)(ctx, group)
     ctx.builder.ret_void()
     ctx._allocas.branch(fn.blocks[1])
@@ -384,6 +434,11 @@ def _may_alias(node: Node, nodes: list[Node], layout: Layout) -> bool:
             if olo < hi and lo < olo + _nbytes(other):
                 return True
     return False
+
+
+def _same_bytes(a: Node, b: Node, layout: Layout) -> bool:
+    return a in layout.offsets and b in layout.offsets and layout.offsets[a] == layout.offsets[b] \
+        and _nbytes(a) == _nbytes(b)
 
 
 def _nbytes(node: Node) -> int:
