@@ -209,7 +209,8 @@ class CompiledFunction:
         n = entry.num_outputs
         outs = [Tensor._wrap(a) for a in results[:n]]
         for t, value in zip(entry.mutated, results[n:n + len(entry.mutated)]):
-            np.copyto(t._data, value)
+            if value is not t._data:  # else the graph wrote it in place (a donated input)
+                np.copyto(t._data, value)
             t._version[0] += 1
         n += len(entry.mutated)
         for t, value in zip(entry.grads_written, results[n:n + len(entry.grads_written)]):
@@ -370,11 +371,19 @@ def assemble(key, traced: Traced, backend: str, dump_dir: str | None) -> Entry:
         feeds = [f for f, n in zip(traced.feeds, graph.inputs) if n not in traced.grad_inputs]
         num_saved = parts.num_saved
     else:
-        forward = compile_graph(graph, backend, dump_dir, "forward")
+        forward = compile_graph(graph, backend, dump_dir, "forward", _donations(traced))
         backward, feeds, num_saved = None, traced.feeds, 0
     return Entry(key, forward, backward, feeds, traced.out_spec, traced.num_outputs, traced.mutated,
                  traced.grads_written, traced.diff_sources, traced.grad_outputs, num_saved, traced.lifted_types,
                  traced.guards)
+
+
+def _donations(traced: Traced) -> list[tuple[int, int]]:
+    """(output, input) positions of each lifted tensor the graph updates: its new value may be
+    written over its own array instead of copied back after the call."""
+    lifted = {id(f[1]): k for k, f in enumerate(traced.feeds) if f[0] == "lifted"}
+    first = traced.num_outputs
+    return [(first + j, lifted[id(t)]) for j, t in enumerate(traced.mutated) if id(t) in lifted]
 
 
 def _sub(dump_dir: str | None, name: str) -> str | None:
@@ -393,8 +402,10 @@ class CompiledGraph:
         return self.run(arrays)
 
 
-def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str) -> CompiledGraph:
-    """Run the pipeline on `graph` and return `arrays -> arrays` for the chosen backend."""
+def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str,
+                  donate: list[tuple[int, int]] = ()) -> CompiledGraph:
+    """Run the pipeline on `graph` and return `arrays -> arrays` for the chosen backend (donate:
+    see llvm.build; the other backends ignore it)."""
     from .compiler.pipeline import run_pipeline
 
     artifacts = run_pipeline(graph, dump_dir=dump_dir)
@@ -407,7 +418,7 @@ def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str) -
         from .compiler import llvm
 
         with artifacts.timed("lowered"):
-            exe = llvm.build(optimized, artifacts.fusion.groups, name=name, dump=dump_dir)
+            exe = llvm.build(optimized, artifacts.fusion.groups, name=name, dump=dump_dir, donate=donate)
         return CompiledGraph(lambda arrays: exe(*arrays), artifacts, exe)
     if backend == "cuda":  # arrays in and out are host numpy arrays; the runtime copies them
         from .compiler import cuda

@@ -7,7 +7,10 @@ dies at that kernel (same shape and item size): every element is read before it 
 same index, so no copy and no second buffer are needed.
 
 Graph inputs, constants and graph outputs are not in the arena: inputs and constants belong to the
-caller, outputs are allocated per call so results handed to the user are never overwritten.
+caller, outputs are allocated per call so results handed to the user are never overwritten. The
+exception is a donated input (a parameter or optimizer state that the graph updates): its new
+value is written over it, by the same rule as in-place reuse, instead of into a fresh output that
+the caller would copy back.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class MemoryPlan:
     peak_bytes: int  # the most bytes live at one step: the best any placement can do
     alignment: int = 64
     sizes: dict[Node, int] = field(default_factory=dict)
+    donated: dict[Node, Node] = field(default_factory=dict)  # graph output -> the graph input it is written over
 
     def report(self) -> str:
         lines = [f"arena {self.arena_bytes} bytes, peak live {self.peak_bytes} bytes, "
@@ -35,6 +39,7 @@ class MemoryPlan:
             first, last = self.intervals[n]
             reuse = f"  (in place of {self.inplace[n].name})" if n in self.inplace else ""
             lines.append(f"  {n.name:>6} : {str(n.type):<24} @ {off:>10}  steps {first}..{last}{reuse}")
+        lines += [f"  output {o.name} is written over input {i.name}" for o, i in self.donated.items()]
         return "\n".join(lines)
 
 
@@ -46,8 +51,10 @@ def _round_up(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
-def plan_memory(graph: Graph, groups: list[Group], *, alignment: int = 64) -> MemoryPlan:
-    """Plan the arena for `groups` run in list order."""
+def plan_memory(graph: Graph, groups: list[Group], *, alignment: int = 64,
+                donate: list[tuple[Node, Node]] = ()) -> MemoryPlan:
+    """Plan the arena for `groups` run in list order. `donate`: (graph output, graph input) pairs
+    whose output may overwrite the input; those that are safe end up in `donated`."""
     outputs = set(graph.outputs)
     intervals = _intervals(groups)
     resident = [g.outputs[0] for g in groups if g.outputs[0] not in outputs]
@@ -67,7 +74,28 @@ def plan_memory(graph: Graph, groups: list[Group], *, alignment: int = 64) -> Me
     offsets = {n: block_offsets[owner[n]] for n in resident}
     arena = max((block_offsets[b] + _round_up(nbytes(b), alignment) for b in span), default=0)
     return MemoryPlan(offsets, intervals, inplace, arena, _peak(span, len(groups), alignment), alignment,
-                      {n: nbytes(n) for n in resident})
+                      {n: nbytes(n) for n in resident}, _donations(graph, groups, donate))
+
+
+def _donations(graph: Graph, groups: list[Group], donate: list[tuple[Node, Node]]) -> dict[Node, Node]:
+    """The pairs where the output's kernel is elementwise, reads the input at the same shape and is
+    the input's last reader: every element is read before it is written, as for in-place reuse."""
+    last_read: dict[Node, int] = {}
+    step_of: dict[Node, int] = {}
+    for step, g in enumerate(groups):
+        step_of[g.outputs[0]] = step
+        for i in g.inputs:
+            last_read[i] = step
+    out: dict[Node, Node] = {}
+    for o, i in donate:
+        step = step_of.get(o)
+        if step is None or graph.outputs.count(o) != 1 or i in out.values() or o in out:
+            continue
+        g = groups[step]
+        if (i in g.inputs and last_read[i] == step and all(n.prim.kind is Kind.ELEMENTWISE for n in g.nodes)
+                and i.type.shape == o.type.shape and i.type.dtype.itemsize == o.type.dtype.itemsize):
+            out[o] = i
+    return out
 
 
 def _intervals(groups: list[Group]) -> dict[Node, tuple[int, int]]:

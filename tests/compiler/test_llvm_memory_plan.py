@@ -53,3 +53,49 @@ def test_live_values_never_share_memory():
 def test_in_place_chain_computes_the_right_values():
     g = chain()
     assert_match(g, values((64, 33), dt.float32, np.random.default_rng(1)), rtol=1e-6)
+
+
+def _sgd_like():
+    """w' = w - 0.1 * g and m' = 0.9 * m + g; the update also reads w at another step when asked."""
+    g = Graph()
+    w, grad, m = (g.input(n, TensorType((8, 16), dt.float32)) for n in ("w", "g", "m"))
+    lr = g.call("full", [], {"shape": (8, 16), "value": 0.1, "dtype": dt.float32})
+    w_new = g.call("sub", [w, g.call("mul", [lr, grad])])
+    m_new = g.call("add", [g.call("mul", [g.call("full", [], {"shape": (8, 16), "value": 0.9, "dtype": dt.float32}), m]), grad])
+    total = g.call("sum", [w], {"dims": (0, 1), "keepdim": False})  # a reader of w outside the update
+    g.outputs = [total, w_new, m_new]
+    return g
+
+
+def test_donated_inputs_are_written_over_only_when_safe():
+    from graphtorch.compiler.fusion import fuse
+    from graphtorch.compiler.llvm import build
+
+    g = _sgd_like()
+    groups = fuse(g).groups
+    plan = plan_memory(g, groups, donate=[(g.outputs[1], g.inputs[0]), (g.outputs[2], g.inputs[2])])
+    w_group = next(k for k, gr in enumerate(groups) if gr.outputs[0] is g.outputs[1])
+    sum_group = next(k for k, gr in enumerate(groups) if gr.outputs[0] is g.outputs[0])
+    assert plan.donated[g.outputs[2]] is g.inputs[2]  # m is read by its update alone
+    assert (g.outputs[1] in plan.donated) == (sum_group < w_group)  # w only if sum(w) ran first
+    assert "is written over input %m" in plan.report()
+    rng = np.random.default_rng(0)
+    w, grad, m = (rng.standard_normal((8, 16)).astype(np.float32) for _ in range(3))
+    want_w, want_m = w - np.float32(0.1) * grad, np.float32(0.9) * m + grad
+    exe = build(g, groups, cache=False, donate=[(1, 0), (2, 2)])
+    m_in, w_in = m.copy(), w.copy()
+    total, w_out, m_out = exe(w_in, grad, m_in)
+    assert m_out is m_in  # the new m is the caller's array, updated in place
+    np.testing.assert_allclose(m_in, want_m, rtol=1e-6, atol=1e-6)  # (an FMA rounds once)
+    np.testing.assert_allclose(w_out, want_w, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(total, w.sum(), rtol=1e-5)  # sum read the old w, whatever the order
+
+
+def test_no_donation_for_a_non_elementwise_or_reshaped_update():
+    g = Graph()
+    x = g.input("x", TensorType((4, 6), dt.float32))
+    t = g.call("permute", [g.call("exp", [x])], {"dims": (1, 0)})
+    s = g.call("sum", [x], {"dims": (1,), "keepdim": True})
+    g.outputs = [t, g.call("expand", [s], {"shape": (4, 6)})]
+    plan = plan_memory(g, single_groups(g), donate=[(g.outputs[0], x), (g.outputs[1], x)])
+    assert plan.donated == {}

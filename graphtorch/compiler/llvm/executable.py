@@ -29,14 +29,17 @@ ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 
 
 def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads: int | None = None,
-          dump: str | Path | None = None, cache: bool = True, timed: bool | None = None) -> Executable:
+          dump: str | Path | None = None, cache: bool = True, timed: bool | None = None,
+          donate: list[tuple[int, int]] = ()) -> Executable:
     """Compile `groups` (in order) into native code for this CPU.
 
     num_threads fixes the thread count; None follows runtime.get_num_threads() at each call.
     dump: a directory that receives <name>.ll, <name>.opt.ll, <name>.s and <name>.plan.txt.
     timed: count each kernel's time (`Executable.kernel_times`); None follows $GRAPHTORCH_KERNEL_TIMES.
+    donate: (output index, input index) pairs: the output may be written over the input's array,
+    which the call then returns as that output (memory_plan decides which pairs are safe).
     """
-    plan = plan_memory(graph, groups)
+    plan = plan_memory(graph, groups, donate=[(graph.outputs[o], graph.inputs[i]) for o, i in donate])
     max_threads = num_threads or max(get_num_threads(), 1)
     timed = os.environ.get("GRAPHTORCH_KERNEL_TIMES", "") not in ("", "0") if timed is None else timed
     try:
@@ -116,7 +119,9 @@ class Executable:
         self._inputs = graph.inputs
         self._specs = [(tuple(n.type.shape), n.type.dtype.np) for n in self._inputs]
         self._input_slots = [layout.slots[n] for n in self._inputs]
-        self._out_slot_of = {o: layout.slots[o] for o in dict.fromkeys(graph.outputs) if o.op == "call"}
+        self._donor = {o: graph.inputs.index(i) for o, i in plan.donated.items()}  # output -> input it overwrites
+        self._out_slot_of = {o: layout.slots[o] for o in dict.fromkeys(graph.outputs)
+                             if o.op == "call" and o not in self._donor}
         self._out_slots = [(slot, o.type.shape, o.type.dtype.np) for o, slot in self._out_slot_of.items()]
         self._lock = threading.Lock()
         self._spare: dict[int, np.ndarray] = {}
@@ -194,6 +199,8 @@ class Executable:
         raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
 
     def _output(self, node: Node, inputs: list[np.ndarray], outs: dict[int, np.ndarray]) -> np.ndarray:
+        if node in self._donor:
+            return inputs[self._donor[node]]
         if node.op == "input":
             return inputs[self._inputs.index(node)].copy()
         if node.op == "constant":

@@ -260,6 +260,8 @@ def make_layout(graph: Graph, groups: list[Group], plan: MemoryPlan) -> Layout:
             elif i.op == "call" and i not in computed:
                 raise GraphtorchCompileError("GT042", f"group {g.id} reads {i.name}, which no group computes",
                                              i.loc, stage="lowered")
+    for o, i in plan.donated.items():  # written over its input: the same table entry
+        slots[o] = slots[i]
     for o in graph.outputs:
         if o in computed and o not in slots:
             slots[o] = Layout.FIRST + len(slots)
@@ -437,6 +439,9 @@ def _may_alias(node: Node, nodes: list[Node], layout: Layout) -> bool:
 
 
 def _same_bytes(a: Node, b: Node, layout: Layout) -> bool:
+    """The same memory: one table slot (a donated input), or one arena range (in-place reuse)."""
+    if a in layout.slots or b in layout.slots:
+        return layout.slots.get(a) == layout.slots.get(b)
     return a in layout.offsets and b in layout.offsets and layout.offsets[a] == layout.offsets[b] \
         and _nbytes(a) == _nbytes(b)
 
