@@ -197,14 +197,9 @@ class CompiledFunction:
 
     # ---------------------------------------------------------------- running
     def _run(self, entry: Entry, flat: list):
-        arrays = []
-        for feed in entry.feeds:
-            if feed[0] == "arg":
-                arrays.append(_contiguous(flat[feed[1]]._data))
-            elif feed[0] == "lifted":
-                arrays.append(_contiguous(feed[1]._data))
-            else:
-                arrays.append(feed[1].next_key(feed[2])._data)
+        # non-contiguous arrays are the backend's to copy (a donated one is then copied back below)
+        arrays = [flat[f[1]]._data if f[0] == "arg" else f[1]._data if f[0] == "lifted" else f[1].next_key(f[2])._data
+                  for f in entry.feeds]
         results = entry.forward(arrays)
         n = entry.num_outputs
         outs = [Tensor._wrap(a) for a in results[:n]]
