@@ -261,6 +261,43 @@ _RULES = {
 }
 
 
+# ---------------------------------------------------------------- relu masks from relu outputs
+
+
+def relu_masks_from_outputs(graph: Graph) -> Graph:
+    """Where relu's mask m = le(x, c) also feeds the backward, compute that copy from the output
+    y = where(m, d, x) instead: le(y, c) is m whenever d <= c (x <= c gives y = d <= c; x > c and
+    NaN give y = x). Then x has no reader outside relu, so relu joins its matmul's or conv's
+    epilogue and the backward reads y, which the next layer's weight gradient reads anyway,
+    rather than a mask kernel's buffer and x (PyTorch's threshold_backward reads the output too)."""
+    relu_of: dict[Node, Node] = {}  # mask -> the relu output that can stand in for its other users
+    for y in graph.nodes:
+        if y.op == "call" and y.target == "where" and y.inputs[0].op == "call" and y.inputs[0].target == "le":
+            m, d, x = y.inputs
+            c = m.inputs[1]
+            dv, cv = _splat(d), _splat(c)
+            if m.inputs[0] is x and dv is not None and cv is not None and dv <= cv and m not in relu_of:
+                relu_of[m] = y
+    users = graph.users()
+    if not any(len(users[m]) > 1 for m in relu_of):
+        return graph
+    new_of: dict[Node, Node] = {}
+    standin: dict[Node, Node] = {}  # mask -> le(y, c) in the new graph
+
+    def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
+        fresh = list(ins)
+        for k, i in enumerate(n.inputs):
+            y = relu_of.get(i)
+            if y is not None and n is not y and y in new_of:  # a later reader: the stand-in
+                if i not in standin:
+                    standin[i] = g.call("le", [new_of[y], new_of[i.inputs[1]]], dict(i.attrs), loc=i.loc, origin=i.origin)
+                fresh[k] = standin[i]
+        new_of[n] = g.add_copy(n, fresh)
+        return new_of[n]
+
+    return dce(rewrite(graph, fn))
+
+
 # ---------------------------------------------------------------- fills, one per user
 
 
@@ -301,7 +338,7 @@ PASSES: list[tuple[str, Pass]] = [
 
 
 # After the fixed point (CSE would merge their work back)
-FINAL_PASSES: list[tuple[str, Pass]] = [("split_fills", split_fills)]
+FINAL_PASSES: list[tuple[str, Pass]] = [("relu_masks_from_outputs", relu_masks_from_outputs), ("split_fills", split_fills)]
 
 
 def optimize(graph: Graph, *, passes: list[tuple[str, Pass]] | None = None,

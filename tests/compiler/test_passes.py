@@ -209,3 +209,36 @@ def test_split_fills_gives_each_use_its_own_fill_and_keeps_values():
     assert len(fills) == 2 and all(len(out.users()[f]) == 1 for f in fills)
     a = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
     np.testing.assert_array_equal(interpreter.run(out, [a])[0], interpreter.run(g, [a])[0])
+
+
+def _relu_with_backward_mask():
+    """y = relu(x) as traced (where(le(x, 0), 0, x)) and a backward where(le(x, 0), 0, g) on the same mask."""
+    g = Graph()
+    x, grad = g.input("x", TensorType((4, 5), dt.float32)), g.input("g", TensorType((4, 5), dt.float32))
+    zero = g.call("full", [], {"shape": (4, 5), "value": 0.0, "dtype": dt.float32})
+    mask = g.call("le", [x, zero])
+    y = g.call("where", [mask, zero, x])
+    g.outputs = [y, g.call("where", [mask, zero, grad])]
+    return g
+
+
+def test_relu_mask_for_the_backward_is_read_from_the_relu_output():
+    g = _relu_with_backward_mask()
+    out = cleanup.relu_masks_from_outputs(g)
+    les = [n for n in out.nodes if n.target == "le"]
+    assert len(les) == 2 and les[1].inputs[0] is out.outputs[0]  # le(y, 0) feeds the backward where
+    assert out.users()[les[0]] == [out.outputs[0]]  # the forward mask now serves relu alone
+    a = np.array([[1.0, -1.0, 0.0, -0.0, np.nan], [np.inf, -np.inf, 1e-38, -1e-38, 3.0]] * 2, np.float32)
+    gr = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    for got, want in zip(interpreter.run(out, [a, gr]), interpreter.run(g, [a, gr])):
+        np.testing.assert_array_equal(got, want)
+    assert cleanup.relu_masks_from_outputs(out) is out  # nothing left to rewrite
+
+
+def test_relu_mask_rewrite_needs_a_fill_no_greater_than_the_threshold():
+    g2 = Graph()
+    x = g2.input("x", TensorType((3,), dt.float32))
+    mask = g2.call("le", [x, g2.call("full", [], {"shape": (3,), "value": 0.0, "dtype": dt.float32})])
+    y = g2.call("where", [mask, g2.call("full", [], {"shape": (3,), "value": 1.0, "dtype": dt.float32}), x])
+    g2.outputs = [y, g2.call("logical_not", [mask])]  # le(y, 0) would be wrong here: y = 1 where x <= 0
+    assert cleanup.relu_masks_from_outputs(g2) is g2
