@@ -77,6 +77,11 @@ class Part:
 
     text: str
     unroll: bool = True
+    cost: float = 0.0  # estimated LLVM work, to deal parts to cores (0: the text's length stands in)
+
+    @property
+    def weight(self) -> float:
+        return self.cost or len(self.text)
 
 
 def optimize(module: llvm.ModuleRef, tm: llvm.TargetMachine, unroll: bool = True) -> None:
@@ -167,17 +172,32 @@ def compile_ir(ir_text: str | Sequence[str | Part], *, options: str = "", cache:
 
 
 def compile_objects(parts: Sequence[Part]) -> list[bytes]:
-    """Object code for each part. With several parts and cores, all but the first compile in forked
-    worker processes while this one compiles the first: llvmlite serializes every LLVM call in a
-    process behind one lock, so threads would take turns. A worker that fails for any reason is
-    redone here, where a bad module raises its JITError."""
+    """Object code for each part. With several parts and cores, the parts are dealt to one lane per
+    core, heaviest first to the least loaded; this process compiles the first lane while forked
+    workers compile the others (llvmlite serializes every LLVM call in a process behind one lock,
+    so threads would take turns). A worker that fails for any reason is redone here, where a bad
+    module raises its JITError."""
     parts = list(parts)
-    workers = [_fork_compile(p) for p in parts[1:]] if _can_fork(len(parts)) else [None] * (len(parts) - 1)
-    objects = [_compile_object(parts[0])] if parts else []
-    for part, worker in zip(parts[1:], workers):
-        obj = worker.result() if worker is not None else None
-        objects.append(obj if obj is not None else _compile_object(part))
+    lanes = _lanes(parts, (os.cpu_count() or 1) if _can_fork(len(parts)) else 1)
+    workers = [(lane, _fork_compile([parts[i] for i in lane])) for lane in lanes[1:]]
+    objects: list[bytes | None] = [None] * len(parts)
+    for i in lanes[0]:
+        objects[i] = _compile_object(parts[i])
+    for lane, worker in workers:
+        for i, obj in zip(lane, worker.result() or [None] * len(lane)):
+            objects[i] = obj if obj is not None else _compile_object(parts[i])
     return objects
+
+
+def _lanes(parts: list[Part], n: int) -> list[list[int]]:
+    """Part indices per lane: the heaviest first onto the least loaded (Part.weight)."""
+    lanes: list[list[int]] = [[] for _ in range(max(min(n, len(parts)), 1))]
+    load = [0] * len(lanes)
+    for i in sorted(range(len(parts)), key=lambda i: -parts[i].weight):
+        k = load.index(min(load))
+        lanes[k].append(i)
+        load[k] += parts[i].weight
+    return lanes
 
 
 def _compile_object(part: Part) -> bytes:
@@ -195,15 +215,16 @@ def _can_fork(n_texts: int) -> bool:
 
 
 class _Worker:
-    """A forked process compiling one module text; its object arrives through a pipe."""
+    """A forked process compiling some parts; their objects arrive through a pipe, each after its
+    length (8 bytes, little-endian), behind a leading b"\\x01"."""
 
     TIMEOUT_S = 300.0
 
     def __init__(self, pid: int, fd: int):
         self.pid, self.fd = pid, fd
 
-    def result(self) -> bytes | None:
-        """The object, or None when the worker failed, died or took too long (the caller redoes it)."""
+    def result(self) -> list[bytes] | None:
+        """The objects, or None when the worker failed, died or took too long (the caller redoes them)."""
         chunks, deadline = [], time.monotonic() + self.TIMEOUT_S
         try:
             while True:
@@ -219,20 +240,27 @@ class _Worker:
             os.close(self.fd)
             _, status = os.waitpid(self.pid, 0)
         blob = b"".join(chunks)
-        ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and blob[:1] == b"\x01"
-        return blob[1:] if ok else None
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and blob[:1] == b"\x01"):
+            return None
+        objects, at = [], 1
+        while at < len(blob):
+            size = int.from_bytes(blob[at:at + 8], "little")
+            objects.append(blob[at + 8:at + 8 + size])
+            at += 8 + size
+        return objects
 
 
-def _fork_compile(part: Part) -> _Worker:
+def _fork_compile(parts: list[Part]) -> _Worker:
     read_fd, write_fd = os.pipe()
     with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads: the child only runs LLVM
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
-    if pid == 0:  # the child: compile, write b"\x01" + object, and leave without running any cleanup
+    if pid == 0:  # the child: compile, write the objects, and leave without running any cleanup
         os.close(read_fd)
         code = 1
         try:
-            _write_all(write_fd, b"\x01" + _compile_object(part))
+            objects = [_compile_object(p) for p in parts]
+            _write_all(write_fd, b"\x01" + b"".join(len(o).to_bytes(8, "little") + o for o in objects))
             code = 0
         except BaseException:  # noqa: B036 - anything at all: the parent redoes the work and reports it
             pass

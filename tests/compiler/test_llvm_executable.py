@@ -164,8 +164,8 @@ def _many_kernels_graph():
 def test_a_large_graph_splits_into_parallel_modules_and_still_equals_the_interpreter():
     g = _many_kernels_graph()
     groups = fuse(g).groups
-    part_of, unroll = split(groups)
-    assert unroll == [False, False, True]  # two balanced halves, and the opaque kernel unrolled
+    part_of, unroll, costs = split(groups)
+    assert unroll == [False, False, True] and len(costs) == 3 and costs[2] == 4  # two balanced halves, and the opaque kernel unrolled
     assert {part_of[gr] for gr in groups if gr.pattern == "single"} == {2}
     assert {part_of[gr] for gr in groups if gr.pattern == "reduction"} == {0, 1}
     exe = build(g, groups, cache=False)
@@ -183,7 +183,7 @@ def test_a_large_graph_splits_into_parallel_modules_and_still_equals_the_interpr
 
 def test_a_small_graph_stays_one_unrolled_module():
     g = small_graph()
-    part_of, unroll = split(single_groups(g))
+    part_of, unroll, _ = split(single_groups(g))
     assert unroll == [True] and set(part_of.values()) == {0}
 
 

@@ -149,9 +149,9 @@ def test_a_part_compiles_in_a_forked_worker(monkeypatch):
         pytest.skip("no fork here (not Linux, or one core): parts compile one after the other")
     forked = []
     real = jit._fork_compile
-    monkeypatch.setattr(jit, "_fork_compile", lambda part: forked.append(part) or real(part))
+    monkeypatch.setattr(jit, "_fork_compile", lambda parts: forked.append(parts) or real(parts))
     native = compile_ir([CALLER, CALLEE], cache=False)
-    assert _f(native)(1.0) == 3.0 and [p.text for p in forked] == [CALLEE]
+    assert _f(native)(1.0) == 3.0 and len(forked) == 1 and len(forked[0]) == 1  # one part per lane, 2 cores
 
 
 def test_a_failed_worker_is_redone_here(monkeypatch):
@@ -160,7 +160,7 @@ def test_a_failed_worker_is_redone_here(monkeypatch):
             return None
 
     monkeypatch.setattr(jit, "_can_fork", lambda n: True)
-    monkeypatch.setattr(jit, "_fork_compile", lambda part: Dead())
+    monkeypatch.setattr(jit, "_fork_compile", lambda parts: Dead())
     assert _f(compile_ir([CALLER, CALLEE], cache=False))(2.0) == 5.0
     with pytest.raises(JITError, match="rejected"):  # the redo reports the bad part's own error
         compile_ir([CALLER, "define i32 @twice() { ret i64 0 }"], cache=False)
@@ -169,5 +169,12 @@ def test_a_failed_worker_is_redone_here(monkeypatch):
 def test_a_worker_that_writes_nothing_or_fails_yields_no_object():
     if not jit._can_fork(2):
         pytest.skip("no fork here")
-    assert jit._fork_compile(Part("this is not LLVM IR")).result() is None
-    assert jit._fork_compile(Part(CALLEE)).result()[:4] == b"\x7fELF"
+    assert jit._fork_compile([Part(CALLEE), Part("this is not LLVM IR")]).result() is None
+    objects = jit._fork_compile([Part(CALLEE), Part(CALLER)]).result()
+    assert len(objects) == 2 and all(o[:4] == b"\x7fELF" for o in objects)
+
+
+def test_lanes_deal_the_longest_parts_first_to_the_least_loaded():
+    parts = [Part("x" * n) for n in (10, 50, 30, 25)]
+    assert jit._lanes(parts, 2) == [[1, 0], [2, 3]]  # 50 + 10 against 30 + 25
+    assert jit._lanes(parts, 1) == [[1, 2, 3, 0]] and jit._lanes(parts[:1], 4) == [[0]]

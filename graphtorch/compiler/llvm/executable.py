@@ -49,7 +49,7 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
     except Exception as e:  # a lowering bug: say which, keep the traceback
         raise GraphtorchCompileError("GT054", f"the LLVM backend failed while lowering graph {name!r}: {e}",
                                      stage="lowered", hint="this is a graphtorch bug; please report it") from e
-    parts = [Part(str(m), unroll) for m, unroll in modules]
+    parts = [Part(str(m), unroll, cost) for m, unroll, cost in modules]
     ir_text = "\n".join(p.text for p in parts)
     try:
         native = compile_ir(parts, cache=cache)

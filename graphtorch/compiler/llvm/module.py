@@ -270,14 +270,14 @@ def make_layout(graph: Graph, groups: list[Group], plan: MemoryPlan) -> Layout:
 
 
 def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: str = "graph",
-                 max_threads: int = 1, timed: bool = False) -> tuple[list[tuple[ir.Module, bool]], Layout]:
-    """The modules (see `split`), each with whether to unroll it: one kernel per group, and
+                 max_threads: int = 1, timed: bool = False) -> tuple[list[tuple[ir.Module, bool, int]], Layout]:
+    """The modules (see `split`), each with whether to unroll it and its estimated cost: one kernel per group, and
     `void run(void **table, i64 tid, i64 nthreads)` in the first, which calls the others' kernels
     (external functions there). timed: `run` adds the cycles thread 0 spends in (and waiting after)
     kernel k to status word STATUS_SLOTS + k."""
     layout = make_layout(graph, groups, plan)
     layout.timed = timed
-    part_of, unroll = split(groups)
+    part_of, unroll, costs = split(groups)
     modules = [ir.Module(name=name if k == 0 else f"{name}.part{k}") for k in range(len(unroll))]
     for m in modules:
         m.triple = ""  # the JIT sets the host's
@@ -313,7 +313,7 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
             _add_cycles(b, status, tid, STATUS_SLOTS + k, start)
     b.ret_void()
     _share_helpers(modules)
-    return list(zip(modules, unroll)), layout
+    return list(zip(modules, unroll, costs)), layout
 
 
 def _cycles(b: ir.IRBuilder) -> ir.Value:
@@ -326,31 +326,34 @@ def _add_cycles(b: ir.IRBuilder, status: ir.Value, tid: ir.Value, word: int, sta
         b.store(b.add(b.load(ptr, typ=I64), b.sub(_cycles(b), start)), ptr)
 
 
-# LLVM's cost per kernel with the unroller off, in units of about 15 ms (measured on the LeNet
-# training step); the GEMM helpers (packing, micro-kernel) count once per module
-COST = {"matmul": 4, "conv2d": 4}
-HELPER_COST = 15
-ENTRY_COST = 8  # `run`, in part 0: a long straight line of calls
-SPLIT_MIN_COST = 16  # below this, forking a worker costs about what it saves
+# LLVM's cost per kernel (optimize + codegen, the unroller off), in units of about 7 ms, measured
+# by kind on the LeNet training step; the GEMM helpers (packing, micro-kernel) count once, at what
+# balanced the two halves' CPU time there (1.1 s each instead of 0.7 and 1.3)
+COST = {"elementwise": 2, "reduction": 3, "matmul": 7, "conv2d": 17, "single": 4, "opaque": 4, "injective": 4}
+HELPER_COST = 100
+ENTRY_COST = 12  # `run`, in part 0: a long straight line of calls
+SPLIT_MIN_COST = 40  # below this, forking a worker costs about what it saves
 # Only these kernels (gather, scatter_add, pad, ... alone) ran faster with LLVM's loop unroller,
 # which costs a third of a training step's compile time; they get a module where it runs
 UNROLLED = ("single", "opaque", "injective")
 
 
-def split(groups: list[Group], parts: int = 2) -> tuple[dict[Group, int], list[bool]]:
-    """Which module each kernel goes to, and whether each module gets the loop unroller.
+def split(groups: list[Group], parts: int = 2) -> tuple[dict[Group, int], list[bool], list[int]]:
+    """Which module each kernel goes to, whether each module gets the loop unroller, and each
+    module's estimated LLVM cost (runtime.compile_ir deals modules to cores by it).
 
     A small graph is one module, unrolled. A larger one spreads its kernels over `parts` modules
-    of about equal estimated LLVM work, compiled in parallel (runtime.compile_ir), plus one more,
-    unrolled, for the UNROLLED kernels. The GEMM helpers are defined in part 1 (`_share_helpers`
-    keeps the last definition), so it starts with their cost.
+    of about equal estimated work, plus one more, unrolled, for the UNROLLED kernels, counted
+    with part 0 (the core that compiles the smaller of the others takes it too). The GEMM
+    helpers are defined in part 1 (`_share_helpers` keeps the last definition).
     """
     kind = {g: g.pattern.split(":")[0] for g in groups}
-    cost = {g: COST.get(kind[g], 1) for g in groups}
+    cost = {g: COST.get(kind[g], 4) for g in groups}
     if sum(cost.values()) < SPLIT_MIN_COST:
-        return dict.fromkeys(groups, 0), [True]
-    load = [ENTRY_COST] + [0] * (parts - 1)
-    if any(k in COST for k in kind.values()):
+        return dict.fromkeys(groups, 0), [True], [sum(cost.values())]
+    unrolled = sum(cost[g] for g in groups if kind[g] in UNROLLED)
+    load = [ENTRY_COST + unrolled] + [0] * (parts - 1)
+    if any(k in ("matmul", "conv2d") for k in kind.values()):
         load[-1] = HELPER_COST
     part_of = {}
     for g in sorted(groups, key=lambda g: -cost[g]):  # biggest first: a greedy balance
@@ -359,8 +362,10 @@ def split(groups: list[Group], parts: int = 2) -> tuple[dict[Group, int], list[b
         else:
             part_of[g] = min(range(parts), key=lambda k: load[k])
             load[part_of[g]] += cost[g]
-    unrolled = parts in part_of.values()
-    return part_of, [False] * parts + [True] * unrolled
+    load[0] -= unrolled
+    if not unrolled:
+        return part_of, [False] * parts, load
+    return part_of, [False] * parts + [True], load + [unrolled]
 
 
 def _share_helpers(modules: list[ir.Module]) -> None:
