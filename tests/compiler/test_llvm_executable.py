@@ -164,12 +164,14 @@ def _many_kernels_graph():
 def test_a_large_graph_splits_into_parallel_modules_and_still_equals_the_interpreter():
     g = _many_kernels_graph()
     groups = fuse(g).groups
-    part_of, unroll, costs = split(groups)
-    assert unroll == [False, False, True] and len(costs) == 3 and costs[2] == 4  # two balanced halves, and the opaque kernel unrolled
+    plan = split(groups)
+    part_of, unroll = plan.part_of, plan.unroll
+    assert unroll == [False, False, True] and plan.costs[2] == 4  # two halves, and the opaque kernel unrolled
     assert {part_of[gr] for gr in groups if gr.pattern == "single"} == {2}
-    # the matmul goes with the GEMM helpers (part 1), which outweigh all 18 reductions
-    assert {part_of[gr] for gr in groups if gr.pattern == "matmul"} == {1}
-    assert {part_of[gr] for gr in groups if gr.pattern == "reduction"} == {0} and costs[0] < costs[1]
+    # the matmul goes first and takes the GEMM helpers, which outweigh all 18 reductions
+    matmul = next(gr for gr in groups if gr.pattern == "matmul")
+    assert plan.helper_home == part_of[matmul]
+    assert {part_of[gr] for gr in groups if gr.pattern == "reduction"} == {1 - part_of[matmul]}
     exe = build(g, groups, cache=False)
     assert [p.unroll for p in exe.native.parts] == unroll
     assert exe.native.ir_text.count("define void @\"run\"") == 1
@@ -185,8 +187,8 @@ def test_a_large_graph_splits_into_parallel_modules_and_still_equals_the_interpr
 
 def test_a_small_graph_stays_one_unrolled_module():
     g = small_graph()
-    part_of, unroll, _ = split(single_groups(g))
-    assert unroll == [True] and set(part_of.values()) == {0}
+    plan = split(single_groups(g))
+    assert plan.unroll == [True] and set(plan.part_of.values()) == {0}
 
 
 def test_small_kernels_run_on_thread_zero_without_barriers_between_them():

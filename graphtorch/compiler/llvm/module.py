@@ -277,8 +277,9 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
     kernel k to status word STATUS_SLOTS + k."""
     layout = make_layout(graph, groups, plan)
     layout.timed = timed
-    part_of, unroll, costs = split(groups)
-    modules = [ir.Module(name=name if k == 0 else f"{name}.part{k}") for k in range(len(unroll))]
+    plan = split(groups)
+    part_of = plan.part_of
+    modules = [ir.Module(name=name if k == 0 else f"{name}.part{k}") for k in range(len(plan.unroll))]
     for m in modules:
         m.triple = ""  # the JIT sets the host's
     entry = ir.Function(modules[0], ir.FunctionType(ir.VoidType(), [PTR, I64, I64]), "run")
@@ -312,8 +313,8 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
         if timed:
             _add_cycles(b, status, tid, STATUS_SLOTS + k, start)
     b.ret_void()
-    _share_helpers(modules)
-    return list(zip(modules, unroll, costs)), layout
+    _share_helpers(modules, plan.helper_home)
+    return list(zip(modules, plan.unroll, plan.costs)), layout
 
 
 def _cycles(b: ir.IRBuilder) -> ir.Value:
@@ -338,40 +339,53 @@ SPLIT_MIN_COST = 40  # below this, forking a worker costs about what it saves
 UNROLLED = ("single", "opaque", "injective")
 
 
-def split(groups: list[Group], parts: int = 2) -> tuple[dict[Group, int], list[bool], list[int]]:
-    """Which module each kernel goes to, whether each module gets the loop unroller, and each
-    module's estimated LLVM cost (runtime.compile_ir deals modules to cores by it).
+@dataclass
+class Split:
+    part_of: dict[Group, int]  # kernel -> module
+    unroll: list[bool]  # per module: whether LLVM's loop unroller runs
+    costs: list[int]  # per module: estimated LLVM work (runtime.compile_ir deals modules to cores by it)
+    helper_home: int = 0  # the module that defines the GEMM helpers
 
-    A small graph is one module, unrolled. A larger one spreads its kernels over `parts` modules
-    of about equal estimated work, plus one more, unrolled, for the UNROLLED kernels, counted
-    with part 0 (the core that compiles the smaller of the others takes it too). The GEMM
-    helpers are defined in part 1 (`_share_helpers` keeps the last definition).
+
+def split(groups: list[Group], parts: int = 2) -> Split:
+    """Which module each kernel goes to, whether each module gets the loop unroller, and each
+    module's estimated LLVM cost.
+
+    A small graph is one module, unrolled. A larger one spreads its kernels over up to `parts`
+    modules of about equal estimated work (biggest kernels first, each to the lightest module; the
+    module that takes the first GEMM or convolution also takes the helpers they share), plus one
+    more, unrolled, for the UNROLLED kernels, counted with part 0 (the core that compiles the
+    smaller of the others takes it too). Modules left without kernels are dropped.
     """
     kind = {g: g.pattern.split(":")[0] for g in groups}
     cost = {g: COST.get(kind[g], 4) for g in groups}
     if sum(cost.values()) < SPLIT_MIN_COST:
-        return dict.fromkeys(groups, 0), [True], [sum(cost.values())]
+        return Split(dict.fromkeys(groups, 0), [True], [sum(cost.values())])
     unrolled = sum(cost[g] for g in groups if kind[g] in UNROLLED)
     load = [ENTRY_COST + unrolled] + [0] * (parts - 1)
-    if any(k in ("matmul", "conv2d") for k in kind.values()):
-        load[-1] = HELPER_COST
-    part_of = {}
-    for g in sorted(groups, key=lambda g: -cost[g]):  # biggest first: a greedy balance
+    part_of, home = {}, None
+    for g in sorted(groups, key=lambda g: -cost[g]):
         if kind[g] in UNROLLED:
             part_of[g] = parts
-        else:
-            part_of[g] = min(range(parts), key=lambda k: load[k])
-            load[part_of[g]] += cost[g]
+            continue
+        part_of[g] = k = load.index(min(load))
+        load[k] += cost[g]
+        if kind[g] in ("matmul", "conv2d") and home is None:
+            load[k] += HELPER_COST
+            home = k
     load[0] -= unrolled
-    if not unrolled:
-        return part_of, [False] * parts, load
-    return part_of, [False] * parts + [True], load + [unrolled]
+    used = sorted({0} | set(part_of.values()))  # renumbered densely, the unrolled part last
+    renumber = {k: i for i, k in enumerate(used)}
+    costs = [load[k] if k < parts else unrolled for k in used]
+    return Split({g: renumber[k] for g, k in part_of.items()}, [k == parts for k in used], costs,
+                 renumber.get(home, 0))
 
 
-def _share_helpers(modules: list[ir.Module]) -> None:
+def _share_helpers(modules: list[ir.Module], home: int) -> None:
     """A helper (GEMM packing, micro-kernel, barrier) that several parts emitted keeps its body in
-    the last of them, exported; the others call it through a declaration. The helpers are never
-    inlined anyway, so a call across modules costs what a call within one does."""
+    module `home` (or the first that has one), exported; the others call it through a declaration.
+    The helpers are never inlined anyway, so a call across modules costs what a call within one
+    does."""
     defined: dict[str, list[ir.Function]] = {}
     for m in modules:
         for fn in m.functions:
@@ -379,10 +393,11 @@ def _share_helpers(modules: list[ir.Module]) -> None:
                 defined.setdefault(fn.name, []).append(fn)
     for copies in defined.values():
         if len(copies) > 1:
-            *others, home = copies
-            home.linkage = ""
-            for fn in others:
-                fn.blocks, fn.linkage = [], ""
+            keep = next((fn for fn in copies if fn.module is modules[home]), copies[0])
+            keep.linkage = ""
+            for fn in copies:
+                if fn is not keep:
+                    fn.blocks, fn.linkage = [], ""
 
 
 # elements (or multiply-adds / 16): a kernel with less work runs on thread 0 alone, with no barrier
