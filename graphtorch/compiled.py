@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -197,6 +198,11 @@ class CompiledFunction:
 
     # ---------------------------------------------------------------- running
     def _run(self, entry: Entry, flat: list):
+        for t in entry.grads_written:
+            # the step replaces this .grad: when nothing but t holds the old one, drop it now, so its
+            # array is free for the backend to write the new gradient into (no fresh pages per call)
+            if t._grad is not None and sys.getrefcount(t._grad) == 2:  # t's attribute, getrefcount's argument
+                t._grad = None
         # non-contiguous arrays are the backend's to copy (a donated one is then copied back below)
         arrays = [flat[f[1]]._data if f[0] == "arg" else f[1]._data if f[0] == "lifted" else f[1].next_key(f[2])._data
                   for f in entry.feeds]

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import weakref
 
 import lenet_digits  # examples/ is on pytest's pythonpath
 import logistic_regression
@@ -246,3 +247,21 @@ def test_cuda_backend_without_a_gpu_is_a_clear_error():
     with gt.no_grad(), pytest.raises(GraphtorchCompileError, match="GT053") as err:
         compiled(_input((4, 2)))
     assert "hint:" in str(err.value)
+
+
+def test_a_compiled_step_reuses_a_dropped_grad_array_but_never_one_the_user_holds():
+    gt.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    step = gt.compile(make_step(model, gt.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss()))
+    (x, y), (x2, y2) = [(gt.randn(8, 3), gt.randn(8, 1)) for _ in range(2)]
+    for _ in range(3):
+        step(x, y)
+    w = model[0].weight
+    array = weakref.ref(w.grad._data)  # a weak reference: holding the array would keep it busy
+    step(x, y)
+    assert w.grad._data is array()  # the old .grad was dropped: its memory took the new gradient
+    held = w.grad
+    before = held.numpy().copy()
+    step(x2, y2)
+    assert w.grad is not held and w.grad._data is not held._data
+    np.testing.assert_array_equal(held.numpy(), before)  # what the user kept is untouched
