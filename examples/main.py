@@ -1,6 +1,6 @@
 """The main job: train LeNet on the 8x8 digits eagerly and compiled, compare, dump the graphs.
 
-    python3 examples/main.py [--epochs 12] [--batch-size 64] [--dump-dir dumps]
+    python3 examples/main.py [--epochs 16] [--batch-size 64] [--dump-dir dumps]
 
 Both runs start from the same weights and see the same batches. The compiled run compiles the
 whole training step (forward, loss, backward, SGD update) into native code, and the evaluation
@@ -37,7 +37,7 @@ def train(mode: str, epochs: int, batch_size: int, data, dump_dir: str | None):
     train_set, test_set = data
     torch.manual_seed(0)  # the same initial weights and the same shuffles in both runs
     model = LeNet()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     # equal batches (drop_last): every training call has one signature, so one compiled step
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True)
@@ -72,7 +72,7 @@ def train(mode: str, epochs: int, batch_size: int, data, dump_dir: str | None):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--dump-dir", default="dumps")
     args = parser.parse_args(argv)
