@@ -1,4 +1,11 @@
-"""One LLVM module per graph: a kernel function per fusion group, one entry that runs them in order.
+"""A kernel function per fusion group, and one entry, `run`, that calls them in order.
+
+A small graph is one LLVM module. A large one is split (`split`) into modules of about equal
+estimated LLVM work that compile in parallel and link in one engine (runtime.compile_ir): `run`
+declares the kernels the other modules define, and the GEMM helpers live in one of them. Kernels
+too small to be worth threads run on thread 0 alone, with no barrier between two such neighbours
+(`work`, PARALLEL_WORK). An input the output overwrites in place (memory plan reuse, donated
+inputs) is read through the output's pointer, so LLVM sees one pointer, not two that overlap.
 
 The contract between `build` and the lowerings (elementwise.py, reduction.py, opaque.py here;
 gemm.py and conv.py by the matmul/conv engineer) is `LOWERINGS` and `LoweringContext`:
