@@ -12,7 +12,7 @@ from graphtorch.compiler.errors import GraphtorchCompileError
 from graphtorch.compiler.fusion import fuse
 from graphtorch.compiler.ir import Graph
 from graphtorch.compiler.llvm import build, single_groups
-from graphtorch.compiler.llvm.module import PARALLEL_WORK, split, work
+from graphtorch.compiler.llvm.module import PARALLEL_WORK, split, wants_unroll, work
 from graphtorch.runtime import get_num_threads, set_num_threads
 
 
@@ -151,7 +151,7 @@ def test_many_calls_do_not_grow_memory():
 def _many_kernels_graph():
     """A matmul, 18 reductions and a cumsum: enough LLVM work to split into parallel modules."""
     g = Graph()
-    x, w = g.input("x", TensorType((8, 16), dt.float32)), g.input("w", TensorType((16, 16), dt.float32))
+    x, w = g.input("x", TensorType((32, 16), dt.float32)), g.input("w", TensorType((16, 32), dt.float32))
     h = g.call("matmul", [x, w])
     outs = []
     for i in range(18):
@@ -192,7 +192,7 @@ def test_a_small_graph_stays_one_unrolled_module():
 
 
 def test_small_kernels_run_on_thread_zero_without_barriers_between_them():
-    g = _many_kernels_graph()  # 8x16 outputs: every kernel is below PARALLEL_WORK
+    g = _many_kernels_graph()  # 32x32 outputs: every kernel is below PARALLEL_WORK
     groups = fuse(g).groups
     assert all(work(gr) < PARALLEL_WORK for gr in groups)
     saved = get_num_threads()
@@ -238,3 +238,13 @@ def test_an_input_computed_in_place_is_read_through_the_output_pointer():
     assert 'ptr %"2"' in header and 'ptr noalias %"3"' in header  # sin's twin argument is unused
     x = np.random.default_rng(3).uniform(-1, 1, (64, 64)).astype(np.float32)
     np.testing.assert_allclose(exe(x)[0], interpret(g, x)[0], rtol=1e-5, atol=1e-4)
+
+
+def test_only_opaque_kernels_and_short_reductions_get_the_unroller():
+    g = Graph()
+    x = g.input("x", TensorType((64, 6, 14, 14, 4), dt.float32))
+    g.outputs = [g.call("max", [x], {"dims": (4,), "keepdim": False}),  # a 2x2 pooling window
+                 g.call("sum", [x], {"dims": (0, 2, 3), "keepdim": False}),  # a bias gradient
+                 g.call("exp", [x]), g.call("cumsum", [x], {"dim": 4})]
+    kinds = {gr.outputs[0].target: wants_unroll(gr) for gr in fuse(g).groups}
+    assert kinds == {"max": True, "sum": False, "exp": False, "cumsum": True}

@@ -341,9 +341,23 @@ COST = {"elementwise": 2, "reduction": 3, "matmul": 7, "conv2d": 17, "single": 4
 HELPER_COST = 100
 ENTRY_COST = 12  # `run`, in part 0: a long straight line of calls
 SPLIT_MIN_COST = 40  # below this, forking a worker costs about what it saves
-# Only these kernels (gather, scatter_add, pad, ... alone) ran faster with LLVM's loop unroller,
-# which costs a third of a training step's compile time; they get a module where it runs
+# Only these kernels ran faster with LLVM's loop unroller, which costs a third of a training
+# step's compile time: opaque and injective ops alone (gather, scatter_add: 14.3 vs 12.3 ms for
+# the LeNet step) and reductions over a few elements each (max-pool windows: 700 vs 470 us for
+# LeNet inference's first pool); they get a module where it runs
 UNROLLED = ("single", "opaque", "injective")
+SHORT_REDUCTION = 16  # reduced elements per output
+
+
+def wants_unroll(group: Group) -> bool:
+    kind = group.pattern.split(":")[0]
+    if kind in UNROLLED:
+        return True
+    a = group.anchor
+    if kind != "reduction" or a is None or "dims" not in a.attrs:
+        return False
+    shape = a.inputs[0].type.shape
+    return math.prod(shape[d] for d in a.attrs["dims"]) <= SHORT_REDUCTION
 
 
 @dataclass
@@ -361,18 +375,19 @@ def split(groups: list[Group], parts: int = 2) -> Split:
     A small graph is one module, unrolled. A larger one spreads its kernels over up to `parts`
     modules of about equal estimated work (biggest kernels first, each to the lightest module; the
     module that takes the first GEMM or convolution also takes the helpers they share), plus one
-    more, unrolled, for the UNROLLED kernels, counted with part 0 (the core that compiles the
+    more, unrolled, for the kernels that gain from it (`wants_unroll`), counted with part 0 (the core that compiles the
     smaller of the others takes it too). Modules left without kernels are dropped.
     """
     kind = {g: g.pattern.split(":")[0] for g in groups}
     cost = {g: COST.get(kind[g], 4) for g in groups}
     if sum(cost.values()) < SPLIT_MIN_COST:
         return Split(dict.fromkeys(groups, 0), [True], [sum(cost.values())])
-    unrolled = sum(cost[g] for g in groups if kind[g] in UNROLLED)
+    unroll = {g for g in groups if wants_unroll(g)}
+    unrolled = sum(cost[g] for g in unroll)
     load = [ENTRY_COST + unrolled] + [0] * (parts - 1)
     part_of, home = {}, None
     for g in sorted(groups, key=lambda g: -cost[g]):
-        if kind[g] in UNROLLED:
+        if g in unroll:
             part_of[g] = parts
             continue
         part_of[g] = k = load.index(min(load))
