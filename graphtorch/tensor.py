@@ -97,8 +97,9 @@ class Tensor:
     @classmethod
     def _wrap(cls, data: np.ndarray, requires_grad: bool = False) -> Tensor:
         t = object.__new__(cls)
-        t._init_from(data)
-        t.requires_grad = requires_grad
+        t._init_from(data)  # requires_grad False: the setter's checks only matter for True
+        if requires_grad:
+            t.requires_grad = True
         if dispatch._tracer is not None:  # made inside a traced function: a constant of the graph
             dispatch._tracer.created[id(t)] = t
         return t
