@@ -50,18 +50,17 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
         raise GraphtorchCompileError("GT054", f"the LLVM backend failed while lowering graph {name!r}: {e}",
                                      stage="lowered", hint="this is a graphtorch bug; please report it") from e
     parts = [Part(str(m), unroll, cost) for m, unroll, cost in modules]
-    ir_text = "\n".join(p.text for p in parts)
     try:
         native = compile_ir(parts, cache=cache)
     except JITError as e:
         if dump:
-            _write(dump, name, {".ll": ir_text, ".llvm_error.txt": e.llvm_message})
+            _write(dump, name, {".ll": "\n".join(p.text for p in parts), ".llvm_error.txt": e.llvm_message})
         where = f" (see {dump})" if dump else " (pass dump=DIR to see the module)"
         raise GraphtorchCompileError("GT054", f"LLVM failed to compile graph {name!r}: {e}{where}", stage="lowered",
                                      hint="this is a graphtorch bug; please report it with the dump") from None
     exe = Executable(graph, groups, plan, layout, native, name, num_threads, max_threads)
     if dump:
-        _write(dump, name, {".ll": ir_text, ".opt.ll": exe.artifacts["llvm_ir_optimized"],
+        _write(dump, name, {".ll": native.ir_text, ".opt.ll": exe.artifacts["llvm_ir_optimized"],
                             ".s": exe.artifacts["asm"], ".plan.txt": plan.report()})
     return exe
 

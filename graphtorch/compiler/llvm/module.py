@@ -68,9 +68,12 @@ ERROR_CODE, ERROR_INDEX, ERROR_DIM, ERROR_SIZE = 2, 3, 4, 5
 INDEX_ERROR = 1
 
 
+ALONE = ("single", "opaque", "injective")  # "single" and the fusion pass's "opaque:<prim>", "injective:<prim>"
+
+
 def lowering_for(group: Group) -> Lowering:
-    """"single" and the fusion pass's "opaque:<prim>" / "injective:<prim>" all mean one node alone."""
-    pattern = "single" if group.pattern.split(":")[0] in ("single", "opaque", "injective") else group.pattern
+    """Every ALONE pattern means one node alone: the "single" lowering."""
+    pattern = "single" if group.pattern.split(":")[0] in ALONE else group.pattern
     if pattern not in LOWERINGS:
         raise GraphtorchCompileError("GT050", f"group {group.id} has pattern {group.pattern!r}, which the LLVM "
                                      f"backend does not know (known: {', '.join(sorted(LOWERINGS))})",
@@ -345,13 +348,12 @@ SPLIT_MIN_COST = 40  # below this, forking a worker costs about what it saves
 # step's compile time: opaque and injective ops alone (gather, scatter_add: 14.3 vs 12.3 ms for
 # the LeNet step) and reductions over a few elements each (max-pool windows: 700 vs 470 us for
 # LeNet inference's first pool); they get a module where it runs
-UNROLLED = ("single", "opaque", "injective")
 SHORT_REDUCTION = 16  # reduced elements per output
 
 
 def wants_unroll(group: Group) -> bool:
     kind = group.pattern.split(":")[0]
-    if kind in UNROLLED:
+    if kind in ALONE:
         return True
     a = group.anchor
     if kind != "reduction" or a is None or "dims" not in a.attrs:
