@@ -1,4 +1,4 @@
-"""conv2d groups (graphtorch/compiler/llvm/conv.py) against the numpy kernel in primitives.py."""
+"""conv2d groups (compiler/llvm/conv.py) against the numpy kernel in primitives.py."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The generated GEMM (graphtorch/compiler/llvm/gemm.py) against numpy's matmul.
+"""The generated GEMM (compiler/llvm/gemm.py) against numpy's matmul.
 
 Two levels: the kernel alone (a module of one GEMM, JIT'd here, called per thread id), and the
 "matmul" group lowering inside the LLVM backend (operands through permute/expand, epilogues).

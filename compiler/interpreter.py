@@ -58,7 +58,7 @@ def evaluate(n: Node, args: list[np.ndarray]) -> np.ndarray:
     if out.shape != n.type.shape or out.dtype != n.type.dtype.np:
         raise GraphtorchCompileError(
             "GT041", f"{n.name} ({n.target}) returned {out.dtype}{list(out.shape)}, its type is {n.type}", n.loc,
-            hint="the primitive's kernel and its type rule disagree (graphtorch/compiler/primitives.py)")
+            hint="the primitive's kernel and its type rule disagree (compiler/primitives.py)")
     return out
 
 
