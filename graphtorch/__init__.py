@@ -245,7 +245,7 @@ def is_floating_point(input) -> bool:
 
 def compile(model=None, **kwargs):
     """Compile a module or function: trace, fuse, lower to native code (see graphtorch/compiled.py)."""
-    from .compiled import compile as _compile
+    from .optimized_module import compile as _compile
 
     return _compile(model, **kwargs)
 

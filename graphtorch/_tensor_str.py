@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import dispatch
 from . import dtypes as dt
 
 
@@ -138,8 +139,6 @@ def tensor_repr(t) -> str:
     indent = len(prefix)
     suffixes = []
     if t._node is not None:  # a tracer tensor has no values to print
-        from . import dispatch
-
         if dispatch._tracer is not None:
             dispatch._tracer.data_access(t, "printing a tensor")
         return f"tensor(<traced {t._node.name}: {t._node.type}>)"

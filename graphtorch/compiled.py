@@ -430,25 +430,4 @@ def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str,
     raise ValueError(f"unknown backend {backend!r}: expected 'llvm', 'cuda' or 'interpreter'")
 
 
-# ---------------------------------------------------------------- the public entry points
-
-
-def compile(model=None, *, fullgraph: bool = True, dynamic=None, backend: str = "llvm", mode=None,
-            options=None, disable: bool = False, dump_dir: str | None = None):
-    """graphtorch.compile(model_or_function): the same call shape as torch.compile."""
-    if model is None:
-        return lambda m: compile(m, backend=backend, dump_dir=dump_dir, disable=disable)
-    if disable:
-        return model
-    if backend in ("inductor", "eager", "aot_eager"):  # torch's backend names: ours is the compiler
-        backend = "llvm"
-    from .nn import Module
-
-    if isinstance(model, Module):
-        from .optimized_module import OptimizedModule
-
-        return OptimizedModule(model, backend=backend, dump_dir=dump_dir)
-    return CompiledFunction(model, backend=backend, dump_dir=dump_dir)
-
-
-__all__ = ["compile", "CompiledFunction", "trace"]
+__all__ = ["CompiledFunction", "trace"]

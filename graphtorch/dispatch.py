@@ -20,6 +20,13 @@ from .compiler.primitives import PRIMITIVES
 _tracer = None
 
 
+def current_tracer():
+    """The active tracer; a tracer tensor used after its trace ended has none."""
+    if _tracer is None:
+        raise RuntimeError("no tracer is active")
+    return _tracer
+
+
 def apply(prim: str, *inputs, **attrs):
     """Run primitive `prim` on tensors `inputs`; record autograd history when needed."""
     from .autograd_rules import RULES

@@ -1,4 +1,4 @@
-"""What graphtorch.compile(module) returns: a Module sharing the original's parameters.
+"""graphtorch.compile, and what it returns for a module: a Module sharing the original's parameters.
 
 As torch's OptimizedModule, it holds the original as `_orig_mod` (so state_dict keys carry
 that prefix) and forwards attribute access to it; `forward` is the compiled function.
@@ -32,3 +32,17 @@ class OptimizedModule(Module):
 
     def __repr__(self) -> str:
         return f"OptimizedModule(\n  (_orig_mod): {repr(self._orig_mod).replace(chr(10), chr(10) + '  ')}\n)"
+
+
+def compile(model=None, *, fullgraph: bool = True, dynamic=None, backend: str = "llvm", mode=None,
+            options=None, disable: bool = False, dump_dir: str | None = None):
+    """graphtorch.compile(model_or_function): the same call shape as torch.compile."""
+    if model is None:
+        return lambda m: compile(m, backend=backend, dump_dir=dump_dir, disable=disable)
+    if disable:
+        return model
+    if backend in ("inductor", "eager", "aot_eager"):  # torch's backend names: ours is the compiler
+        backend = "llvm"
+    if isinstance(model, Module):
+        return OptimizedModule(model, backend=backend, dump_dir=dump_dir)
+    return CompiledFunction(model, backend=backend, dump_dir=dump_dir)

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import dispatch
 from . import dtypes as dt
+from ._tensor_str import tensor_repr
 from .autograd.grad_mode import is_grad_enabled, no_grad
 from .autograd.graph import AccumulateGrad
 from .runtime.cuda import DeviceArray
@@ -303,9 +304,7 @@ class Tensor:
             raise RuntimeError("graphtorch does not yet support an in-place operation that needs grad on a view "
                                "of a tensor that requires grad; use an out-of-place operation instead.")
         if self._node is not None or result._node is not None:
-            from .tracer import current_tracer
-
-            current_tracer().assign(self, result)
+            dispatch.current_tracer().assign(self, result)
         elif self.is_cuda or result.is_cuda:
             from .cuda_tensor import assign
 
@@ -359,9 +358,7 @@ class Tensor:
 
     def _require_data(self, what: str) -> None:
         if self._node is not None:
-            from .tracer import current_tracer
-
-            current_tracer().data_access(self, what)
+            dispatch.current_tracer().data_access(self, what)
 
     def __float__(self):
         return float(self.item())
@@ -376,16 +373,12 @@ class Tensor:
 
     def __bool__(self):
         if self._node is not None:
-            from .tracer import current_tracer
-
-            current_tracer().data_access(self, "bool()")
+            dispatch.current_tracer().data_access(self, "bool()")
         if self.numel() != 1:
             raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
         return bool(self.item())
 
     def __repr__(self) -> str:
-        from ._tensor_str import tensor_repr
-
         return tensor_repr(self)
 
     __str__ = __repr__

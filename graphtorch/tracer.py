@@ -148,12 +148,6 @@ def _int64_scalar():
     return dt.TensorType((), dt.int64)
 
 
-def current_tracer() -> Tracer:
-    if dispatch._tracer is None:
-        raise RuntimeError("no tracer is active")
-    return dispatch._tracer
-
-
 @contextmanager
 def tracing(tracer: Tracer):
     """Activate `tracer`; afterwards every outside tensor it rebound holds its data again."""
