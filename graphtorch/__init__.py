@@ -194,6 +194,7 @@ from .ops.shape import (
     unsqueeze,
     vstack,
 )
+from .ops.triangular import tril, triu
 from .tensor import Size, Tensor, device
 
 # aliases PyTorch users write

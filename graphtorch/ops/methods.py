@@ -14,7 +14,7 @@ from ..autograd.graph import Node, keep_originals
 from ..cuda_tensor import to_device
 from ..dispatch import attach_custom
 from ..tensor import Tensor
-from . import creation, elementwise, indexing, linalg, random, reduction, shape
+from . import creation, elementwise, indexing, linalg, random, reduction, shape, triangular
 from .elementwise import broadcast_shapes, expand_to, scalar
 
 E, R, S, L, I = elementwise, reduction, shape, linalg, indexing
@@ -38,6 +38,7 @@ _bind(S, "view", "view_as", "reshape", "reshape_as", "permute", "transpose", "t"
       "flip", "movedim", "tile", "swapaxes", "swapdims", "ravel", "broadcast_to")
 _bind(L, "matmul", "mm", "bmm", "dot", "mv", "inverse", "outer")
 _bind(I, "gather", "scatter_add", "index_select", "masked_select", "nonzero", "index_add", "argwhere")
+_bind(triangular, "tril", "triu")
 
 
 def _where(self, condition, other):
@@ -136,6 +137,8 @@ for _name in ["index_add", "scatter_add"]:
     setattr(Tensor, _name + "_", _inplace(getattr(I, _name)))
 for _name in ["cumsum"]:
     setattr(Tensor, _name + "_", _inplace(getattr(R, _name)))
+for _name in ["tril", "triu"]:
+    setattr(Tensor, _name + "_", _inplace(getattr(triangular, _name)))
 
 
 def _overwriting(self, value: Tensor, name: str) -> Tensor:
