@@ -181,6 +181,7 @@ from .ops.shape import (
     permute,
     ravel,
     reshape,
+    roll,
     split,
     squeeze,
     stack,
@@ -194,7 +195,7 @@ from .ops.shape import (
     unsqueeze,
     vstack,
 )
-from .ops.triangular import tril, triu
+from .ops.triangular import diag, diagonal, tril, triu
 from .tensor import Size, Tensor, device
 
 # aliases PyTorch users write

@@ -38,7 +38,8 @@ _bind(S, "view", "view_as", "reshape", "reshape_as", "permute", "transpose", "t"
       "flip", "movedim", "tile", "swapaxes", "swapdims", "ravel", "broadcast_to")
 _bind(L, "matmul", "mm", "bmm", "dot", "mv", "inverse", "outer")
 _bind(I, "gather", "scatter_add", "index_select", "masked_select", "nonzero", "index_add", "argwhere")
-_bind(triangular, "tril", "triu")
+_bind(triangular, "tril", "triu", "diagonal", "diag")
+_bind(S, "roll")
 
 
 def _where(self, condition, other):

@@ -310,3 +310,24 @@ def flip(input, dims) -> Tensor:
         d = _norm_dim(d, input.ndim)
         out = index_select(out, d, arange(input.shape[d] - 1, -1, -1, device=input.device))
     return out
+
+
+@op("RollBackward0")
+def roll(input, shifts, dims=None) -> Tensor:
+    """Shift entries cyclically along dims (the flattened tensor when dims is None): two slices, one cat."""
+    shifts = tuple(shifts) if isinstance(shifts, (tuple, list)) else (shifts,)
+    if dims is None:
+        if len(shifts) != 1:
+            raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:0")
+        return roll(input.flatten(), shifts, 0).view(tuple(input.shape))
+    dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
+    out = input
+    for shift, dim in zip(shifts, dims):
+        d = _norm_dim(dim, input.ndim)
+        n = input.shape[d]
+        k = int(shift) % n if n else 0
+        if k:
+            out = cat([slice_dim(out, d, n - k, n, 1), slice_dim(out, d, 0, n - k, 1)], d)
+    return out if out is not input else apply("copy", input)
