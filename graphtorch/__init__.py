@@ -258,6 +258,13 @@ def explain(model, *example_inputs):
     return _explain(model, *example_inputs)
 
 
+def report(model_or_fn, *example_inputs, path: str = "graphtorch-report.html", runs: int = 3) -> str:
+    """Write the compile report (one self-contained HTML file) and return its path (graphtorch/reporting.py)."""
+    from .reporting import report as _report
+
+    return _report(model_or_fn, *example_inputs, path=path, runs=runs)
+
+
 def get_num_threads() -> int:
     from .runtime.threads import get_num_threads as _get
 

@@ -186,6 +186,10 @@ class CompiledFunction:
         entry = self.build(key, flat, spec)
         self.entries[key] = entry
         self.last_key = key
+        if os.environ.get("GRAPHTORCH_REPORT_DIR"):  # an HTML compile report per entry
+            from .reporting import write_entry_report
+
+            write_entry_report(self, key)
         return entry
 
     def build(self, key, flat, spec) -> Entry:
