@@ -71,7 +71,8 @@ class Divergence:
                  *([f"  {self.loc}: {self.source}"] if self.source else []),
                  f"  {self.error}"]
         if self.group is not None:
-            lines.append(f"  fusion group {self.group.id} ({self.group.pattern}), kernel {self.kernel}")
+            kernel = f"kernel {self.kernel}" if self.kernel else "no native kernel (interpreter backend)"
+            lines.append(f"  fusion group {self.group.id} ({self.group.pattern}), {kernel}")
         for name, err in self.input_errors:
             lines.append(f"  input {name}: {err if err is not None else 'not a float: taken from the compiled run'}")
         if self.kernel_vs_interpreter is not None:

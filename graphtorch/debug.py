@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -141,14 +142,10 @@ def find_divergence(fn_or_module, *inputs, rtol: float = RTOL, atol: float = ATO
     found: list[Divergence] = []
     checker = _checked_like(fn_or_module, lambda d: found.append(d), rtol, atol, _backend(fn_or_module))
     function = checker._compiled if hasattr(checker, "_compiled") else checker
-    grads = _saved_grads(function.module)
-    try:
+    with restored_grads(function.module):
         out = _call_compiled(checker, function, inputs)
         if not found:
-            _run_backward(out)
-    finally:
-        for p, g in grads:
-            p._grad = g
+            run_backward(out)
     return found[0] if found else None
 
 
@@ -167,11 +164,19 @@ def _call_compiled(checker, function: CheckedFunction, inputs: tuple):
     return out
 
 
-def _saved_grads(module) -> list:
-    return [(p, p._grad) for p in module.parameters()] if module is not None else []
+@contextmanager
+def restored_grads(module):
+    """Put back the `.grad` of every parameter of `module` (None: nothing) when the block ends."""
+    saved = [(p, p._grad) for p in module.parameters()] if module is not None else []
+    try:
+        yield
+    finally:
+        for p, g in saved:
+            p._grad = g
 
 
-def _run_backward(out) -> None:
+def run_backward(out) -> None:
+    """Backward from every output that needs gradients, with ones as their gradients."""
     from . import autograd
 
     leaves = [t for t in flatten(out)[0] if isinstance(t, Tensor) and t.requires_grad]

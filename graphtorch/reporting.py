@@ -55,12 +55,17 @@ def kernel_timers():
 
 
 def _call(callable_, fn: CompiledFunction, inputs: tuple, runs: int) -> None:
-    with kernel_timers():
-        callable_(*inputs)
+    """`runs` compiled calls, each with its backward when the outputs need gradients (so the
+    backward's kernels are timed too); the gradients that leaves on a module are put back."""
+    from .debug import restored_grads, run_backward
+
+    with kernel_timers(), restored_grads(fn.module):
+        out = callable_(*inputs)
         if not fn.entries:  # that was a function's eager first call
-            callable_(*inputs)
-    for _ in range(runs - 1):
-        callable_(*inputs)
+            out = callable_(*inputs)
+        run_backward(out)
+        for _ in range(runs - 1):
+            run_backward(callable_(*inputs))
 
 
 def write_report(fn: CompiledFunction, path: str, keys: list | None = None) -> str:

@@ -145,7 +145,8 @@ def test_sin_mlp_report_has_the_backward_graph_and_kernel_times(tmp_path):
     assert "Uncaught" not in log and doc.by_id["errors"] == ""
     assert doc.nodes == _expected_nodes(model._compiled) and "e0-backward-fused" in doc.nodes
     assert "backward · fused" in dom and "backward: kernel times" in dom
-    assert dom.count('class="bar"') >= 4
+    assert dom.count('class="bar"') >= 4 and "No kernel times" not in dom  # the backward ran, timed
+    assert all(p.grad is None for p in model.parameters())  # and left no gradients behind
 
 
 @needs_chromium
