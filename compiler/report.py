@@ -171,11 +171,11 @@ def _times_table(view: GraphView) -> str:
         flops, moved = group_cost(g)
         rate = f"{flops / us / 1e3:.2f} GFLOP/s" if flops and us > 0 else ""
         bw = f"{moved / us / 1e3:.2f} GB/s" if us > 0 else ""
-        rows.append(f'<tr><td>group {g.id} {html.escape(label(g))}</td><td class="barcell">'
-                    f'<div class="bar" style="width:{100 * us / top:.1f}%"></div></td><td>{us:.1f} µs</td>'
-                    f"<td>{_fmt_int(flops) + ' FLOP' if flops else ''}</td><td>{_fmt_int(moved)} B</td>"
+        work = html.escape(f"{_fmt_int(flops)} FLOP, " if flops else "") + f"{moved:,} bytes per call"
+        rows.append(f'<tr title="{work}"><td>group {g.id} {html.escape(label(g))}</td><td class="barcell">'
+                    f'<div class="bar" style="width:{100 * us / top:.1f}%"></div>{us:.1f} µs</td>'
                     f"<td>{rate}</td><td>{bw}</td></tr>")
-    head = "<tr><th>kernel</th><th></th><th>time/call</th><th>work</th><th>bytes</th><th>FLOP/s</th><th>bytes/s</th></tr>"
+    head = "<tr><th>kernel</th><th>time per call</th><th>FLOP/s</th><th>bytes/s</th></tr>"
     return f'<table class="times">{head}{"".join(rows)}</table>'
 
 
@@ -200,7 +200,7 @@ def memory_svg(plan: MemoryPlan, steps: int) -> str:
     """Each arena buffer as a bar: x = the kernel steps it is live, y = its bytes in the arena."""
     if not plan.offsets:
         return '<p class="note">Nothing lives in the arena.</p>'
-    w, h = 760, 240
+    w, h = 440, 200
     sx, sy = w / max(steps, 1), h / max(plan.arena_bytes, 1)
     bars = []
     for n, off in plan.offsets.items():
@@ -257,14 +257,15 @@ def _graph_details(view: GraphView) -> str:
     plan = view.artifacts.fusion
     groups = "".join(f"<pre>{html.escape(format_group(g))}</pre>" for g in plan.groups)
     refusals = _list([str(r) for r in plan.rejections], "Nothing was refused.")
-    parts = [_section(f"{view.name}: fusion decisions ({len(plan.groups)} kernels, {len(plan.rejections)} refusals)",
-                      f"<h3>refusals</h3>{refusals}<details><summary>groups</summary>{groups}</details>"),
-             _section(f"{view.name}: kernel times", _times_table(view))]
+    parts = [_section(f"{view.name}: kernel times", f'<div class="scroll">{_times_table(view)}</div>')]
     if view.executable is not None and hasattr(view.executable, "plan"):
         p = view.executable.plan
         parts.append(_section(f"{view.name}: memory plan (arena {p.arena_bytes:,} bytes, peak live {p.peak_bytes:,})",
                               memory_svg(p, len(plan.groups))))
-    return "".join(parts)
+    parts.append(_section(f"{view.name}: fusion decisions ({len(plan.groups)} kernels, {len(plan.rejections)} refusals)",
+                          f'<h3>refusals</h3><div class="scroll">{refusals}</div>'
+                          f"<details><summary>groups</summary>{groups}</details>"))
+    return '<div class="details">' + "".join(parts) + "</div>"
 
 
 def _entry_html(k: int, entry: EntryView, sources: dict[str, str], data: dict) -> str:
@@ -313,7 +314,9 @@ svg.graph text{font:11px ui-monospace,monospace;fill:#111}svg.graph text.type{fi
 #details{position:fixed;right:0;top:0;bottom:0;width:360px;overflow:auto;background:#f7f7fa;
 border-left:1px solid #ccc;padding:10px;box-sizing:border-box}
 table.times{border-collapse:collapse;width:100%}table.times td,table.times th{padding:2px 6px;text-align:left;
-white-space:nowrap}td.barcell{width:40%}.bar{height:10px;background:#2b5fad}.bar.mem{background:#3a8}
+white-space:nowrap}td.barcell{width:45%;font-size:11px}.bar{height:9px;background:#2b5fad}.bar.mem{background:#3a8}
+.scroll{max-height:260px;overflow:auto;border:1px solid #e4e4e4}
+.details{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:0 18px}
 svg.memory rect.buffer{fill:#3a8;fill-opacity:.55;stroke:#174}article.entry{border-top:2px solid #2b5fad;margin-top:12px}
 """
 
