@@ -34,6 +34,7 @@ class GraphView:
     artifacts: CompileArtifacts
     executable: Any = None  # llvm.Executable: .plan, .kernel_times(), .artifacts["llvm_ir"]
     kernel_name: Any = None  # Group -> the backend's function name for its kernel
+    partitioned: bool = False  # split from a joint forward+backward graph: its first stage is the split
 
 
 @dataclass
@@ -235,7 +236,7 @@ def _list(items: list[str], empty: str) -> str:
 
 def _stages(view: GraphView) -> list[tuple[str, Graph, list[Group] | None]]:
     a = view.artifacts
-    return [("traced", a.traced, None), ("optimized", a.optimized, None), ("fused", a.optimized, a.fusion.groups)]
+    return [("partitioned" if view.partitioned else "traced", a.traced, None), ("optimized", a.optimized, None), ("fused", a.optimized, a.fusion.groups)]
 
 
 def _graph_block(view: GraphView, prefix: str, sources: dict[str, str], data: dict) -> str:
@@ -357,10 +358,10 @@ SCRIPT = """
     var fused = Array.prototype.filter.call(buttons, function(b){ return /fused/.test(b.textContent); });
     if(buttons.length) open(fused[0] || buttons[0]);
   });
-  var first = document.querySelector('.pane.active .node:not(.input)');
-  var calls = document.querySelectorAll('.pane.active svg.graph .node');
-  var pick = Array.prototype.find.call(calls, function(g){
-    var s = data.stages[g.closest('svg').dataset.stage]; return s.nodes[+g.dataset.node].kernel !== null; }) || first;
+  // open on the first node of the shown graph that has a kernel: the click handler runs once
+  var shown = document.querySelectorAll('.pane.active svg.graph .node');
+  var pick = Array.prototype.find.call(shown, function(g){
+    var s = data.stages[g.closest('svg').dataset.stage]; return s.nodes[+g.dataset.node].kernel !== null; }) || shown[0];
   if(pick) pick.dispatchEvent(new MouseEvent('click', {bubbles: true}));
   document.body.dataset.ready = 'yes';
 })();

@@ -56,7 +56,7 @@ class CheckedFunction(CompiledFunction):
         def run(arrays: list) -> list:
             inputs = [np.array(a) for a in arrays]  # the run may write donated inputs in place
             results = graph.run(arrays)
-            found = probe.search(inputs, which, self.rtol, self.atol)
+            found = probe.search(inputs, which, self.rtol, self.atol, results)
             if found is not None:
                 found.source = source_line(found.loc, code_file(self.fn))
                 self.on_divergence(found)
@@ -84,15 +84,22 @@ class _KernelProbe:
 
         art = self.graph.artifacts
         roots = [g.outputs[0] for g in art.fusion.groups]
+        if not roots:
+            return {}, {}
         if self._exe is None:
             probe = Graph(nodes=art.optimized.nodes, outputs=roots)
             self._exe = build(probe, art.fusion.groups, name=f"{self.name}.probe", timed=False)
         values = self._exe(*inputs)
         return dict(zip(roots, values)), {g.id: kernel_name(g) for g in art.fusion.groups}
 
-    def search(self, inputs: list[np.ndarray], which: str, rtol: float, atol: float) -> Divergence | None:
+    def search(self, inputs: list[np.ndarray], which: str, rtol: float, atol: float,
+               results: list[np.ndarray] | None = None) -> Divergence | None:
+        """The first divergence; `results`, the real call's outputs, stand for the kernels that
+        compute graph outputs (so a fault of the real call's memory plan shows as a kernel fault)."""
         art = self.graph.artifacts
         kernels, names = self.kernel_outputs(inputs)
+        if kernels and results is not None:
+            kernels.update((o, r) for o, r in zip(art.optimized.outputs, results) if o in kernels)
         return _search(art.optimized, art.fusion.groups, inputs, kernels, rtol=rtol, atol=atol, name=which,
                        kernel_names=names)
 

@@ -85,10 +85,9 @@ def write_report(fn: CompiledFunction, path: str, keys: list | None = None) -> s
 
 def _entry_view(fn: CompiledFunction, key: tuple, reason: str | None) -> EntryView:
     entry = fn.entries[key]
-    graphs = [GraphView("forward", entry.forward.artifacts, entry.forward.executable, _kernel_namer(entry.forward))]
-    if entry.backward is not None:
-        graphs.append(GraphView("backward", entry.backward.artifacts, entry.backward.executable,
-                                _kernel_namer(entry.backward)))
+    split = entry.backward is not None
+    graphs = [GraphView(name, g.artifacts, g.executable, _kernel_namer(g), split)
+              for name, g in (("forward", entry.forward), ("backward", entry.backward)) if g is not None]
     breaks = [str(b) for b in getattr(fn, "graph_breaks", None) or []]
     return EntryView(explain_entry(fn, key, entry), graphs, reason, breaks)
 

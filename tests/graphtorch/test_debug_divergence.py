@@ -163,3 +163,21 @@ def test_widen_makes_every_float_float64_and_keeps_the_rest():
     assert [n.type.dtype.name for n in wide.inputs] == ["float64", "int64"]
     assert all(n.type.dtype.name in ("float64", "int64") for n in wide.nodes)
     assert len(wide.nodes) == len(graph.nodes)
+
+
+def test_check_compares_what_the_real_call_returned(monkeypatch):
+    from graphtorch.compiler.llvm import Executable
+
+    call = Executable.__call__
+
+    def off_by_one(self, *arrays):  # the real executable errs, the kernels run one by one do not
+        out = call(self, *arrays)
+        return out if self.name.endswith(".probe") else [o + 1 for o in out]
+
+    monkeypatch.setattr(Executable, "__call__", off_by_one)
+    checked = gt.debug.checked(lambda x: x * 2 + 1)
+    x = _input((5,))
+    checked(x)  # eager
+    with pytest.raises(DivergenceError, match="a backend bug") as info:
+        checked(x)
+    assert info.value.divergence.kernel_vs_interpreter == pytest.approx(1.0)
