@@ -147,21 +147,14 @@ def find_divergence(fn_or_module, *inputs, rtol: float = RTOL, atol: float = ATO
     `.grad` are restored afterwards.
     """
     found: list[Divergence] = []
-    checker = _checked_like(fn_or_module, lambda d: found.append(d), rtol, atol, _backend(fn_or_module))
+    # a compiled function or module keeps its backend; anything else compiles for llvm
+    checker = _checked_like(fn_or_module, found.append, rtol, atol, "llvm")
     function = checker._compiled if hasattr(checker, "_compiled") else checker
     with restored_grads(function.module):
         out = _call_compiled(checker, function, inputs)
         if not found:
             run_backward(out)
     return found[0] if found else None
-
-
-def _backend(model) -> str:
-    from .optimized_module import OptimizedModule
-
-    if isinstance(model, OptimizedModule):
-        return model._compiled.backend
-    return model.backend if isinstance(model, CompiledFunction) else "llvm"
 
 
 def _call_compiled(checker, function: CheckedFunction, inputs: tuple):

@@ -69,11 +69,12 @@ def test_a_broken_kernel_in_the_backward_graph(monkeypatch):
     assert "cos" in [n.target for n in d.group.nodes]
 
 
-@pytest.mark.parametrize("backend", ["llvm", "interpreter"])
-def test_sin_mlp_forward_and_backward_agree_with_float64(backend):
+@pytest.mark.parametrize("name,backend", [("sin", "llvm"), ("sin", "interpreter"), ("lenet", "llvm")])
+def test_models_forward_and_backward_agree_with_float64(name, backend):
     gt.manual_seed(0)
-    model = sin_regression.NeuralNetworks()
-    x = _input((64, 1), scale=2.0)
+    model, x = {"sin": (sin_regression.NeuralNetworks, _input((64, 1), scale=2.0)),
+                "lenet": (lenet_digits.Net, _input((2, 1, 32, 32)))}[name]
+    model = model()
     grads_before = [p.grad for p in model.parameters()]
     assert find_divergence(gt.compile(model, backend=backend), x) is None
     assert [p.grad for p in model.parameters()] == grads_before  # the backward left no gradients
