@@ -45,6 +45,7 @@ class EntryView:
     graphs: list[GraphView]
     recompile_reason: str | None = None
     graph_breaks: list[str] = field(default_factory=list)
+    joint: Graph | None = None  # the traced graph before it was split into forward and backward
 
 
 # ---------------------------------------------------------------- layout
@@ -239,19 +240,23 @@ def _stages(view: GraphView) -> list[tuple[str, Graph, list[Group] | None]]:
     return [("partitioned" if view.partitioned else "traced", a.traced, None), ("optimized", a.optimized, None), ("fused", a.optimized, a.fusion.groups)]
 
 
-def _graph_block(view: GraphView, prefix: str, sources: dict[str, str], data: dict) -> str:
+def _tab(sid: str, caption: str, graph: Graph, groups: list[Group] | None, sources: dict[str, str],
+         code: dict[int, str], kernel_prefix: str, data: dict) -> tuple[str, str]:
+    """One stage's tab button and its pane (the SVG); its nodes' details go into `data`."""
+    data["stages"][sid] = {"nodes": node_details(graph, groups, sources, code), "kernelPrefix": kernel_prefix}
+    calls = sum(n.op == "call" for n in graph.nodes)
+    return (f'<button class="tab" data-target="{sid}">{html.escape(caption)} ({calls} calls)</button>',
+            f'<div class="pane" id="{sid}">{graph_svg(graph, groups, sid)}</div>')
+
+
+def _graph_tabs(view: GraphView, prefix: str, sources: dict[str, str], data: dict) -> list[tuple[str, str]]:
     names = {g.id: view.kernel_name(g) for g in view.artifacts.fusion.groups} if view.kernel_name else {}
     exe = view.executable
     code = kernel_code(exe.artifacts["llvm_ir"], names) if exe is not None and names else {}
-    data.setdefault("kernels", {}).update({f"{prefix}-{view.name}-{k}": v for k, v in code.items()})
-    tabs, panes = [], []
-    for stage, graph, groups in _stages(view):
-        sid = f"{prefix}-{view.name}-{stage}"
-        data["stages"][sid] = {"nodes": node_details(graph, groups, sources, code), "kernelPrefix": f"{prefix}-{view.name}-"}
-        calls = sum(n.op == "call" for n in graph.nodes)
-        tabs.append(f'<button class="tab" data-target="{sid}">{view.name} · {stage} ({calls} calls)</button>')
-        panes.append(f'<div class="pane" id="{sid}">{graph_svg(graph, groups, sid)}</div>')
-    return f'<div class="tabs">{"".join(tabs)}</div><div class="graphbox">{"".join(panes)}</div>'
+    kernel_prefix = f"{prefix}-{view.name}-"
+    data["kernels"].update({f"{kernel_prefix}{k}": v for k, v in code.items()})
+    return [_tab(f"{kernel_prefix}{stage}", f"{view.name} · {stage}", graph, groups, sources, code, kernel_prefix, data)
+            for stage, graph, groups in _stages(view)]
 
 
 def _graph_details(view: GraphView) -> str:
@@ -274,7 +279,12 @@ def _entry_html(k: int, entry: EntryView, sources: dict[str, str], data: dict) -
     head = f"<h2>entry {k}: {html.escape(e.title)}</h2>"
     if entry.recompile_reason:
         head += f'<p class="recompile">recompiled because {html.escape(entry.recompile_reason)}</p>'
-    graphs = "".join(_graph_block(v, f"e{k}", sources, data) for v in entry.graphs)
+    tabs = [_tab(f"e{k}-joint", "traced (forward + backward, before the partition)", entry.joint, None, sources,
+                 {}, "", data)] if entry.joint is not None else []
+    for view in entry.graphs:
+        tabs += _graph_tabs(view, f"e{k}", sources, data)
+    graphs = (f'<div class="tabs">{"".join(t for t, _ in tabs)}</div>'
+              f'<div class="graphbox">{"".join(p for _, p in tabs)}</div>')
     details = "".join(_graph_details(v) for v in entry.graphs)
     times = [f"{stage}: {ms:.2f} ms" for stage, ms in e.times_ms.items()]
     info = (_section("guards", _list(e.guards, "no guards")) +

@@ -126,6 +126,7 @@ class Entry:
     lifted_types: list[tuple] = field(default_factory=list)
     guards: list[tuple] = field(default_factory=list)  # (what, fn, value) from the tracer
     trace_seconds: float = 0.0
+    joint: Graph | None = None  # the traced graph before the partition, when there is a backward (reports)
 
     def stale(self) -> str | None:
         """Why this entry no longer fits the Python state it was traced with, or None."""
@@ -198,6 +199,7 @@ class CompiledFunction:
         traced.seconds = time.perf_counter() - start
         entry = assemble(key, traced, self.backend, self.dump_dir)
         entry.trace_seconds = traced.seconds
+        entry.joint = traced.graph if entry.backward is not None else None
         return entry
 
     # ---------------------------------------------------------------- running

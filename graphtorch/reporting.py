@@ -89,7 +89,7 @@ def _entry_view(fn: CompiledFunction, key: tuple, reason: str | None) -> EntryVi
     graphs = [GraphView(name, g.artifacts, g.executable, _kernel_namer(g), split)
               for name, g in (("forward", entry.forward), ("backward", entry.backward)) if g is not None]
     breaks = [str(b) for b in getattr(fn, "graph_breaks", None) or []]
-    return EntryView(explain_entry(fn, key, entry), graphs, reason, breaks)
+    return EntryView(explain_entry(fn, key, entry), graphs, reason, breaks, entry.joint)
 
 
 def _kernel_namer(graph):

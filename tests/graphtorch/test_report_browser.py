@@ -106,6 +106,8 @@ def _expected_nodes(fn) -> dict[str, int]:
     """data-stage -> node count, from the compiled entries themselves."""
     out = {}
     for k, entry in enumerate(fn.entries.values()):
+        if entry.joint is not None:
+            out[f"e{k}-joint"] = len(entry.joint.nodes)
         for name, graph in (("forward", entry.forward), ("backward", entry.backward)):
             if graph is not None:
                 a = graph.artifacts
@@ -148,7 +150,7 @@ def test_sin_mlp_report_has_the_backward_graph_and_kernel_times(tmp_path):
     dom, log = rendered(tmp_path, path)
     doc = parse(dom)
     assert "Uncaught" not in log and doc.by_id["errors"] == ""
-    assert doc.nodes == _expected_nodes(model._compiled) and "e0-backward-fused" in doc.nodes
+    assert doc.nodes == _expected_nodes(model._compiled) and {"e0-joint", "e0-backward-fused"} <= set(doc.nodes)
     assert "forward · partitioned" in dom and "backward · fused" in dom and "backward: kernel times" in dom
     assert dom.count('class="bar"') >= 4 and "No kernel times" not in dom  # the backward ran, timed
     assert all(p.grad is None for p in model.parameters())  # and left no gradients behind
