@@ -123,6 +123,8 @@ from .ops.indexing import (
     nonzero,
     scatter_add,
     take_along_dim,
+    tril,
+    triu,
 )
 from .ops.linalg import bmm, dot, inverse, matmul, mm, mv, outer
 from .ops.random import (

@@ -37,7 +37,7 @@ _bind(S, "view", "view_as", "reshape", "reshape_as", "permute", "transpose", "t"
       "unflatten", "expand", "expand_as", "narrow", "contiguous", "clone", "repeat", "split", "chunk", "unbind",
       "flip", "movedim", "tile", "swapaxes", "swapdims", "ravel", "broadcast_to")
 _bind(L, "matmul", "mm", "bmm", "dot", "mv", "inverse", "outer")
-_bind(I, "gather", "scatter_add", "index_select", "masked_select", "nonzero", "index_add", "argwhere")
+_bind(I, "gather", "scatter_add", "index_select", "masked_select", "nonzero", "index_add", "argwhere", "tril", "triu")
 
 
 def _where(self, condition, other):
@@ -132,7 +132,7 @@ for _name in ["add", "sub", "mul", "div", "pow", "neg", "abs", "exp", "log", "sq
               "reciprocal", "rsqrt", "square", "masked_fill", "floor_divide", "remainder", "fmod", "log1p", "expm1",
               "logical_not", "erf", "maximum", "minimum"]:
     setattr(Tensor, _name + "_", _inplace(getattr(E, _name)))
-for _name in ["index_add", "scatter_add"]:
+for _name in ["index_add", "scatter_add", "tril", "triu"]:
     setattr(Tensor, _name + "_", _inplace(getattr(I, _name)))
 for _name in ["cumsum"]:
     setattr(Tensor, _name + "_", _inplace(getattr(R, _name)))

@@ -55,6 +55,7 @@ OPS = {
                               lambda: (_x((2, 3, 9, 8), 12).requires_grad_(), _x((4, 3, 3, 3), 13).requires_grad_())),
     "rand_dropout": (lambda a: F.dropout(a, 0.5, training=True) + gt.rand(3, 5, 7) * 0, lambda: (_x(),)),
     "iota_onehot": (lambda t: F.one_hot(t, 6).float().cumsum(0), lambda: (gt.from_numpy(np.array([0, 5, 3, 2])),)),
+    "tril_triu_backward": (lambda a: a.tril(-1) * 2 + gt.triu(a, 2).exp(), lambda: (_x().requires_grad_(),)),
 }
 
 
