@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ...runtime import JITError, Part, compile_ir, get_num_threads, pool
+from ...runtime import JITError, Part, compile_ir, get_num_threads, host_calls, pool
 from ..errors import GraphtorchCompileError
 from ..ir import Graph, Group, Node
 from ..memory_plan import MemoryPlan, plan_memory
-from .module import ERROR_CODE, ERROR_DIM, ERROR_INDEX, ERROR_SIZE, STATUS_SLOTS, Layout, build_module
+from .module import ERROR_CODE, ERROR_DIM, ERROR_INDEX, ERROR_SIZE, HOST_ERROR, STATUS_SLOTS, Layout, build_module
 
 ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 
@@ -209,6 +209,9 @@ class Executable:
         return sorted(zip(self.groups, us.tolist()), key=lambda gt: -gt[1])
 
     def _raise_status(self) -> None:
-        bad, dim, size = (int(self._status[k]) for k in (ERROR_INDEX, ERROR_DIM, ERROR_SIZE))
+        code, bad, dim, size = (int(self._status[k]) for k in (ERROR_CODE, ERROR_INDEX, ERROR_DIM, ERROR_SIZE))
         self._status[ERROR_CODE] = 0
+        error = host_calls.take_error()  # taken in any case, so a stale one never surfaces later
+        if code == HOST_ERROR and error is not None:
+            raise error
         raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")

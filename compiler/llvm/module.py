@@ -66,6 +66,7 @@ STATUS_SLOTS = 16
 BARRIER_COUNT, BARRIER_GENERATION = 0, 8  # separate cache lines: waiters spin on the generation
 ERROR_CODE, ERROR_INDEX, ERROR_DIM, ERROR_SIZE = 2, 3, 4, 5
 INDEX_ERROR = 1
+HOST_ERROR = 2  # a host call (host.py) raised: the executable re-raises its exception
 
 
 ALONE = ("single", "opaque", "injective")  # "single" and the fusion pass's "opaque:<prim>", "injective:<prim>"
@@ -179,12 +180,18 @@ class LoweringContext:
     def index_error(self, bad_index: ir.Value, dim: int, size: int) -> None:
         """Record the first out-of-bounds index; the runtime raises IndexError after the call."""
         b = self.builder
-        slot = lambda k: b.gep(self._status, [index.i64(k)], inbounds=True, source_etype=I64)
-        old = b.cmpxchg(slot(ERROR_CODE), index.i64(0), index.i64(INDEX_ERROR), "monotonic", "monotonic")
-        with b.if_then(b.extract_value(old, 1)):
-            b.store(bad_index, slot(ERROR_INDEX))
-            b.store(index.i64(dim), slot(ERROR_DIM))
-            b.store(index.i64(size), slot(ERROR_SIZE))
+        with b.if_then(self.set_error(INDEX_ERROR)):
+            b.store(bad_index, self._slot(ERROR_INDEX))
+            b.store(index.i64(dim), self._slot(ERROR_DIM))
+            b.store(index.i64(size), self._slot(ERROR_SIZE))
+
+    def set_error(self, code: int) -> ir.Value:
+        """Record error `code` unless an earlier one is; true when this one was recorded."""
+        old = self.builder.cmpxchg(self._slot(ERROR_CODE), index.i64(0), index.i64(code), "monotonic", "monotonic")
+        return self.builder.extract_value(old, 1)
+
+    def _slot(self, k: int) -> ir.Value:
+        return self.builder.gep(self._status, [index.i64(k)], inbounds=True, source_etype=I64)
 
     def unsupported(self, node: Node, why: str) -> GraphtorchCompileError:
         return GraphtorchCompileError("GT050", f"the LLVM backend cannot lower {node.name} ({node.target}): {node.name} {why}",
