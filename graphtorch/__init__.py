@@ -126,7 +126,9 @@ from .ops.indexing import (
     tril,
     triu,
 )
+from .ops.einsum import einsum
 from .ops.linalg import bmm, dot, inverse, matmul, mm, mv, outer
+from .ops.sorting import argsort, kthvalue, median, msort, sort, topk
 from .ops.random import (
     Generator,
     bernoulli,
@@ -152,6 +154,9 @@ from .ops.reduction import (
     argmax,
     argmin,
     count_nonzero,
+    cummax,
+    cummin,
+    cumprod,
     cumsum,
     log_softmax,
     logsumexp,
@@ -175,6 +180,8 @@ from .ops.shape import (
     clone,
     concat,
     concatenate,
+    diag,
+    diagonal,
     flatten,
     flip,
     hstack,
@@ -183,6 +190,7 @@ from .ops.shape import (
     permute,
     ravel,
     reshape,
+    roll,
     split,
     squeeze,
     stack,
@@ -210,10 +218,12 @@ from . import (
     cuda,  # noqa: E402  (device queries; CUDA tensors come with the CUDA backend)
     datasets,  # noqa: E402  (the small data sets shipped for examples and tests)
     debug,  # noqa: E402  (find_divergence: where a compiled result leaves float64)
+    linalg,  # noqa: E402  (torch.linalg: norms, inv, solve, det, slogdet, cholesky)
     nn,  # noqa: E402  (torch.nn: Module, Parameter, layers, losses, functional, init)
     optim,  # noqa: E402  (torch.optim: optimizers and lr schedulers)
     utils,  # noqa: E402  (torch.utils.data: datasets, samplers, DataLoader)
 )
+from .linalg import det, logdet, slogdet  # noqa: E402
 from .serialization import load, save  # noqa: E402  (checkpoints that never execute code)
 
 

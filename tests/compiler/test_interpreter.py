@@ -42,6 +42,12 @@ CASES: dict[str, tuple[list[TensorType], dict]] = {
     "fold": ([T((1, 2, 3, 3, 2, 2), F)], dict(size=(4, 4), stride=(1, 1), dilation=(1, 1))),
     "scatter_add": ([T((3, 5), F), T((3, 2), I), T((3, 2), F)], dict(dim=1)),
     "inverse": ([T((2, 3, 3), F)], {}),
+    "det": ([T((2, 3, 3), F)], {}),
+    "slogdet": ([T((2, 3, 3), F)], {}),
+    "cholesky": ([T((2, 1, 1), F)], {}),  # the inputs are positive: 1x1 ones are positive-definite
+    "argsort": ([T((3, 5), F)], dict(dim=1, descending=True)),
+    "cumprod": ([T((3, 5), F)], dict(dim=0)),
+    "cumextreme_index": ([T((3, 5), F)], dict(dim=1, largest=False)),
 }
 for _name, _p in PRIMITIVES.items():  # the rest: unary/binary elementwise and reductions
     if _name in CASES or _p.data_dependent:

@@ -57,6 +57,12 @@ OPS = {
     "iota_onehot": (lambda t: F.one_hot(t, 6).float().cumsum(0), lambda: (gt.from_numpy(np.array([0, 5, 3, 2])),)),
     # no generated kernel: the numpy kernel runs from the native code (compiler/llvm/host.py)
     "inverse_backward": (lambda a: (a + gt.eye(3) * 4).inverse().tanh(), lambda: (_x((2, 3, 3)).requires_grad_(),)),
+    "sort_scan_backward": (lambda a: gt.sort(a, 1, descending=True).values + gt.topk(a, 2, 2).values.sum(-1, True)
+                           + gt.cummax(a, 0).values * a.cumprod(1) + gt.roll(a, 2, 2) + gt.diagonal(a, 1, 1, 2).sum(),
+                           lambda: (_x().requires_grad_(),)),
+    "linalg_backward": (lambda a: gt.linalg.det(a) + gt.linalg.slogdet(a).logabsdet
+                        + gt.linalg.cholesky(a @ a.transpose(-1, -2) + gt.eye(3) * 3).sum((-1, -2))
+                        + gt.einsum("bij,bjk->b", a, a), lambda: ((_x((2, 3, 3)) + gt.eye(3) * 2).requires_grad_(),)),
     "tril_triu_backward": (lambda a: a.tril(-1) * 2 + gt.triu(a, 2).exp(), lambda: (_x().requires_grad_(),)),
 }
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import gradcheck
 
+import graphtorch as gt
 from graphtorch import float32, float64, int64
 from graphtorch.autograd_rules import RULES
 from graphtorch.dispatch import apply
@@ -88,6 +89,11 @@ CASES = {
          [r(2, 4, 6, 7), r(6, 2, 2, 3, seed=1)]),
     ],
     "inverse": [(lambda a: apply("inverse", a), [r(3, 3) + 3 * np.eye(3)])],
+    "det": [(lambda a: apply("det", a), [r(2, 3, 3) + 3 * np.eye(3)])],
+    "slogdet": [(lambda a: apply("slogdet", a), [r(2, 3, 3) + 3 * np.eye(3)])],
+    # cholesky reads the lower triangle: differentiate through a symmetric function of a
+    "cholesky": [(lambda a: apply("cholesky", a @ a.transpose(-1, -2) + gt.eye(3, dtype=gt.float64) * 3), [r(3, 3)])],
+    "cumprod": [(lambda a: apply("cumprod", a, dim=1), [r(3, 4)]), (lambda a: apply("cumprod", a, dim=0), [r(4)])],
 }
 
 
