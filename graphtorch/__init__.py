@@ -45,6 +45,7 @@ from .ops.creation import (
     zeros,
     zeros_like,
 )
+from .ops.einsum import einsum
 from .ops.elementwise import (
     abs,
     absolute,
@@ -126,9 +127,7 @@ from .ops.indexing import (
     tril,
     triu,
 )
-from .ops.einsum import einsum
 from .ops.linalg import bmm, dot, inverse, matmul, mm, mv, outer
-from .ops.sorting import argsort, kthvalue, median, msort, sort, topk
 from .ops.random import (
     Generator,
     bernoulli,
@@ -204,6 +203,7 @@ from .ops.shape import (
     unsqueeze,
     vstack,
 )
+from .ops.sorting import argsort, kthvalue, median, msort, sort, topk
 from .tensor import Size, Tensor, device
 
 # aliases PyTorch users write
