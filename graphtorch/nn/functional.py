@@ -21,6 +21,7 @@ from ..ops.random import rand
 from ..ops.reduction import log_softmax as _log_softmax
 from ..ops.reduction import softmax as _softmax
 from ..tensor import Tensor
+from ._attention import multi_head_attention_forward, scaled_dot_product_attention
 from ._conv import conv2d, pad, unfold
 from ._losses import (
     binary_cross_entropy,
@@ -38,6 +39,7 @@ __all__ = [
     "log_softmax", "max_pool2d", "mse_loss", "nll_loss", "one_hot", "pad", "relu", "relu_", "sigmoid", "silu",
     "softmax", "softplus", "tanh", "unfold",
 ]
+__all__ += ["multi_head_attention_forward", "scaled_dot_product_attention"]
 
 # ---------------------------------------------------------------- activations
 
