@@ -168,7 +168,7 @@ def test_multihead_attention_cross_lengths_and_causal_hint():
     g, t = both("MultiheadAttention", 6, 3)
     mask = np.triu(np.ones((4, 4), bool), 1)
     run_pair(g, t, [randn(4, 2, 6), randn(4, 2, 6, seed=1), randn(4, 2, 6, seed=2)],
-             mha_call(None, None, None, attn_mask=mask, is_causal=True, need_weights=False))
+             mha_call(attn_mask=mask, is_causal=True, need_weights=False))
     run_pair(g, t, [randn(3, 2, 6), randn(7, 2, 6, seed=1), randn(7, 2, 6, seed=2)], mha_call())
 
 
