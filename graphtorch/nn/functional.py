@@ -21,15 +21,19 @@ from ..ops.random import rand
 from ..ops.reduction import log_softmax as _log_softmax
 from ..ops.reduction import softmax as _softmax
 from ..tensor import Tensor
+from ._activations import cosine_similarity, elu, glu, hardswish, hardtanh, mish, prelu
 from ._attention import multi_head_attention_forward, scaled_dot_product_attention
 from ._conv import conv2d, pad, unfold
 from ._losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     cross_entropy,
+    huber_loss,
+    kl_div,
     l1_loss,
     mse_loss,
     nll_loss,
+    smooth_l1_loss,
 )
 from ._pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
@@ -40,6 +44,8 @@ __all__ = [
     "softmax", "softplus", "tanh", "unfold",
 ]
 __all__ += ["multi_head_attention_forward", "scaled_dot_product_attention"]
+__all__ += ["cosine_similarity", "elu", "glu", "hardswish", "hardtanh", "huber_loss", "kl_div", "mish", "prelu",
+            "smooth_l1_loss"]
 
 # ---------------------------------------------------------------- activations
 
