@@ -23,7 +23,7 @@ from ..ops.reduction import softmax as _softmax
 from ..tensor import Tensor
 from ._activations import cosine_similarity, elu, glu, hardswish, hardtanh, mish, prelu
 from ._attention import multi_head_attention_forward, scaled_dot_product_attention
-from ._conv import conv2d, pad, unfold
+from ._conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d, pad, unfold
 from ._losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -46,6 +46,7 @@ __all__ = [
 __all__ += ["multi_head_attention_forward", "scaled_dot_product_attention"]
 __all__ += ["cosine_similarity", "elu", "glu", "hardswish", "hardtanh", "huber_loss", "kl_div", "mish", "prelu",
             "smooth_l1_loss"]
+__all__ += ["conv1d", "conv_transpose1d", "conv_transpose2d"]
 
 # ---------------------------------------------------------------- activations
 

@@ -20,7 +20,7 @@ from .activation import (
 )
 from .attention import MultiheadAttention
 from .container import ModuleDict, ModuleList, Sequential
-from .conv import Conv2d
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .dropout import Dropout
 from .flatten import Flatten, Unflatten
 from .linear import Identity, Linear
@@ -61,3 +61,4 @@ __all__ += [
 __all__ += ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase", "RNNCell", "RNNCellBase"]
 __all__ += ["CosineSimilarity", "ELU", "GLU", "Hardswish", "Hardtanh", "HuberLoss", "KLDivLoss", "Mish", "PReLU",
             "SmoothL1Loss"]
+__all__ += ["Conv1d", "ConvTranspose1d", "ConvTranspose2d"]
