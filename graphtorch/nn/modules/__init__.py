@@ -36,8 +36,16 @@ from .loss import (
     SmoothL1Loss,
 )
 from .module import Module
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm
+from .pooling import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveMaxPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    MaxPool1d,
+    MaxPool2d,
+)
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
 from .sparse import Embedding
 from .transformer import (
@@ -47,6 +55,7 @@ from .transformer import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
+from .upsampling import PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Conv2d",
@@ -62,3 +71,5 @@ __all__ += ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase", "RNNCell", "
 __all__ += ["CosineSimilarity", "ELU", "GLU", "Hardswish", "Hardtanh", "HuberLoss", "KLDivLoss", "Mish", "PReLU",
             "SmoothL1Loss"]
 __all__ += ["Conv1d", "ConvTranspose1d", "ConvTranspose2d"]
+__all__ += ["AdaptiveAvgPool1d", "AdaptiveMaxPool2d", "AvgPool1d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "MaxPool1d"]
+__all__ += ["PixelShuffle", "PixelUnshuffle", "Upsample"]
