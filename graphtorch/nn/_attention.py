@@ -57,6 +57,17 @@ def masked_softmax(scores: Tensor, blocked: Tensor | None) -> Tensor:
     return weights.masked_fill(dead, 0.0)
 
 
+def _share_heads(x: Tensor, query_heads: int) -> Tensor:
+    """Grouped-query attention: each of x's heads serves query_heads / heads consecutive query heads."""
+    heads = x.shape[-3]
+    if query_heads % heads:
+        raise RuntimeError(f"Number of heads in key and value must divide the number of heads in query, but got "
+                           f"{heads} and {query_heads}")
+    group = query_heads // heads
+    shape = (*x.shape[:-3], heads, group, *x.shape[-2:])
+    return x.unsqueeze(-3).expand(*shape).reshape(*x.shape[:-3], query_heads, *x.shape[-2:])
+
+
 @op("ScaledDotProductFlashAttentionForCpuBackward0", origin="scaled_dot_product_attention")
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
                                  dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
@@ -71,6 +82,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if not 0.0 <= dropout_p <= 1.0:
         raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {dropout_p}")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if enable_gqa:
+        key, value = _share_heads(key, query.shape[-3]), _share_heads(value, query.shape[-3])
     scores = matmul(query, key.transpose(-2, -1)) * scale
     if attn_mask is not None and attn_mask.dtype is not dt.bool_:
         scores = scores + attn_mask

@@ -94,6 +94,9 @@ class RNNBase(Module):
         for weight in self.parameters():
             init.uniform_(weight, -stdv, stdv)
 
+    def flatten_parameters(self) -> None:
+        """torch packs the weights for cuDNN here; graphtorch has nothing to pack."""
+
     @property
     def all_weights(self) -> list[list[Parameter]]:
         per = len(self._flat_weights_names) // (self.num_layers * self._directions)

@@ -45,6 +45,11 @@ def test_sdpa_matches_torch(case):
     compare(fn, randn(2, 3, 5, 4), randn(2, 3, 6, 4, seed=1), randn(2, 3, 6, 7, seed=2), rtol=1e-5, atol=1e-6)
 
 
+def test_sdpa_grouped_query_heads():
+    compare(lambda lib, q, k, v: lib.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True),
+            randn(2, 6, 4, 3), randn(2, 2, 5, 3, seed=1), randn(2, 2, 5, 4, seed=2), rtol=1e-5, atol=1e-6)
+
+
 def test_sdpa_fully_masked_row_is_zero_with_zero_gradient():
     mask = bool_mask(4, 4)
     mask[1] = False
