@@ -104,9 +104,9 @@ class RNNBase(Module):
         return [[getattr(self, n) for n in names[i:i + per]] for i in range(0, len(names), per)]
 
     def _weights(self, layer: int, suffix: str) -> dict:
-        get = lambda kind: getattr(self, f"{kind}_l{layer}{suffix}", None)  # noqa: E731
-        return {"w_ih": get("weight_ih"), "w_hh": get("weight_hh"), "b_ih": get("bias_ih"), "b_hh": get("bias_hh"),
-                "w_hr": get("weight_hr")}
+        """One layer-direction's parameters under _rnn's names (None where absent: no bias, no projection)."""
+        kinds = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh", "w_hr": "weight_hr"}
+        return {key: getattr(self, f"{kind}_l{layer}{suffix}", None) for key, kind in kinds.items()}
 
     def _check_input(self, input: Tensor) -> None:
         weight_dtype = self.weight_ih_l0.dtype
