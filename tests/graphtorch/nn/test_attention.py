@@ -319,3 +319,19 @@ def test_compiled_sdpa_and_mha_equal_eager():
     compiled(q, k)  # a function's first call runs eagerly; the second compiles
     assert_same(compiled(q, k), fn(q, k), rtol=1e-5, atol=1e-6)
     assert len(compiled.entries) == 1
+
+
+def test_dropout_only_in_training():
+    gt.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.5)
+    x = gt.tensor(randn(5, 2, 8))
+    a, b = layer(x).detach().numpy(), layer(x).detach().numpy()
+    assert not np.allclose(a, b)
+    layer.eval()
+    np.testing.assert_array_equal(layer(x).detach().numpy(), layer(x).detach().numpy())
+    mha = nn.MultiheadAttention(8, 2, dropout=0.5)
+    _, w = mha(x, x, x, average_attn_weights=False)
+    kept = w.detach().numpy()  # dropped weights are 0, kept ones doubled: rows no longer sum to 1
+    assert (kept == 0).any() and not np.allclose(kept.sum(-1), 1)
+    mha.eval()
+    np.testing.assert_allclose(mha(x, x, x)[1].detach().numpy().sum(-1), 1, rtol=1e-5)

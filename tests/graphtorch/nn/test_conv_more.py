@@ -124,3 +124,14 @@ def test_compiled_equals_eager_with_backward():
     assert_same(compiled, eager, rtol=1e-5, atol=1e-5)
     for a, b in zip(compiled_grads, eager_grads):
         assert_same(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_init_bounds_follow_torch_fan_in():
+    gt.manual_seed(0)
+    up = nn.ConvTranspose2d(8, 4, 3, groups=2)  # torch's fan_in: weight.size(1) * k * k = 2 * 9
+    bound = 1 / np.sqrt(2 * 9)
+    for p in (up.weight, up.bias):
+        values = np.abs(p.detach().numpy())
+        assert values.max() <= bound and values.max() > 0.8 * bound
+    conv = nn.Conv1d(3, 5, 4)
+    assert np.abs(conv.weight.detach().numpy()).max() <= 1 / np.sqrt(12)
