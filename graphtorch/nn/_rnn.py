@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..ops.elementwise import relu, sigmoid, tanh
+import numpy as np
+
+from ..ops.creation import tensor
+from ..ops.elementwise import relu, sigmoid, tanh, where
 from ..ops.shape import stack
 from ..tensor import Tensor
 
@@ -52,8 +55,11 @@ STEPS: dict[str, Callable] = {"RNN_TANH": rnn_tanh_step, "RNN_RELU": rnn_relu_st
                               "LSTM": lstm_step}
 
 
-def run_direction(mode: str, x: Tensor, state, weights: dict, reverse: bool) -> tuple:
-    """One layer, one direction over a time-major (T, B, F) input: (outputs (T, B, H), final state)."""
+def run_direction(mode: str, x: Tensor, state, weights: dict, reverse: bool,
+                  lengths: np.ndarray | None = None) -> tuple:
+    """One layer, one direction over a time-major (T, B, F) input: (outputs (T, B, H), final state).
+    With `lengths` (variable-length sequences) a sequence's state stops changing past its end, and
+    in reverse starts changing only at its last step, as torch's packed sequences behave."""
     from .functional import linear
 
     step = STEPS[mode]
@@ -62,6 +68,14 @@ def run_direction(mode: str, x: Tensor, state, weights: dict, reverse: bool) -> 
     order = range(len(x_gates) - 1, -1, -1) if reverse else range(len(x_gates))
     outputs = [None] * len(x_gates)
     for t in order:
-        state = step(x_gates[t], state, weights["w_hh"], weights.get("b_hh"), *extra)
+        new = step(x_gates[t], state, weights["w_hh"], weights.get("b_hh"), *extra)
+        state = new if lengths is None else _keep_finished(new, state, tensor((t < lengths)[:, None]))
         outputs[t] = state[0] if mode == "LSTM" else state
     return stack(outputs), state
+
+
+def _keep_finished(new, old, running: Tensor):
+    """The new state where a sequence is still running, the old one where it has ended."""
+    if isinstance(new, tuple):
+        return tuple(where(running, n, o) for n, o in zip(new, old))
+    return where(running, new, old)

@@ -13,6 +13,7 @@ from .. import functional as F
 from .. import init
 from .._rnn import STEPS, run_direction
 from ..parameter import Parameter
+from ..utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from .module import Module
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -124,14 +125,14 @@ class RNNBase(Module):
         if tuple(hx.shape) != expected:
             raise RuntimeError(f"Expected {what} {expected}, got {list(hx.shape)}")
 
-    def _layers(self, x: Tensor, states: list) -> tuple[Tensor, list]:
+    def _layers(self, x: Tensor, states: list, lengths=None) -> tuple[Tensor, list]:
         """All layers over time-major x; states[i] is layer-direction i's initial state."""
         finals = []
         for layer in range(self.num_layers):
             outs = []
             for d, suffix in enumerate(("", "_reverse")[:self._directions]):
                 out, final = run_direction(self.mode, x, states[layer * self._directions + d],
-                                           self._weights(layer, suffix), reverse=d == 1)
+                                           self._weights(layer, suffix), reverse=d == 1, lengths=lengths)
                 outs.append(out)
                 finals.append(final)
             x = outs[0] if len(outs) == 1 else cat(outs, -1)
@@ -139,12 +140,19 @@ class RNNBase(Module):
                 x = F.dropout(x, self.dropout, training=True)
         return x, finals
 
-    def _time_major(self, input: Tensor, batched: bool) -> Tensor:
+    def _time_major(self, input) -> tuple[Tensor, bool, object]:
+        """(T, B, F) input, whether it was batched, and the sequence lengths (packed input) or None."""
+        if isinstance(input, PackedSequence):
+            padded, lengths = pad_packed_sequence(input)
+            return padded, True, lengths.numpy()
+        batched = self._check_rank(input)
         if not batched:
-            return input.unsqueeze(1)
-        return input.transpose(0, 1) if self.batch_first else input
+            return input.unsqueeze(1), False, None
+        return (input.transpose(0, 1) if self.batch_first else input), True, None
 
-    def _from_time_major(self, out: Tensor, batched: bool) -> Tensor:
+    def _from_time_major(self, out: Tensor, input, batched: bool):
+        if isinstance(input, PackedSequence):  # packed in, packed out, in the same order
+            return pack_padded_sequence(out, input.lengths(), enforce_sorted=input.sorted_indices is None)
         if not batched:
             return out.squeeze(1)
         return out.transpose(0, 1) if self.batch_first else out
@@ -181,18 +189,18 @@ class RNNBase(Module):
 class _SingleStateRNN(RNNBase):
     """RNN and GRU: one hidden state per layer and direction."""
 
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        batched = self._check_rank(input)
-        if hx is not None and hx.ndim != input.ndim:
+    def forward(self, input, hx: Tensor | None = None) -> tuple:
+        x, batched, lengths = self._time_major(input)
+        if hx is not None and hx.ndim != x.ndim - (not batched):
             kind = "batched 3-D" if batched else "unbatched 2-D"
-            raise RuntimeError(f"For {kind} input, hx should also be {input.ndim}-D but got {hx.ndim}-D tensor")
-        x = self._time_major(input, batched)
+            raise RuntimeError(f"For {kind} input, hx should also be {3 if batched else 2}-D but got {hx.ndim}-D "
+                               "tensor")
         self._check_input(x)
-        h0 = self._initial(hx, batched, x.shape[1], input.dtype, self.hidden_size)
+        h0 = self._initial(hx, batched, x.shape[1], x.dtype, self.hidden_size)
         self._check_hidden(h0, self._expected_hidden(x.shape[1], self.hidden_size))
-        out, finals = self._layers(x, list(h0.unbind(0)))
+        out, finals = self._layers(x, list(h0.unbind(0)), lengths)
         h_n = stack(finals)
-        return self._from_time_major(out, batched), h_n if batched else h_n.squeeze(1)
+        return self._from_time_major(out, input, batched), h_n if batched else h_n.squeeze(1)
 
 
 class RNN(_SingleStateRNN):
@@ -219,24 +227,24 @@ class LSTM(RNNBase):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__("LSTM", *args, **kwargs)
 
-    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple]:
-        batched = self._check_rank(input)
-        if hx is not None and (hx[0].ndim != input.ndim or hx[1].ndim != input.ndim):
+    def forward(self, input, hx: tuple[Tensor, Tensor] | None = None) -> tuple:
+        x, batched, lengths = self._time_major(input)
+        rank = 3 if batched else 2
+        if hx is not None and (hx[0].ndim != rank or hx[1].ndim != rank):
             kind = "batched 3-D" if batched else "unbatched 2-D"
-            raise RuntimeError(f"For {kind} input, hx and cx should also be {input.ndim}-D but got "
+            raise RuntimeError(f"For {kind} input, hx and cx should also be {rank}-D but got "
                                f"({hx[0].ndim}-D, {hx[1].ndim}-D) tensors")
-        x = self._time_major(input, batched)
         self._check_input(x)
         batch = x.shape[1]
-        h0 = self._initial(None if hx is None else hx[0], batched, batch, input.dtype, self._out_size)
-        c0 = self._initial(None if hx is None else hx[1], batched, batch, input.dtype, self.hidden_size)
+        h0 = self._initial(None if hx is None else hx[0], batched, batch, x.dtype, self._out_size)
+        c0 = self._initial(None if hx is None else hx[1], batched, batch, x.dtype, self.hidden_size)
         self._check_hidden(h0, self._expected_hidden(batch, self._out_size), "hidden[0] size")
         self._check_hidden(c0, self._expected_hidden(batch, self.hidden_size), "hidden[1] size")
-        out, finals = self._layers(x, list(zip(h0.unbind(0), c0.unbind(0))))
+        out, finals = self._layers(x, list(zip(h0.unbind(0), c0.unbind(0))), lengths)
         h_n, c_n = stack([h for h, _ in finals]), stack([c for _, c in finals])
         if not batched:
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
-        return self._from_time_major(out, batched), (h_n, c_n)
+        return self._from_time_major(out, input, batched), (h_n, c_n)
 
 
 # ---------------------------------------------------------------- cells

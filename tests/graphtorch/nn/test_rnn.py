@@ -203,3 +203,71 @@ def test_compiled_gru_bidirectional_equals_eager():
     x, h = gt.tensor(randn(5, 2, 3)), gt.tensor(randn(4, 2, 4, seed=1))
     for got, want in zip(compiled(x, h), gru(x, h)):
         assert_same(got, want, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- packed sequences
+
+
+def _pack(lib, x, lengths, **kwargs):
+    return lib.nn.utils.rnn.pack_padded_sequence(x, lengths, **kwargs)
+
+
+@pytest.mark.parametrize("lengths,kwargs", [([4, 3, 1], {}), ([2, 4, 3], dict(enforce_sorted=False)),
+                                            ([3, 4, 4, 1], dict(enforce_sorted=False, batch_first=True))], ids=str)
+def test_pack_and_pad_packed_equal_torch(lengths, kwargs):
+    shape = (len(lengths), 4, 2) if kwargs.get("batch_first") else (4, len(lengths), 2)
+    x = randn(*shape)
+    got, want = _pack(gt, gt.tensor(x), lengths, **kwargs), _pack(torch, torch.tensor(x), lengths, **kwargs)
+    for a, b in zip(got, want):
+        assert (a is None) == (b is None)
+        if b is not None:
+            assert_same(a, b)
+    batch_first = kwargs.get("batch_first", False)
+    for extra in (dict(), dict(total_length=6, padding_value=-1.0)):
+        padded = nn.utils.rnn.pad_packed_sequence(got, batch_first=batch_first, **extra)
+        expected = torch.nn.utils.rnn.pad_packed_sequence(want, batch_first=batch_first, **extra)
+        assert_same(padded[0], expected[0])
+        assert_same(padded[1], expected[1])
+    seqs = [randn(n, 2, seed=n) for n in lengths]
+    packed = nn.utils.rnn.pack_sequence([gt.tensor(s) for s in seqs], enforce_sorted=False)
+    assert_same(packed.data, torch.nn.utils.rnn.pack_sequence([torch.tensor(s) for s in seqs],
+                                                               enforce_sorted=False).data)
+
+
+def test_packing_errors_like_torch():
+    x = (torch.zeros(4, 3, 1), gt.zeros(4, 3, 1))
+    raises_like(lambda: _pack(torch, x[0], [2, 4, 3]), lambda: _pack(gt, x[1], [2, 4, 3]))
+    raises_like(lambda: _pack(torch, x[0], [2, 0, 3], enforce_sorted=False),
+                lambda: _pack(gt, x[1], [2, 0, 3], enforce_sorted=False))
+    raises_like(lambda: torch.nn.utils.rnn.pad_packed_sequence(_pack(torch, x[0], [4, 3, 1]), total_length=2),
+                lambda: nn.utils.rnn.pad_packed_sequence(_pack(gt, x[1], [4, 3, 1]), total_length=2))
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_recurrent_layers_on_packed_sequences(kind, enforce_sorted):
+    g, t = both(kind, 3, 4, num_layers=2, bidirectional=True)
+    lengths = [5, 3, 2] if enforce_sorted else [2, 5, 3]
+
+    def call(m, x, h):
+        lib = gt if isinstance(m, nn.Module) else torch
+        packed = _pack(lib, x, lengths, enforce_sorted=enforce_sorted)
+        out, state = m(packed, (h, h * 0.5) if kind == "LSTM" else h)
+        assert isinstance(out, lib.nn.utils.rnn.PackedSequence)
+        padded, _ = lib.nn.utils.rnn.pad_packed_sequence(out)
+        return padded, state
+
+    check_rnn(g, t, [randn(5, 3, 3), randn(4, 3, 4, seed=1)], call=call)
+
+
+def test_compiled_lstm_on_packed_sequences_equals_eager():
+    lstm = nn.LSTM(3, 4, bidirectional=True)
+    x = gt.tensor(randn(5, 3, 3))
+
+    def fn(x):
+        out, (h, _) = lstm(nn.utils.rnn.pack_padded_sequence(x, [2, 5, 3], enforce_sorted=False))
+        return nn.utils.rnn.pad_packed_sequence(out)[0].sum(0) + h.sum(0).repeat(1, 2)
+
+    compiled = gt.compile(fn)
+    compiled(x)
+    assert_same(compiled(x), fn(x), rtol=1e-5, atol=1e-6)
