@@ -172,6 +172,12 @@ def _transposed_kernel(weight: Tensor, groups: int) -> Tensor:
     return w.reshape(groups * c_out_g, c_in // groups, kh, kw).flip((2, 3))
 
 
+def _no_string_padding(name: str, padding) -> None:
+    if isinstance(padding, str):
+        raise TypeError(f"{name}(): argument 'padding' (position 5) must be tuple of ints, but found element of type "
+                        "str at pos 0")
+
+
 def _check_output_padding(output_padding: tuple, stride: tuple, dilation: tuple) -> None:
     if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)):
         raise RuntimeError("output padding must be smaller than either stride or dilation, but got "
@@ -193,6 +199,7 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
         raise RuntimeError(f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
                            f"{list(input.shape)} to have {weight.shape[0]} channels, but got {input.shape[-3]} "
                            "channels instead")
+    _no_string_padding("conv_transpose2d", padding)
     stride, padding, output_padding, dilation = map(_pair, (stride, padding, output_padding, dilation))
     _check_output_padding(output_padding, stride, dilation)
     x = input.unsqueeze(0) if input.ndim == 3 else input
@@ -208,6 +215,7 @@ def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
     if input.ndim not in (2, 3):
         raise RuntimeError("Expected 2D (unbatched) or 3D (batched) input to conv_transpose1d, but got input of "
                            f"size: {list(input.shape)}")
+    _no_string_padding("conv_transpose1d", padding)
     # a height-1 image: stride and dilation 1, no padding along the height
     out = conv_transpose2d(input.unsqueeze(-2), weight.unsqueeze(2), bias, (1, *_single(stride)),
                            (0, *_single(padding)), (0, *_single(output_padding)), groups, (1, *_single(dilation)))

@@ -104,6 +104,8 @@ def test_errors_like_torch():
     raises_like(lambda: torch.nn.ConvTranspose2d(2, 3, 3, padding_mode="reflect"),
                 lambda: nn.ConvTranspose2d(2, 3, 3, padding_mode="reflect"))
     raises_like(lambda: torch.nn.Conv1d(3, 4, 3, groups=2), lambda: nn.Conv1d(3, 4, 3, groups=2))
+    raises_like(lambda: torch.nn.ConvTranspose2d(2, 3, 3, padding="same")(torch.zeros(1, 2, 4, 4)),
+                lambda: nn.ConvTranspose2d(2, 3, 3, padding="same")(gt.zeros(1, 2, 4, 4)))
 
 
 def test_compiled_equals_eager_with_backward():
