@@ -207,6 +207,7 @@ short = int16
 from . import (
     cuda,  # noqa: E402  (device queries; CUDA tensors come with the CUDA backend)
     datasets,  # noqa: E402  (the small data sets shipped for examples and tests)
+    debug,  # noqa: E402  (find_divergence: where a compiled result leaves float64)
     nn,  # noqa: E402  (torch.nn: Module, Parameter, layers, losses, functional, init)
     optim,  # noqa: E402  (torch.optim: optimizers and lr schedulers)
     utils,  # noqa: E402  (torch.utils.data: datasets, samplers, DataLoader)
@@ -255,6 +256,13 @@ def explain(model, *example_inputs):
     from .explaining import explain as _explain
 
     return _explain(model, *example_inputs)
+
+
+def report(model_or_fn, *example_inputs, path: str = "graphtorch-report.html", runs: int = 3) -> str:
+    """Write the compile report (one self-contained HTML file) and return its path (graphtorch/reporting.py)."""
+    from .reporting import report as _report
+
+    return _report(model_or_fn, *example_inputs, path=path, runs=runs)
 
 
 def get_num_threads() -> int:

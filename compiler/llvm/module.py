@@ -441,9 +441,14 @@ def work(group: Group) -> int:
     return max(sizes) if sizes else 0
 
 
+def kernel_name(group: Group) -> str:
+    """The LLVM function of a group's kernel: "kernel3.elementwise" (reports find its code by it)."""
+    return f"kernel{group.id}.{group.pattern.replace(':', '.')}"
+
+
 def _kernel(module: ir.Module, group: Group, nodes: list[Node], layout: Layout, max_threads: int) -> ir.Function:
     fnty = ir.FunctionType(ir.VoidType(), [PTR] * (len(nodes) + 2) + [I64, I64])
-    fn = ir.Function(module, fnty, f"kernel{group.id}.{group.pattern.replace(':', '.')}")
+    fn = ir.Function(module, fnty, kernel_name(group))
     fn.linkage = "internal"
     # each kernel is called once from `run`: inlining them all there gains nothing at run time and
     # made optimizing the LeNet train step 1.6 s instead of 1.15 s
