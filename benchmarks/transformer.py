@@ -26,14 +26,13 @@ def tiny_gpt(torch, vocab: int = VOCAB, ctx: int = CTX, d: int = D_MODEL, heads:
         def __init__(self):
             super().__init__()
             self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-            # the lower triangle, as torch.ones(ctx, ctx).tril() would give it
-            self.register_buffer("tril", torch.arange(ctx).unsqueeze(1) >= torch.arange(ctx).unsqueeze(0))
+            self.register_buffer("tril", torch.tril(torch.ones(ctx, ctx)))
 
         def forward(self, x):
             b, t, c = x.shape
             q, k, v = (z.reshape(b, t, heads, c // heads).transpose(1, 2) for z in self.qkv(x).split(c, dim=2))
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // heads))
-            att = F.softmax(att.masked_fill(~self.tril[:t, :t], float("-inf")), dim=-1)
+            att = F.softmax(att.masked_fill(self.tril[:t, :t] == 0, float("-inf")), dim=-1)
             return self.proj((att @ v).transpose(1, 2).reshape(b, t, c))
 
     class Block(nn.Module):
