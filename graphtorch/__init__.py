@@ -207,6 +207,7 @@ short = int16
 from . import (
     cuda,  # noqa: E402  (device queries; CUDA tensors come with the CUDA backend)
     datasets,  # noqa: E402  (the small data sets shipped for examples and tests)
+    distributed,  # noqa: E402  (torch.distributed over MPI; mpi4py is imported on first use)
     nn,  # noqa: E402  (torch.nn: Module, Parameter, layers, losses, functional, init)
     optim,  # noqa: E402  (torch.optim: optimizers and lr schedulers)
     utils,  # noqa: E402  (torch.utils.data: datasets, samplers, DataLoader)

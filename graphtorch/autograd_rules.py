@@ -432,6 +432,14 @@ def _inverse(g, s, attrs, t):
     return (apply("neg", apply("matmul", apply("matmul", inv_t, g), inv_t)),)
 
 
+@rule("all_reduce", "AllReduceBackward0", save=(1,))
+def _all_reduce(g, s, attrs, t):
+    # out = sum over ranks of x: each rank's x reaches every rank's out, so dx = sum over ranks of dout
+    if attrs["op"] != "sum":
+        raise RuntimeError(f"the derivative of all_reduce with op {attrs['op']!r} is not implemented (only 'sum')")
+    return apply("all_reduce", g, s[1], op="sum"), None
+
+
 def differentiable() -> list[str]:
     return sorted(RULES)
 

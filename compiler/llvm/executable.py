@@ -23,7 +23,7 @@ from ...runtime import JITError, Part, compile_ir, get_num_threads, pool
 from ..errors import GraphtorchCompileError
 from ..ir import Graph, Group, Node
 from ..memory_plan import MemoryPlan, plan_memory
-from .module import ERROR_CODE, ERROR_DIM, ERROR_INDEX, ERROR_SIZE, STATUS_SLOTS, Layout, build_module
+from .module import ERROR_CODE, ERROR_DIM, ERROR_INDEX, ERROR_SIZE, MPI_ERROR, STATUS_SLOTS, Layout, build_module
 
 ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 
@@ -210,5 +210,9 @@ class Executable:
 
     def _raise_status(self) -> None:
         bad, dim, size = (int(self._status[k]) for k in (ERROR_INDEX, ERROR_DIM, ERROR_SIZE))
-        self._status[ERROR_CODE] = 0
+        code, self._status[ERROR_CODE] = self._status[ERROR_CODE], 0
+        if code == MPI_ERROR:
+            from ...runtime.mpi import check
+
+            check(bad, f"MPI_Allreduce in compiled graph {self.name!r}")
         raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")

@@ -66,6 +66,7 @@ STATUS_SLOTS = 16
 BARRIER_COUNT, BARRIER_GENERATION = 0, 8  # separate cache lines: waiters spin on the generation
 ERROR_CODE, ERROR_INDEX, ERROR_DIM, ERROR_SIZE = 2, 3, 4, 5
 INDEX_ERROR = 1
+MPI_ERROR = 2  # an MPI call returned an error code (ERROR_INDEX holds it): collective.py
 
 
 ALONE = ("single", "opaque", "injective")  # "single" and the fusion pass's "opaque:<prim>", "injective:<prim>"
@@ -185,6 +186,14 @@ class LoweringContext:
             b.store(bad_index, slot(ERROR_INDEX))
             b.store(index.i64(dim), slot(ERROR_DIM))
             b.store(index.i64(size), slot(ERROR_SIZE))
+
+    def error(self, code: int, value: ir.Value) -> None:
+        """Record the first run-time error `code` (MPI_ERROR, ...) with its value in ERROR_INDEX."""
+        b = self.builder
+        slot = lambda k: b.gep(self._status, [index.i64(k)], inbounds=True, source_etype=I64)
+        old = b.cmpxchg(slot(ERROR_CODE), index.i64(0), index.i64(code), "monotonic", "monotonic")
+        with b.if_then(b.extract_value(old, 1)):
+            b.store(value, slot(ERROR_INDEX))
 
     def unsupported(self, node: Node, why: str) -> GraphtorchCompileError:
         return GraphtorchCompileError("GT050", f"the LLVM backend cannot lower {node.name} ({node.target}): {node.name} {why}",
