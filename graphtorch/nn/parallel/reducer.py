@@ -46,21 +46,20 @@ class Bucket:
 
 
 def assign_buckets(params: list, cap_bytes: int, first_cap_bytes: int = FIRST_BUCKET_BYTES) -> list[Bucket]:
-    """Parameters (index, Parameter) into buckets, last parameters first, one dtype per bucket."""
-    open_: dict = {}  # dtype -> params of the bucket being filled
-    sizes: dict = {}
-    done: list[list] = []
+    """Parameters (index, Parameter) into buckets, as PyTorch assigns them: last parameters first,
+    one dtype per bucket, a bucket closed once it holds its cap (the first of each dtype:
+    first_cap_bytes); buckets ordered by the last parameter they hold, the order backward reaches them."""
+    filling: dict = {}  # dtype -> its buckets so far, the last one open
+    size: dict = {}
     for i, p in reversed(params):
-        cap = first_cap_bytes if not done else cap_bytes
-        members = open_.setdefault(p.dtype, [])
-        if members and sizes[p.dtype] + p.numel() * p.dtype.itemsize > cap:
-            done.append(members)
-            members = open_[p.dtype] = []
-            sizes[p.dtype] = 0
-        members.append((i, p))
-        sizes[p.dtype] = sizes.get(p.dtype, 0) + p.numel() * p.dtype.itemsize
-    done += [m for m in open_.values() if m]
-    return [_bucket(members) for members in done]
+        buckets = filling.setdefault(p.dtype, [[]])
+        buckets[-1].append((i, p))
+        size[p.dtype] = size.get(p.dtype, 0) + p.numel() * p.dtype.itemsize
+        if size[p.dtype] >= (first_cap_bytes if len(buckets) == 1 else cap_bytes):
+            buckets.append([])
+            size[p.dtype] = 0
+    members = sorted((m for buckets in filling.values() for m in buckets if m), key=lambda m: -m[0][0])
+    return [_bucket(m) for m in members]
 
 
 def _bucket(members: list) -> Bucket:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).with_name("mpi_worker.py")
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "ddp_digits.py"
 MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
 
 pytestmark = [
@@ -23,10 +24,11 @@ pytestmark = [
 ]
 
 
-def launch(scenario: str, ranks: int, timeout: float = 240) -> subprocess.CompletedProcess:
+def launch(scenario: str, ranks: int, timeout: float = 240, script: Path = WORKER) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo",
                OPENBLAS_NUM_THREADS="1")
-    cmd = [MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-n", str(ranks), sys.executable, str(WORKER), scenario]
+    cmd = [MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-n", str(ranks), sys.executable, str(script),
+           *scenario.split()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -70,3 +72,13 @@ def test_a_failing_rank_ends_the_job_promptly_with_its_error():
     assert done.returncode != 0
     assert "ZeroDivisionError: boom on rank 2" in done.stderr and "[rank 2]" in done.stderr, done.stderr
     assert seconds < 30, f"the job took {seconds:.1f} s to end after a rank failed (the others sleep 60 s)"
+
+
+def test_example_ddp_digits_learns_on_two_ranks_compiled():
+    done = launch("--epochs 3 --compile", 2, script=EXAMPLE)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 3 and all("(2 ranks)" in line for line in lines)  # printed once, by rank 0
+    losses = [float(line.split("train loss ")[1].split(",")[0]) for line in lines]
+    accuracy = float(lines[-1].split("test accuracy ")[1].split("%")[0])
+    assert losses[0] > losses[-1] and accuracy > 85, done.stdout
