@@ -6,8 +6,8 @@ import pytest
 
 import graphtorch as gt
 import graphtorch.distributed as dist
-from graphtorch.compiler.primitives import PRIMITIVES
 from graphtorch.compiler.dtypes import TensorType
+from graphtorch.compiler.primitives import PRIMITIVES
 from graphtorch.nn.parallel.reducer import assign_buckets
 
 torch = pytest.importorskip("torch")
