@@ -79,9 +79,10 @@ def buffer_of(t, what: str) -> np.ndarray:
     return a
 
 
-def _describe(name: str, *tensors: Tensor, extra: str = "") -> str:
-    shapes = ", ".join(f"{t.dtype}{list(t.shape)}" for t in tensors)
-    return f"{name}({shapes}{extra})"
+def _signature(name: str, *tensors: Tensor, extra: str | None = None) -> tuple:
+    """What every rank must agree on (process_group.describe prints it)."""
+    parts = (name, *((t._data.shape, t._data.dtype.str) for t in tensors))
+    return parts if extra is None else (*parts, extra)
 
 
 def _bump(*tensors: Tensor) -> None:
@@ -100,7 +101,7 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group=None, async_op
     g = world()
     buf = buffer_of(tensor, "all_reduce")
     mpi_op = _mpi_op(op, tensor, "all_reduce")
-    check_same_everywhere(g, _describe("all_reduce", tensor, extra=f", op={op.name}"))
+    check_same_everywhere(g, _signature("all_reduce", tensor, extra=f"op={op.name}"))
     MPI = _mpi.mpi()
 
     def start(blocking):
@@ -157,7 +158,7 @@ def broadcast(tensor: Tensor, src: int = 0, group=None, async_op: bool = False) 
     g = world()
     _check_rank(src, g.size, "broadcast", "src")
     buf = buffer_of(tensor, "broadcast")
-    check_same_everywhere(g, _describe("broadcast", tensor, extra=f", src={src}"))
+    check_same_everywhere(g, _signature("broadcast", tensor, extra=f"src={src}"))
 
     def start(blocking):
         return (g.comm.Bcast if blocking else g.comm.Ibcast)(buf, root=src)
@@ -171,7 +172,7 @@ def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor, group=No
     out, inp = buffer_of(output_tensor, "all_gather_into_tensor"), buffer_of(input_tensor, "all_gather_into_tensor")
     _check_sizes("all_gather_into_tensor", output_tensor, input_tensor, out.size == inp.size * g.size,
                  f"output_tensor must have world_size ({g.size}) times as many elements as input_tensor")
-    check_same_everywhere(g, _describe("all_gather_into_tensor", output_tensor, input_tensor))
+    check_same_everywhere(g, _signature("all_gather_into_tensor", output_tensor, input_tensor))
 
     def start(blocking):
         return (g.comm.Allgather if blocking else g.comm.Iallgather)(inp, out)
@@ -188,7 +189,7 @@ def all_gather(tensor_list: list[Tensor], tensor: Tensor, group=None, async_op: 
     for t in tensor_list:
         _check_sizes("all_gather", t, tensor, t.shape == tensor.shape and t.dtype == tensor.dtype,
                      "every tensor in tensor_list must have the input's shape and dtype")
-    check_same_everywhere(g, _describe("all_gather", tensor))
+    check_same_everywhere(g, _signature("all_gather", tensor))
     gathered = np.empty((g.size, *inp.shape), inp.dtype)
 
     def start(blocking):
@@ -210,7 +211,7 @@ def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp
     _check_sizes("reduce_scatter_tensor", output, input, inp.size == out.size * g.size,
                  f"input must have world_size ({g.size}) times as many elements as output")
     mpi_op = _mpi_op(op, input, "reduce_scatter_tensor")
-    check_same_everywhere(g, _describe("reduce_scatter_tensor", output, input, extra=f", op={op.name}"))
+    check_same_everywhere(g, _signature("reduce_scatter_tensor", output, input, extra=f"op={op.name}"))
 
     def start(blocking):
         return (g.comm.Reduce_scatter_block if blocking else g.comm.Ireduce_scatter_block)(inp, out, op=mpi_op)

@@ -140,18 +140,33 @@ def _abort_on_error(exc_type, exc, tb) -> None:
     os._exit(1)  # not reached: Abort ends the process
 
 
-def check_same_everywhere(group: ProcessGroup, what: str) -> None:
+def check_same_everywhere(group: ProcessGroup, signature: tuple) -> None:
     """Raise a clear error on every rank when the ranks are not all calling the same collective
-    on tensors of the same shape and dtype (MPI itself would hang or truncate)."""
-    key = np.frombuffer(_fingerprint(what), np.int64)[:1]
-    both = np.array([key[0], -key[0]], np.int64)
-    group.comm.Allreduce(_mpi.mpi().IN_PLACE, both, op=_mpi.mpi().MAX)
+    on tensors of the same shape and dtype (MPI itself would hang or truncate): one all-reduce
+    (MAX) of each rank's fingerprint h and -h, equal everywhere iff max(h) == min(h)."""
+    MPI = _mpi.mpi()
+    both = _fingerprints.get(signature)
+    if both is None:
+        h = int(np.frombuffer(_fingerprint(repr(signature)), np.int64)[0]) >> 1  # >> 1: -h fits
+        both = _fingerprints[signature] = np.array([h, -h], np.int64)
+    both = both.copy()
+    group.comm.Allreduce(MPI.IN_PLACE, both, op=MPI.MAX)
     if both[0] == -both[1]:
         return
-    everyone = group.comm.allgather(what)
+    everyone = group.comm.allgather(describe(signature))
     lines = "\n".join(f"  rank {r}: {w}" for r, w in enumerate(everyone))
     raise RuntimeError(f"mismatched collective on rank {group.rank}: the ranks called different collectives "
                        f"or passed tensors of different shapes or dtypes:\n{lines}")
+
+
+_fingerprints: dict[tuple, np.ndarray] = {}
+
+
+def describe(signature: tuple) -> str:
+    """("all_reduce", (shape, dtype), ..., "op=SUM") as all_reduce(float32[3, 2], op=SUM)."""
+    name, *parts = signature
+    text = [f"{np.dtype(p[1]).name}{list(p[0])}" if isinstance(p, tuple) else str(p) for p in parts]
+    return f"{name}({', '.join(text)})"
 
 
 def _fingerprint(text: str) -> bytes:
