@@ -39,7 +39,8 @@ class DistributedDataParallel(Module):
         self.require_backward_grad_sync = True
         self.bucket_bytes_cap = int((bucket_cap_mb or DEFAULT_BUCKET_CAP_MB) * (1 << 20))
         _broadcast_from_rank0(module)
-        self.reducer = Reducer(params, group, bucket_cap_mb or DEFAULT_BUCKET_CAP_MB, find_unused_parameters)
+        self.reducer = Reducer(params, group, bucket_cap_mb or DEFAULT_BUCKET_CAP_MB, find_unused_parameters,
+                               lambda: self.require_backward_grad_sync)
 
     def forward(self, *inputs, **kwargs):
         if self.broadcast_buffers:

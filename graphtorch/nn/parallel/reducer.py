@@ -14,6 +14,7 @@ MPI_Allreduce from native code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,8 +69,9 @@ def _bucket(members: list) -> Bucket:
 
 
 class Reducer:
-    def __init__(self, params: list, group: ProcessGroup, bucket_cap_mb: float, find_unused_parameters: bool):
-        self.group, self.find_unused = group, find_unused_parameters
+    def __init__(self, params: list, group: ProcessGroup, bucket_cap_mb: float, find_unused_parameters: bool,
+                 sync_enabled: Callable[[], bool] = lambda: True):
+        self.group, self.find_unused, self.sync_enabled = group, find_unused_parameters, sync_enabled
         self.buckets = assign_buckets(params, int(bucket_cap_mb * (1 << 20)),
                                       min(FIRST_BUCKET_BYTES, int(bucket_cap_mb * (1 << 20))))
         self.where = {id(p): (b, k) for b in self.buckets for k, (_, p) in enumerate(b.params)}
@@ -77,6 +79,9 @@ class Reducer:
         self.started = False  # some gradient of this iteration has arrived
         self.next_bucket = 0
         self.used: np.ndarray | None = None
+        # graphtorch.compile(ddp) traced the forward once and then replays it without running it: from
+        # then on every backward (outside no_sync) is averaged, as if its forward had announced it
+        self.always = False
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for _, p in params]
 
     # ---------------------------------------------------------------- one iteration
@@ -84,11 +89,8 @@ class Reducer:
         """Called by DDP's forward: the coming backward's gradients are to be averaged."""
         if self.started:
             raise RuntimeError(_UNFINISHED.format(rank=self.group.rank, missing=self._missing()))
-        for b in self.buckets:
-            b.ready.clear()
-            b.traced.clear()
-            b.request = None
-        self.expecting, self.next_bucket = True, 0
+        self.always = self.always or dispatch._tracer is not None
+        self.expecting = True
         if self.find_unused:
             reached = _reachable_leaves(outputs)
             self.used = np.array([id(p) in reached for b in self.buckets for _, p in b.params], np.int32)
@@ -98,7 +100,7 @@ class Reducer:
                         self._mark(b, k, None)
 
     def _on_grad(self, param) -> None:
-        if not self.expecting or id(param) not in self.where:
+        if not (self.expecting or self.always and self.sync_enabled()) or id(param) not in self.where:
             return  # no_sync(), or a backward that no DDP forward announced
         b, k = self.where[id(param)]
         if k not in b.ready:
@@ -154,7 +156,15 @@ class Reducer:
                     p.grad = b.traced[k] if b.traced else \
                         Tensor._wrap(b.buffer[b.offsets[k]:b.offsets[k] + p.numel()].reshape(p.shape).copy())
                 position += 1
+        self._reset()
+
+    def _reset(self) -> None:
+        for b in self.buckets:
+            b.ready.clear()
+            b.traced.clear()
+            b.request = None
         self.expecting = self.started = False
+        self.next_bucket = 0
 
     def _globally_used(self) -> np.ndarray | None:
         """Which parameters some rank used (find_unused_parameters): the others keep their .grad."""

@@ -5,8 +5,12 @@ Each scenario asserts on its rank and prints "PASS <name> rank <r>"; the test co
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +18,7 @@ import graphtorch as torch
 import graphtorch.distributed as dist
 import graphtorch.nn as nn
 import graphtorch.nn.functional as F
+from graphtorch.distributed.collectives import reduced
 from graphtorch.nn.parallel import DistributedDataParallel as DDP
 
 SCENARIOS = {}
@@ -139,6 +144,11 @@ def primitive():
             out = compiled(torch.from_numpy(values(rank)))
             np.testing.assert_allclose(out.numpy(), expected * 2 + 1, rtol=1e-12)
     assert any(n.target == "all_reduce" for n in _graph_nodes(compiled))
+    # its derivative: every rank's x reaches every rank's output, so dx = world_size * dy
+    x = torch.from_numpy(values(rank, (3,))).requires_grad_()
+    weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    (reduced(x * 1) * weights).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), dist.get_world_size() * weights.numpy())
     for op, fn in (("max", np.max), ("product", np.prod)):
         x = torch.from_numpy(values(rank, (4,)))
         t = torch.compile(lambda x, op=op: _reduced(x * 1, op))
@@ -179,8 +189,9 @@ def batches(steps: int, per_rank: int, size: int):
         yield torch.from_numpy(x), torch.from_numpy(y)
 
 
-def train_both(compiled: bool, steps: int = 4, per_rank: int = 3, bucket_cap_mb: float = 0.001):
-    """DDP on this rank's slice vs one model on the whole batch, from the same start."""
+def train_both(compiled: str | None, steps: int = 4, per_rank: int = 3, bucket_cap_mb: float = 0.001):
+    """DDP on this rank's slice vs one model on the whole batch, from the same start. compiled:
+    None (eager), "step" (the whole train step) or "module" (graphtorch.compile(ddp))."""
     rank, size = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(rank)  # different on purpose: the wrap must broadcast rank 0's weights
     ddp = DDP(Small(), bucket_cap_mb=bucket_cap_mb)
@@ -189,14 +200,16 @@ def train_both(compiled: bool, steps: int = 4, per_rank: int = 3, bucket_cap_mb:
     opt = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
 
+    model = torch.compile(ddp) if compiled == "module" else ddp
+
     def step(x, y):
         opt.zero_grad()
-        loss = F.cross_entropy(ddp(x), y)
+        loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return loss
 
-    run = torch.compile(step) if compiled else step
+    run = torch.compile(step) if compiled == "step" else step
     for x, y in batches(steps, per_rank, size):
         run(x[rank * per_rank:(rank + 1) * per_rank], y[rank * per_rank:(rank + 1) * per_rank])
         ref_opt.zero_grad()
@@ -209,14 +222,22 @@ def train_both(compiled: bool, steps: int = 4, per_rank: int = 3, bucket_cap_mb:
 
 @scenario
 def ddp_eager():
-    _, ddp = train_both(compiled=False)
+    _, ddp = train_both(compiled=None)
     assert len(ddp.reducer.buckets) > 1  # bucket_cap_mb=0.001: several buckets
     assert list(ddp.state_dict())[0] == "module.conv.weight"
 
 
 @scenario
 def ddp_compiled():
-    run, _ = train_both(compiled=True, steps=5)
+    dumps = Path(tempfile.mkdtemp())
+    os.environ["GRAPHTORCH_DUMP_DIR"] = str(dumps)
+    try:
+        run, _ = train_both(compiled="step", steps=5)
+    finally:
+        del os.environ["GRAPHTORCH_DUMP_DIR"]
+    assert "all_reduce" in (dumps / "optimized.txt").read_text()
+    assert 'call i32 @"MPI_Allreduce"' in (dumps / "forward.ll").read_text()
+    shutil.rmtree(dumps)
     nodes = _graph_nodes(run)
     assert sum(n.target == "all_reduce" for n in nodes) > 1, "one all_reduce node per bucket"
     entry = next(iter(run.entries.values()))
@@ -224,6 +245,12 @@ def ddp_compiled():
     assert "MPI_Allreduce" in entry.forward.executable.native.ir_text
     text = torch.explain(run, *next(batches(1, 3, dist.get_world_size())))
     assert "all_reduce" in str(text)
+
+
+@scenario
+def ddp_compiled_module():
+    """graphtorch.compile(ddp): compiled forward and backward graphs, the averaging from the hooks."""
+    train_both(compiled="module", steps=4)
 
 
 @scenario

@@ -61,6 +61,10 @@ def test_ddp_whole_step_compiled_equals_one_process(ranks):
     passes("ddp_compiled", ranks)
 
 
+def test_ddp_compiled_module_equals_one_process():
+    passes("ddp_compiled_module", 2)
+
+
 def test_ddp_no_sync_and_unused_parameters():
     passes("ddp_no_sync_and_unused", 2)
 
