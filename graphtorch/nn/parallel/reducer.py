@@ -105,6 +105,14 @@ class Reducer:
         b, k = self.where[id(param)]
         if k not in b.ready:
             self._mark(b, k, param.grad)
+        self._progress()
+
+    def _progress(self) -> None:
+        """Let MPI move the started all-reduces along (it progresses only inside MPI calls)."""
+        for b in self.buckets[:self.next_bucket]:
+            if b.request is not None:
+                b.request.Test()
+                return
 
     def _mark(self, b: Bucket, k: int, grad: Tensor | None) -> None:
         self.started = True
