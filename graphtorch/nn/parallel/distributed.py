@@ -24,9 +24,14 @@ class DistributedDataParallel(Module):
     def __init__(self, module: Module, device_ids=None, output_device=None, dim: int = 0,
                  broadcast_buffers: bool = True, process_group=None, bucket_cap_mb: float | None = None,
                  find_unused_parameters: bool = False, check_reduction: bool = False,
-                 gradient_as_bucket_view: bool = False, static_graph: bool = False, **kwargs) -> None:
+                 gradient_as_bucket_view: bool = False, static_graph: bool = False) -> None:
         super().__init__()
         group = world()
+        if device_ids is not None or output_device is not None:
+            raise ValueError("DistributedDataParallel device_ids and output_device arguments only work with "
+                             "single-device/multiple-device GPU modules or CPU modules, but got device_ids "
+                             f"{device_ids}, output_device {output_device}, and module parameters on the CPU "
+                             "(graphtorch.distributed runs on CPU tensors: leave both None)")
         params = [(i, p) for i, p in enumerate(module.parameters()) if p.requires_grad]
         if not params:
             raise RuntimeError("DistributedDataParallel is not needed when a module doesn't have any parameter "

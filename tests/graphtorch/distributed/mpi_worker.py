@@ -113,6 +113,10 @@ def bad_input():
     rank = dist.get_rank()
     expect(RuntimeError, "mismatched collective", lambda: dist.all_reduce(torch.ones(3 + rank)))
     dist.all_reduce(torch.ones(2))  # and the group still works afterwards
+    expect(ValueError, "device_ids", lambda: DDP(nn.Linear(2, 2), device_ids=[0]))
+    expect(RuntimeError, "doesn't have any parameter that requires a gradient",
+           lambda: DDP(nn.Linear(2, 2).requires_grad_(False)))
+    expect(RuntimeError, "mismatched collective", lambda: DDP(nn.Linear(2, 2 + rank)))  # replicas differ
 
 
 def expect(error, text, fn):
