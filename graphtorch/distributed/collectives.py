@@ -146,7 +146,10 @@ def reduced(tensor: Tensor, op: ReduceOp = ReduceOp.SUM) -> Tensor:
     name = "sum" if op is ReduceOp.AVG else op.value
     if tensor.dtype.name not in _mpi.MPI_TYPES:
         raise TypeError(f"all_reduce: MPI has no datatype for {tensor.dtype}")
-    out = dispatch.apply("all_reduce", tensor, g.handles(tensor.dtype.name, name), op=name)
+    handles = g.handles(tensor.dtype.name, name)
+    if dispatch._tracer is not None:  # the graph input's name in dumps and explain
+        dispatch._tracer.names.setdefault(id(handles), f"mpi_handles_{name}_{tensor.dtype.name}")
+    out = dispatch.apply("all_reduce", tensor, handles, op=name)
     return out / g.size if op is ReduceOp.AVG else out
 
 
