@@ -48,6 +48,10 @@ class DistributedDataParallel(Module):
                                lambda: self.require_backward_grad_sync)
 
     def forward(self, *inputs, **kwargs):
+        from ... import dispatch
+
+        if dispatch._tracer is not None:  # a compiled step with or without the all-reduce: retrace on a change
+            dispatch._tracer.add_guard("DistributedDataParallel.no_sync()", lambda: self.require_backward_grad_sync)
         if self.broadcast_buffers:
             _sync_buffers(self.module)
         out = self.module(*inputs, **kwargs)

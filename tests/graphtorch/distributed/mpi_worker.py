@@ -5,6 +5,7 @@ Each scenario asserts on its rank and prints "PASS <name> rank <r>"; the test co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -258,6 +259,33 @@ def ddp_compiled():
 def ddp_compiled_module():
     """graphtorch.compile(ddp): compiled forward and backward graphs, the averaging from the hooks."""
     train_both(compiled="module", steps=4)
+
+
+@scenario
+def ddp_compiled_no_sync():
+    """A compiled step run inside and outside no_sync() equals the eager one: the trace is guarded."""
+    rank, size = dist.get_rank(), dist.get_world_size()
+    runs = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        ddp = DDP(Small())
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+
+        def step(x, y, ddp=ddp, opt=opt):
+            opt.zero_grad()
+            loss = F.cross_entropy(ddp(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        run = torch.compile(step) if compiled else step
+        for k, (x, y) in enumerate(batches(6, 2, size)):
+            mine = slice(rank * 2, rank * 2 + 2)
+            with ddp.no_sync() if k in (2, 4) else contextlib.nullcontext():
+                run(x[mine], y[mine])
+        runs.append([p.detach().numpy().copy() for p in ddp.parameters()])
+    for eager, compiled in zip(*runs):
+        np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
 @scenario

@@ -65,6 +65,10 @@ def test_ddp_compiled_module_equals_one_process():
     passes("ddp_compiled_module", 2)
 
 
+def test_ddp_compiled_step_inside_and_outside_no_sync():
+    passes("ddp_compiled_no_sync", 2)
+
+
 def test_ddp_no_sync_and_unused_parameters():
     passes("ddp_no_sync_and_unused", 2)
 
