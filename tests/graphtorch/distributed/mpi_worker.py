@@ -161,6 +161,25 @@ def primitive():
             np.testing.assert_allclose(t(x).numpy(), fn(everyone((4,)), axis=0), rtol=1e-12)
 
 
+@scenario
+def runtime_binding():
+    """runtime/mpi.py: the library mpi4py loaded, the handles array, MPI_Allreduce through ctypes."""
+    from mpi4py import MPI
+
+    from graphtorch.runtime import mpi
+
+    assert "libmpi.so" in mpi.library_path()
+    h = mpi.handles(MPI.COMM_WORLD, "float64", "sum")
+    assert h.dtype == np.int64 and h.shape == (len(mpi.HANDLE_SLOTS),)
+    assert h[0] == MPI._handleof(MPI.COMM_WORLD) and h[3] == int(MPI.IN_PLACE)
+    out = np.empty((5, 3))
+    mpi.allreduce(values(dist.get_rank()), out, h)
+    np.testing.assert_allclose(out, everyone().sum(0), rtol=1e-12)
+    expect(TypeError, "MPI has no datatype for complex64", lambda: mpi.handles(MPI.COMM_WORLD, "complex64", "sum"))
+    expect(ValueError, "unknown reduction 'mean'", lambda: mpi.handles(MPI.COMM_WORLD, "float32", "mean"))
+    expect(RuntimeError, "MPI_Allreduce failed with MPI error code", lambda: mpi.check(MPI.ERR_COUNT, "MPI_Allreduce"))
+
+
 def _reduced(x, op):
     dist.all_reduce(x, op=dist.ReduceOp[op.upper()])
     return x

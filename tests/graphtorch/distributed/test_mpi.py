@@ -47,6 +47,10 @@ def test_bad_input_and_mismatched_collectives_are_clear_errors():
     passes("bad_input", 2)
 
 
+def test_runtime_binds_the_mpi_library_mpi4py_loaded():
+    passes("runtime_binding", 2)
+
+
 def test_all_reduce_primitive_eager_interpreter_and_native():
     passes("primitive", 2)
 
