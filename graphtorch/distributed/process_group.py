@@ -49,10 +49,12 @@ _previous_excepthook = None
 
 
 def is_available() -> bool:
-    """True when mpi4py (and so an MPI library) can be imported."""
-    import importlib.util
-
-    return importlib.util.find_spec("mpi4py") is not None
+    """True when mpi4py (and so an MPI library) can be imported; `import mpi4py` does not start MPI."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def init_process_group(backend: str | None = None, init_method: str | None = None, timeout=None,

@@ -1,6 +1,8 @@
 """graphtorch.distributed in one process, without mpiexec: errors before init, the backend name,
 the all_reduce primitive's type rule, DDP's buckets, and the post-accumulate-grad hook DDP uses."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,15 @@ from graphtorch.compiler.primitives import PRIMITIVES
 from graphtorch.nn.parallel.reducer import assign_buckets
 
 torch = pytest.importorskip("torch")
+
+
+def test_without_mpi4py_it_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # an import of it fails, as when it is not installed
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", None)
+    assert not dist.is_available()
+    with pytest.raises(RuntimeError, match=r"needs mpi4py and an MPI library: pip install 'graphtorch\[distributed\]'"):
+        dist.init_process_group(backend="mpi")
+    assert not dist.is_initialized()
 
 
 def test_wrong_backend_is_a_clear_error():
