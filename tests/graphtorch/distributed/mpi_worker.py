@@ -154,7 +154,7 @@ def primitive():
     weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     (reduced(x * 1) * weights).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), dist.get_world_size() * weights.numpy())
-    for op, fn in (("max", np.max), ("product", np.prod)):
+    for op, fn in (("max", np.max), ("min", np.min), ("product", np.prod), ("avg", np.mean)):
         x = torch.from_numpy(values(rank, (4,)))
         t = torch.compile(lambda x, op=op: _reduced(x * 1, op))
         for _ in range(3):
