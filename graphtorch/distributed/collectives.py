@@ -228,6 +228,7 @@ def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp
 
 def barrier(group=None, async_op: bool = False, device_ids=None) -> Work | None:
     g = world()
+    check_same_everywhere(g, ("barrier",))
 
     def start(blocking):
         return g.comm.Barrier() if blocking else g.comm.Ibarrier()

@@ -113,6 +113,7 @@ def bad_input():
     # shapes that differ between ranks: a clear error on every rank, not a hang or a truncation
     rank = dist.get_rank()
     expect(RuntimeError, "mismatched collective", lambda: dist.all_reduce(torch.ones(3 + rank)))
+    expect(RuntimeError, "rank 0: barrier()", lambda: dist.barrier() if rank == 0 else dist.broadcast(torch.ones(2)))
     dist.all_reduce(torch.ones(2))  # and the group still works afterwards
     expect(ValueError, "device_ids", lambda: DDP(nn.Linear(2, 2), device_ids=[0]))
     expect(RuntimeError, "doesn't have any parameter that requires a gradient",
