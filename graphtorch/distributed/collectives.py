@@ -97,7 +97,8 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group=None, async_op
     """Reduce `tensor` over all ranks; every rank gets the result, in place."""
     op = _reduce_op(op)
     if dispatch._tracer is not None and tensor._data is None:
-        return _traced_all_reduce(tensor, op)
+        _traced_all_reduce(tensor, op)
+        return Work() if async_op else None  # in the graph the collective is done when the next node runs
     g = world()
     buf = buffer_of(tensor, "all_reduce")
     mpi_op = _mpi_op(op, tensor, "all_reduce")
@@ -135,7 +136,6 @@ def _traced_all_reduce(tensor: Tensor, op: ReduceOp) -> None:
 
     with no_grad():
         tensor.copy_(reduced(tensor, op))
-    return None
 
 
 def reduced(tensor: Tensor, op: ReduceOp = ReduceOp.SUM) -> Tensor:

@@ -182,7 +182,7 @@ def runtime_binding():
 
 
 def _reduced(x, op):
-    dist.all_reduce(x, op=dist.ReduceOp[op.upper()])
+    dist.all_reduce(x, op=dist.ReduceOp[op.upper()], async_op=True).wait()
     return x
 
 
