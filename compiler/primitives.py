@@ -589,6 +589,34 @@ _register("slogdet", Kind.OPAQUE, _slogdet_infer, _slogdet, "(sign, log|det|) st
 _register("cholesky", Kind.OPAQUE, _square_infer("linalg.cholesky"), _cholesky,
           "lower Cholesky factor of a symmetric positive-definite matrix")
 
+# ---------------------------------------------------------------- collectives (graphtorch.distributed)
+
+ALL_REDUCE_OPS = ("sum", "max", "min", "product")
+
+
+def _all_reduce_infer(x: TensorType, handles: TensorType, *, op: str) -> TensorType:
+    from ..runtime.mpi import HANDLE_SLOTS
+
+    check(op in ALL_REDUCE_OPS, f"all_reduce: op must be one of {ALL_REDUCE_OPS}, got {op!r}")
+    check(handles.shape == (len(HANDLE_SLOTS),) and handles.dtype is dt.int64,
+          f"all_reduce: handles must be int64 of shape ({len(HANDLE_SLOTS)},) ({', '.join(HANDLE_SLOTS)}), "
+          f"got {handles.dtype} of shape {handles.shape}")
+    return x
+
+
+def _all_reduce(x, handles, *, op):
+    from ..runtime import mpi
+
+    out = np.empty_like(x, order="C")
+    mpi.allreduce(np.ascontiguousarray(x), out, handles)
+    return out
+
+
+_register("all_reduce", Kind.OPAQUE, _all_reduce_infer, _all_reduce,
+          "MPI_Allreduce of x over the communicator in handles (its MPI communicator, datatype, op, IN_PLACE "
+          "addresses, fed at run time); op names the reduction", attrs=("op",))
+
+
 def table() -> str:
     """The primitive set as a Markdown table, grouped by kind (docs/primitives.md is this)."""
     lines = ["| kind | primitive | attributes | meaning |", "| --- | --- | --- | --- |"]

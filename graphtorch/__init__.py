@@ -218,6 +218,7 @@ from . import (
     cuda,  # noqa: E402  (device queries; CUDA tensors come with the CUDA backend)
     datasets,  # noqa: E402  (the small data sets shipped for examples and tests)
     debug,  # noqa: E402  (find_divergence: where a compiled result leaves float64)
+    distributed,  # noqa: E402  (torch.distributed over MPI; mpi4py is imported on first use)
     linalg,  # noqa: E402  (torch.linalg: norms, inv, solve, det, slogdet, cholesky)
     nn,  # noqa: E402  (torch.nn: Module, Parameter, layers, losses, functional, init)
     optim,  # noqa: E402  (torch.optim: optimizers and lr schedulers)

@@ -497,6 +497,14 @@ def _cholesky(g, s, attrs, t):
     sym = apply("matmul", apply("matmul", transpose_last(inv), p), inv)
     return (mul(apply("add", sym, transpose_last(sym)), full_like(sym, 0.5)),)
 
+@rule("all_reduce", "AllReduceBackward0", save=(1,))
+def _all_reduce(g, s, attrs, t):
+    # out = sum over ranks of x: each rank's x reaches every rank's out, so dx = sum over ranks of dout
+    if attrs["op"] != "sum":
+        raise RuntimeError(f"the derivative of all_reduce with op {attrs['op']!r} is not implemented (only 'sum')")
+    return apply("all_reduce", g, s[1], op="sum"), None
+
+
 def differentiable() -> list[str]:
     return sorted(RULES)
 

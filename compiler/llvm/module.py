@@ -67,6 +67,7 @@ BARRIER_COUNT, BARRIER_GENERATION = 0, 8  # separate cache lines: waiters spin o
 ERROR_CODE, ERROR_INDEX, ERROR_DIM, ERROR_SIZE = 2, 3, 4, 5
 INDEX_ERROR = 1
 HOST_ERROR = 2  # a host call (host.py) raised: the executable re-raises its exception
+MPI_ERROR = 3  # an MPI call returned an error code (ERROR_INDEX holds it): collective.py
 
 
 ALONE = ("single", "opaque", "injective")  # "single" and the fusion pass's "opaque:<prim>", "injective:<prim>"
@@ -192,6 +193,11 @@ class LoweringContext:
 
     def _slot(self, k: int) -> ir.Value:
         return self.builder.gep(self._status, [index.i64(k)], inbounds=True, source_etype=I64)
+
+    def error(self, code: int, value: ir.Value) -> None:
+        """Record the first run-time error `code` (MPI_ERROR, ...) with its value in ERROR_INDEX."""
+        with self.builder.if_then(self.set_error(code)):
+            self.builder.store(value, self._slot(ERROR_INDEX))
 
     def unsupported(self, node: Node, why: str) -> GraphtorchCompileError:
         return GraphtorchCompileError("GT050", f"the LLVM backend cannot lower {node.name} ({node.target}): {node.name} {why}",

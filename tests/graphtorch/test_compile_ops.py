@@ -97,5 +97,6 @@ def test_the_ops_above_reach_every_traceable_primitive():
         args = make()
         flat, spec = flatten((args, {}))
         seen |= {n.target for n in trace(fn, flat, spec, None, "f").graph.nodes if n.op == "call"}
-    untraceable = {p.name for p in PRIMITIVES.values() if p.data_dependent}
+    # all_reduce needs a process group: tests/graphtorch/distributed compiles it under mpiexec
+    untraceable = {p.name for p in PRIMITIVES.values() if p.data_dependent} | {"all_reduce"}
     assert set(PRIMITIVES) - untraceable - seen == set()
