@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from llvm_helpers import compiled, interpret
 
+from graphtorch.compiler import conv_lowering
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.ir import Graph, Group
@@ -124,3 +125,30 @@ def test_conv_reads_a_permuted_weight_in_place(x_shape, g_shape, attrs):
         (got,) = compiled(g, *args, groups=[group], num_threads=threads)
         (want,) = interpret(g, *args)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("lowering", ["direct", "im2col", "wide"])
+@pytest.mark.parametrize("case", CASES + [
+    dict(x_shape=(2, 3, 9, 11), w_shape=(13, 3, 7, 7), padding=(3, 2)),  # 7x7, three MR row blocks (13 = 2*6 + 1)
+    dict(x_shape=(1, 64, 6, 5), w_shape=(64, 64, 3, 3), padding=(1, 1)),  # depth 576: three KC blocks
+    dict(x_shape=(2, 4, 7, 7), w_shape=(1, 4, 2, 2), dilation=(3, 2)),  # one output channel
+], ids=lambda c: f"{c['x_shape']}*{c['w_shape']}")
+def test_each_forced_lowering_matches_numpy(monkeypatch, lowering, case):
+    """compiler/conv_lowering.py's candidates, each forced (ignored where it does not apply), on one
+    and two threads."""
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, lowering)
+    for threads in (1, 2):
+        assert (check(**case, num_threads=threads) >= 0).all()
+
+
+def test_direct_lowering_fp64_and_nan(monkeypatch):
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, "direct")
+    check((2, 3, 7, 8), (4, 3, 3, 3), padding=(1, 1), d=dt.float64)
+    got = check((1, 2, 6, 6), (3, 2, 3, 3), nan=True)
+    assert np.isnan(got[0, :, :2, :2]).all() and not np.isnan(got[0, :, 3:, 3:]).any()
+
+
+@pytest.mark.parametrize("x_shape,g_shape,attrs", WEIGHT_GRADIENT_CASES)
+def test_direct_lowering_reads_a_permuted_weight(monkeypatch, x_shape, g_shape, attrs):
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, "direct")
+    test_conv_reads_a_permuted_weight_in_place(x_shape, g_shape, attrs)
