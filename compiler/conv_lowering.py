@@ -6,6 +6,8 @@ The candidates (compiler/llvm/conv.py and conv_direct.py lower them):
   wide      im2col over a zero-padded plane's full-width rows (stride 1), compacted after
   direct    no unfold: each kernel tap's row of B is a stretch of the (padded) input plane,
             read in place by an MR x NR micro-kernel (stride 1)
+  dot       few output positions, a large kernel (a weight gradient): vector dot products along
+            the kernel's rows against the padded input plane, no unfold (width dilation 1)
 
 With few output channels the GEMM's rows (MR at a time) are few, so each unfolded element is
 used only a few times and copying it costs more than the multiply-adds it feeds: the direct
@@ -28,8 +30,10 @@ COST = {
     "pack": 0.25,  # one element of B packed into panels by the GEMM
     "plane": 0.25,  # one element of the input copied into a zero-padded plane
     "tap": 1.1,  # the direct kernel's multiply-adds: unaligned loads and a tap offset per row
+    "dot": 1.0,  # the dot kernel's multiply-adds: 7 vector loads per 12 FMAs, but no edge waste in NR
 }
 MR, NR = 6, 16  # the micro-kernel's tile (output channels x positions)
+DOT_ROWS, DOT_COLS, LANES = 3, 4, 8  # the dot kernel's tile (output channels x positions), f32 lanes
 PLANE_MAX = 4 << 20  # bytes of input plane per thread the direct kernel may copy
 WIDE_PLANE_MAX = 1 << 20  # the wide im2col's plane (one channel chunk)
 FORCE_ENV = "GRAPHTORCH_CONV_LOWERING"  # name a candidate to force it where it applies (tests)
@@ -61,16 +65,23 @@ def candidate_costs(conv: Node) -> dict[str, float]:
     og, depth, positions = o // conv.attrs["groups"], cg * kh * kw, oh * ow
     rows = math.ceil(og / MR) * MR
     macs = lambda cols: rows * cols * depth * COST["mac"]  # noqa: E731
-    costs = {"im2col": depth * positions * (COST["unfold"] + COST["pack"]) + macs(positions)}
+    costs = {"im2col": depth * positions * (COST["unfold"] + COST["pack"]) + macs(_up(positions, NR))}
     if (kh, kw) == (1, 1) and stride == (1, 1) and (ph, pw) == (0, 0):
         costs["in_place"] = depth * positions * COST["pack"] + macs(positions)
+    plane = (x.shape[2] + 2 * ph) * (x.shape[3] + 2 * pw)
+    if conv.attrs["dilation"][1] == 1 and (cg * plane + NR) * x.dtype.itemsize <= PLANE_MAX:
+        dots = _up(og, DOT_ROWS) * _up(positions, DOT_COLS) * cg * kh * _up(kw, LANES)
+        costs["dot"] = cg * plane * COST["plane"] + dots * COST["mac"] * COST["dot"]
     if stride != (1, 1):
         return costs
-    plane = (x.shape[2] + 2 * ph) * (x.shape[3] + 2 * pw)
     span = (oh - 1) * (x.shape[3] + 2 * pw) + ow  # output positions on the plane's full rows
     copy_plane = cg * plane * COST["plane"]
     if (ph, pw) != (0, 0) and plane * x.dtype.itemsize <= WIDE_PLANE_MAX // max(cg, 1):
         costs["wide"] = copy_plane + depth * span * (COST["unfold"] + COST["pack"]) + macs(span)
     if (cg * plane + NR) * x.dtype.itemsize <= PLANE_MAX:
-        costs["direct"] = copy_plane + macs(math.ceil(span / NR) * NR) * COST["tap"]
+        costs["direct"] = copy_plane + macs(_up(span, NR)) * COST["tap"]
     return costs
+
+
+def _up(n: int, to: int) -> int:
+    return math.ceil(n / to) * to

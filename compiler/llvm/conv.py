@@ -101,6 +101,10 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
         from .conv_direct import lower_direct  # it builds on this module's plane and compaction helpers
 
         return lower_direct(ctx, group, x)
+    if choice == "dot":
+        from .conv_dot import lower_dot  # likewise
+
+        return lower_dot(ctx, group, x)
     plan = _plan(ctx, anchor, x, choice == "in_place")
     w, width, depth, chunks = plan.w, plan.width, plan.per_chunk * kh * kw, cg // plan.per_chunk
     if choice == "wide" and chunks == 1 and plan.padded is not None:

@@ -127,7 +127,7 @@ def test_conv_reads_a_permuted_weight_in_place(x_shape, g_shape, attrs):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("lowering", ["direct", "im2col", "wide"])
+@pytest.mark.parametrize("lowering", ["direct", "dot", "im2col", "wide"])
 @pytest.mark.parametrize("case", CASES + [
     dict(x_shape=(2, 3, 9, 11), w_shape=(13, 3, 7, 7), padding=(3, 2)),  # 7x7, three MR row blocks (13 = 2*6 + 1)
     dict(x_shape=(1, 64, 6, 5), w_shape=(64, 64, 3, 3), padding=(1, 1)),  # depth 576: three KC blocks

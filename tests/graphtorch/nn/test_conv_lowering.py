@@ -30,7 +30,7 @@ CONFIGS = [
     ((1, 2, 6, 6), dict(in_channels=2, out_channels=2, kernel_size=3, padding=1, padding_mode="circular")),
     ((1, 1, 5, 5), dict(in_channels=1, out_channels=1, kernel_size=6, padding=1)),  # kernel past the input
 ]
-LOWERINGS = ["direct", "im2col", "wide", "in_place"]
+LOWERINGS = ["direct", "dot", "im2col", "wide", "in_place"]
 
 
 def _ids(config):
@@ -95,26 +95,32 @@ def _conv_node(x_shape, w_shape, **attrs):
     return g.call("conv2d", [x, w], full)
 
 
-def test_cost_model_picks_direct_for_few_channels_and_im2col_when_strided(monkeypatch):
+def test_cost_model_picks_by_shape(monkeypatch):
     monkeypatch.delenv(conv_lowering.FORCE_ENV, raising=False)
     # LeNet's conv2 input gradient: 6 output channels, padding 4; im2col would copy 25x the input
     grad = conv_lowering.choose(_conv_node((64, 16, 10, 10), (6, 16, 5, 5), padding=(4, 4)))
-    assert grad.name == "direct" and set(grad.costs) == {"direct", "im2col", "wide"}
+    assert grad.name == "direct" and set(grad.costs) == {"direct", "dot", "im2col", "wide"}
     assert grad.costs["direct"] < grad.costs["im2col"] / 1.5
+    # the ResNet's weight gradient: a 16x16 kernel (the output gradient), a 3x3 output
+    weight = conv_lowering.choose(_conv_node((16, 32, 16, 16), (16, 32, 16, 16), padding=(1, 1)))
+    assert weight.name == "dot"
     strided = conv_lowering.choose(_conv_node((2, 3, 9, 9), (4, 3, 3, 3), stride=(2, 2)))
-    assert strided.name == "im2col" and set(strided.costs) == {"im2col"}
+    assert set(strided.costs) == {"im2col", "dot"} and strided.name == min(strided.costs, key=strided.costs.get)
+    width_dilated = conv_lowering.choose(_conv_node((2, 3, 9, 9), (4, 3, 3, 3), stride=(2, 2), dilation=(1, 2)))
+    assert set(width_dilated.costs) == {"im2col"}
     one = conv_lowering.choose(_conv_node((2, 64, 8, 8), (64, 64, 1, 1)))
     assert one.name == "in_place"
 
 
 def test_forcing_an_inapplicable_lowering_keeps_the_cost_models_choice(monkeypatch):
     monkeypatch.setenv(conv_lowering.FORCE_ENV, "direct")
-    assert conv_lowering.choose(_conv_node((2, 3, 9, 9), (4, 3, 3, 3), stride=(2, 2))).name == "im2col"
+    node = _conv_node((2, 3, 9, 9), (4, 3, 3, 3), stride=(2, 2), dilation=(1, 2))
+    assert conv_lowering.choose(node).name == "im2col"
 
 
 def test_explain_shows_the_lowering_and_its_costs(monkeypatch):
     monkeypatch.delenv(conv_lowering.FORCE_ENV, raising=False)
     model = gt.nn.Sequential(gt.nn.Conv2d(1, 6, 5), gt.nn.ReLU())
-    report = str(gt.explain(model, gt.zeros(2, 1, 12, 12)))
+    report = str(gt.explain(model, gt.zeros(2, 1, 32, 32)))  # LeNet conv1: direct by the table
     line = next(s for s in report.splitlines() if "lowering:" in s)
     assert line.strip().startswith("lowering: direct (cost per image: direct ") and "im2col" in line
