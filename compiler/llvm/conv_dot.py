@@ -24,6 +24,7 @@ from llvmlite import ir
 
 from ..conv_lowering import DOT_COLS, DOT_ROWS
 from ..ir import Group
+from . import scalar
 from .conv import _epilogue, _pad_plane
 from .gemm import LAYOUTS, Layout, View, elem_ptr, i64, min_i64, operand_view, output_buffer
 from .index import strides
@@ -112,8 +113,6 @@ def _vload(b, lay: Layout, ptr, at):
 
 
 def _fma(ctx, lay: Layout, a, x, acc):
-    from . import scalar
-
     fma = scalar.function(ctx.module, f"llvm.fma.v{lay.width}{lay.name}", lay.vec, [lay.vec] * 3)
     return ctx.builder.call(fma, [a, x, acc])
 

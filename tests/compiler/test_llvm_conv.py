@@ -141,14 +141,30 @@ def test_each_forced_lowering_matches_numpy(monkeypatch, lowering, case):
         assert (check(**case, num_threads=threads) >= 0).all()
 
 
-def test_direct_lowering_fp64_and_nan(monkeypatch):
-    monkeypatch.setenv(conv_lowering.FORCE_ENV, "direct")
+@pytest.mark.parametrize("lowering", ["direct", "dot"])
+def test_plane_lowerings_fp64_and_nan(monkeypatch, lowering):
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, lowering)
     check((2, 3, 7, 8), (4, 3, 3, 3), padding=(1, 1), d=dt.float64)
     got = check((1, 2, 6, 6), (3, 2, 3, 3), nan=True)
     assert np.isnan(got[0, :, :2, :2]).all() and not np.isnan(got[0, :, 3:, 3:]).any()
 
 
 @pytest.mark.parametrize("x_shape,g_shape,attrs", WEIGHT_GRADIENT_CASES)
-def test_direct_lowering_reads_a_permuted_weight(monkeypatch, x_shape, g_shape, attrs):
-    monkeypatch.setenv(conv_lowering.FORCE_ENV, "direct")
+@pytest.mark.parametrize("lowering", ["direct", "dot"])
+def test_plane_lowerings_read_a_permuted_weight(monkeypatch, x_shape, g_shape, attrs, lowering):
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, lowering)
     test_conv_reads_a_permuted_weight_in_place(x_shape, g_shape, attrs)
+
+
+def test_dot_lowering_masks_the_lanes_past_the_kernel_row(monkeypatch):
+    """A 1x3 kernel runs in 8-lane vectors: lanes 3..7 read input columns no window uses there.
+    An inf in such a column must not turn the window's sum into NaN (0 * inf)."""
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, "dot")
+    g, groups = conv_graph((1, 1, 1, 12), (1, 1, 1, 3), bias_relu=False)
+    x = np.arange(12, dtype=np.float32).reshape(1, 1, 1, 12)
+    x[..., 9] = np.inf
+    w = np.array([1.0, -2.0, 0.5], np.float32).reshape(1, 1, 1, 3)
+    (got,) = compiled(g, x, w, groups=groups)
+    (want,) = interpret(g, x, w)
+    assert np.isfinite(got[..., :7]).all()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
