@@ -13,7 +13,8 @@ With few output channels the GEMM's rows (MR at a time) are few, so each unfolde
 used only a few times and copying it costs more than the multiply-adds it feeds: the direct
 kernel, which copies only the input plane, wins there. With many channels the unfold is
 amortized and the three are close. The costs are in about a core's cycles per image and group;
-the table says what one element of each kind of work costs.
+the table says what one element of each kind of work costs. The choice is the LLVM backend's;
+the CUDA backend (compiler/cuda/conv.py) has one conv kernel and does not read it.
 """
 
 from __future__ import annotations
