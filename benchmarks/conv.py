@@ -5,7 +5,8 @@ The conv section measures each of LeNet's convolutions and a 3x3 ResNet convolut
 forward, input gradient and weight gradient, each the mean time of its compiled kernel
 (GRAPHTORCH_KERNEL_TIMES, thread 0's time in the kernel and at the barrier after it, so the
 figure is what the kernel costs the call at the session's thread count), with the lowering the
-cost model chose, and GFLOP/s next to a 512^3 matmul kernel's measured the same way in the same run.
+cost model chose, and GFLOP/s next to a 512^3 matmul kernel's measured the same way in the same run,
+at one thread and at the session's thread count.
 Kernel times are per kernel, so they are less noisy than whole-step medians on a shared machine.
 """
 
@@ -98,24 +99,33 @@ def _gemm_gflops(repeat: int) -> float:
 
 
 def main(repeat: int = 20) -> None:
-    previous = os.environ.get("GRAPHTORCH_KERNEL_TIMES")
+    import graphtorch
+
+    previous = os.environ.get("GRAPHTORCH_KERNEL_TIMES"), graphtorch.get_num_threads()
     os.environ["GRAPHTORCH_KERNEL_TIMES"] = "1"  # read when an executable is built
     try:
-        gemm = _gemm_gflops(repeat)
-        print(f"{'gemm 512^3 f32 (reference)':28s} {gemm:7.1f} GFLOP/s (kernel time)", flush=True)
-        for name, x_shape, w_shape, padding in CONVS:
-            n, _, h, w = x_shape
-            o, cg, kh, kw = w_shape
-            flops = 2 * n * o * cg * kh * kw * (h + 2 * padding - kh + 1) * (w + 2 * padding - kw + 1)
-            for what, (us, lowering) in sorted(_conv_times(x_shape, w_shape, padding, repeat).items()):
-                gflops = flops / us / 1e3
-                print(f"{name:24s} {what:11s} {us:8.1f} us {gflops:6.1f} GFLOP/s = {gflops / gemm:4.0%} of the gemm"
-                      f" [{lowering}]", flush=True)
+        for threads in sorted({1, previous[1]}):
+            graphtorch.set_num_threads(threads)
+            _section(repeat, threads)
     finally:
-        if previous is None:
+        graphtorch.set_num_threads(previous[1])
+        if previous[0] is None:
             os.environ.pop("GRAPHTORCH_KERNEL_TIMES")
         else:
-            os.environ["GRAPHTORCH_KERNEL_TIMES"] = previous
+            os.environ["GRAPHTORCH_KERNEL_TIMES"] = previous[0]
+
+
+def _section(repeat: int, threads: int) -> None:
+    gemm = _gemm_gflops(repeat)
+    print(f"{'gemm 512^3 f32 (reference)':24s} {threads} thread(s) {gemm:7.1f} GFLOP/s (kernel time)", flush=True)
+    for name, x_shape, w_shape, padding in CONVS:
+        n, _, h, w = x_shape
+        o, cg, kh, kw = w_shape
+        flops = 2 * n * o * cg * kh * kw * (h + 2 * padding - kh + 1) * (w + 2 * padding - kw + 1)
+        for what, (us, lowering) in sorted(_conv_times(x_shape, w_shape, padding, repeat).items()):
+            gflops = flops / us / 1e3
+            print(f"{name:24s} {threads} thread(s) {what:11s} {us:8.1f} us {gflops:6.1f} GFLOP/s = "
+                  f"{gflops / gemm:4.0%} of the gemm [{lowering}]", flush=True)
 
 
 if __name__ == "__main__":
