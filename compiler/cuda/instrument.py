@@ -55,8 +55,8 @@ def for_emulation(source: str) -> str:
         code, sep, comment = line.partition("//")
         code = _DECLARATION.sub(functools.partial(_declare, shared=shared), code)
         lines[n] = _accesses(code, shared) + sep + comment
-    entries = [f'extern "C" int gt_launch_{k.name}(void** args, const unsigned* geometry) {{ return gt_emu::launch('
-               f"[](void** a) {{ gt_emu::apply({k.name}, a); }}, args, geometry, {int(k.cooperative)}); }}"
+    entries = [f'extern "C" int gt_launch_{k.name}(void** gt_args, const unsigned* gt_geometry) {{ return gt_emu::launch('
+               f"[](void** gt_a) {{ gt_emu::apply({k.name}, gt_a); }}, gt_args, gt_geometry, {int(k.cooperative)}); }}"
                for k in kernels.values()]
     return "#line 1 \"module.cu\"\n" + "\n".join(lines) + "\n" + "\n".join(entries) + "\n"
 
