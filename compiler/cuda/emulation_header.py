@@ -4,7 +4,8 @@ A launch runs its blocks one after another. Inside a block every CUDA thread is 
 with its own stack, run by a scheduler on one host thread: a fiber runs until it reaches
 `__syncthreads` or a warp collective (`__shfl_*_sync`, `__syncwarp`, `__ballot_sync`, ...), where
 it waits until every thread the operation names has arrived, as on the GPU. The schedule between
-two barriers is one legal interleaving (thread 0 first); the race detector covers the others.
+two barriers is one legal interleaving (the last thread to arrive runs on, then the others in index
+order); the race detector covers the others: its report does not depend on the order.
 
 Shared memory is a `gt_shared<T, dims...>` per `__shared__` array (emulation.py rewrites the
 declarations and every access, keeping line numbers), poisoned with 0xff bytes when a block starts.
@@ -285,12 +286,20 @@ inline void run_block_directly() {
   }
 }
 
+inline void run_blocks() {
+  for (unsigned z = 0; z < gridDim.z; ++z)
+    for (unsigned y = 0; y < gridDim.y; ++y)
+      for (unsigned x = 0; x < gridDim.x && !L.failed; ++x) {
+        blockIdx = {x, y, z};
+        L.block_epoch = ++L.epoch;
+        L.fibers ? run_block_with_fibers() : run_block_directly();
+      }
+}
+
 inline int launch(void (*body)(void**), void** args, const unsigned* geometry, int fibers) {
-  static char* stacks = (char*)malloc(MAX_THREADS * STACK_BYTES);  // untouched pages cost nothing
   L.body = body;
   L.args = args;
   L.fibers = fibers;
-  L.stacks = stacks;
   L.failed = false;
   L.error_line = 0;
   gridDim = {geometry[0], geometry[1], geometry[2]};
@@ -302,13 +311,10 @@ inline int launch(void (*body)(void**), void** args, const unsigned* geometry, i
   }
   for (unsigned i = 0; i < L.threads; ++i)
     L.thread[i].index = {i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y)};
-  for (unsigned z = 0; z < gridDim.z; ++z)
-    for (unsigned y = 0; y < gridDim.y; ++y)
-      for (unsigned x = 0; x < gridDim.x && !L.failed; ++x) {
-        blockIdx = {x, y, z};
-        L.block_epoch = ++L.epoch;
-        fibers ? run_block_with_fibers() : run_block_directly();
-      }
+  // Each library loaded has its own emulator: stacks live only while one of its launches runs.
+  L.stacks = fibers ? (char*)malloc(L.threads * STACK_BYTES) : nullptr;
+  run_blocks();
+  free(L.stacks);
   return L.failed ? 1 : 0;
 }
 
