@@ -57,6 +57,7 @@ class FakeDriver:
         self.allocations: dict[int, tuple[np.ndarray, int]] = {}  # address -> (buffer, bytes asked for)
         self.modules: dict[int, object] = {}  # handle -> hostcheck.HostLibrary
         self.launches: list[str] = []  # kernel names, in launch order
+        self.cooperative: list[str] = []  # those whose threads ran as fibers (barriers, shuffles, shared memory)
         self._handles = 0
 
     def _handle(self) -> int:
@@ -163,6 +164,8 @@ class FakeDriver:
         if not all(self.inside(p, 1) for p in pointers):  # every argument is a buffer: it must be ours
             return (CUresult.CUDA_ERROR_ILLEGAL_ADDRESS,)
         self.launches.append(name)
+        if library.kernels[name].cooperative:
+            self.cooperative.append(name)
         library.launch(name, (gx, gy, gz), (bx, by, bz), pointers)
         return OK
 

@@ -233,3 +233,25 @@ def test_a_missing_barrier_in_a_block_reduction_is_reported():
     middle = _edited(module, "    __syncthreads();\n    if (warp == 0)", "    if (warp == 0)", kernel)
     with pytest.raises(EmulationError, match=r"uninitialized shared memory: thread \(1,0,0\) reads s_acc\[1\]"):
         HostModule(middle).run(_inputs(g, 0))
+
+
+def traced_norms_graph() -> Graph:
+    """softmax, log_softmax and layer_norm over rows of 300 and 200, as the tracer decomposes them."""
+    import graphtorch as gt
+    import graphtorch.nn.functional as F
+    from graphtorch.tracer import Tracer, tracing
+
+    tracer = Tracer()
+    with tracing(tracer):
+        x = tracer.input("x", gt.zeros(6, 300))
+        w, b = tracer.input("w", gt.zeros(200)), tracer.input("b", gt.zeros(200))
+        outs = [F.softmax(x, -1), x.log_softmax(1), F.layer_norm(x[:, 50:250], (200,), w, b)]
+        tracer.graph.outputs = [tracer.value_of(o) for o in outs]
+    return tracer.graph
+
+
+def test_softmax_and_layer_norm_patterns_fused():
+    g = traced_norms_graph()
+    groups = fuse(g).groups
+    assert sum(gr.pattern == "reduction" for gr in groups) == 6  # max, sum; max, sum; mean, var: blocks of 256
+    _check(g, groups)

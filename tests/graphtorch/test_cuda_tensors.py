@@ -347,6 +347,7 @@ def test_tiled_and_block_kernels_on_cuda_equal_cpu(cuda, name):
     want = LONG[name](x, nn.functional)
     got = LONG[name](x.cuda(), nn.functional)
     assert got.is_cuda and got.dtype is want.dtype and got.shape == want.shape
+    assert cuda is None or cuda.cooperative, "a block-cooperative kernel must run on the fake driver"
     tol = 1e-4 if want.dtype.is_floating_point else 0  # another summation order than numpy's
     np.testing.assert_allclose(host(got), want.numpy(), rtol=tol, atol=tol)
 
