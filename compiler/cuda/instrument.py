@@ -22,6 +22,7 @@ _DECLARATION = re.compile(r"__shared__\s+([\w ]+?)\s+(\w+)\s*((?:\[\s*\d+\s*\])+
 _COOPERATES = re.compile(r"__syncthreads|__syncwarp|__shfl_\w*sync|__ballot_sync|__any_sync|__all_sync|__shared__")
 _COMPOUND = re.compile(r"\s*(?:[-+*/%&|^]|<<|>>)=|\s*(?:\+\+|--)")
 _ASSIGN = re.compile(r"\s*=(?!=)")
+_ADDRESS_OF = re.compile(r"(?:^|[^\w)\]&\s])\s*&$")  # a unary &, not `a & b` or `a && b`
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,11 @@ def _accesses(code: str, shared: set[str]) -> str:
     pattern = re.compile(r"(?<![\w.])(" + "|".join(sorted(shared)) + r")\s*\[")
     out, at = [], 0
     while m := pattern.search(code, at):
-        if code[:m.start()].rstrip().endswith("&") and not code[:m.start()].rstrip().endswith("&&"):
+        before = code[:m.start()].rstrip()
+        if _ADDRESS_OF.search(before):
             raise ValueError(f"the emulation cannot follow a pointer into shared array {m.group(1)}: {code.strip()}")
         subscripts, end = _subscripts(code, m.end() - 1)
         index = ", ".join(_accesses(s, shared) for s in subscripts)
-        before = code[:m.start()].rstrip()
         if _COMPOUND.match(code, end) or before.endswith(("++", "--")):
             method = "update"
         elif _ASSIGN.match(code, end):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from graphtorch.compiler.cuda.hostcheck import EmulationError, HostLibrary, available
+from graphtorch.compiler.cuda.instrument import for_emulation
 
 pytestmark = pytest.mark.skipif(not available(), reason="g++ is needed to run the kernels on the CPU")
 
@@ -221,3 +222,22 @@ def test_bad_warp_collectives_are_reported(library, kernel, message):
 def test_a_block_larger_than_cuda_allows_is_refused(library):
     with pytest.raises(EmulationError, match="a block of 2048 threads \\(CUDA allows 1 to 1024\\)"):
         run(library, "geometry", (1, 1, 1), (2048, 1, 1), np.zeros(2048, np.int32))
+
+
+def test_instrumentation_keeps_lines_and_tells_reads_from_writes():
+    src = ('extern "C" __global__ void k(int* out) {\n'
+           "  __shared__ int s[2][32];  // s[i][j] in a comment stays\n"
+           "  s[0][threadIdx.x] = 1; s[1][s[0][threadIdx.x]] += 2; s[1][0]++;\n"
+           "  out[0] = (out[0] & s[1][0]) == s[0] [1];\n"
+           "}\n")
+    done = for_emulation(src).split("\n")
+    assert done[0] == '#line 1 "module.cu"' and done[7].startswith('extern "C" int gt_launch_k(')
+    assert done[1:6] == [
+        'extern "C" __global__ void k(int* out) {',
+        '  static gt_shared<int, 2, 32> s("s");  // s[i][j] in a comment stays',
+        "  s.write(__LINE__, 0, threadIdx.x) = 1; s.update(__LINE__, 1, s.read(__LINE__, 0, threadIdx.x)) += 2; "
+        "s.update(__LINE__, 1, 0)++;",
+        "  out[0] = (out[0] & s.read(__LINE__, 1, 0)) == s.read(__LINE__, 0, 1);",
+        "}"]
+    with pytest.raises(ValueError, match="cannot follow a pointer into shared array s"):
+        for_emulation(src.replace("s[1][0]++", "int* p = &s[1][0]"))
