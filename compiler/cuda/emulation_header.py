@@ -98,17 +98,29 @@ inline void describe_thread(char* out, size_t cap, int linear) {
   snprintf(out, cap, "thread (%u,%u,%u)", t.x, t.y, t.z);
 }
 
-// The first error of a launch wins; a fiber that reports one never runs again.
+// The first error of a launch wins.
+inline void vreport(int line, const char* format, va_list ap) {
+  if (L.failed) return;
+  L.failed = true;
+  L.error_line = line;
+  const int n = snprintf(L.error, sizeof L.error, "block (%u,%u,%u): ", blockIdx.x, blockIdx.y, blockIdx.z);
+  vsnprintf(L.error + n, sizeof L.error - n, format, ap);
+}
+
+// From the scheduler: the error is recorded and the launch stops after the current pass.
+inline void report(int line, const char* format, ...) {
+  va_list ap;
+  va_start(ap, format);
+  vreport(line, format, ap);
+  va_end(ap);
+}
+
+// From a kernel's thread: a fiber that fails never runs again (a plain call returns and the launch stops).
 inline void fail(int line, const char* format, ...) {
-  if (!L.failed) {
-    L.failed = true;
-    L.error_line = line;
-    const int n = snprintf(L.error, sizeof L.error, "block (%u,%u,%u): ", blockIdx.x, blockIdx.y, blockIdx.z);
-    va_list ap;
-    va_start(ap, format);
-    vsnprintf(L.error + n, sizeof L.error - n, format, ap);
-    va_end(ap);
-  }
+  va_list ap;
+  va_start(ap, format);
+  vreport(line, format, ap);
+  va_end(ap);
   if (L.fibers) swapcontext(&me().context, &L.scheduler);
 }
 
@@ -245,10 +257,10 @@ inline void deadlock() {
     if (t.state == AT_WARP && !warp_line) warp_line = t.line;
   }
   if (warp_line)
-    fail(warp_line, "deadlock: a warp collective waits for lanes that never arrive "
+    report(warp_line, "deadlock: a warp collective waits for lanes that never arrive "
          "(%d threads wait at __syncthreads, %d have exited)", waiting, done);
   else
-    fail(line, "barrier divergence: %d of %u threads wait at __syncthreads, %d have exited without reaching it",
+    report(line, "barrier divergence: %d of %u threads wait at __syncthreads, %d have exited without reaching it",
          waiting, L.threads, done);
 }
 
