@@ -93,6 +93,16 @@ extern "C" __global__ void reads_outside_mask(int* out) {
   if ((threadIdx.x & 31) < 8) out[threadIdx.x] = __shfl_sync(0xffu, (int)threadIdx.x, 9);
 }
 
+extern "C" __global__ void mismatched(int* out) {
+  if ((threadIdx.x & 31) == 0) out[threadIdx.x] = __ballot_sync(0xffffffffu, 1);
+  else out[threadIdx.x] = __shfl_sync(0xffffffffu, 1, 0);
+}
+
+extern "C" __global__ void warp_waits_for_a_barrier(int* out) {
+  if (threadIdx.x == 0) __syncthreads();
+  else out[threadIdx.x] = __shfl_sync(0xffffffffu, 1, 0);
+}
+
 extern "C" __global__ void lane_exits(int* out) {
   if ((threadIdx.x & 31) == 5) return;
   out[threadIdx.x] = __shfl_down_sync(0xffffffffu, (int)threadIdx.x, 1);
@@ -214,6 +224,9 @@ def test_a_barrier_not_every_thread_reaches_is_divergence(library):
     ("mask_leaves_caller_out", "__shfl_sync: lane 16 calls it with mask 0x0000ffff, which leaves it out"),
     ("reads_outside_mask", "__shfl_sync: thread (0,0,0) reads lane 9, which is not in the mask 0x000000ff"),
     ("lane_exits", "__shfl_down_sync with mask 0xffffffff: lane 5 has exited"),
+    ("mismatched", "__shfl_sync with mask 0xffffffff meets lane 0 in __ballot_sync with mask 0xffffffff (line"),
+    ("warp_waits_for_a_barrier", "deadlock: a warp collective waits for lanes that never arrive (1 threads wait at "
+                                 "__syncthreads, 32 have exited)"),
 ])
 def test_bad_warp_collectives_are_reported(library, kernel, message):
     assert message in str(_fails(library, kernel, np.zeros(64, np.int32)))
