@@ -44,7 +44,8 @@ def main(repeat: int = 5) -> None:
     for launch in module.launches:  # the values do not matter for the time: zeroed buffers
         memory = [np.zeros(max(module.buffers[k].nbytes, 8), np.uint8) for k in launch.args] + [np.zeros(4, np.int64)]
         pointers = [m.ctypes.data for m in memory]
-        seconds = _median_s(repeat, library.launch, launch.kernel, launch.grid, launch.block, pointers)
+        seconds = _median_s(repeat, library.launch, launch.kernel, launch.grid, launch.block, pointers,
+                            [m.nbytes for m in memory])
         threads = int(np.prod(launch.grid) * np.prod(launch.block))
         print(f"cuda emulation: {launch.kernel:22s} {threads:6d} threads {seconds * 1e3:8.2f} ms "
               f"({'fibers' if library.kernels[launch.kernel].cooperative else 'plain calls'})", flush=True)

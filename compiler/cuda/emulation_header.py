@@ -74,9 +74,12 @@ struct Thread {
   unsigned long long value, result;
 };
 
+const int MAX_POINTERS = 256;
+
 struct Launch {
   void (*body)(void**);
   void** args;
+  unsigned long long extent[MAX_POINTERS];  // bytes from each pointer argument to the end of its buffer
   bool fibers;
   unsigned threads, arrived;    // block size; threads waiting at __syncthreads
   unsigned long long epoch;     // barrier intervals since the library was loaded (never reset)
@@ -122,6 +125,19 @@ inline void fail(int line, const char* format, ...) {
   vreport(line, format, ap);
   va_end(ap);
   if (L.fibers) swapcontext(&me().context, &L.scheduler);
+}
+
+// A kernel's b_x[i] (instrument.py): the element, when it lies inside the bytes the launch gave b_x.
+template <typename T> T& at(T* base, const char* name, int param, int line, long long i) {
+  if (i < 0 || (unsigned long long)(i + 1) * sizeof(T) > L.extent[param]) {
+    char who[64];
+    describe_thread(who, sizeof who, L.current);
+    fail(line, "global memory out of bounds: %s accesses %s[%lld], outside its %llu elements", who, name, i,
+         L.extent[param] / sizeof(T));
+    static T nowhere[1] = {};  // a plain call carries on to the end of its thread: let it touch this
+    return nowhere[0];
+  }
+  return base[i];
 }
 
 inline void yield() {
@@ -308,9 +324,11 @@ inline void run_blocks() {
       }
 }
 
-inline int launch(void (*body)(void**), void** args, const unsigned* geometry, int fibers) {
+inline int launch(void (*body)(void**), void** args, const unsigned long long* extents, int count,
+                  const unsigned* geometry, int fibers) {
   L.body = body;
   L.args = args;
+  memcpy(L.extent, extents, count * sizeof *extents);
   L.fibers = fibers;
   L.failed = false;
   L.error_line = 0;

@@ -5,11 +5,11 @@ for the threads of a block, shared memory with a race detector, warp collectives
 instrument.for_emulation has rewritten its shared-memory accesses. Every kernel runs with its real
 launch geometry: blocks one after another, the threads of a block concurrently as fibers where
 they cooperate (tiled GEMM/conv, block reductions), a plain call per thread where they do not.
-A race, a deadlock at a barrier, a bad warp collective or a shared index out of bounds raises
-`EmulationError` naming the kernel and the line of the emitted source.
+A race, a deadlock at a barrier, a bad warp collective or an index out of bounds (shared memory,
+or a buffer argument's extent) raises `EmulationError` naming the kernel and the emitted line.
 
     HostModule(module).run(inputs) -> outputs      # the whole launch list on numpy arrays
-    HostLibrary(source).launch(kernel, grid, block, pointers)   # one launch (the fake driver's)
+    HostLibrary(source).launch(kernel, grid, block, pointers, extents)   # one launch (the fake driver's)
 """
 
 from __future__ import annotations
@@ -75,14 +75,17 @@ class HostLibrary:
         self.lib = ctypes.CDLL(str(lib))
         self.lib.gt_emu_error.restype = ctypes.c_int
 
-    def launch(self, kernel: str, grid: Dim3, block: Dim3, pointers: list[int]) -> None:
-        """Run `kernel` over grid x block threads on these arguments (device pointers are host addresses)."""
+    def launch(self, kernel: str, grid: Dim3, block: Dim3, pointers: list[int], extents: list[int]) -> None:
+        """Run `kernel` over grid x block threads on these arguments (device pointers are host addresses);
+        extents[k] is how many bytes from pointers[k] the kernel may touch."""
         info = self.kernels[kernel]
-        if len(pointers) != info.params:
-            raise ValueError(f"kernel {kernel} takes {info.params} pointers, got {len(pointers)}")
+        if not len(pointers) == len(extents) == len(info.pointers):
+            raise ValueError(f"kernel {kernel} takes {len(info.pointers)} pointers ({', '.join(info.pointers)}), "
+                             f"got {len(pointers)} pointers and {len(extents)} extents")
         args = (ctypes.c_void_p * len(pointers))(*pointers)
+        sizes = (ctypes.c_ulonglong * len(extents))(*extents)
         geometry = (ctypes.c_uint * 6)(*grid, *block)
-        if getattr(self.lib, f"gt_launch_{kernel}")(args, geometry):
+        if getattr(self.lib, f"gt_launch_{kernel}")(args, sizes, geometry):
             self._raise(kernel)
 
     def _raise(self, kernel: str) -> None:
@@ -115,7 +118,9 @@ class HostModule:
             view(number)[...] = value
         for launch in m.launches:
             pointers = [base + m.buffers[a].offset for a in launch.args]
-            self.library.launch(launch.kernel, launch.grid, launch.block, [*pointers, status.ctypes.data])
+            extents = [m.buffers[a].nbytes for a in launch.args]
+            self.library.launch(launch.kernel, launch.grid, launch.block, [*pointers, status.ctypes.data],
+                                [*extents, status.nbytes])
         if status[ERROR_CODE]:
             raise IndexError(f"index {status[ERROR_INDEX]} is out of bounds for dimension {status[ERROR_DIM]} "
                              f"with size {status[ERROR_SIZE]}")

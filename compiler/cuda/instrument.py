@@ -4,8 +4,11 @@
   per kernel, shared by the fibers of a block, as shared memory is);
 - every access `name[i][j]` becomes `name.read(__LINE__, i, j)`, `name.write(__LINE__, i, j) = ...`
   or `name.update(__LINE__, i, j) += ...`, so the race detector sees who touched what, where;
-- after the source, a `gt_launch_<kernel>` entry per kernel hands its pointer arguments to the
-  emulator with the launch geometry.
+- every subscript of a pointer parameter `b_x[i]` becomes `gt_emu::at(b_x, "b_x", k, __LINE__, i)`:
+  a reference checked against the bytes the launch gave parameter k (global memory out of bounds
+  is an error, not a corrupted host process);
+- after the source, a `gt_launch_<kernel>` entry per kernel hands its pointer arguments and their
+  extents to the emulator with the launch geometry.
 
 No line is added or split: `#line 1` before the source makes `__LINE__` and g++'s messages
 count lines of the emitted text the user dumps.
@@ -18,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 _KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)')
+_KERNEL_START = re.compile(r'extern "C" __global__ void')
 _DECLARATION = re.compile(r"__shared__\s+([\w ]+?)\s+(\w+)\s*((?:\[\s*\d+\s*\])+)\s*;")
 _COOPERATES = re.compile(r"__syncthreads|__syncwarp|__shfl_\w*sync|__ballot_sync|__any_sync|__all_sync|__shared__")
 _COMPOUND = re.compile(r"\s*(?:[-+*/%&|^]|<<|>>)=|\s*(?:\+\+|--)")
@@ -28,7 +32,7 @@ _ADDRESS_OF = re.compile(r"(?:^|[^\w)\]&\s])\s*&$")  # a unary &, not `a & b` or
 @dataclass(frozen=True)
 class KernelInfo:
     name: str
-    params: int  # pointer parameters, the status words included
+    pointers: tuple[str, ...]  # the pointer parameters' names, the status words included
     cooperative: bool  # uses shared memory, barriers or warp collectives: its threads run as fibers
     head: str  # the comment line naming the kernel's group and shape
 
@@ -39,26 +43,28 @@ def kernels_of(source: str) -> dict[str, KernelInfo]:
     heads = list(_KERNEL.finditer(source))
     for k, m in enumerate(heads):
         body = source[m.end(): heads[k + 1].start() if k + 1 < len(heads) else len(source)]
-        params = [p for p in m.group(2).split(",") if p.strip()]
+        pointers = tuple(re.findall(r"(\w+)\s*$", p)[0] for p in m.group(2).split(",") if p.strip())
         comment = next((line for line in source[:m.start()].splitlines()[::-1] if line.startswith(f"// {m.group(1)}")), "")
-        out[m.group(1)] = KernelInfo(m.group(1), len(params), bool(_COOPERATES.search(body)), comment[3:])
+        out[m.group(1)] = KernelInfo(m.group(1), pointers, bool(_COOPERATES.search(body)), comment[3:])
     return out
 
 
 def for_emulation(source: str) -> str:
-    """`source` with shared memory instrumented, then a launch entry per kernel."""
-    kernels = kernels_of(source)
+    """`source` with shared and global memory accesses instrumented, then a launch entry per kernel."""
+    kernels = iter(kernels_of(source).values())
     lines = source.split("\n")
     shared: set[str] = set()
+    pointers: tuple[str, ...] = ()
     for n, line in enumerate(lines):
-        if _KERNEL.search(line):
-            shared = set()  # a kernel's arrays are its own
+        if _KERNEL_START.search(line):
+            shared, pointers = set(), next(kernels).pointers  # a kernel's names are its own
         code, sep, comment = line.partition("//")
         code = _DECLARATION.sub(functools.partial(_declare, shared=shared), code)
-        lines[n] = _accesses(code, shared) + sep + comment
-    entries = [f'extern "C" int gt_launch_{k.name}(void** gt_args, const unsigned* gt_geometry) {{ return gt_emu::launch('
-               f"[](void** gt_a) {{ gt_emu::apply({k.name}, gt_a); }}, gt_args, gt_geometry, {int(k.cooperative)}); }}"
-               for k in kernels.values()]
+        lines[n] = _accesses(code, shared, pointers) + sep + comment
+    entries = [f'extern "C" int gt_launch_{k.name}(void** gt_args, const unsigned long long* gt_extents, '
+               f"const unsigned* gt_geometry) {{ return gt_emu::launch([](void** gt_a) {{ gt_emu::apply({k.name}, gt_a); "
+               f"}}, gt_args, gt_extents, {len(k.pointers)}, gt_geometry, {int(k.cooperative)}); }}"
+               for k in kernels_of(source).values()]
     return "#line 1 \"module.cu\"\n" + "\n".join(lines) + "\n" + "\n".join(entries) + "\n"
 
 
@@ -68,27 +74,33 @@ def _declare(m: re.Match, shared: set[str]) -> str:
     return f'static gt_shared<{ctype}, {", ".join(dims)}> {name}("{name}");'
 
 
-def _accesses(code: str, shared: set[str]) -> str:
-    """Rewrite each subscripted shared array in one line of code (subscripts may hold other accesses)."""
-    if not shared:
+def _accesses(code: str, shared: set[str], pointers: tuple[str, ...] = ()) -> str:
+    """Rewrite each subscripted shared array and pointer parameter in one line of code (subscripts
+    may hold other accesses)."""
+    names = shared | set(pointers)
+    if not names:
         return code
-    pattern = re.compile(r"(?<![\w.])(" + "|".join(sorted(shared)) + r")\s*\[")
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(sorted(names)) + r")\s*\[")
     out, at = [], 0
     while m := pattern.search(code, at):
-        before = code[:m.start()].rstrip()
-        if _ADDRESS_OF.search(before):
-            raise ValueError(f"the emulation cannot follow a pointer into shared array {m.group(1)}: {code.strip()}")
+        name, before = m.group(1), code[:m.start()].rstrip()
         subscripts, end = _subscripts(code, m.end() - 1)
-        index = ", ".join(_accesses(s, shared) for s in subscripts)
-        if _COMPOUND.match(code, end) or before.endswith(("++", "--")):
-            method = "update"
-        elif _ASSIGN.match(code, end):
-            method = "write"
+        index = ", ".join(_accesses(s, shared, pointers) for s in subscripts)
+        if name in shared:
+            out += [code[at:m.start()], f"{name}.{_shared_method(code, before, end, name)}(__LINE__, {index})"]
         else:
-            method = "read"
-        out += [code[at:m.start()], f"{m.group(1)}.{method}(__LINE__, {index})"]
+            out += [code[at:m.start()], f'gt_emu::at({name}, "{name}", {pointers.index(name)}, __LINE__, {index})']
         at = end
     return "".join(out) + code[at:]
+
+
+def _shared_method(code: str, before: str, end: int, name: str) -> str:
+    """read, write or update: how the shared access ending at code[end] uses the element."""
+    if _ADDRESS_OF.search(before):
+        raise ValueError(f"the emulation cannot follow a pointer into shared array {name}: {code.strip()}")
+    if _COMPOUND.match(code, end) or before.endswith(("++", "--")):
+        return "update"
+    return "write" if _ASSIGN.match(code, end) else "read"
 
 
 def _subscripts(code: str, at: int) -> tuple[list[str], int]:

@@ -109,7 +109,12 @@ class FakeDriver:
 
     def inside(self, ptr: int, nbytes: int) -> bool:
         """True when bytes [ptr, ptr + nbytes) lie in one live allocation."""
-        return any(base <= ptr and ptr + nbytes <= base + size for base, (_, size) in self.allocations.items())
+        return self.extent(ptr) >= nbytes
+
+    def extent(self, ptr: int) -> int:
+        """Bytes from ptr to the end of the live allocation holding it (0 outside every one)."""
+        return max((base + size - ptr for base, (_, size) in self.allocations.items() if base <= ptr < base + size),
+                   default=0)
 
     def _copy(self, dst, src, nbytes, device_ends):
         dst, src = int(dst), int(src)
@@ -158,15 +163,16 @@ class FakeDriver:
 
     def cuLaunchKernel(self, fn, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
         library, name = fn
-        count = library.kernels[name].params
+        count = len(library.kernels[name].pointers)
         addresses = (ctypes.c_uint64 * count).from_address(int(params))
         pointers = [ctypes.c_uint64.from_address(a).value for a in addresses]
-        if not all(self.inside(p, 1) for p in pointers):  # every argument is a buffer: it must be ours
+        extents = [self.extent(p) for p in pointers]  # the kernel's accesses are checked against these
+        if not all(extents):  # every argument is a buffer: it must be ours
             return (CUresult.CUDA_ERROR_ILLEGAL_ADDRESS,)
         self.launches.append(name)
         if library.kernels[name].cooperative:
             self.cooperative.append(name)
-        library.launch(name, (gx, gy, gz), (bx, by, bz), pointers)
+        library.launch(name, (gx, gy, gz), (bx, by, bz), pointers, extents)
         return OK
 
 

@@ -80,6 +80,10 @@ extern "C" __global__ void out_of_bounds(float* out) {
   __syncthreads();
 }
 
+extern "C" __global__ void global_out_of_bounds(const float* in, float* out) {
+  out[threadIdx.x] = in[threadIdx.x + 1];
+}
+
 extern "C" __global__ void divergent(int* out) {
   if (threadIdx.x < 16) __syncthreads();
   out[threadIdx.x] = 1;
@@ -116,7 +120,7 @@ def library():
 
 
 def run(library, kernel, grid, block, *arrays):
-    library.launch(kernel, grid, block, [a.ctypes.data for a in arrays])
+    library.launch(kernel, grid, block, [a.ctypes.data for a in arrays], [a.nbytes for a in arrays])
 
 
 def test_every_thread_of_every_block_runs_with_its_indices(library):
@@ -215,6 +219,13 @@ def test_shared_index_out_of_bounds_is_a_fault(library):
     assert "tile[threadIdx.x / 16][threadIdx.x % 16 + 1] = 1.0f;" in str(e)
 
 
+def test_global_memory_outside_an_argument_is_a_fault(library):
+    out = np.zeros(64, np.float32)
+    e = _fails(library, "global_out_of_bounds", np.arange(64, dtype=np.float32), out)
+    assert "global memory out of bounds: thread (63,0,0) accesses in[64], outside its 64 elements" in str(e)
+    np.testing.assert_array_equal(out[:63], np.arange(1, 64))  # threads before the fault ran
+
+
 def test_a_barrier_not_every_thread_reaches_is_divergence(library):
     e = _fails(library, "divergent", np.zeros(64, np.int32))
     assert "barrier divergence: 16 of 64 threads wait at __syncthreads, 48 have exited without reaching it" in str(e)
@@ -250,7 +261,8 @@ def test_instrumentation_keeps_lines_and_tells_reads_from_writes():
         '  static gt_shared<int, 2, 32> s("s");  // s[i][j] in a comment stays',
         "  s.write(__LINE__, 0, threadIdx.x) = 1; s.update(__LINE__, 1, s.read(__LINE__, 0, threadIdx.x)) += 2; "
         "s.update(__LINE__, 1, 0)++;",
-        "  out[0] = (out[0] & s.read(__LINE__, 1, 0)) == s.read(__LINE__, 0, 1);",
+        '  gt_emu::at(out, "out", 0, __LINE__, 0) = (gt_emu::at(out, "out", 0, __LINE__, 0) & s.read(__LINE__, 1, 0)) '
+        "== s.read(__LINE__, 0, 1);",
         "}"]
     with pytest.raises(ValueError, match="cannot follow a pointer into shared array s"):
         for_emulation(src.replace("s[1][0]++", "int* p = &s[1][0]"))

@@ -7,6 +7,7 @@ show that a broken tile index and a missing barrier are caught."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -204,6 +205,18 @@ def test_a_broken_tile_index_gives_wrong_results():
     want = interpret(g, *xs)[0]
     np.testing.assert_allclose(HostModule(module).run(xs)[0], want, rtol=1e-4, atol=1e-4)
     assert not np.allclose(HostModule(broken).run(xs)[0], want, rtol=1e-2, atol=1e-2)
+
+
+def test_a_missing_bounds_check_in_the_gemm_is_a_fault():
+    g = gemm_graph()
+    module = emit(g, fuse(g).groups)
+    kernel = module.launches[0].kernel
+    broken = _edited(module, "if (m < 130 && n < 70)", "if (m < 192 && n < 70)", kernel)  # the tiles overhang
+    with pytest.raises(EmulationError) as e:
+        HostModule(broken).run(_inputs(g, 0))
+    found = re.search(r"global memory out of bounds: thread \(\d+,0,0\) accesses b_\w+\[(\d+)\], outside its 9100 "
+                      r"elements\n  line \d+: b_\w+\[\w+\] = c\d+;$", str(e.value))
+    assert found and int(found.group(1)) >= 9100, str(e.value)
 
 
 def test_a_missing_barrier_in_the_gemm_is_reported_as_a_race():
