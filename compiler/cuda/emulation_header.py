@@ -326,19 +326,24 @@ inline void run_blocks() {
 
 inline int launch(void (*body)(void**), void** args, const unsigned long long* extents, int count,
                   const unsigned* geometry, int fibers) {
+  L.error_line = 0;
+  if (count > MAX_POINTERS) {
+    snprintf(L.error, sizeof L.error, "a kernel of %d pointer arguments (the emulator takes %d)", count, MAX_POINTERS);
+    return 1;
+  }
+  const unsigned threads = geometry[3] * geometry[4] * geometry[5];
+  if (threads == 0 || threads > MAX_THREADS) {
+    snprintf(L.error, sizeof L.error, "a block of %u threads (CUDA allows 1 to %u)", threads, MAX_THREADS);
+    return 1;
+  }
   L.body = body;
   L.args = args;
   memcpy(L.extent, extents, count * sizeof *extents);
   L.fibers = fibers;
   L.failed = false;
-  L.error_line = 0;
   gridDim = {geometry[0], geometry[1], geometry[2]};
   blockDim = {geometry[3], geometry[4], geometry[5]};
-  L.threads = blockDim.x * blockDim.y * blockDim.z;
-  if (L.threads == 0 || L.threads > MAX_THREADS) {
-    snprintf(L.error, sizeof L.error, "a block of %u threads (CUDA allows 1 to %u)", L.threads, MAX_THREADS);
-    return 1;
-  }
+  L.threads = threads;
   for (unsigned i = 0; i < L.threads; ++i)
     L.thread[i].index = {i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y)};
   // Each library loaded has its own emulator: stacks live only while one of its launches runs.

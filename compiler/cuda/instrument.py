@@ -34,7 +34,6 @@ class KernelInfo:
     name: str
     pointers: tuple[str, ...]  # the pointer parameters' names, the status words included
     cooperative: bool  # uses shared memory, barriers or warp collectives: its threads run as fibers
-    head: str  # the comment line naming the kernel's group and shape
 
 
 def kernels_of(source: str) -> dict[str, KernelInfo]:
@@ -44,14 +43,14 @@ def kernels_of(source: str) -> dict[str, KernelInfo]:
     for k, m in enumerate(heads):
         body = source[m.end(): heads[k + 1].start() if k + 1 < len(heads) else len(source)]
         pointers = tuple(re.findall(r"(\w+)\s*$", p)[0] for p in m.group(2).split(",") if p.strip())
-        comment = next((line for line in source[:m.start()].splitlines()[::-1] if line.startswith(f"// {m.group(1)}")), "")
-        out[m.group(1)] = KernelInfo(m.group(1), pointers, bool(_COOPERATES.search(body)), comment[3:])
+        out[m.group(1)] = KernelInfo(m.group(1), pointers, bool(_COOPERATES.search(body)))
     return out
 
 
 def for_emulation(source: str) -> str:
     """`source` with shared and global memory accesses instrumented, then a launch entry per kernel."""
-    kernels = iter(kernels_of(source).values())
+    found = list(kernels_of(source).values())
+    kernels = iter(found)
     lines = source.split("\n")
     shared: set[str] = set()
     pointers: tuple[str, ...] = ()
@@ -64,7 +63,7 @@ def for_emulation(source: str) -> str:
     entries = [f'extern "C" int gt_launch_{k.name}(void** gt_args, const unsigned long long* gt_extents, '
                f"const unsigned* gt_geometry) {{ return gt_emu::launch([](void** gt_a) {{ gt_emu::apply({k.name}, gt_a); "
                f"}}, gt_args, gt_extents, {len(k.pointers)}, gt_geometry, {int(k.cooperative)}); }}"
-               for k in kernels_of(source).values()]
+               for k in found]
     return "#line 1 \"module.cu\"\n" + "\n".join(lines) + "\n" + "\n".join(entries) + "\n"
 
 
