@@ -4,8 +4,7 @@ Every figure is a median over repeated runs from this one process; the ratios co
 of the same run (the machines are shared and noisy). Options:
   --quick              fewer repeats
   --no-torch-compile   skip torch.compile (it takes 10+ s per model to compile)
-  --only NAMES         comma list of sections: inference,training,gemm,conv,compile,inspection,transformer,
-                       distributed (default: all of them)
+  --only NAMES         comma list of sections (default: all of SECTIONS below)
 """
 
 from __future__ import annotations
@@ -231,11 +230,15 @@ def bench_gemm(repeat: int) -> None:
     gemm.main(repeat=repeat)
 
 
+SECTIONS = ("inference", "training", "gemm", "conv", "compile", "inspection", "transformer", "distributed",
+            "cuda-emulation")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python3 -m benchmarks")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-torch-compile", action="store_true")
-    parser.add_argument("--only", default="inference,training,gemm,conv,compile,inspection,transformer,distributed")
+    parser.add_argument("--only", default=",".join(SECTIONS))
     args = parser.parse_args(argv)
     repeat = 5 if args.quick else 20
     sections = args.only.split(",")
@@ -265,6 +268,10 @@ def main(argv=None) -> None:
         from . import distributed
 
         distributed.main(args.quick)
+    if "cuda-emulation" in sections:  # g++ and the CPU emulation of CUDA kernels (benchmarks/cuda_emulation.py)
+        from . import cuda_emulation
+
+        cuda_emulation.main(repeat=3 if args.quick else 5)
 
 
 if __name__ == "__main__":

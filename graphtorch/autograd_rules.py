@@ -380,6 +380,8 @@ def _flip(x, dim):
     shape, size = tuple(x.shape), x.shape[dim]
     last = apply("expand", apply("full", shape=(), value=float(size - 1), dtype=dt.int64), shape=shape)
     idx = apply("sub", last, apply("iota", shape=shape, dim=dim, dtype=dt.int64))
+    if x.is_cuda:  # the index is built on the host: gather needs it beside x
+        idx = idx.to(x.device)
     return apply("gather", x, idx, dim=dim)
 
 
