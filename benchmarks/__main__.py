@@ -106,16 +106,6 @@ def bench_inference(repeat: int, use_torch_compile: bool) -> None:
 # ---------------------------------------------------------------- training steps
 
 
-def _step_fn(opt, loss_fn, forward):
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(forward(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
-
-
 TRAINING = [
     ("sin-mlp train b100 Adam", models.sin_mlp, (100, 1), "mse", lambda fw, p: fw.optim.Adam(p, lr=0.01)),
     ("lenet train b64 SGD", models.lenet, (64, 1, 32, 32), "ce", lambda fw, p: fw.optim.SGD(p, lr=0.01, momentum=0.9)),
@@ -142,7 +132,7 @@ def bench_training(repeat: int, use_torch_compile: bool) -> None:
             opt = make_opt(graphtorch, model.parameters())
             loss_fn = graphtorch.nn.MSELoss() if loss == "mse" else graphtorch.nn.CrossEntropyLoss()
             forward = graphtorch.compile(model) if mode == "compiled" else model
-            step = _step_fn(opt, loss_fn, forward)
+            step = models.train_step(opt, loss_fn, forward)
             if mode == "step":
                 step = graphtorch.compile(step)
             gx, gy = graphtorch.from_numpy(x), graphtorch.from_numpy(y)
@@ -157,7 +147,7 @@ def bench_training(repeat: int, use_torch_compile: bool) -> None:
                 if mode == "compiled" and not use_torch_compile:
                     continue
                 forward = torch.compile(model) if mode == "compiled" else model
-                step = _step_fn(opt, loss_fn, forward)
+                step = models.train_step(opt, loss_fn, forward)
                 ms = median_ms(repeat * 3, step, tx, ty)
                 t_eager, t_comp = (ms, t_comp) if mode == "eager" else (t_eager, ms)
         report(name + " (model)", results["eager"], results["compiled"], t_eager, t_comp)

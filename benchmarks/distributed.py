@@ -61,16 +61,7 @@ def digits_epoch(threads: int, quick: bool) -> None:
     graphtorch.manual_seed(0)
     model = DDP(models.lenet(graphtorch)) if world > 1 else models.lenet(graphtorch)
     opt = graphtorch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
-    loss_fn = graphtorch.nn.CrossEntropyLoss()
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    compiled = graphtorch.compile(step)
+    compiled = graphtorch.compile(models.train_step(opt, graphtorch.nn.CrossEntropyLoss(), model))
     batches = list(loader)
     for xb, yb in batches[:2]:  # the first call runs eagerly, the second compiles
         compiled(xb, yb)

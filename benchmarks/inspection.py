@@ -16,15 +16,7 @@ def _lenet_step(graphtorch):
     model = models.lenet(graphtorch)
     opt = graphtorch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = graphtorch.nn.CrossEntropyLoss()
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return models.train_step(opt, loss_fn, model)
 
 
 def _seconds(fn, *args, **kwargs) -> float:
