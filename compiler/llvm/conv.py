@@ -85,16 +85,10 @@ def _plan(ctx: LoweringContext, anchor, x: View, in_place: bool) -> _Plan:
 
 
 def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
-    anchor, root = group.anchor, group.outputs[0]
+    anchor = group.anchor
     dtype = anchor.type.dtype
     if dtype.short not in LAYOUTS:
         raise ctx.unsupported(anchor, f"is a conv2d of {dtype.name}; the LLVM backend has float32/float64 only")
-    n_img = anchor.inputs[0].type.shape[0]
-    o, cg, kh, kw = anchor.inputs[1].type.shape
-    _, _, oh, ow = anchor.type.shape
-    groups = anchor.attrs["groups"]
-    og, positions = o // groups, oh * ow
-    lay = LAYOUTS[dtype.short]
     x = operand_view(ctx, anchor.inputs[0])
     choice = conv_lowering.choose(anchor).name
     if choice == "direct":
@@ -106,9 +100,22 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
 
         return lower_dot(ctx, group, x)
     plan = _plan(ctx, anchor, x, choice == "in_place")
+    if choice == "wide" and anchor.inputs[1].type.shape[1] == plan.per_chunk and plan.padded is not None:
+        return _lower_wide(ctx, group, x, plan.padded, plan.w, plan.depth_stride)
+    _lower_im2col(ctx, group, x, plan)
+
+
+def _lower_im2col(ctx: LoweringContext, group: Group, x: View, plan: _Plan) -> None:
+    """Per image and slice of output positions: im2col columns (or the input in place), then a GEMM
+    with the weights; channel chunks past the first add into the output."""
+    anchor, root = group.anchor, group.outputs[0]
+    n_img = anchor.inputs[0].type.shape[0]
+    o, cg, kh, kw = anchor.inputs[1].type.shape
+    _, _, oh, ow = anchor.type.shape
+    groups = anchor.attrs["groups"]
+    og, positions = o // groups, oh * ow
+    lay = LAYOUTS[anchor.type.dtype.short]
     w, width, depth, chunks = plan.w, plan.width, plan.per_chunk * kh * kw, cg // plan.per_chunk
-    if choice == "wide" and chunks == 1 and plan.padded is not None:
-        return _lower_wide(ctx, group, x, plan.padded, w, plan.depth_stride)
     out = output_buffer(ctx, group)
     cols = None if plan.direct else ctx.workspace(depth * width * lay.itemsize, per_thread=True)
     partial = ctx.workspace(og * width * lay.itemsize, per_thread=True) if chunks > 1 else None
