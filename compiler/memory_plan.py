@@ -92,10 +92,18 @@ def _donations(graph: Graph, groups: list[Group], donate: list[tuple[Node, Node]
         if step is None or graph.outputs.count(o) != 1 or i in out.values() or o in out:
             continue
         g = groups[step]
-        if (i in g.inputs and last_read[i] == step and all(n.prim.kind is Kind.ELEMENTWISE for n in g.nodes)
+        if (i in g.inputs and last_read[i] == step and _reads_elementwise(g, i)
                 and i.type.shape == o.type.shape and i.type.dtype.itemsize == o.type.dtype.itemsize):
             out[o] = i
     return out
+
+
+def _reads_elementwise(g: Group, i: Node) -> bool:
+    """Element k of the group's output depends on element k of `i` only: every node is elementwise,
+    except ones that read other inputs alone (a run-time scalar broadcast by an expand)."""
+    inside = set(g.nodes)
+    return all(n.prim.kind is Kind.ELEMENTWISE or not any(x is i or x in inside for x in n.inputs)
+               for n in g.nodes)
 
 
 def _intervals(groups: list[Group]) -> dict[Node, tuple[int, int]]:

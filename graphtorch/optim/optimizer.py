@@ -20,6 +20,7 @@ from .. import dtypes as dt
 from ..autograd.grad_mode import enable_grad, no_grad
 from ..ops.creation import tensor
 from ..tensor import Tensor
+from .hyperparameters import ScalarTable, structure
 
 
 class _RequiredParameter:
@@ -44,6 +45,7 @@ class Optimizer:
             if defaults.get(mode):
                 raise NotImplementedError(f"{type(self).__name__}({mode}=True) is not supported by graphtorch")
         self.defaults = defaults
+        self._scalars = ScalarTable()
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             f"but got {params.type()}")
@@ -115,25 +117,34 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        if dispatch._tracer is not None:  # a compiled step must retrace when the hyperparameters change
+        tracing = dispatch._tracer is not None
+        if tracing:  # a compiled step must retrace when the code it baked in changes
             dispatch._tracer.add_guard(f"{type(self).__name__} hyperparameters", self.trace_guard)
         with no_grad():
-            for group in self.param_groups:
+            for index, group in enumerate(self.param_groups):
+                # while tracing, numbers are read from lifted 0-d tensors (run-time scalars)
+                hyper = self._scalars.view(index, group) if tracing else group
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update(p, p.grad, group)
+                        self._update(p, p.grad, hyper)
         return loss
 
     def _update(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement step()")
 
     def trace_guard(self) -> tuple:
-        """The hyperparameters a traced step bakes into its graph as constants (lr, betas, ...).
+        """What a traced step bakes into its code: the flags, and whether momentum and weight
+        decay are zero; lr, betas, eps and the like are run-time scalars (hyperparameters.py).
 
-        Not torch API: a compiled training step must be retraced when this changes, e.g. after
-        an lr scheduler's step."""
-        return tuple(tuple((k, v) for k, v in sorted(group.items()) if k not in ("params", "param_names"))
-                     for group in self.param_groups)
+        Not torch API. A compiled step calls this before every run: it also copies the groups'
+        current numbers into the scalars the graph reads, so a scheduler's new lr takes effect."""
+        self._scalars.refresh(self.param_groups)
+        return structure(self.param_groups), self._state_keys()
+
+    def _state_keys(self) -> tuple:
+        """Which state each parameter has: a step traced before a parameter's state existed took
+        the first-step code (SGD copies the gradient into a new buffer) and must not replay it."""
+        return tuple(tuple(self.state[p]) if p in self.state else () for g in self.param_groups for p in g["params"])
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
