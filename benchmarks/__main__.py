@@ -4,7 +4,7 @@ Every figure is a median over repeated runs from this one process; the ratios co
 of the same run (the machines are shared and noisy). Options:
   --quick              fewer repeats
   --no-torch-compile   skip torch.compile (it takes 10+ s per model to compile)
-  --only NAMES         comma list of sections: inference,training,gemm,compile
+  --only NAMES         comma list of sections: inference,training,overhead,gemm,compile
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python3 -m benchmarks")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-torch-compile", action="store_true")
-    parser.add_argument("--only", default="inference,training,gemm,compile")
+    parser.add_argument("--only", default="inference,training,overhead,gemm,compile")
     args = parser.parse_args(argv)
     repeat = 5 if args.quick else 20
     sections = args.only.split(",")
@@ -245,6 +245,10 @@ def main(argv=None) -> None:
         bench_inference(repeat, not args.no_torch_compile)
     if "training" in sections:
         bench_training(repeat, not args.no_torch_compile)
+    if "overhead" in sections:
+        from . import loop_overhead
+
+        loop_overhead.main(repeat)
     if "gemm" in sections:
         bench_gemm(repeat)
     if "compile" in sections:

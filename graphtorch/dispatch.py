@@ -27,11 +27,22 @@ def current_tracer():
     return _tracer
 
 
-def apply(prim: str, *inputs, **attrs):
-    """Run primitive `prim` on tensors `inputs`; record autograd history when needed."""
+# tensor.py and autograd_rules.py import this module: bound on the first apply (an import
+# statement per op cost ~10% of a small op's dispatch)
+RULES: dict | None = None
+Tensor = None
+
+
+def _bind_late() -> None:
+    global RULES, Tensor
     from .autograd_rules import RULES
     from .tensor import Tensor
 
+
+def apply(prim: str, *inputs, **attrs):
+    """Run primitive `prim` on tensors `inputs`; record autograd history when needed."""
+    if Tensor is None:
+        _bind_late()
     p = PRIMITIVES[prim]
     if _tracer is not None:
         out = _tracer.record(p, inputs, attrs)
