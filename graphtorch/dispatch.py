@@ -15,6 +15,7 @@ import numpy as np
 from .autograd.grad_mode import is_grad_enabled
 from .autograd.graph import Node
 from .compiler.primitives import PRIMITIVES
+from .runtime.cuda import DeviceArray
 
 # The active tracer (graphtorch.tracer.Tracer) or None for eager mode.
 _tracer = None
@@ -46,7 +47,7 @@ def apply(prim: str, *inputs, **attrs):
     p = PRIMITIVES[prim]
     if _tracer is not None:
         out = _tracer.record(p, inputs, attrs)
-    elif any(t.is_cuda for t in inputs):  # device memory: a compiled single-op kernel (cuda_tensor.py)
+    elif any(isinstance(t._data, DeviceArray) for t in inputs):  # device memory: a compiled single-op kernel (cuda_tensor.py)
         from .cuda_tensor import apply_cuda
 
         out = apply_cuda(p, inputs, attrs)
