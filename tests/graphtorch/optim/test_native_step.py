@@ -15,6 +15,8 @@ import graphtorch as gt
 import graphtorch.optim as gto
 from graphtorch.optim import lr_scheduler as sched
 
+torch = pytest.importorskip("torch", reason="torch is the test oracle for the optimizers")
+
 MODES = {"foreach=None": dict(), "foreach=True": dict(foreach=True), "fused=True": dict(fused=True)}
 
 
@@ -152,3 +154,18 @@ def test_fused_and_foreach_together_is_torchs_error():
     _, params = make_params([(2,)], np.float32)
     with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together."):
         gto.Adam(params, fused=True, foreach=True)
+
+
+def test_a_step_without_gradients_or_with_empty_parameters_is_torchs():
+    tp, gp = make_params([(0, 3), (2,)], np.float32)
+    native, topt = gto.Adam(gp, lr=0.1), torch.optim.Adam(tp, lr=0.1)
+    native.step()  # no gradient anywhere: nothing changes, no state
+    assert len(native.state) == 0
+    for t, g in zip(tp, gp):
+        t.grad, g.grad = torch.ones(tuple(t.shape)), gt.ones(tuple(g.shape))
+    for _ in range(2):
+        native.step()
+        topt.step()
+    for t, g in zip(tp, gp):
+        np.testing.assert_allclose(g.detach().numpy(), t.detach().numpy(), rtol=1e-6)
+        assert g.shape == tuple(t.shape)
