@@ -136,6 +136,10 @@ class Optimizer:
         state.pop("_native_steps", None)
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_scalars", ScalarTable())  # pickled before run-time scalars existed
+
     def _native_step(self, indices: tuple[int, ...]) -> NativeStep:
         """The compiled multi-tensor update of these groups (_native.py), made on first use."""
         steps = self.__dict__.setdefault("_native_steps", {})

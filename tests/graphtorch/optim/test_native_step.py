@@ -169,3 +169,19 @@ def test_a_step_without_gradients_or_with_empty_parameters_is_torchs():
     for t, g in zip(tp, gp):
         np.testing.assert_allclose(g.detach().numpy(), t.detach().numpy(), rtol=1e-6)
         assert g.shape == tuple(t.shape)
+
+
+def test_an_optimizer_pickles_and_keeps_stepping_natively():
+    import pickle
+
+    native, native_params, reference, numpy_params = _pair("Adam", dict(lr=0.05), np.float32, {})
+    rng = np.random.default_rng(9)
+    _set_grads(rng, native_params, numpy_params)
+    native.step()
+    reference.step()
+    restored = pickle.loads(pickle.dumps(native))
+    params = restored.param_groups[0]["params"]
+    _set_grads(rng, params, numpy_params)
+    restored.step()
+    reference.step()
+    _assert_equal(restored, params, reference, numpy_params, DTYPES["float32"][1])
