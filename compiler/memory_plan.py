@@ -99,11 +99,18 @@ def _donations(graph: Graph, groups: list[Group], donate: list[tuple[Node, Node]
 
 
 def _reads_elementwise(g: Group, i: Node) -> bool:
-    """Element k of the group's output depends on element k of `i` only: every node is elementwise,
-    except ones that read other inputs alone (a run-time scalar broadcast by an expand)."""
-    inside = set(g.nodes)
-    return all(n.prim.kind is Kind.ELEMENTWISE or not any(x is i or x in inside for x in n.inputs)
-               for n in g.nodes)
+    """Element k of the group's output depends on element k of `i` only: every node that depends
+    on `i` is elementwise (others may broadcast, e.g. a run-time scalar through an expand)."""
+    tainted, changed = {i}, True
+    while changed:  # to a fixed point: no reliance on the order of g.nodes
+        changed = False
+        for n in g.nodes:
+            if n not in tainted and any(x in tainted for x in n.inputs):
+                if n.prim.kind is not Kind.ELEMENTWISE:
+                    return False
+                tainted.add(n)
+                changed = True
+    return True
 
 
 def _intervals(groups: list[Group]) -> dict[Node, tuple[int, int]]:

@@ -185,3 +185,15 @@ def test_an_optimizer_pickles_and_keeps_stepping_natively():
     restored.step()
     reference.step()
     _assert_equal(restored, params, reference, numpy_params, DTYPES["float32"][1])
+
+
+@pytest.mark.parametrize("name,kwargs", [CASES[3], CASES[8], CASES[17], CASES[20]], ids=lambda c: str(c))
+def test_the_kernels_update_parameters_and_state_in_place(name, kwargs):
+    native, native_params, _, _ = _pair(name, kwargs, np.float32, {}, shapes=[(30, 4), (7,)])
+    arrays = [p._data for p in native_params]
+    for _ in range(3):
+        _set_grads(np.random.default_rng(10), native_params)
+        native.step()
+    entry = next(iter(next(iter(native._native_steps.values())).compiled.entries.values()))
+    assert len(entry.forward.executable.plan.donated) == len(entry.mutated)  # nothing copied back
+    assert all(p._data is a for p, a in zip(native_params, arrays))
