@@ -22,7 +22,7 @@ _NOT_HYPERPARAMETERS = ("params", "param_names")
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) in (float, int) or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def _shape_of(name: str, value: Any) -> Any:
@@ -35,8 +35,9 @@ def _shape_of(name: str, value: Any) -> Any:
 
 
 def structure(groups: list[dict[str, Any]]) -> tuple:
-    """Everything of the param groups a traced step bakes into its code (hashable)."""
-    return tuple(tuple((k, _shape_of(k, v)) for k, v in sorted(g.items()) if k not in _NOT_HYPERPARAMETERS)
+    """Everything of the param groups a traced step bakes into its code (hashable). Runs before
+    every compiled step, so it is kept plain: a group's keys in their own order."""
+    return tuple(tuple([(k, _shape_of(k, v)) for k, v in g.items() if k not in _NOT_HYPERPARAMETERS])
                  for g in groups)
 
 

@@ -178,8 +178,8 @@ class Optimizer:
         """Which state tensors each parameter has: a step traced before a parameter's state existed
         took the first-step code (SGD copies the gradient into a new buffer) and must not replay it,
         and one traced before load_state_dict reads the old tensors."""
-        return tuple(tuple((k, id(v)) for k, v in self.state[p].items()) if p in self.state else ()
-                     for g in self.param_groups for p in g["params"])
+        empty, state = {}, self.state
+        return tuple([(k, id(v)) for g in self.param_groups for p in g["params"] for k, v in state.get(p, empty).items()])
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
