@@ -4,7 +4,8 @@ Every figure is a median over repeated runs from this one process; the ratios co
 of the same run (the machines are shared and noisy). Options:
   --quick              fewer repeats
   --no-torch-compile   skip torch.compile (it takes 10+ s per model to compile)
-  --only NAMES         comma list of sections: inference,training,overhead,gemm,compile
+  --only NAMES         comma list of sections: inference,training,overhead,gemm,conv,compile,inspection,
+                       transformer,distributed (default: all of them)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import models
+from . import conv, models
 
 
 def median_ms(repeat: int, fn, *args, warmup: int = 2) -> float:
@@ -120,6 +121,7 @@ TRAINING = [
     ("sin-mlp train b100 Adam", models.sin_mlp, (100, 1), "mse", lambda fw, p: fw.optim.Adam(p, lr=0.01)),
     ("lenet train b64 SGD", models.lenet, (64, 1, 32, 32), "ce", lambda fw, p: fw.optim.SGD(p, lr=0.01, momentum=0.9)),
     ("mlp784 train b128 SGD", models.mlp784, (128, 784), "ce", lambda fw, p: fw.optim.SGD(p, lr=0.01, momentum=0.9)),
+    ("resnet train b32 SGD", conv.resnet, (32, 3, 16, 16), "ce", lambda fw, p: fw.optim.SGD(p, lr=0.01, momentum=0.9)),
 ]
 
 
@@ -233,7 +235,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python3 -m benchmarks")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-torch-compile", action="store_true")
-    parser.add_argument("--only", default="inference,training,overhead,gemm,compile")
+    parser.add_argument("--only", default="inference,training,overhead,gemm,conv,compile,inspection,transformer,"
+                                           "distributed")
     args = parser.parse_args(argv)
     repeat = 5 if args.quick else 20
     sections = args.only.split(",")
@@ -251,8 +254,22 @@ def main(argv=None) -> None:
         loop_overhead.main(repeat)
     if "gemm" in sections:
         bench_gemm(repeat)
+    if "conv" in sections:
+        conv.main(repeat)
     if "compile" in sections:
         bench_compile()
+    if "inspection" in sections:  # the HTML report and the float64 search (benchmarks/inspection.py)
+        from . import inspection
+
+        inspection.main(repeat)
+    if "transformer" in sections:  # tiny GPT and LSTM whole steps, the GPT's cold compile
+        from . import transformer
+
+        transformer.main(repeat)
+    if "distributed" in sections:  # under mpiexec (benchmarks/distributed.py); skipped without mpi4py
+        from . import distributed
+
+        distributed.main(args.quick)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,7 @@ class Entry:
     lifted_types: list[tuple] = field(default_factory=list)
     guards: list[tuple] = field(default_factory=list)  # (what, fn, value) from the tracer
     trace_seconds: float = 0.0
+    joint: Graph | None = None  # the traced graph before the partition, when there is a backward (reports)
 
     def stale(self) -> str | None:
         """Why this entry no longer fits the Python state it was traced with, or None."""
@@ -187,6 +188,10 @@ class CompiledFunction:
         entry = self.build(key, flat, spec)
         self.entries[key] = entry
         self.last_key = key
+        if os.environ.get("GRAPHTORCH_REPORT_DIR"):  # an HTML compile report per entry
+            from .reporting import write_entry_report
+
+            write_entry_report(self, key)
         return entry
 
     def build(self, key, flat, spec) -> Entry:
@@ -195,6 +200,7 @@ class CompiledFunction:
         traced.seconds = time.perf_counter() - start
         entry = assemble(key, traced, self.backend, self.dump_dir)
         entry.trace_seconds = traced.seconds
+        entry.joint = traced.graph if entry.backward is not None else None
         return entry
 
     # ---------------------------------------------------------------- running

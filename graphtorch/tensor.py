@@ -269,6 +269,16 @@ class Tensor:
         node.register_prehook(hook)
         return _RemovableHandle(node._pre_hooks, hook)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """hook(tensor) runs after backward has accumulated into this leaf's .grad."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        hooks = self._accumulator().post_hooks
+        hooks.append(hook)
+        return _RemovableHandle(hooks, hook)
+
     def detach(self) -> Tensor:
         out = object.__new__(type(self) if type(self) is Tensor else Tensor)
         out._data, out._dtype, out._node = self._data, self._dtype, self._node
