@@ -29,7 +29,22 @@ SCHEDULERS = {
     "multistep": lambda opt: sched.MultiStepLR(opt, milestones=[2, 5], gamma=0.3),
     "exponential": lambda opt: sched.ExponentialLR(opt, gamma=0.9),
     "lambda": lambda opt: sched.LambdaLR(opt, lambda epoch: 1.0 / (1 + epoch)),
+    "linear": lambda opt: sched.LinearLR(opt, start_factor=0.2, total_iters=5),
+    "sequential": lambda opt: sched.SequentialLR(opt, [sched.LinearLR(opt, start_factor=0.5, total_iters=3),
+                                                       sched.ExponentialLR(opt, gamma=0.8)], milestones=[3]),
+    "one-cycle": lambda opt: sched.OneCycleLR(opt, max_lr=0.05, total_steps=12),  # cycles momentum/betas too
+    "plateau": lambda opt: _EveryStep(sched.ReduceLROnPlateau(opt, patience=1, factor=0.5)),
 }
+
+
+class _EveryStep:
+    """ReduceLROnPlateau fed a loss that never improves: it halves the lr every other step."""
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+
+    def step(self) -> None:
+        self.scheduler.step(1.0)
 
 
 def _data(n: int) -> list:
