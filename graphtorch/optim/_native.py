@@ -13,6 +13,7 @@ loop (for debugging), and so do parameters the CPU kernels do not take (CUDA, ha
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from .. import dispatch
@@ -41,8 +42,12 @@ class NativeStep:
 
         self.optimizer = optimizer
         self.indices = indices
+        name = f"{type(optimizer).__name__}.step"
+        # dumps (GRAPHTORCH_DUMP_DIR) go to a folder of their own, not over the user's compiled step's
+        dumps = os.environ.get("GRAPHTORCH_DUMP_DIR")
         # no eager first call: every step, the first included, runs the same kernels
-        self.compiled = CompiledFunction(self._update, name=f"{type(optimizer).__name__}.step", warm_up=False)
+        self.compiled = CompiledFunction(self._update, name=name, warm_up=False,
+                                         dump_dir=os.path.join(dumps, name) if dumps else None)
 
     def __call__(self) -> None:
         self.compiled(self._grads())

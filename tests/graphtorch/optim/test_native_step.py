@@ -197,3 +197,12 @@ def test_the_kernels_update_parameters_and_state_in_place(name, kwargs):
     entry = next(iter(next(iter(native._native_steps.values())).compiled.entries.values()))
     assert len(entry.forward.executable.plan.donated) == len(entry.mutated)  # nothing copied back
     assert all(p._data is a for p, a in zip(native_params, arrays))
+
+
+def test_dumps_of_the_native_step_go_to_their_own_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHTORCH_DUMP_DIR", str(tmp_path))
+    native, native_params, _, _ = _pair("SGD", dict(lr=0.1, momentum=0.9), np.float32, {})
+    _set_grads(np.random.default_rng(11), native_params)
+    native.step()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SGD.step"]  # a user's own dumps stay intact
+    assert (tmp_path / "SGD.step" / "optimized.txt").exists()
