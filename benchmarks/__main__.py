@@ -220,7 +220,7 @@ def bench_gemm(repeat: int) -> None:
     gemm.main(repeat=repeat)
 
 
-SECTIONS = ("inference", "training", "gemm", "conv", "compile", "inspection", "transformer", "distributed",
+SECTIONS = ("inference", "training", "overhead", "gemm", "conv", "compile", "inspection", "transformer", "distributed",
             "cuda-emulation")
 
 
@@ -240,6 +240,10 @@ def main(argv=None) -> None:
         bench_inference(repeat, not args.no_torch_compile)
     if "training" in sections:
         bench_training(repeat, not args.no_torch_compile)
+    if "overhead" in sections:
+        from . import loop_overhead
+
+        loop_overhead.main(repeat)
     if "gemm" in sections:
         bench_gemm(repeat)
     if "conv" in sections:

@@ -70,9 +70,11 @@ def _norm_dim(d: int, ndim: int) -> int:
 
 def _same(types, what):
     t0 = types[0]
-    for t in types[1:]:
-        check(t.shape == t0.shape, f"{what}: shapes differ {t0.shape} vs {t.shape} (expand first)")
-        check(t.dtype is t0.dtype, f"{what}: dtypes differ {t0.dtype} vs {t.dtype} (cast first)")
+    for t in types[1:]:  # messages formatted only on failure: every eager binary op runs this
+        if t.shape != t0.shape:
+            check(False, f"{what}: shapes differ {t0.shape} vs {t.shape} (expand first)")
+        if t.dtype is not t0.dtype:
+            check(False, f"{what}: dtypes differ {t0.dtype} vs {t.dtype} (cast first)")
     return t0
 
 
