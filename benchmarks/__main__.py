@@ -4,7 +4,7 @@ Every figure is a median over repeated runs from this one process; the ratios co
 of the same run (the machines are shared and noisy). Options:
   --quick              fewer repeats
   --no-torch-compile   skip torch.compile (it takes 10+ s per model to compile)
-  --only NAMES         comma list of sections: inference,training,gemm,compile
+  --only NAMES         comma list of sections (default: all of SECTIONS below)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import models
+from . import conv, models
 
 
 def median_ms(repeat: int, fn, *args, warmup: int = 2) -> float:
@@ -106,20 +106,11 @@ def bench_inference(repeat: int, use_torch_compile: bool) -> None:
 # ---------------------------------------------------------------- training steps
 
 
-def _step_fn(opt, loss_fn, forward):
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(forward(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
-
-
 TRAINING = [
     ("sin-mlp train b100 Adam", models.sin_mlp, (100, 1), "mse", lambda fw, p: fw.optim.Adam(p, lr=0.01)),
     ("lenet train b64 SGD", models.lenet, (64, 1, 32, 32), "ce", lambda fw, p: fw.optim.SGD(p, lr=0.01, momentum=0.9)),
     ("mlp784 train b128 SGD", models.mlp784, (128, 784), "ce", lambda fw, p: fw.optim.SGD(p, lr=0.01, momentum=0.9)),
+    ("resnet train b32 SGD", conv.resnet, (32, 3, 16, 16), "ce", lambda fw, p: fw.optim.SGD(p, lr=0.01, momentum=0.9)),
 ]
 
 
@@ -141,7 +132,7 @@ def bench_training(repeat: int, use_torch_compile: bool) -> None:
             opt = make_opt(graphtorch, model.parameters())
             loss_fn = graphtorch.nn.MSELoss() if loss == "mse" else graphtorch.nn.CrossEntropyLoss()
             forward = graphtorch.compile(model) if mode == "compiled" else model
-            step = _step_fn(opt, loss_fn, forward)
+            step = models.train_step(opt, loss_fn, forward)
             if mode == "step":
                 step = graphtorch.compile(step)
             gx, gy = graphtorch.from_numpy(x), graphtorch.from_numpy(y)
@@ -156,7 +147,7 @@ def bench_training(repeat: int, use_torch_compile: bool) -> None:
                 if mode == "compiled" and not use_torch_compile:
                     continue
                 forward = torch.compile(model) if mode == "compiled" else model
-                step = _step_fn(opt, loss_fn, forward)
+                step = models.train_step(opt, loss_fn, forward)
                 ms = median_ms(repeat * 3, step, tx, ty)
                 t_eager, t_comp = (ms, t_comp) if mode == "eager" else (t_eager, ms)
         report(name + " (model)", results["eager"], results["compiled"], t_eager, t_comp)
@@ -229,11 +220,15 @@ def bench_gemm(repeat: int) -> None:
     gemm.main(repeat=repeat)
 
 
+SECTIONS = ("inference", "training", "overhead", "gemm", "conv", "compile", "inspection", "transformer", "distributed",
+            "cuda-emulation")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python3 -m benchmarks")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-torch-compile", action="store_true")
-    parser.add_argument("--only", default="inference,training,gemm,compile")
+    parser.add_argument("--only", default=",".join(SECTIONS))
     args = parser.parse_args(argv)
     repeat = 5 if args.quick else 20
     sections = args.only.split(",")
@@ -245,10 +240,32 @@ def main(argv=None) -> None:
         bench_inference(repeat, not args.no_torch_compile)
     if "training" in sections:
         bench_training(repeat, not args.no_torch_compile)
+    if "overhead" in sections:
+        from . import loop_overhead
+
+        loop_overhead.main(repeat)
     if "gemm" in sections:
         bench_gemm(repeat)
+    if "conv" in sections:
+        conv.main(repeat)
     if "compile" in sections:
         bench_compile()
+    if "inspection" in sections:  # the HTML report and the float64 search (benchmarks/inspection.py)
+        from . import inspection
+
+        inspection.main(repeat)
+    if "transformer" in sections:  # tiny GPT and LSTM whole steps, the GPT's cold compile
+        from . import transformer
+
+        transformer.main(repeat)
+    if "distributed" in sections:  # under mpiexec (benchmarks/distributed.py); skipped without mpi4py
+        from . import distributed
+
+        distributed.main(args.quick)
+    if "cuda-emulation" in sections:  # g++ and the CPU emulation of CUDA kernels (benchmarks/cuda_emulation.py)
+        from . import cuda_emulation
+
+        cuda_emulation.main(repeat=3 if args.quick else 5)
 
 
 if __name__ == "__main__":

@@ -35,3 +35,14 @@ def copy_weights(src, dst) -> None:
     values = {k: np.array(v.detach().numpy()) for k, v in src.state_dict().items()}
     framework = __import__(type(next(iter(dst.state_dict().values()))).__module__.split(".")[0])
     dst.load_state_dict({k: framework.from_numpy(v) for k, v in values.items()})
+
+
+def train_step(opt, loss_fn, forward):
+    """The training step people write: zero_grad, forward, loss, backward, step."""
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(forward(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step

@@ -27,7 +27,7 @@ Pass = Callable[[Graph], Graph]
 
 FOLD_LIMIT = 4096  # fold results of at most this many elements into constants
 _SOURCES = ("full", "iota")
-_NEVER = ("rand",)
+_NEVER = ("rand", "all_reduce")  # effects: two draws are two draws, each collective a call
 
 
 # ---------------------------------------------------------------- dead code

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from . import conv_lowering
 from .errors import GraphtorchCompileError
 from .ir import Graph, Group, Node, format_node
 from .primitives import Kind
@@ -108,6 +109,8 @@ def _reaches(a: Node, n: Node, members: list[Node]) -> bool:
 def format_group(g: Group) -> str:
     head = (f"group {g.id} [{g.pattern}] {label(g)}: {len(g.nodes)} nodes, root {g.outputs[0].name}, "
             f"inputs ({', '.join(i.name for i in g.inputs)})")
+    if g.pattern == "conv2d" and g.anchor is not None:
+        head += f"\n    lowering: {conv_lowering.choose(g.anchor)}"
     return "\n".join([head] + [f"    {format_node(n)}" for n in g.nodes])
 
 

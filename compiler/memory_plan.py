@@ -92,10 +92,25 @@ def _donations(graph: Graph, groups: list[Group], donate: list[tuple[Node, Node]
         if step is None or graph.outputs.count(o) != 1 or i in out.values() or o in out:
             continue
         g = groups[step]
-        if (i in g.inputs and last_read[i] == step and all(n.prim.kind is Kind.ELEMENTWISE for n in g.nodes)
+        if (i in g.inputs and last_read[i] == step and _reads_elementwise(g, i)
                 and i.type.shape == o.type.shape and i.type.dtype.itemsize == o.type.dtype.itemsize):
             out[o] = i
     return out
+
+
+def _reads_elementwise(g: Group, i: Node) -> bool:
+    """Element k of the group's output depends on element k of `i` only: every node that depends
+    on `i` is elementwise (others may broadcast, e.g. a run-time scalar through an expand)."""
+    tainted, changed = {i}, True
+    while changed:  # to a fixed point: no reliance on the order of g.nodes
+        changed = False
+        for n in g.nodes:
+            if n not in tainted and any(x in tainted for x in n.inputs):
+                if n.prim.kind is not Kind.ELEMENTWISE:
+                    return False
+                tainted.add(n)
+                changed = True
+    return True
 
 
 def _intervals(groups: list[Group]) -> dict[Node, tuple[int, int]]:

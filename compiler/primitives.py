@@ -70,9 +70,11 @@ def _norm_dim(d: int, ndim: int) -> int:
 
 def _same(types, what):
     t0 = types[0]
-    for t in types[1:]:
-        check(t.shape == t0.shape, f"{what}: shapes differ {t0.shape} vs {t.shape} (expand first)")
-        check(t.dtype is t0.dtype, f"{what}: dtypes differ {t0.dtype} vs {t.dtype} (cast first)")
+    for t in types[1:]:  # messages formatted only on failure: every eager binary op runs this
+        if t.shape != t0.shape:
+            check(False, f"{what}: shapes differ {t0.shape} vs {t.shape} (expand first)")
+        if t.dtype is not t0.dtype:
+            check(False, f"{what}: dtypes differ {t0.dtype} vs {t.dtype} (cast first)")
     return t0
 
 
@@ -505,6 +507,116 @@ _register("scatter_add", Kind.OPAQUE, _scatter_add_infer, _scatter_add,
 _register("nonzero", Kind.OPAQUE, _nonzero_infer, lambda x: np.argwhere(x).astype(np.int64),
           "indices of non-zero elements (eager only)", data_dependent=True)
 _register("inverse", Kind.OPAQUE, _inverse_infer, _inverse, "matrix inverse over the last two dims")
+
+
+# ---------------------------------------------------------------- sorts, scans and factorizations
+# (no generated kernel: the LLVM backend runs these numpy kernels from the native code)
+
+
+def _along(x: np.ndarray, dim: int, fn) -> np.ndarray:
+    """fn over 1-D lines: x with `dim` moved last, fn applied to the last axis, moved back."""
+    return np.moveaxis(fn(np.moveaxis(x, dim, -1)), -1, dim) if x.ndim else fn(x.reshape(1)).reshape(())
+
+
+def _argsort(x, *, dim, descending):
+    """Stable; NaN is the largest value (torch's order). Descending sorts the reversed line
+    ascending and reverses the result, which keeps ties in their original order."""
+    def line(a):
+        if not descending:
+            return np.argsort(a, axis=-1, kind="stable")
+        n = a.shape[-1]
+        return (n - 1 - np.argsort(a[..., ::-1], axis=-1, kind="stable"))[..., ::-1]
+    return _along(x, dim, line).astype(np.int64)
+
+
+def _cumextreme_index(x, *, dim, largest):
+    """Index of the running max (or min) along dim; a later equal value or a NaN takes over."""
+    def line(a):
+        out = np.empty(a.shape, np.int64)
+        best = np.zeros(a.shape[:-1], np.int64)
+        for j in range(a.shape[-1]):
+            cur = np.take_along_axis(a, best[..., None], -1)[..., 0]
+            new = a[..., j]
+            beats = (new >= cur) if largest else (new <= cur)
+            best = np.where(beats | np.isnan(new) if a.dtype.kind == "f" else beats, j, best)
+            out[..., j] = best
+        return out
+    return _along(x, dim, line)
+
+
+def _det(x):
+    return np.asarray(np.linalg.det(x), dtype=x.dtype)
+
+
+def _slogdet_infer(x):
+    _square("linalg.slogdet", x)
+    return TensorType((*x.shape[:-2], 2), x.dtype)
+
+
+def _square(name: str, x) -> None:
+    check(x.ndim >= 2 and x.shape[-1] == x.shape[-2],
+          f"{name}: A must be batches of square matrices, but they are {x.shape[-2]} by {x.shape[-1]} matrices")
+    check(x.dtype.is_floating_point, f"{name}: Expected a floating point tensor, got {x.dtype}")
+
+
+def _square_infer(name: str, shape=lambda s: s):
+    def infer(x):
+        _square(name, x)
+        return TensorType(shape(x.shape), x.dtype)
+    return infer
+
+
+def _slogdet(x):
+    sign, logabs = np.linalg.slogdet(x)
+    return np.stack([sign, logabs], -1).astype(x.dtype)
+
+
+def _cholesky(x):
+    try:
+        return np.linalg.cholesky(x).astype(x.dtype)
+    except np.linalg.LinAlgError:
+        raise RuntimeError("linalg.cholesky: The factorization could not be completed because the input is not "
+                           "positive-definite.") from None
+
+
+_register("argsort", Kind.OPAQUE, lambda x, *, dim, descending: TensorType(x.shape, dt.int64), _argsort,
+          "indices that sort x along dim (stable; NaN largest)", attrs=("dim", "descending"))
+_register("cumprod", Kind.OPAQUE, lambda x, *, dim: x,
+          lambda x, *, dim: np.cumprod(x, axis=dim, dtype=x.dtype) if x.ndim else x.copy(),
+          "running product along dim", attrs=("dim",))
+_register("cumextreme_index", Kind.OPAQUE, lambda x, *, dim, largest: TensorType(x.shape, dt.int64),
+          _cumextreme_index, "index of the running max/min along dim (cummax, cummin)", attrs=("dim", "largest"))
+_register("det", Kind.OPAQUE, _square_infer("linalg.det", lambda s: s[:-2]), _det, "determinant of the last two dims")
+_register("slogdet", Kind.OPAQUE, _slogdet_infer, _slogdet, "(sign, log|det|) stacked in a last dim of 2")
+_register("cholesky", Kind.OPAQUE, _square_infer("linalg.cholesky"), _cholesky,
+          "lower Cholesky factor of a symmetric positive-definite matrix")
+
+# ---------------------------------------------------------------- collectives (graphtorch.distributed)
+
+ALL_REDUCE_OPS = ("sum", "max", "min", "product")
+
+
+def _all_reduce_infer(x: TensorType, handles: TensorType, *, op: str) -> TensorType:
+    from ..runtime.mpi import HANDLE_SLOTS
+
+    check(op in ALL_REDUCE_OPS, f"all_reduce: op must be one of {ALL_REDUCE_OPS}, got {op!r}")
+    check(handles.shape == (len(HANDLE_SLOTS),) and handles.dtype is dt.int64,
+          f"all_reduce: handles must be int64 of shape ({len(HANDLE_SLOTS)},) ({', '.join(HANDLE_SLOTS)}), "
+          f"got {handles.dtype} of shape {handles.shape}")
+    return x
+
+
+def _all_reduce(x, handles, *, op):
+    from ..runtime import mpi
+
+    out = np.empty_like(x, order="C")
+    mpi.allreduce(np.ascontiguousarray(x), out, handles)
+    return out
+
+
+_register("all_reduce", Kind.OPAQUE, _all_reduce_infer, _all_reduce,
+          "MPI_Allreduce of x over the communicator in handles (its MPI communicator, datatype, op, IN_PLACE "
+          "addresses, fed at run time); op names the reduction", attrs=("op",))
 
 
 def table() -> str:

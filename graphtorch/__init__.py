@@ -45,6 +45,7 @@ from .ops.creation import (
     zeros,
     zeros_like,
 )
+from .ops.einsum import einsum
 from .ops.elementwise import (
     abs,
     absolute,
@@ -123,6 +124,8 @@ from .ops.indexing import (
     nonzero,
     scatter_add,
     take_along_dim,
+    tril,
+    triu,
 )
 from .ops.linalg import bmm, dot, inverse, matmul, mm, mv, outer
 from .ops.random import (
@@ -150,6 +153,9 @@ from .ops.reduction import (
     argmax,
     argmin,
     count_nonzero,
+    cummax,
+    cummin,
+    cumprod,
     cumsum,
     log_softmax,
     logsumexp,
@@ -173,6 +179,8 @@ from .ops.shape import (
     clone,
     concat,
     concatenate,
+    diag,
+    diagonal,
     flatten,
     flip,
     hstack,
@@ -195,7 +203,7 @@ from .ops.shape import (
     unsqueeze,
     vstack,
 )
-from .ops.triangular import diag, diagonal, tril, triu
+from .ops.sorting import argsort, kthvalue, median, msort, sort, topk
 from .tensor import Size, Tensor, device
 
 # aliases PyTorch users write
@@ -209,11 +217,14 @@ short = int16
 from . import (
     cuda,  # noqa: E402  (device queries; CUDA tensors come with the CUDA backend)
     datasets,  # noqa: E402  (the small data sets shipped for examples and tests)
-    linalg,  # noqa: E402  (torch.linalg: norms, inv, solve)
+    debug,  # noqa: E402  (find_divergence: where a compiled result leaves float64)
+    distributed,  # noqa: E402  (torch.distributed over MPI; mpi4py is imported on first use)
+    linalg,  # noqa: E402  (torch.linalg: norms, inv, solve, det, slogdet, cholesky)
     nn,  # noqa: E402  (torch.nn: Module, Parameter, layers, losses, functional, init)
     optim,  # noqa: E402  (torch.optim: optimizers and lr schedulers)
     utils,  # noqa: E402  (torch.utils.data: datasets, samplers, DataLoader)
 )
+from .linalg import det, logdet, slogdet  # noqa: E402
 from .serialization import load, save  # noqa: E402  (checkpoints that never execute code)
 
 
@@ -258,6 +269,13 @@ def explain(model, *example_inputs):
     from .explaining import explain as _explain
 
     return _explain(model, *example_inputs)
+
+
+def report(model_or_fn, *example_inputs, path: str = "graphtorch-report.html", runs: int = 3) -> str:
+    """Write the compile report (one self-contained HTML file) and return its path (graphtorch/reporting.py)."""
+    from .reporting import report as _report
+
+    return _report(model_or_fn, *example_inputs, path=path, runs=runs)
 
 
 def get_num_threads() -> int:

@@ -232,10 +232,7 @@ def _reshape(g, s, attrs, t):
 
 @rule("permute", "PermuteBackward0")
 def _permute(g, s, attrs, t):
-    inverse = [0] * len(attrs["dims"])
-    for i, d in enumerate(attrs["dims"]):
-        inverse[d] = i
-    return (apply("permute", g, dims=tuple(inverse)),)
+    return (apply("permute", g, dims=_inverse_perm(attrs["dims"])),)
 
 
 @rule("slice", "SliceBackward0")
@@ -383,6 +380,8 @@ def _flip(x, dim):
     shape, size = tuple(x.shape), x.shape[dim]
     last = apply("expand", apply("full", shape=(), value=float(size - 1), dtype=dt.int64), shape=shape)
     idx = apply("sub", last, apply("iota", shape=shape, dim=dim, dtype=dt.int64))
+    if x.is_cuda:  # the index is built on the host: gather needs it beside x
+        idx = idx.to(x.device)
     return apply("gather", x, idx, dim=dim)
 
 
@@ -430,6 +429,82 @@ def conv2d_weight_grad(g, x, w_shape, stride, padding, dilation, groups):
 def _inverse(g, s, attrs, t):
     inv_t = transpose_last(s[-1])
     return (apply("neg", apply("matmul", apply("matmul", inv_t, g), inv_t)),)
+
+
+@rule("cumprod", "CumprodBackward0", save=(0,))
+def _cumprod(g, s, attrs, t):
+    """grad_i = sum over j >= i of g_j * prod(x_k for k <= j, k != i): exact with zeros in x. Row i
+    of an (n, n) matrix is x with x_i replaced by 1; its running product gives every such product."""
+    x, d = s[0], attrs["dim"]
+    if x.ndim == 0:
+        return (g,)
+    last = _to_last(x.ndim, d)
+    xl, gl = apply("permute", x, dims=last), apply("permute", g, dims=last)
+    n, square = xl.shape[-1], (*xl.shape, xl.shape[-1])
+    row = apply("iota", shape=square, dim=xl.ndim - 1, dtype=dt.int64)
+    col = apply("iota", shape=square, dim=xl.ndim, dtype=dt.int64)
+    as_rows = lambda v: apply("expand", apply("reshape", v, shape=(*v.shape[:-1], 1, n)), shape=square)
+    xr = as_rows(xl)
+    rows = apply("where", apply("eq", row, col), full_like(xr, 1), xr)
+    later = mask(apply("ge", col, row), x.dtype)
+    terms = mul(mul(apply("cumprod", rows, dim=xl.ndim), later), as_rows(gl))
+    return (apply("permute", apply("sum", terms, dims=(xl.ndim,), keepdim=False), dims=_inverse_perm(last)),)
+
+
+def _to_last(ndim: int, d: int) -> tuple[int, ...]:
+    return tuple(k for k in range(ndim) if k != d) + (d,)
+
+
+def _inverse_perm(dims: tuple[int, ...]) -> tuple[int, ...]:
+    inverse = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inverse[d] = i
+    return tuple(inverse)
+
+
+def _batched_scalar(v):
+    """(...,) -> (..., 1, 1), to scale batches of matrices."""
+    return apply("reshape", v, shape=(*v.shape, 1, 1))
+
+
+@rule("det", "LinalgDetBackward0", save=(0,), save_output=True)
+def _det(g, s, attrs, t):
+    a, det = s
+    scale = _batched_scalar(mul(g, det))
+    inv_t = transpose_last(apply("inverse", a))
+    return (mul(apply("expand", scale, shape=tuple(inv_t.shape)), inv_t),)
+
+
+@rule("slogdet", "LinalgSlogdetBackward0", save=(0,))
+def _slogdet(g, s, attrs, t):
+    (a,) = s
+    n = g.ndim - 1
+    g_logabs = apply("reshape", apply("slice", g, starts=(0,) * n + (1,), stops=tuple(g.shape[:-1]) + (2,),
+                                      steps=(1,) * (n + 1)), shape=tuple(g.shape[:-1]))
+    inv_t = transpose_last(apply("inverse", a))
+    return (mul(apply("expand", _batched_scalar(g_logabs), shape=tuple(inv_t.shape)), inv_t),)
+
+
+@rule("cholesky", "LinalgCholeskyExBackward0", save_output=True)
+def _cholesky(g, s, attrs, t):
+    """gA = sym(L^-T Phi(L^T gL) L^-1), Phi: the lower triangle with its diagonal halved."""
+    chol = s[-1]
+    shape = tuple(chol.shape)
+    row = apply("iota", shape=shape, dim=len(shape) - 2, dtype=dt.int64)
+    col = apply("iota", shape=shape, dim=len(shape) - 1, dtype=dt.int64)
+    phi = mask(apply("gt", row, col), chol.dtype)
+    phi = apply("add", phi, mul(mask(apply("eq", row, col), chol.dtype), full_like(chol, 0.5)))
+    p = mul(apply("matmul", transpose_last(chol), g), phi)
+    inv = apply("inverse", chol)
+    sym = apply("matmul", apply("matmul", transpose_last(inv), p), inv)
+    return (mul(apply("add", sym, transpose_last(sym)), full_like(sym, 0.5)),)
+
+@rule("all_reduce", "AllReduceBackward0", save=(1,))
+def _all_reduce(g, s, attrs, t):
+    # out = sum over ranks of x: each rank's x reaches every rank's out, so dx = sum over ranks of dout
+    if attrs["op"] != "sum":
+        raise RuntimeError(f"the derivative of all_reduce with op {attrs['op']!r} is not implemented (only 'sum')")
+    return apply("all_reduce", g, s[1], op="sum"), None
 
 
 def differentiable() -> list[str]:

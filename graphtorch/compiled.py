@@ -126,6 +126,7 @@ class Entry:
     lifted_types: list[tuple] = field(default_factory=list)
     guards: list[tuple] = field(default_factory=list)  # (what, fn, value) from the tracer
     trace_seconds: float = 0.0
+    joint: Graph | None = None  # the traced graph before the partition, when there is a backward (reports)
 
     def stale(self) -> str | None:
         """Why this entry no longer fits the Python state it was traced with, or None."""
@@ -142,7 +143,7 @@ class CompiledFunction:
     """The callable that graphtorch.compile returns for a function (modules wrap one)."""
 
     def __init__(self, fn: Callable, *, backend: str = "llvm", dump_dir: str | None = None, module=None,
-                 name: str | None = None):
+                 name: str | None = None, warm_up: bool = True):
         self.fn = fn
         self.backend = backend
         self.dump_dir = dump_dir or os.environ.get("GRAPHTORCH_DUMP_DIR")
@@ -152,6 +153,7 @@ class CompiledFunction:
         self.last_key: tuple | None = None
         self._warned = False
         self._warmed: set[tuple] = set()
+        self._warm_up = warm_up  # False: a function whose trace makes its own state (an optimizer step)
 
     def signature(self, flat_args: list) -> tuple:
         training = self.module.training if self.module is not None else None
@@ -161,7 +163,7 @@ class CompiledFunction:
         flat, spec = flatten((args, kwargs))
         key = self.signature(flat)
         entry = self.entries.get(key)
-        if entry is None and self.module is None and key not in self._warmed:
+        if entry is None and self.module is None and self._warm_up and key not in self._warmed:
             # A function's first call runs eagerly: optimizer state, lazily created buffers and
             # the like exist afterwards, so the trace sees the steady state it will replay.
             self._warmed.add(key)
@@ -186,6 +188,10 @@ class CompiledFunction:
         entry = self.build(key, flat, spec)
         self.entries[key] = entry
         self.last_key = key
+        if os.environ.get("GRAPHTORCH_REPORT_DIR"):  # an HTML compile report per entry
+            from .reporting import write_entry_report
+
+            write_entry_report(self, key)
         return entry
 
     def build(self, key, flat, spec) -> Entry:
@@ -194,6 +200,7 @@ class CompiledFunction:
         traced.seconds = time.perf_counter() - start
         entry = assemble(key, traced, self.backend, self.dump_dir)
         entry.trace_seconds = traced.seconds
+        entry.joint = traced.graph if entry.backward is not None else None
         return entry
 
     # ---------------------------------------------------------------- running

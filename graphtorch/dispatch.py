@@ -15,6 +15,7 @@ import numpy as np
 from .autograd.grad_mode import is_grad_enabled
 from .autograd.graph import Node
 from .compiler.primitives import PRIMITIVES
+from .runtime.cuda import DeviceArray
 
 # The active tracer (graphtorch.tracer.Tracer) or None for eager mode.
 _tracer = None
@@ -27,15 +28,26 @@ def current_tracer():
     return _tracer
 
 
-def apply(prim: str, *inputs, **attrs):
-    """Run primitive `prim` on tensors `inputs`; record autograd history when needed."""
+# tensor.py and autograd_rules.py import this module: bound on the first apply (an import
+# statement per op cost ~10% of a small op's dispatch)
+RULES: dict | None = None
+Tensor = None
+
+
+def _bind_late() -> None:
+    global RULES, Tensor
     from .autograd_rules import RULES
     from .tensor import Tensor
 
+
+def apply(prim: str, *inputs, **attrs):
+    """Run primitive `prim` on tensors `inputs`; record autograd history when needed."""
+    if Tensor is None:
+        _bind_late()
     p = PRIMITIVES[prim]
     if _tracer is not None:
         out = _tracer.record(p, inputs, attrs)
-    elif any(t.is_cuda for t in inputs):  # device memory: a compiled single-op kernel (cuda_tensor.py)
+    elif any(isinstance(t._data, DeviceArray) for t in inputs):  # device memory: a compiled single-op kernel (cuda_tensor.py)
         from .cuda_tensor import apply_cuda
 
         out = apply_cuda(p, inputs, attrs)

@@ -70,6 +70,9 @@ def _combine(higher: DType | None, lower: DType | None) -> DType | None:
 def result_type(*operands) -> DType:
     """torch.result_type over tensors and Python scalars: dimensioned tensors, then zero-dim
     tensors, then scalars, each group promoted within itself, combined by category."""
+    first = getattr(operands[0], "_dtype", None) if operands else None
+    if first is not None and all(getattr(x, "_dtype", None) is first for x in operands):
+        return first  # tensors of one dtype (the common case, every eager op asks): nothing to promote
     dim = zero = wrapped = None
     for x in operands:
         if hasattr(x, "dtype") and hasattr(x, "ndim"):

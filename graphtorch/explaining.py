@@ -30,7 +30,11 @@ def explain(model, *example_inputs, backend: str = "llvm") -> ExplainReport:
         fn = CompiledFunction(model, backend=backend)
     flat, spec = flatten((example_inputs, {}))
     key = fn.signature(flat)
-    entry = fn.build(key, flat, spec)
+    return explain_entry(fn, key, fn.build(key, flat, spec))
+
+
+def explain_entry(fn: CompiledFunction, key: tuple, entry) -> ExplainReport:
+    """The report of one compiled entry (graphtorch.report draws the same report as HTML)."""
     fwd = entry.forward
     report = ExplainReport.from_artifacts(fwd.artifacts, title=fn.name, guards=_guards(key))
     report.guards += [f"{what} unchanged" for what, _, _ in entry.guards]

@@ -1,127 +1,83 @@
-"""torch.linalg: norms, inv and solve, as compositions of existing primitives.
+"""torch.linalg: norms, inverse, solve, determinants and the Cholesky factor.
 
-inv is the `inverse` primitive (its VJP is -A^-T g A^-T); solve is inv(A) @ B, so its gradient
-comes from inverse and matmul. The 2-norm keeps torch's zero subgradient at the origin.
+det, slogdet and cholesky are primitives (numpy's LAPACK kernels; the LLVM backend calls them
+from the native code); the rest are compositions, so their gradients come from those primitives.
 """
 
 from __future__ import annotations
 
-import math
-
-from .autograd.grad_mode import is_grad_enabled
-from .compiler.primitives import _pretty
-from .dispatch import apply, attach_custom, op
-from .ops.elementwise import abs, expand_to, ne, pow, scalar, sqrt, where
-from .ops.linalg import matmul
-from .ops.reduction import _dims, amax, amin, sum
+from .compiler.primitives import _norm_dim
+from .dispatch import apply, op
+from .ops.linalg import inverse, matmul
+from .ops.reduction import amax, amin, return_types, sum, vector_norm
+from .ops.shape import slice_dim
 from .tensor import Tensor
 
-
-def _check_float(input: Tensor, name: str) -> None:
-    if not input.dtype.is_floating_point:
-        raise RuntimeError(f"linalg.{name}: Expected a floating point or complex tensor as input. "
-                           f"Got {_pretty(input.dtype)}")
+inv = inverse
 
 
-def _safe_sqrt(s: Tensor) -> Tensor:
-    """sqrt(s) whose gradient is 0 (not NaN) where s == 0, as torch's norm backward gives."""
-    zero = expand_to(scalar(0, s.dtype), tuple(s.shape))
-    nonzero = ne(s, zero)
-    return where(nonzero, sqrt(where(nonzero, s, expand_to(scalar(1, s.dtype), tuple(s.shape)))), zero)
+def norm(A, ord=None, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
+    """A vector norm over dim (or all of A), or a matrix norm when ord or a 2-tuple dim says so."""
+    if isinstance(ord, str) or (ord is not None and isinstance(dim, (tuple, list)) and len(dim) == 2):
+        return matrix_norm(A, "fro" if ord is None else ord, dim if dim is not None else (-2, -1), keepdim,
+                           dtype=dtype)
+    if ord is None and dim is None:
+        return vector_norm(A.flatten(), 2, None, keepdim, dtype=dtype).reshape(*([1] * A.ndim if keepdim else []))
+    return vector_norm(A, 2 if ord is None else ord, dim, keepdim, dtype=dtype)
 
 
-@op("LinalgVectorNormBackward0")
-def vector_norm(x: Tensor, ord: float = 2, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
-    """The ord-norm of x over dim (all dims when None), the entries taken as one vector."""
-    _check_float(x, "vector_norm")
-    if dtype is not None:
-        x = x.to(dtype)
-    dims = _dims(x, dim)
-    if ord == 2:
-        return _safe_sqrt(sum(x * x, dims, keepdim))
-    if ord == math.inf:
-        return amax(abs(x), dims, keepdim)
-    if ord == -math.inf:
-        return amin(abs(x), dims, keepdim)
-    if ord == 0:
-        return _count_nonzero(x, dims, keepdim)
-    if ord == 1:
-        return sum(abs(x), dims, keepdim)
-    return pow(sum(pow(abs(x), ord), dims, keepdim), 1.0 / ord)
-
-
-def _count_nonzero(x: Tensor, dims: tuple, keepdim: bool) -> Tensor:
-    """The 0-"norm". Like torch, it has history when x does, but no gradient reaches x."""
-    out = sum(ne(x, 0).to(x.dtype), dims, keepdim)
-    if is_grad_enabled() and x.requires_grad:
-        attach_custom(out, "LinalgVectorNormBackward0", lambda grad, saved: [None], [], [x])
-    return out
-
-
-_MATRIX_ORDS = ("fro", 1, -1, math.inf, -math.inf)
-
-
-@op("LinalgVectorNormBackward0")
-def matrix_norm(A: Tensor, ord="fro", dim=(-2, -1), keepdim: bool = False, *, dtype=None) -> Tensor:
-    """The Frobenius norm or an induced 1/inf norm (max/min absolute column/row sum) over dim."""
-    _check_float(A, "matrix_norm")
+def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim: bool = False, *, dtype=None) -> Tensor:
+    """'fro', and the induced 1, -1, inf, -inf norms (max/min over columns or rows of the absolute sums)."""
     if A.ndim < 2:
         raise RuntimeError("linalg.matrix_norm: The input tensor A must have at least 2 dimensions.")
-    if ord not in _MATRIX_ORDS:
-        raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported (graphtorch has {_MATRIX_ORDS}).")
+    rows, cols = (_norm_dim(d, A.ndim) for d in dim)
     if ord == "fro":
-        return vector_norm(A, 2, dim, keepdim, dtype=dtype)
-    rows, cols = (d % A.ndim for d in dim)
-    summed, reduced = (rows, cols) if ord in (1, -1) else (cols, rows)  # 1: column sums, inf: row sums
-    sums = sum(abs(A if dtype is None else A.to(dtype)), summed, keepdim=True)
-    pick = amax if ord > 0 else amin
-    out = pick(sums, reduced, keepdim=True)
-    return out if keepdim else apply("reshape", out, shape=tuple(
-        s for i, s in enumerate(A.shape) if i not in (rows, cols)))
+        return vector_norm(A, 2, (rows, cols), keepdim, dtype=dtype)
+    if ord not in (1, -1, float("inf"), float("-inf")):
+        raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
+    over, across = (rows, cols) if ord in (1, -1) else (cols, rows)  # 1: column sums, inf: row sums
+    sums = sum(A.abs() if dtype is None else A.to(dtype).abs(), over, keepdim=True)
+    extreme = (amax if ord > 0 else amin)(sums, across, keepdim=True)
+    return extreme if keepdim else extreme.squeeze((rows, cols) if rows < cols else (cols, rows))
 
 
-def norm(A: Tensor, ord=None, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
-    """vector_norm for one dim (or all, flattened, when ord is None), matrix_norm for two."""
-    if dim is not None and not isinstance(dim, (tuple, list)):
-        dim = (dim,)
-    if ord is None:
-        return vector_norm(A, 2, dim, keepdim, dtype=dtype)
-    if isinstance(ord, str) and dim is not None and len(dim) != 2:
-        raise RuntimeError(f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, dim))}")
-    if (dim is not None and len(dim) == 2) or (dim is None and A.ndim == 2):
-        return matrix_norm(A, ord, dim or (-2, -1), keepdim, dtype=dtype)
-    if dim is None and A.ndim != 1:
-        raise RuntimeError(f"linalg.norm: If dim is not specified but ord is, the input must be 1D or 2D. "
-                           f"Got {A.ndim}D.")
-    return vector_norm(A, ord, dim, keepdim, dtype=dtype)
+@op("LinalgDetBackward0")
+def det(A) -> Tensor:
+    return apply("det", A)
 
 
-@op("LinalgInvExBackward0")
-def inv(A: Tensor) -> Tensor:
-    """The inverse of (batches of) square matrices."""
-    _check_float(A, "inv")
-    return apply("inverse", A)
+@op("LinalgSlogdetBackward0")
+def slogdet(A):
+    both = apply("slogdet", A)
+    last = both.ndim - 1
+    sign, logabs = (slice_dim(both, last, k, k + 1, 1).squeeze(-1) for k in (0, 1))
+    return return_types("slogdet", sign, logabs)  # sign has a zero gradient (the rule reads only logabs)
 
 
-@op("LinalgSolveExBackward0")
-def solve(A: Tensor, B: Tensor, *, left: bool = True) -> Tensor:
-    """X with A X = B (left) or X A = B; B may be a vector (batched like torch)."""
-    _check_float(A, "solve")
+def logdet(A) -> Tensor:
+    """log det A: NaN where the determinant is negative, -inf where it is zero (torch's)."""
+    from .ops.elementwise import where
+
+    sign, logabs = slogdet(A)
+    return where(sign.lt(0), float("nan"), logabs)
+
+
+@op("LinalgCholeskyExBackward0")
+def cholesky(A, *, upper: bool = False) -> Tensor:
+    lower = apply("cholesky", A)
+    return lower.transpose(-2, -1) if upper else lower
+
+
+def solve(A, B, *, left: bool = True) -> Tensor:
+    """X with A X = B (left) or X A = B; B may be a vector."""
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
-        raise RuntimeError(f"linalg.solve: A must be batches of square matrices, but they are "
+        raise RuntimeError("linalg.solve: A must be batches of square matrices, but they are "
                            f"{A.shape[-2] if A.ndim > 1 else 1} by {A.shape[-1]} matrices")
-    if A.dtype is not B.dtype:
-        raise RuntimeError(f"linalg.solve: Expected A and B to have the same dtype, but found A of type "
-                           f"{_pretty(A.dtype)} and B of type {_pretty(B.dtype)} instead")
     if not left:
-        return matmul(B, inv(A))
+        return solve(A.transpose(-2, -1), B.transpose(-2, -1)).transpose(-2, -1)
     vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
-    Bm = B.unsqueeze(-1) if vector else B
-    if Bm.shape[-2] != A.shape[-1]:
-        raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation AX = B "
-                           f"({A.shape[-2]}x{A.shape[-1]} and {Bm.shape[-2]}x{Bm.shape[-1]})")
-    X = matmul(inv(A), Bm)
+    X = matmul(inverse(A), B.unsqueeze(-1) if vector else B)
     return X.squeeze(-1) if vector else X
 
 
-__all__ = ["vector_norm", "matrix_norm", "norm", "inv", "solve"]
+__all__ = ["norm", "vector_norm", "matrix_norm", "inv", "det", "slogdet", "logdet", "cholesky", "solve"]

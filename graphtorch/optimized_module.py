@@ -35,14 +35,22 @@ class OptimizedModule(Module):
 
 
 def compile(model=None, *, fullgraph: bool = True, dynamic=None, backend: str = "llvm", mode=None,
-            options=None, disable: bool = False, dump_dir: str | None = None):
-    """graphtorch.compile(model_or_function): the same call shape as torch.compile."""
+            options=None, disable: bool = False, dump_dir: str | None = None, check: str | None = None):
+    """graphtorch.compile(model_or_function): the same call shape as torch.compile.
+
+    check="float64": every call also compares each intermediate with float64 and raises
+    graphtorch.debug.DivergenceError at the first divergence (slow: for debugging).
+    """
     if model is None:
-        return lambda m: compile(m, backend=backend, dump_dir=dump_dir, disable=disable)
+        return lambda m: compile(m, backend=backend, dump_dir=dump_dir, disable=disable, check=check)
     if disable:
         return model
     if backend in ("inductor", "eager", "aot_eager"):  # torch's backend names: ours is the compiler
         backend = "llvm"
+    if check is not None:
+        from .debug import checked_compile
+
+        return checked_compile(model, check, backend=backend, dump_dir=dump_dir)
     if isinstance(model, Module):
         return OptimizedModule(model, backend=backend, dump_dir=dump_dir)
     return CompiledFunction(model, backend=backend, dump_dir=dump_dir)

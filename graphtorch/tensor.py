@@ -131,8 +131,8 @@ class Tensor:
         return isinstance(self._data, DeviceArray)
 
     @property
-    def ndim(self) -> int:
-        return len(self.shape)
+    def ndim(self) -> int:  # without building a Size: dtype promotion asks every operand per op
+        return len(self._data.shape if self._node is None else self._node.type.shape)
 
     def dim(self) -> int:
         return self.ndim
@@ -196,7 +196,7 @@ class Tensor:
 
     @grad.setter
     def grad(self, value: Tensor | None) -> None:
-        if value is not None and tuple(value.shape) != tuple(self.shape):
+        if value is not None and value.shape != self.shape:
             raise RuntimeError(f"attempting to assign a gradient of size '{list(value.shape)}' to a tensor of size "
                                f"'{list(self.shape)}'. Please ensure that the gradient and the tensor are the same size")
         if dispatch._tracer is not None and self._node is None:
@@ -268,6 +268,16 @@ class Tensor:
         node = self._accumulator() if self.grad_fn is None else self.grad_fn
         node.register_prehook(hook)
         return _RemovableHandle(node._pre_hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """hook(tensor) runs after backward has accumulated into this leaf's .grad."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        hooks = self._accumulator().post_hooks
+        hooks.append(hook)
+        return _RemovableHandle(hooks, hook)
 
     def detach(self) -> Tensor:
         out = object.__new__(type(self) if type(self) is Tensor else Tensor)

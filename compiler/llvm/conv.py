@@ -13,6 +13,9 @@ weight gradient's conv2d reads the output gradient as its kernel in place). Wher
 are longer than output rows (again the weight gradient) the columns are built transposed, so
 im2col copies long runs. A padded stride-1 conv (the input gradient) copies the input into a
 zero-padded plane and computes on its full-width rows (_lower_wide).
+
+Which of these runs (or conv_direct.py's direct convolution, with no im2col at all) is chosen by
+shape in compiler/conv_lowering.py, whose cost model the fused dump and `explain` print.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from .. import conv_lowering
 from ..ir import Group
 from . import scalar
 from .gemm import (
@@ -57,7 +61,7 @@ class _Plan:
     padded: View | None  # a zero-padded plane of the chunk's channels, or None
 
 
-def _plan(ctx: LoweringContext, anchor, x: View) -> _Plan:
+def _plan(ctx: LoweringContext, anchor, x: View, in_place: bool) -> _Plan:
     lay = LAYOUTS[anchor.type.dtype.short]
     _, cg, kh, kw = anchor.inputs[1].type.shape
     _, _, oh, ow = anchor.type.shape
@@ -67,7 +71,7 @@ def _plan(ctx: LoweringContext, anchor, x: View) -> _Plan:
     if depth_stride is None:
         w = operand_view(ctx, anchor.inputs[1], copy=True)
         per_chunk, depth_stride = _channel_chunks(w, width * lay.itemsize)
-    direct = _reads_input_as_columns(anchor, x)
+    direct = in_place and _reads_input_as_columns(anchor, x)
     # long kernel rows (a weight gradient's kernel is the output gradient): columns transposed, so
     # im2col copies runs along the kernel row instead of along the (short) output row
     transposed = kw * anchor.attrs["dilation"][1] > ow and not direct
@@ -81,21 +85,37 @@ def _plan(ctx: LoweringContext, anchor, x: View) -> _Plan:
 
 
 def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
-    anchor, root = group.anchor, group.outputs[0]
+    anchor = group.anchor
     dtype = anchor.type.dtype
     if dtype.short not in LAYOUTS:
         raise ctx.unsupported(anchor, f"is a conv2d of {dtype.name}; the LLVM backend has float32/float64 only")
+    x = operand_view(ctx, anchor.inputs[0])
+    choice = conv_lowering.choose(anchor).name
+    if choice == "direct":
+        from .conv_direct import lower_direct  # it builds on this module's plane and compaction helpers
+
+        return lower_direct(ctx, group, x)
+    if choice == "dot":
+        from .conv_dot import lower_dot  # likewise
+
+        return lower_dot(ctx, group, x)
+    plan = _plan(ctx, anchor, x, choice == "in_place")
+    if choice == "wide" and anchor.inputs[1].type.shape[1] == plan.per_chunk and plan.padded is not None:
+        return _lower_wide(ctx, group, x, plan.padded, plan.w, plan.depth_stride)
+    _lower_im2col(ctx, group, x, plan)
+
+
+def _lower_im2col(ctx: LoweringContext, group: Group, x: View, plan: _Plan) -> None:
+    """Per image and slice of output positions: im2col columns (or the input in place), then a GEMM
+    with the weights; channel chunks past the first add into the output."""
+    anchor, root = group.anchor, group.outputs[0]
     n_img = anchor.inputs[0].type.shape[0]
     o, cg, kh, kw = anchor.inputs[1].type.shape
     _, _, oh, ow = anchor.type.shape
     groups = anchor.attrs["groups"]
     og, positions = o // groups, oh * ow
-    lay = LAYOUTS[dtype.short]
-    x = operand_view(ctx, anchor.inputs[0])
-    plan = _plan(ctx, anchor, x)
+    lay = LAYOUTS[anchor.type.dtype.short]
     w, width, depth, chunks = plan.w, plan.width, plan.per_chunk * kh * kw, cg // plan.per_chunk
-    if chunks == 1 and plan.padded is not None and tuple(anchor.attrs["stride"]) == (1, 1):
-        return _lower_wide(ctx, group, x, plan.padded, w, plan.depth_stride)
     out = output_buffer(ctx, group)
     cols = None if plan.direct else ctx.workspace(depth * width * lay.itemsize, per_thread=True)
     partial = ctx.workspace(og * width * lay.itemsize, per_thread=True) if chunks > 1 else None

@@ -19,11 +19,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ...runtime import JITError, Part, compile_ir, get_num_threads, pool
+from ...runtime import JITError, Part, compile_ir, get_num_threads, host_calls, pool
 from ..errors import GraphtorchCompileError
 from ..ir import Graph, Group, Node
 from ..memory_plan import MemoryPlan, plan_memory
-from .module import ERROR_CODE, ERROR_DIM, ERROR_INDEX, ERROR_SIZE, STATUS_SLOTS, Layout, build_module
+from .module import (
+    ERROR_CODE,
+    ERROR_DIM,
+    ERROR_INDEX,
+    ERROR_SIZE,
+    HOST_ERROR,
+    MPI_ERROR,
+    STATUS_SLOTS,
+    Layout,
+    build_module,
+)
 
 ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 
@@ -209,6 +219,13 @@ class Executable:
         return sorted(zip(self.groups, us.tolist()), key=lambda gt: -gt[1])
 
     def _raise_status(self) -> None:
-        bad, dim, size = (int(self._status[k]) for k in (ERROR_INDEX, ERROR_DIM, ERROR_SIZE))
+        code, bad, dim, size = (int(self._status[k]) for k in (ERROR_CODE, ERROR_INDEX, ERROR_DIM, ERROR_SIZE))
         self._status[ERROR_CODE] = 0
+        error = host_calls.take_error()  # taken in any case, so a stale one never surfaces later
+        if code == HOST_ERROR and error is not None:
+            raise error
+        if code == MPI_ERROR:
+            from ...runtime.mpi import check
+
+            check(bad, f"MPI_Allreduce in compiled graph {self.name!r}")
         raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")

@@ -198,12 +198,24 @@ def micro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
     Apanel holds kc columns of MR values, Bpanel kc rows of NR values (64-byte aligned); C is any
     row-major tile with leading dimension ldc (only element-aligned).
     """
-    name = f"gt_gemm_ukernel_{lay.name}_{lay.mr}x{lay.nr}"
+    return tile_kernel(module, lay, f"gt_gemm_ukernel_{lay.name}_{lay.mr}x{lay.nr}", [],
+                       lambda b, bp, p, extra: elem_ptr(b, bp, b.mul(p, i64(lay.nr)), lay), 32)
+
+
+# b_row(builder, b argument, depth index p, extra arguments) -> pointer to row p of B's NR lanes
+BRow = Callable[[ir.IRBuilder, ir.Value, ir.Value, list], ir.Value]
+
+
+def tile_kernel(module: ir.Module, lay: Layout, name: str, extra: list[ir.Type], b_row: BRow,
+                b_align: int) -> ir.Function:
+    """`void (i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, *extra)`: C[:MR, :NR] (+)= A @ B
+    with A a packed panel (kc columns of MR values) and row p of B found by `b_row` (aligned to
+    b_align bytes): the GEMM's packed panel, or a direct convolution's stretch of the input."""
     if name in module.globals:
         return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1]), name)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1, *extra]), name)
     fn.linkage = "internal"
-    kc, ap, bp, cp, ldc, accumulate = fn.args
+    kc, ap, bp, cp, ldc, accumulate = fn.args[:6]
     for arg in (ap, bp, cp):
         arg.add_attribute("noalias")
     # declare_intrinsic cannot type vector intrinsics: declared by name
@@ -222,8 +234,8 @@ def micro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
     b.cbranch(b.icmp_signed("<", p, kc), body, done)
 
     b.position_at_end(body)
-    bvec = [b.load(elem_ptr(b, bp, b.add(b.mul(p, i64(lay.nr)), i64(h * lay.width)), lay), typ=lay.vec, align=32)
-            for h in range(2)]
+    row = b_row(b, bp, p, list(fn.args[6:]))
+    bvec = [b.load(elem_ptr(b, row, i64(h * lay.width), lay), typ=lay.vec, align=b_align) for h in range(2)]
     zeros = ir.Constant(ir.VectorType(I32, lay.width), None)
     for i in range(lay.mr):
         a = b.load(elem_ptr(b, ap, b.add(b.mul(p, i64(lay.mr)), i64(i)), lay), typ=lay.scalar, align=lay.itemsize)

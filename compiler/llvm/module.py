@@ -66,6 +66,8 @@ STATUS_SLOTS = 16
 BARRIER_COUNT, BARRIER_GENERATION = 0, 8  # separate cache lines: waiters spin on the generation
 ERROR_CODE, ERROR_INDEX, ERROR_DIM, ERROR_SIZE = 2, 3, 4, 5
 INDEX_ERROR = 1
+HOST_ERROR = 2  # a host call (host.py) raised: the executable re-raises its exception
+MPI_ERROR = 3  # an MPI call returned an error code (ERROR_INDEX holds it): collective.py
 
 
 ALONE = ("single", "opaque", "injective")  # "single" and the fusion pass's "opaque:<prim>", "injective:<prim>"
@@ -179,12 +181,23 @@ class LoweringContext:
     def index_error(self, bad_index: ir.Value, dim: int, size: int) -> None:
         """Record the first out-of-bounds index; the runtime raises IndexError after the call."""
         b = self.builder
-        slot = lambda k: b.gep(self._status, [index.i64(k)], inbounds=True, source_etype=I64)
-        old = b.cmpxchg(slot(ERROR_CODE), index.i64(0), index.i64(INDEX_ERROR), "monotonic", "monotonic")
-        with b.if_then(b.extract_value(old, 1)):
-            b.store(bad_index, slot(ERROR_INDEX))
-            b.store(index.i64(dim), slot(ERROR_DIM))
-            b.store(index.i64(size), slot(ERROR_SIZE))
+        with b.if_then(self.set_error(INDEX_ERROR)):
+            b.store(bad_index, self._slot(ERROR_INDEX))
+            b.store(index.i64(dim), self._slot(ERROR_DIM))
+            b.store(index.i64(size), self._slot(ERROR_SIZE))
+
+    def set_error(self, code: int) -> ir.Value:
+        """Record error `code` unless an earlier one is; true when this one was recorded."""
+        old = self.builder.cmpxchg(self._slot(ERROR_CODE), index.i64(0), index.i64(code), "monotonic", "monotonic")
+        return self.builder.extract_value(old, 1)
+
+    def _slot(self, k: int) -> ir.Value:
+        return self.builder.gep(self._status, [index.i64(k)], inbounds=True, source_etype=I64)
+
+    def error(self, code: int, value: ir.Value) -> None:
+        """Record the first run-time error `code` (MPI_ERROR, ...) with its value in ERROR_INDEX."""
+        with self.builder.if_then(self.set_error(code)):
+            self.builder.store(value, self._slot(ERROR_INDEX))
 
     def unsupported(self, node: Node, why: str) -> GraphtorchCompileError:
         return GraphtorchCompileError("GT050", f"the LLVM backend cannot lower {node.name} ({node.target}): {node.name} {why}",
@@ -441,9 +454,14 @@ def work(group: Group) -> int:
     return max(sizes) if sizes else 0
 
 
+def kernel_name(group: Group) -> str:
+    """The LLVM function of a group's kernel: "kernel3.elementwise" (reports find its code by it)."""
+    return f"kernel{group.id}.{group.pattern.replace(':', '.')}"
+
+
 def _kernel(module: ir.Module, group: Group, nodes: list[Node], layout: Layout, max_threads: int) -> ir.Function:
     fnty = ir.FunctionType(ir.VoidType(), [PTR] * (len(nodes) + 2) + [I64, I64])
-    fn = ir.Function(module, fnty, f"kernel{group.id}.{group.pattern.replace(':', '.')}")
+    fn = ir.Function(module, fnty, kernel_name(group))
     fn.linkage = "internal"
     # each kernel is called once from `run`: inlining them all there gains nothing at run time and
     # made optimizing the LeNet train step 1.6 s instead of 1.15 s

@@ -18,6 +18,7 @@ from ..ir import Group, Node
 from ..primitives import Kind
 from . import scalar
 from .elementwise import lower_elementwise
+from .host import lower_host
 from .index import Index, emit_epilogue, i64, unflatten
 from .module import LOWERINGS, LoweringContext
 from .reduction import lower_reduction
@@ -34,8 +35,8 @@ def lower_single(ctx: LoweringContext, group: Group) -> None:
         LOWERINGS[node.target](ctx, Group(group.id, node.target, group.nodes, group.inputs, group.outputs, node))
     elif node.target in OPAQUE:
         OPAQUE[node.target](ctx, node)
-    else:
-        raise ctx.unsupported(node, "has no LLVM lowering yet")
+    else:  # no generated kernel (inverse, ...): the numpy kernel, called from the native code
+        lower_host(ctx, node)
 
 
 # ---------------------------------------------------------------- rand

@@ -112,6 +112,7 @@ class AccumulateGrad(Node):
     def __init__(self, variable):
         super().__init__("AccumulateGrad", None, (), ())
         self.variable = variable
+        self.post_hooks: list[Callable] = []  # hook(variable) once .grad holds the sum (DDP's trigger)
 
     def apply(self, grad):
         from .grad_mode import is_grad_enabled
@@ -123,6 +124,8 @@ class AccumulateGrad(Node):
             v.grad = v.grad + grad
         else:
             v.grad.add_(grad)  # in place, like PyTorch: the .grad object stays the same
+        for hook in self.post_hooks:
+            hook(v)
         return ()
 
     def release(self) -> None:

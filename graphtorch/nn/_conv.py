@@ -8,7 +8,7 @@ from ..dispatch import apply, op
 from ..ops.creation import tensor
 from ..ops.indexing import index_select
 from ..tensor import Tensor
-from ._utils import _pair
+from ._utils import _pair, _single
 
 _NON_CONSTANT = {"reflect": "ReflectionPad", "replicate": "ReplicationPad", "circular": None}
 
@@ -134,3 +134,89 @@ def unfold(input: Tensor, kernel_size, dilation=1, padding=0, stride=1) -> Tenso
     cols = apply("unfold", x, kernel=kernel, stride=stride, dilation=dilation)
     n, c, oh, ow, kh, kw = cols.shape
     return cols.permute(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, oh * ow)
+
+
+# ---------------------------------------------------------------- 1-d and transposed convolutions
+
+
+def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
+           groups: int = 1) -> Tensor:
+    """conv2d over (N, C, 1, L) with a (O, I/g, 1, K) kernel."""
+    if input.ndim not in (2, 3):
+        raise RuntimeError("Expected 2D (unbatched) or 3D (batched) input to conv1d, but got input of size: "
+                           f"{list(input.shape)}")
+    if weight.ndim != 3:
+        raise RuntimeError(f"Expected 3-dimensional weight for conv1d, but got weight of size {list(weight.shape)}")
+    padding = padding if isinstance(padding, str) else (0, *_single(padding))
+    out = conv2d(input.unsqueeze(-2), weight.unsqueeze(2), bias, (1, *_single(stride)), padding,
+                 (1, *_single(dilation)), groups)
+    return out.squeeze(-2)
+
+
+def _spread(x: Tensor, dim: int, stride: int) -> Tensor:
+    """stride - 1 zeros between neighbours along dim: (.., n, ..) -> (.., (n - 1) * stride + 1, ..)."""
+    if stride == 1:
+        return x
+    n = x.shape[dim]
+    cells = x.unsqueeze(dim + 1)
+    pads = [(0, 0)] * cells.ndim
+    pads[dim + 1] = (0, stride - 1)
+    cells = apply("pad", cells, pads=tuple(pads), value=0.0)
+    return cells.reshape(*x.shape[:dim], n * stride, *x.shape[dim + 1:]).narrow(dim, 0, (n - 1) * stride + 1)
+
+
+def _transposed_kernel(weight: Tensor, groups: int) -> Tensor:
+    """(C_in, C_out/g, kh, kw) -> the equivalent forward kernel (C_out, C_in/g, kh, kw), flipped."""
+    c_in, c_out_g, kh, kw = weight.shape
+    w = weight.reshape(groups, c_in // groups, c_out_g, kh, kw).transpose(1, 2)
+    return w.reshape(groups * c_out_g, c_in // groups, kh, kw).flip((2, 3))
+
+
+def _no_string_padding(name: str, padding) -> None:
+    if isinstance(padding, str):
+        raise TypeError(f"{name}(): argument 'padding' (position 5) must be tuple of ints, but found element of type "
+                        "str at pos 0")
+
+
+def _check_output_padding(output_padding: tuple, stride: tuple, dilation: tuple) -> None:
+    if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)):
+        raise RuntimeError("output padding must be smaller than either stride or dilation, but got "
+                           f"output_padding_height: {output_padding[0]} output_padding_width: {output_padding[-1]} "
+                           f"stride_height: {stride[0]} stride_width: {stride[-1]} dilation_height: {dilation[0]} "
+                           f"dilation_width: {dilation[-1]}")
+
+
+@op("ConvolutionBackward0", origin="conv_transpose2d")
+def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
+                     output_padding=0, groups: int = 1, dilation=1) -> Tensor:
+    """The gradient of conv2d with respect to its input, as a forward op: the input spread by the
+    stride, padded by dilation * (k - 1) - padding (negative crops), then a stride-1 conv2d with
+    the flipped kernel. Output size (n - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1."""
+    if input.ndim not in (3, 4):
+        raise RuntimeError("Expected 3D (unbatched) or 4D (batched) input to conv_transpose2d, but got input of "
+                           f"size: {list(input.shape)}")
+    if input.shape[-3] != weight.shape[0]:
+        raise RuntimeError(f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
+                           f"{list(input.shape)} to have {weight.shape[0]} channels, but got {input.shape[-3]} "
+                           "channels instead")
+    _no_string_padding("conv_transpose2d", padding)
+    stride, padding, output_padding, dilation = map(_pair, (stride, padding, output_padding, dilation))
+    _check_output_padding(output_padding, stride, dilation)
+    x = input.unsqueeze(0) if input.ndim == 3 else input
+    x = _spread(_spread(x, 2, stride[0]), 3, stride[1])
+    edges = [dilation[i] * (weight.shape[2 + i] - 1) - padding[i] for i in range(2)]
+    x = pad(x, (edges[1], edges[1] + output_padding[1], edges[0], edges[0] + output_padding[0]))
+    out = conv2d(x, _transposed_kernel(weight, groups), bias, 1, 0, dilation, groups)
+    return out.squeeze(0) if input.ndim == 3 else out
+
+
+def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
+                     output_padding=0, groups: int = 1, dilation=1) -> Tensor:
+    if input.ndim not in (2, 3):
+        raise RuntimeError("Expected 2D (unbatched) or 3D (batched) input to conv_transpose1d, but got input of "
+                           f"size: {list(input.shape)}")
+    _no_string_padding("conv_transpose1d", padding)
+    # a height-1 image: stride and dilation 1, no padding along the height
+    out = conv_transpose2d(input.unsqueeze(-2), weight.unsqueeze(2), bias, (1, *_single(stride)),
+                           (0, *_single(padding)), (0, *_single(output_padding)), groups, (1, *_single(dilation)))
+    return out.squeeze(-2)

@@ -14,7 +14,7 @@ from ..dispatch import apply, op
 from ..ops.creation import tensor
 from ..ops.shape import cat
 from ..tensor import Tensor
-from ._utils import _pair
+from ._utils import _pair, _single
 
 
 def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -142,4 +142,67 @@ def _adaptive_mean(x: Tensor, dim: int, out: int) -> Tensor:
     for i in range(out):
         start, end = (i * n) // out, -(-(i + 1) * n // out)
         parts.append(x.narrow(dim, start, end - start).mean(dim, keepdim=True))
+    return cat(parts, dim)
+
+
+# ---------------------------------------------------------------- 1-d pooling and adaptive max
+
+
+def _as_1d_check(input: Tensor, name: str) -> None:
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"Expected 2 to 3 dimensions, but got {input.ndim}-dimensional tensor for argument #1 "
+                           f"'self' (while checking arguments for {name})")
+
+
+def max_pool1d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               return_indices: bool = False):
+    """max_pool2d over (.., 1, L): the flat indices it returns are then positions along L."""
+    if input.ndim not in (2, 3):
+        raise RuntimeError("max_pool1d: Expected 2D or 3D (batch mode) tensor with optional 0 dim batch size for "
+                           f"input, but got:{list(input.shape)}")
+    stride = kernel_size if stride is None or stride == () or stride == [] else stride
+    out = max_pool2d(input.unsqueeze(-2), (1, *_single(kernel_size)), (1, *_single(stride)), (0, *_single(padding)),
+                     (1, *_single(dilation)), ceil_mode, return_indices)
+    if return_indices:
+        return out[0].squeeze(-2), out[1].squeeze(-2)
+    return out.squeeze(-2)
+
+
+def avg_pool1d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+               count_include_pad: bool = True) -> Tensor:
+    _as_1d_check(input, "avg_pool1d")
+    stride = kernel_size if stride is None or stride == () or stride == [] else stride
+    out = avg_pool2d(input.unsqueeze(-2), (1, *_single(kernel_size)), (1, *_single(stride)), (0, *_single(padding)),
+                     ceil_mode, count_include_pad)
+    return out.squeeze(-2)
+
+
+def adaptive_avg_pool1d(input: Tensor, output_size) -> Tensor:
+    _as_1d_check(input, "adaptive_avg_pool1d")
+    return adaptive_avg_pool2d(input.unsqueeze(-2), (1, *_single(output_size))).squeeze(-2)
+
+
+@op("AdaptiveMaxPool2DBackward0", origin="adaptive_max_pool2d")
+def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
+    """Windows [floor(i n / out), ceil((i + 1) n / out)) per dim: equal windows go through max_pool2d
+    (indices included); uneven ones take the max over rows, then columns (max is separable)."""
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"adaptive_max_pool2d(): Expected 3D or 4D tensor, but got: {list(input.shape)}")
+    h, w = input.shape[-2:]
+    oh, ow = (n if o is None else o for o, n in zip(_pair(output_size), (h, w)))
+    if h % oh == 0 and w % ow == 0:
+        return max_pool2d(input, (h // oh, w // ow), return_indices=return_indices)
+    if return_indices:
+        raise NotImplementedError(f"graphtorch: adaptive_max_pool2d(return_indices=True) needs the input size "
+                                  f"{(h, w)} to be a multiple of the output size {(oh, ow)}")
+    x = _adaptive_max(input, input.ndim - 2, oh)
+    return _adaptive_max(x, input.ndim - 1, ow)
+
+
+def _adaptive_max(x: Tensor, dim: int, out: int) -> Tensor:
+    n = x.shape[dim]
+    parts = []
+    for i in range(out):
+        start, end = (i * n) // out, -(-(i + 1) * n // out)
+        parts.append(x.narrow(dim, start, end - start).max(dim, keepdim=True).values)
     return cat(parts, dim)

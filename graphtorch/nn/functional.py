@@ -21,16 +21,31 @@ from ..ops.random import rand
 from ..ops.reduction import log_softmax as _log_softmax
 from ..ops.reduction import softmax as _softmax
 from ..tensor import Tensor
-from ._conv import conv2d, pad, unfold
+from ._activations import cosine_similarity, elu, glu, hardswish, hardtanh, mish, prelu
+from ._attention import multi_head_attention_forward, scaled_dot_product_attention
+from ._conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d, pad, unfold
 from ._losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     cross_entropy,
+    huber_loss,
+    kl_div,
     l1_loss,
     mse_loss,
     nll_loss,
+    smooth_l1_loss,
 )
-from ._pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from ._normalization import group_norm, instance_norm
+from ._pooling import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_max_pool2d,
+    avg_pool1d,
+    avg_pool2d,
+    max_pool1d,
+    max_pool2d,
+)
+from ._resample import interpolate, pixel_shuffle, pixel_unshuffle, upsample
 
 __all__ = [
     "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits",
@@ -38,6 +53,12 @@ __all__ = [
     "log_softmax", "max_pool2d", "mse_loss", "nll_loss", "one_hot", "pad", "relu", "relu_", "sigmoid", "silu",
     "softmax", "softplus", "tanh", "unfold",
 ]
+__all__ += ["multi_head_attention_forward", "scaled_dot_product_attention"]
+__all__ += ["cosine_similarity", "elu", "glu", "hardswish", "hardtanh", "huber_loss", "kl_div", "mish", "prelu",
+            "smooth_l1_loss"]
+__all__ += ["conv1d", "conv_transpose1d", "conv_transpose2d"]
+__all__ += ["adaptive_avg_pool1d", "adaptive_max_pool2d", "avg_pool1d", "group_norm", "instance_norm", "max_pool1d"]
+__all__ += ["interpolate", "pixel_shuffle", "pixel_unshuffle", "upsample"]
 
 # ---------------------------------------------------------------- activations
 

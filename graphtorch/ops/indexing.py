@@ -264,6 +264,34 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
     return eq(expand_to(tensor.unsqueeze(-1), classes.shape), classes).to(dt.int64)
 
 
+def _triangle_mask(input: Tensor, diagonal: int, lower: bool, name: str) -> Tensor:
+    """True where (row i, column j) of the last two dims is kept: j - i <= diagonal (lower) or >= (upper)."""
+    from .elementwise import ge, le, sub
+
+    if input.ndim < 2:
+        raise RuntimeError(f"{name}: input tensor must have at least 2 dimensions")
+    shape = tuple(input.shape[-2:])
+    offset = sub(apply("iota", shape=shape, dim=1, dtype=dt.int64), apply("iota", shape=shape, dim=0, dtype=dt.int64))
+    keep = le(offset, int(diagonal)) if lower else ge(offset, int(diagonal))
+    return keep.to(input.device) if input.is_cuda else keep
+
+
+def _zero(input: Tensor) -> Tensor:
+    from .elementwise import scalar
+
+    return scalar(0, input.dtype)
+
+
+@op()
+def tril(input, diagonal: int = 0) -> Tensor:
+    return where(_triangle_mask(input, diagonal, True, "tril"), input, _zero(input))
+
+
+@op()
+def triu(input, diagonal: int = 0) -> Tensor:
+    return where(_triangle_mask(input, diagonal, False, "triu"), input, _zero(input))
+
+
 # ---------------------------------------------------------------- assignment
 
 

@@ -14,7 +14,7 @@ from ..autograd.graph import Node, keep_originals
 from ..cuda_tensor import to_device
 from ..dispatch import attach_custom
 from ..tensor import Tensor
-from . import creation, elementwise, indexing, linalg, random, reduction, shape, triangular
+from . import creation, elementwise, indexing, linalg, random, reduction, shape, sorting
 from .elementwise import broadcast_shapes, expand_to, scalar
 
 E, R, S, L, I = elementwise, reduction, shape, linalg, indexing
@@ -32,14 +32,19 @@ _bind(E, "add", "sub", "mul", "div", "pow", "neg", "abs", "exp", "log", "sqrt", 
       "allclose", "isclose", "equal", "floor_divide", "remainder", "fmod", "erf", "true_divide", "multiply",
       "subtract", "divide", "negative", "absolute", "greater", "less", "greater_equal", "less_equal", "not_equal")
 _bind(R, "sum", "mean", "max", "min", "argmax", "argmin", "prod", "std", "var", "norm", "cumsum", "any", "all",
-      "amax", "amin", "logsumexp", "softmax", "log_softmax", "count_nonzero")
+      "amax", "amin", "logsumexp", "softmax", "log_softmax", "count_nonzero", "cumprod", "cummax", "cummin")
 _bind(S, "view", "view_as", "reshape", "reshape_as", "permute", "transpose", "t", "squeeze", "unsqueeze", "flatten",
       "unflatten", "expand", "expand_as", "narrow", "contiguous", "clone", "repeat", "split", "chunk", "unbind",
-      "flip", "movedim", "tile", "swapaxes", "swapdims", "ravel", "broadcast_to")
+      "flip", "movedim", "tile", "swapaxes", "swapdims", "ravel", "broadcast_to", "roll", "diag", "diagonal")
 _bind(L, "matmul", "mm", "bmm", "dot", "mv", "inverse", "outer")
-_bind(I, "gather", "scatter_add", "index_select", "masked_select", "nonzero", "index_add", "argwhere")
-_bind(triangular, "tril", "triu", "diagonal", "diag")
-_bind(S, "roll")
+_bind(sorting, "sort", "argsort", "msort", "topk", "kthvalue", "median")
+_bind(I, "gather", "scatter_add", "index_select", "masked_select", "nonzero", "index_add", "argwhere", "tril", "triu")
+
+
+def _det(self) -> Tensor:
+    from ..linalg import det
+
+    return det(self)
 
 
 def _where(self, condition, other):
@@ -134,12 +139,10 @@ for _name in ["add", "sub", "mul", "div", "pow", "neg", "abs", "exp", "log", "sq
               "reciprocal", "rsqrt", "square", "masked_fill", "floor_divide", "remainder", "fmod", "log1p", "expm1",
               "logical_not", "erf", "maximum", "minimum"]:
     setattr(Tensor, _name + "_", _inplace(getattr(E, _name)))
-for _name in ["index_add", "scatter_add"]:
+for _name in ["index_add", "scatter_add", "tril", "triu"]:
     setattr(Tensor, _name + "_", _inplace(getattr(I, _name)))
-for _name in ["cumsum"]:
+for _name in ["cumsum", "cumprod"]:
     setattr(Tensor, _name + "_", _inplace(getattr(R, _name)))
-for _name in ["tril", "triu"]:
-    setattr(Tensor, _name + "_", _inplace(getattr(triangular, _name)))
 
 
 def _overwriting(self, value: Tensor, name: str) -> Tensor:
@@ -239,7 +242,7 @@ for _name, _fn in {
     "__getitem__": I.getitem, "__setitem__": _setitem,
     "__iadd__": Tensor.add_, "__isub__": Tensor.sub_, "__imul__": Tensor.mul_, "__itruediv__": Tensor.div_,
     "__ipow__": Tensor.pow_, "__ifloordiv__": Tensor.floor_divide_, "__imod__": Tensor.remainder_,
-    "where": _where, "is_contiguous": is_contiguous, "stride": stride, "data_ptr": data_ptr, "to": to,
+    "where": _where, "det": _det, "is_contiguous": is_contiguous, "stride": stride, "data_ptr": data_ptr, "to": to,
     "float": _converter(dt.float32), "double": _converter(dt.float64), "half": _converter(dt.float16),
     "long": _converter(dt.int64), "int": _converter(dt.int32), "short": _converter(dt.int16),
     "char": _converter(dt.int8), "byte": _converter(dt.uint8), "bool": _converter(dt.bool_),

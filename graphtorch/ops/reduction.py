@@ -12,20 +12,23 @@ from ..tensor import Tensor
 from .elementwise import cast, div, exp, expand_to, log, mul, scalar, sqrt, sub
 
 
-def _return_type(name: str) -> type:
-    base = namedtuple(name, ["values", "indices"])
+def _return_type(name: str, fields: tuple[str, str] = ("values", "indices")) -> type:
+    base = namedtuple(name, fields)
 
     def __repr__(self):
-        return f"torch.return_types.{name}(\nvalues={self.values!r},\nindices={self.indices!r})"
+        return f"torch.return_types.{name}(\n" + ",\n".join(f"{f}={v!r}" for f, v in zip(fields, self)) + ")"
 
     return type(name, (base,), {"__repr__": __repr__, "__str__": __repr__, "__slots__": ()})
 
 
-_RETURN_TYPES = {name: _return_type(name) for name in ("max", "min", "sort", "topk", "mode")}
+_RETURN_TYPES = {name: _return_type(name) for name in ("max", "min", "sort", "topk", "mode", "kthvalue", "median",
+                                                       "cummax", "cummin")}
+_RETURN_TYPES["slogdet"] = _return_type("slogdet", ("sign", "logabsdet"))
 
 
-def return_types(name: str, values, indices):
-    return _RETURN_TYPES[name](values, indices)
+def return_types(name: str, first, second):
+    """torch.return_types.<name>: a named pair, (values, indices) for most."""
+    return _RETURN_TYPES[name](first, second)
 
 
 def _dims(input, dim) -> tuple:
@@ -194,25 +197,65 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 @op("LinalgVectorNormBackward0")
 def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
-    from .elementwise import abs, pow
+    return vector_norm(input, 2 if p == "fro" else p, dim, keepdim, dtype=dtype)
 
+
+def vector_norm(input, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
+    """torch.linalg.vector_norm: max|x| for inf, min|x| for -inf, the count of non-zeros for 0,
+    else (sum |x|^ord)^(1/ord)."""
+    from .elementwise import abs, ne, pow
+
+    if dtype is not None:
+        input = cast(input, dtype)
     if not input.dtype.is_floating_point:
-        raise RuntimeError(f"linalg.vector_norm: Expected a floating point or complex tensor as input. Got {_pretty(input.dtype)}")
-    if p == "fro" or p == 2:
+        raise RuntimeError("linalg.vector_norm: Expected a floating point or complex tensor as input. "
+                           f"Got {_pretty(input.dtype)}")
+    dims = dim if dim is not None else ()
+    if ord == float("inf"):
+        return amax(abs(input), dims, keepdim)
+    if ord == float("-inf"):
+        return amin(abs(input), dims, keepdim)
+    if ord == 0:
+        return sum(cast(ne(input, 0), input.dtype), dim, keepdim)
+    if ord == 2:
         return sqrt(sum(mul(input, input), dim, keepdim))
-    if p == float("inf"):
-        return amax(abs(input), dim if dim is not None else (), keepdim)
-    if p == 1:
+    if ord == 1:
         return sum(abs(input), dim, keepdim)
-    return pow(sum(pow(abs(input), p), dim, keepdim), 1.0 / p)
+    return pow(sum(pow(abs(input), ord), dim, keepdim), 1.0 / ord)
+
+
+def _scan(prim: str, input, dim: int, dtype) -> Tensor:
+    """cumsum and cumprod: integers and bools accumulate in int64, as torch's."""
+    if dtype is None and not input.dtype.is_floating_point:
+        dtype = dt.int64
+    x = cast(input, dtype) if dtype is not None else input
+    return apply(prim, x, dim=_norm_dim(dim, input.ndim))
 
 
 @op("CumsumBackward0")
 def cumsum(input, dim: int, *, dtype=None) -> Tensor:
-    if dtype is None and not input.dtype.is_floating_point:
-        dtype = dt.int64
-    x = cast(input, dtype) if dtype is not None else input
-    return apply("cumsum", x, dim=_norm_dim(dim, input.ndim))
+    return _scan("cumsum", input, dim, dtype)
+
+
+@op("CumprodBackward0")
+def cumprod(input, dim: int, *, dtype=None) -> Tensor:
+    return _scan("cumprod", input, dim, dtype)
+
+
+def _cumextreme(input: Tensor, dim: int, largest: bool, name: str):
+    d = _norm_dim(dim, input.ndim)
+    idx = apply("cumextreme_index", input, dim=d, largest=largest)
+    return return_types(name, apply("gather", input, idx, dim=d) if input.ndim else input.clone(), idx)
+
+
+@op("CummaxBackward0")
+def cummax(input, dim: int):
+    return _cumextreme(input, dim, True, "cummax")
+
+
+@op("CumminBackward0")
+def cummin(input, dim: int):
+    return _cumextreme(input, dim, False, "cummin")
 
 
 @op("LogsumexpBackward0")

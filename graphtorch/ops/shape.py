@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .. import dtypes as dt
 from ..compiler.primitives import _norm_dim
 from ..dispatch import apply, op
 from ..tensor import Tensor
@@ -312,22 +313,61 @@ def flip(input, dims) -> Tensor:
     return out
 
 
-@op("RollBackward0")
 def roll(input, shifts, dims=None) -> Tensor:
-    """Shift entries cyclically along dims (the flattened tensor when dims is None): two slices, one cat."""
-    shifts = tuple(shifts) if isinstance(shifts, (tuple, list)) else (shifts,)
-    if dims is None:
+    """Elements shifted along dims, wrapping around: two slices joined in the other order."""
+    shifts = shifts if isinstance(shifts, (tuple, list)) else (shifts,)
+    if dims is None:  # torch rolls the flattened tensor
         if len(shifts) != 1:
-            raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:0")
-        return roll(input.flatten(), shifts, 0).view(tuple(input.shape))
-    dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+            _roll_error(shifts, ())
+        return roll(input.flatten(), shifts[0], 0).reshape(input.shape)
+    dims = dims if isinstance(dims, (tuple, list)) else (dims,)
     if len(shifts) != len(dims):
-        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
+        _roll_error(shifts, dims)
     out = input
-    for shift, dim in zip(shifts, dims):
-        d = _norm_dim(dim, input.ndim)
+    for s, d in zip(shifts, dims):
+        d = _norm_dim(d, input.ndim)
         n = input.shape[d]
-        k = int(shift) % n if n else 0
-        if k:
-            out = cat([slice_dim(out, d, n - k, n, 1), slice_dim(out, d, 0, n - k, 1)], d)
-    return out if out is not input else apply("copy", input)
+        if n and s % n:
+            cut = n - s % n
+            out = cat([slice_dim(out, d, cut, n, 1), slice_dim(out, d, 0, cut, 1)], d)
+    return out
+
+
+def _roll_error(shifts, dims):
+    raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
+
+
+def diagonal(input, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
+    """The diagonal of the (dim1, dim2) planes as a last dim: the planes flattened, then every
+    (columns + 1)-th element from the first one on the diagonal."""
+    d1, d2 = _norm_dim(dim1, input.ndim), _norm_dim(dim2, input.ndim)
+    if d1 == d2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    rest = [d for d in range(input.ndim) if d not in (d1, d2)]
+    planes = permute(input, *rest, d1, d2)
+    rows, cols = input.shape[d1], input.shape[d2]
+    length = max(min(rows, cols - offset) if offset >= 0 else min(rows + offset, cols), 0)
+    flat = planes.reshape(*planes.shape[:-2], rows * cols)
+    if not length:  # (a strided empty slice would have no adjoint)
+        return slice_dim(flat, flat.ndim - 1, 0, 0, 1)
+    start = offset if offset >= 0 else -offset * cols
+    return slice_dim(flat, flat.ndim - 1, start, start + (length - 1) * (cols + 1) + 1, cols + 1)
+
+
+def diag(input, diagonal: int = 0) -> Tensor:
+    """A vector's diagonal matrix (value j at row j, column j + diagonal), or a matrix's diagonal."""
+    from .creation import zeros
+    from .elementwise import eq, sub, where
+
+    if input.ndim == 2:
+        return globals()["diagonal"](input, diagonal)
+    if input.ndim != 1:
+        raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {input.ndim}D")
+    k = abs(diagonal)
+    size = input.shape[0] + k
+    padded = cat([zeros(k, dtype=input.dtype, device=input.device), input]) if k else input  # padded[j] = v[j - k]
+    along = (1, size) if diagonal >= 0 else (size, 1)  # a value per column above the main diagonal, per row below
+    values = padded.reshape(*along).expand(size, size)
+    offsets = sub(apply("iota", shape=(size, size), dim=1, dtype=dt.int64),
+                  apply("iota", shape=(size, size), dim=0, dtype=dt.int64))
+    return where(eq(offsets, diagonal), values, zeros((), dtype=input.dtype, device=input.device))

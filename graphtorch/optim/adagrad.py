@@ -7,6 +7,7 @@ from typing import Any
 
 from ..ops.creation import full_like
 from ..tensor import Tensor
+from .hyperparameters import at, is_zero, value_of
 from .optimizer import Optimizer, check_hyperparameters, eager_state, step_counter, step_value
 
 
@@ -30,18 +31,19 @@ class Adagrad(Optimizer):
         if len(state) == 0:
             with eager_state():
                 state["step"] = step_counter()
-                state["sum"] = full_like(param, group["initial_accumulator_value"])
+                state["sum"] = full_like(param, value_of(group["initial_accumulator_value"]))
         return state
 
     def _update(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
+        # the numbers are Python floats eagerly, 0-d tensors while tracing (at())
         state = self._init_state(param, group)  # parameters of a group added later start here
         state["step"].add_(1)
         step = step_value(state["step"])
         if group["maximize"]:
             grad = -grad
-        if group["weight_decay"] != 0:
-            grad = grad.add(param, alpha=group["weight_decay"])
+        if not is_zero(group["weight_decay"]):
+            grad = grad.add(param.mul(at(group["weight_decay"], param)))
         clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
         state["sum"].addcmul_(grad, grad, value=1)
-        std = state["sum"].sqrt().add_(group["eps"])
-        param.addcdiv_(grad, std, value=-clr)
+        std = state["sum"].sqrt().add_(at(group["eps"], param))
+        param.addcdiv_(grad, std, value=at(-clr, param))

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..ops.creation import zeros_like
 from ..tensor import Tensor
+from .hyperparameters import at, is_zero
 from .optimizer import Optimizer, check_hyperparameters, eager_state, step_counter, step_value
 
 
@@ -26,6 +27,7 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
+        # lr, betas, eps, weight_decay: Python numbers eagerly, 0-d tensors while tracing (at())
         lr, (beta1, beta2), weight_decay = group["lr"], group["betas"], group["weight_decay"]
         state = self.state[param]
         if len(state) == 0:
@@ -40,13 +42,13 @@ class Adam(Optimizer):
             grad = -grad
         state["step"].add_(1)
 
-        if weight_decay != 0:
+        if not is_zero(weight_decay):
             if group["decoupled_weight_decay"]:
-                param.mul_(1 - lr * weight_decay)
+                param.mul_(at(1 - lr * weight_decay, param))
             else:
-                grad = grad.add(param, alpha=weight_decay)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                grad = grad.add(param.mul(at(weight_decay, param)))
+        exp_avg.lerp_(grad, at(1 - beta1, param))
+        exp_avg_sq.mul_(at(beta2, param)).addcmul_(grad, grad, value=at(1 - beta2, param))
 
         step = step_value(state["step"])
         step_size = lr / (1 - beta1**step)
@@ -55,8 +57,8 @@ class Adam(Optimizer):
             second_moment = state["max_exp_avg_sq"].maximum_(exp_avg_sq)
         else:
             second_moment = exp_avg_sq
-        denom = (second_moment.sqrt() / bias_correction2_sqrt).add_(group["eps"])
-        param.addcdiv_(exp_avg, denom, value=-step_size)
+        denom = (second_moment.sqrt() / at(bias_correction2_sqrt, param)).add_(at(group["eps"], param))
+        param.addcdiv_(exp_avg, denom, value=at(-step_size, param))
 
 
 class AdamW(Adam):

@@ -20,6 +20,8 @@ from .. import dtypes as dt
 from ..autograd.grad_mode import enable_grad, no_grad
 from ..ops.creation import tensor
 from ..tensor import Tensor
+from ._native import NativeStep, wants_native
+from .hyperparameters import ScalarTable, structure
 
 
 class _RequiredParameter:
@@ -31,9 +33,9 @@ class _RequiredParameter:
 
 required = _RequiredParameter()
 
-# torch 2.x keys that select a kernel (foreach/fused) or a mode we do not have; kept in the
-# param groups so state dicts and reprs match torch's
-_UNSUPPORTED_MODES = ("fused", "capturable", "differentiable")
+# torch 2.x keys that select a mode we do not have; kept in the param groups so state dicts and
+# reprs match torch's (foreach and fused select the native multi-tensor step, _native.py)
+_UNSUPPORTED_MODES = ("capturable", "differentiable")
 
 
 class Optimizer:
@@ -43,7 +45,10 @@ class Optimizer:
         for mode in _UNSUPPORTED_MODES:
             if defaults.get(mode):
                 raise NotImplementedError(f"{type(self).__name__}({mode}=True) is not supported by graphtorch")
+        if defaults.get("fused") and defaults.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         self.defaults = defaults
+        self._scalars = ScalarTable()
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             f"but got {params.type()}")
@@ -115,25 +120,66 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        if dispatch._tracer is not None:  # a compiled step must retrace when the hyperparameters change
-            dispatch._tracer.add_guard(f"{type(self).__name__} hyperparameters", self.trace_guard)
         with no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self._update(p, p.grad, group)
+            if dispatch._tracer is not None:  # a whole step being compiled: record the update ops
+                self._update_groups(range(len(self.param_groups)))
+            else:
+                native = tuple(i for i, g in enumerate(self.param_groups) if wants_native(g))
+                if native:
+                    self._native_step(native)()
+                self._update_groups([i for i in range(len(self.param_groups)) if i not in native])
         return loss
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the compiled native steps behind; they recompile on use."""
+        state = self.__dict__.copy()
+        state.pop("_native_steps", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_scalars", ScalarTable())  # pickled before run-time scalars existed
+
+    def _native_step(self, indices: tuple[int, ...]) -> NativeStep:
+        """The compiled multi-tensor update of these groups (_native.py), made on first use."""
+        steps = self.__dict__.setdefault("_native_steps", {})
+        if indices not in steps:
+            steps[indices] = NativeStep(self, indices)
+        return steps[indices]
+
+    def _update_groups(self, indices: Iterable[int], grads: list[Tensor] | None = None) -> None:
+        """The per-parameter update of the groups at `indices`, with each parameter's .grad or,
+        in order, with `grads` (the arguments of a compiled step)."""
+        tracing = dispatch._tracer is not None
+        if tracing:  # a compiled step must retrace when the code it baked in changes
+            dispatch._tracer.add_guard(f"{type(self).__name__} hyperparameters", self.trace_guard)
+        given = iter(grads) if grads is not None else None
+        for index in indices:
+            group = self.param_groups[index]
+            # while tracing, numbers are read from lifted 0-d tensors (run-time scalars)
+            hyper = self._scalars.view(index, group) if tracing else group
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, p.grad if given is None else next(given), hyper)
 
     def _update(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement step()")
 
     def trace_guard(self) -> tuple:
-        """The hyperparameters a traced step bakes into its graph as constants (lr, betas, ...).
+        """What a traced step bakes into its code: the flags, and whether momentum and weight
+        decay are zero; lr, betas, eps and the like are run-time scalars (hyperparameters.py).
 
-        Not torch API: a compiled training step must be retraced when this changes, e.g. after
-        an lr scheduler's step."""
-        return tuple(tuple((k, v) for k, v in sorted(group.items()) if k not in ("params", "param_names"))
-                     for group in self.param_groups)
+        Not torch API. A compiled step calls this before every run: it also copies the groups'
+        current numbers into the scalars the graph reads, so a scheduler's new lr takes effect."""
+        self._scalars.refresh(self.param_groups)
+        return structure(self.param_groups), self._state_keys()
+
+    def _state_keys(self) -> tuple:
+        """Which state tensors each parameter has: a step traced before a parameter's state existed
+        took the first-step code (SGD copies the gradient into a new buffer) and must not replay it,
+        and one traced before load_state_dict reads the old tensors."""
+        empty, state = {}, self.state
+        return tuple([(k, id(v)) for g in self.param_groups for p in g["params"] for k, v in state.get(p, empty).items()])
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..ops.creation import zeros_like
 from ..tensor import Tensor
+from .hyperparameters import at, is_zero, value_of
 from .optimizer import Optimizer, check_hyperparameters, eager_state, step_counter
 
 
@@ -20,32 +21,33 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
-        alpha, momentum = group["alpha"], group["momentum"]
+        # the numbers are Python floats eagerly, 0-d tensors while tracing (at())
+        alpha, momentum = at(group["alpha"], param), group["momentum"]
         state = self.state[param]
         if len(state) == 0:
             with eager_state():
                 state["step"] = step_counter()
                 state["square_avg"] = zeros_like(param)
-                if momentum > 0:
+                if value_of(momentum) > 0:
                     state["momentum_buffer"] = zeros_like(param)
                 if group["centered"]:
                     state["grad_avg"] = zeros_like(param)
         if group["maximize"]:
             grad = -grad
         state["step"].add_(1)
-        if group["weight_decay"] != 0:
-            grad = grad.add(param, alpha=group["weight_decay"])
+        if not is_zero(group["weight_decay"]):
+            grad = grad.add(param.mul(at(group["weight_decay"], param)))
 
-        square_avg = state["square_avg"].mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+        square_avg = state["square_avg"].mul_(alpha).addcmul_(grad, grad, value=at(1 - group["alpha"], param))
         if group["centered"]:
-            grad_avg = state["grad_avg"].lerp_(grad, 1 - alpha)
+            grad_avg = state["grad_avg"].lerp_(grad, at(1 - group["alpha"], param))
             avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
         else:
             avg = square_avg.sqrt()
-        avg = avg.add_(group["eps"])
+        avg = avg.add_(at(group["eps"], param))
 
-        if momentum > 0:
-            buf = state["momentum_buffer"].mul_(momentum).addcdiv_(grad, avg)
-            param.add_(buf, alpha=-group["lr"])
+        if value_of(momentum) > 0:
+            buf = state["momentum_buffer"].mul_(at(momentum, param)).addcdiv_(grad, avg)
+            param.add_(buf.mul(at(-group["lr"], param)))
         else:
-            param.addcdiv_(grad, avg, value=-group["lr"])
+            param.addcdiv_(grad, avg, value=at(-group["lr"], param))

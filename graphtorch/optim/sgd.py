@@ -7,6 +7,7 @@ from typing import Any
 
 from ..ops.creation import zeros_like
 from ..tensor import Tensor
+from .hyperparameters import at, is_zero
 from .optimizer import Optimizer, check_hyperparameters, eager_state
 
 
@@ -22,12 +23,13 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
-        momentum = group["momentum"]
+        # `alpha=` spelled out as a product: the scalars are tensors while tracing (at())
+        momentum = at(group["momentum"], param)
         if group["maximize"]:
             grad = -grad
-        if group["weight_decay"] != 0:
-            grad = grad.add(param, alpha=group["weight_decay"])
-        if momentum != 0:
+        if not is_zero(group["weight_decay"]):
+            grad = grad.add(param.mul(at(group["weight_decay"], param)))
+        if not is_zero(group["momentum"]):
             # state is touched only with momentum, so a plain SGD's state_dict is empty, as torch's
             state = self.state[param]
             buf = state.get("momentum_buffer")
@@ -36,6 +38,6 @@ class SGD(Optimizer):
                     buf = state["momentum_buffer"] = zeros_like(param)
                 buf.copy_(grad)
             else:
-                buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
-            grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
-        param.add_(grad, alpha=-group["lr"])
+                buf.mul_(momentum).add_(grad.mul(at(1 - group["dampening"], param)))
+            grad = grad.add(buf.mul(momentum)) if group["nesterov"] else buf
+        param.add_(grad.mul(at(-group["lr"], param)))

@@ -5,11 +5,10 @@ tuple (err, *values) with err 0 on success. "Device memory" is host memory (nump
 device pointer is a host address; every copy, memset and kernel argument is checked to lie inside
 one live allocation, the way a real GPU would fault. Images are not cubins: `image_for` (installed
 over graphtorch.cuda_tensor.image_for) hands over the CUDA C source, and cuModuleLoadData compiles
-it with g++ through compiler/cuda/hostcheck, where one host thread runs every grid-stride step.
-
-That emulation is exact only for kernels whose threads do not cooperate: a kernel using shared
-memory, barriers or warp shuffles (tiled GEMM/conv, block reductions) is refused by
-cuModuleGetFunction with NotImplementedError naming it; those run on a real GPU only.
+it with g++ through compiler/cuda/hostcheck, whose emulator runs every kernel with its launch
+geometry: the threads of a block as fibers with real barriers, shared memory, warp shuffles and
+atomics (tiled GEMM/conv, block reductions included). A race or a divergent barrier the emulator
+finds raises hostcheck.EmulationError from cuLaunchKernel, so a kernel bug fails the test loudly.
 
     install(monkeypatch) -> FakeDriver    # graphtorch.cuda.is_available() is True until the test ends
 """
@@ -18,13 +17,10 @@ from __future__ import annotations
 
 import ctypes
 import enum
-import re
 
 import numpy as np
 
 MAGIC = b"GT-FAKE-CUDA-SOURCE\0"
-_KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)')
-_COOPERATIVE = ("__syncthreads", "__shared__", "__shfl")
 _LIBRARIES: dict[str, object] = {}  # source -> HostLibrary: g++ once per distinct module in a session
 
 
@@ -50,17 +46,6 @@ def image_for(module, arch: str) -> bytes:
     return MAGIC + module.source.encode()
 
 
-def kernels_of(source: str) -> dict[str, tuple[int, bool]]:
-    """kernel name -> (number of parameters, cooperative?) from the emitted source."""
-    out = {}
-    heads = list(_KERNEL.finditer(source))
-    for k, m in enumerate(heads):
-        body = source[m.end(): heads[k + 1].start() if k + 1 < len(heads) else len(source)]
-        params = [p for p in m.group(2).split(",") if p.strip()]
-        out[m.group(1)] = (len(params), any(word in body for word in _COOPERATIVE))
-    return out
-
-
 class FakeDriver:
     """One device (compute capability 9.0) whose memory and kernels live on the host."""
 
@@ -70,8 +55,9 @@ class FakeDriver:
     def __init__(self, devices: int = 1):
         self.devices = devices
         self.allocations: dict[int, tuple[np.ndarray, int]] = {}  # address -> (buffer, bytes asked for)
-        self.modules: dict[int, tuple[object, dict]] = {}
+        self.modules: dict[int, object] = {}  # handle -> hostcheck.HostLibrary
         self.launches: list[str] = []  # kernel names, in launch order
+        self.cooperative: list[str] = []  # those whose threads ran as fibers (barriers, shuffles, shared memory)
         self._handles = 0
 
     def _handle(self) -> int:
@@ -123,7 +109,12 @@ class FakeDriver:
 
     def inside(self, ptr: int, nbytes: int) -> bool:
         """True when bytes [ptr, ptr + nbytes) lie in one live allocation."""
-        return any(base <= ptr and ptr + nbytes <= base + size for base, (_, size) in self.allocations.items())
+        return self.extent(ptr) >= nbytes
+
+    def extent(self, ptr: int) -> int:
+        """Bytes from ptr to the end of the live allocation holding it (0 outside every one)."""
+        return max((base + size - ptr for base, (_, size) in self.allocations.items() if base <= ptr < base + size),
+                   default=0)
 
     def _copy(self, dst, src, nbytes, device_ends):
         dst, src = int(dst), int(src)
@@ -157,32 +148,31 @@ class FakeDriver:
         if source not in _LIBRARIES:
             _LIBRARIES[source] = HostLibrary(source)
         handle = self._handle()
-        graph = re.search(r"graph '([^']*)'", source)
-        self.modules[handle] = (_LIBRARIES[source], kernels_of(source), graph.group(1) if graph else "?")
+        self.modules[handle] = _LIBRARIES[source]
         return CUresult.CUDA_SUCCESS, handle
 
     def cuModuleUnload(self, module):
         return OK if self.modules.pop(module, None) is not None else (CUresult.CUDA_ERROR_INVALID_HANDLE,)
 
     def cuModuleGetFunction(self, module, name):
-        library, kernels, graph = self.modules[module]
+        library = self.modules[module]
         name = name.decode()
-        if name not in kernels:
+        if name not in library.kernels:
             return (CUresult.CUDA_ERROR_NOT_FOUND, None)
-        if kernels[name][1]:
-            raise NotImplementedError(f"the fake CUDA driver cannot run kernel {name} of {graph}: its threads cooperate "
-                                      "(shared memory, barriers or shuffles), which one host thread cannot emulate; "
-                                      "it runs on a real GPU only")
-        return CUresult.CUDA_SUCCESS, (name, kernels[name][0], getattr(library.lib, name))
+        return CUresult.CUDA_SUCCESS, (library, name)
 
     def cuLaunchKernel(self, fn, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
-        name, count, entry = fn
+        library, name = fn
+        count = len(library.kernels[name].pointers)
         addresses = (ctypes.c_uint64 * count).from_address(int(params))
         pointers = [ctypes.c_uint64.from_address(a).value for a in addresses]
-        if not all(self.inside(p, 1) for p in pointers):  # every argument is a buffer: it must be ours
+        extents = [self.extent(p) for p in pointers]  # the kernel's accesses are checked against these
+        if not all(extents):  # every argument is a buffer: it must be ours
             return (CUresult.CUDA_ERROR_ILLEGAL_ADDRESS,)
         self.launches.append(name)
-        entry(*(ctypes.c_void_p(p) for p in pointers))  # gridDim = blockDim = 1: one call runs every step
+        if library.kernels[name].cooperative:
+            self.cooperative.append(name)
+        library.launch(name, (gx, gy, gz), (bx, by, bz), pointers, extents)
         return OK
 
 

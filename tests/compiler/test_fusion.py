@@ -213,3 +213,19 @@ def test_relu_zero_is_not_shared_across_kernels():
     out = cleanup.optimize(g)
     assert sum(n.target == "full" for n in out.nodes) == 4  # CSE leaves sources alone; split_fills: one per use
     assert [grp.pattern for grp in fuse(out).groups] == ["reduction", "reduction"]
+
+
+def test_fused_dump_names_each_convs_lowering():
+    from graphtorch.compiler import conv_lowering, dtypes
+    from graphtorch.compiler.dtypes import TensorType
+    from graphtorch.compiler.fusion import format_group, fuse
+    from graphtorch.compiler.ir import Graph
+
+    g = Graph()
+    x = g.input("x", TensorType((2, 3, 9, 9), dtypes.float32))
+    w = g.input("w", TensorType((4, 3, 3, 3), dtypes.float32))
+    conv = g.call("conv2d", [x, w], {"stride": (2, 2), "padding": (0, 0), "dilation": (1, 2), "groups": 1})
+    g.outputs = [conv]
+    (group,) = fuse(g).groups
+    assert f"lowering: {conv_lowering.choose(conv)}" in format_group(group)
+    assert "lowering: im2col (cost per image: im2col " in format_group(group)  # the only one for a strided, dilated conv

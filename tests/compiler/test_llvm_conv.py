@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from llvm_helpers import compiled, interpret
 
+from graphtorch.compiler import conv_lowering
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.ir import Graph, Group
@@ -124,3 +125,46 @@ def test_conv_reads_a_permuted_weight_in_place(x_shape, g_shape, attrs):
         (got,) = compiled(g, *args, groups=[group], num_threads=threads)
         (want,) = interpret(g, *args)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("lowering", ["direct", "dot", "im2col", "wide"])
+@pytest.mark.parametrize("case", CASES + [
+    dict(x_shape=(2, 3, 9, 11), w_shape=(13, 3, 7, 7), padding=(3, 2)),  # 7x7, three MR row blocks (13 = 2*6 + 1)
+    dict(x_shape=(1, 64, 6, 5), w_shape=(64, 64, 3, 3), padding=(1, 1)),  # depth 576: three KC blocks
+    dict(x_shape=(2, 4, 7, 7), w_shape=(1, 4, 2, 2), dilation=(3, 2)),  # one output channel
+], ids=lambda c: f"{c['x_shape']}*{c['w_shape']}")
+def test_each_forced_lowering_matches_numpy(monkeypatch, lowering, case):
+    """compiler/conv_lowering.py's candidates, each forced (ignored where it does not apply), on one
+    and two threads."""
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, lowering)
+    for threads in (1, 2):
+        assert (check(**case, num_threads=threads) >= 0).all()
+
+
+@pytest.mark.parametrize("lowering", ["direct", "dot"])
+def test_plane_lowerings_fp64_and_nan(monkeypatch, lowering):
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, lowering)
+    check((2, 3, 7, 8), (4, 3, 3, 3), padding=(1, 1), d=dt.float64)
+    got = check((1, 2, 6, 6), (3, 2, 3, 3), nan=True)
+    assert np.isnan(got[0, :, :2, :2]).all() and not np.isnan(got[0, :, 3:, 3:]).any()
+
+
+@pytest.mark.parametrize("x_shape,g_shape,attrs", WEIGHT_GRADIENT_CASES)
+@pytest.mark.parametrize("lowering", ["direct", "dot"])
+def test_plane_lowerings_read_a_permuted_weight(monkeypatch, x_shape, g_shape, attrs, lowering):
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, lowering)
+    test_conv_reads_a_permuted_weight_in_place(x_shape, g_shape, attrs)
+
+
+def test_dot_lowering_masks_the_lanes_past_the_kernel_row(monkeypatch):
+    """A 1x3 kernel runs in 8-lane vectors: lanes 3..7 read input columns no window uses there.
+    An inf in such a column must not turn the window's sum into NaN (0 * inf)."""
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, "dot")
+    g, groups = conv_graph((1, 1, 1, 12), (1, 1, 1, 3), bias_relu=False)
+    x = np.arange(12, dtype=np.float32).reshape(1, 1, 1, 12)
+    x[..., 9] = np.inf
+    w = np.array([1.0, -2.0, 0.5], np.float32).reshape(1, 1, 1, 3)
+    (got,) = compiled(g, x, w, groups=groups)
+    (want,) = interpret(g, x, w)
+    assert np.isfinite(got[..., :7]).all()
+    np.testing.assert_allclose(got, want, rtol=1e-6)

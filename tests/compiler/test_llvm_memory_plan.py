@@ -99,3 +99,25 @@ def test_no_donation_for_a_non_elementwise_or_reshaped_update():
     g.outputs = [t, g.call("expand", [s], {"shape": (4, 6)})]
     plan = plan_memory(g, single_groups(g), donate=[(g.outputs[0], x), (g.outputs[1], x)])
     assert plan.donated == {}
+
+
+def test_a_run_time_scalar_broadcast_inside_the_update_still_donates():
+    """x + expand(cast(2 * s)) * x, fused into one kernel: the expand reads a scalar computed in the
+    kernel, not x, so x may be written over (an optimizer step with a lifted learning rate)."""
+    from graphtorch.compiler.fusion import fuse
+    from graphtorch.compiler.llvm import build
+
+    g = Graph()
+    x = g.input("x", TensorType((8, 16), dt.float32))
+    s = g.input("s", TensorType((), dt.float64))
+    scale = g.call("expand", [g.call("cast", [g.call("add", [s, s])], {"dtype": dt.float32})], {"shape": (8, 16)})
+    g.outputs = [g.call("add", [x, g.call("mul", [scale, x])])]
+    groups = fuse(g).groups
+    kernel = next(gr for gr in groups if gr.outputs[0] is g.outputs[0])
+    assert {"expand", "cast"} <= {n.target for n in kernel.nodes}  # the scalar is computed in the kernel
+    assert plan_memory(g, groups, donate=[(g.outputs[0], x)]).donated == {g.outputs[0]: x}
+    data = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    x_in = data.copy()
+    (out,) = build(g, groups, cache=False, donate=[(0, 0)])(x_in, np.array(0.25))
+    assert out is x_in
+    np.testing.assert_allclose(out, data + np.float32(0.5) * data, rtol=1e-6)

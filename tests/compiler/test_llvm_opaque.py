@@ -6,8 +6,8 @@ from llvm_helpers import assert_match, compiled, values
 
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.dtypes import TensorType
-from graphtorch.compiler.errors import GraphtorchCompileError
 from graphtorch.compiler.ir import Graph
+from graphtorch.compiler.llvm import build, single_groups
 
 RNG = np.random.default_rng(30)
 
@@ -114,10 +114,33 @@ def test_matmul_naive_fallback_with_epilogue():
         del LOWERINGS["naive_matmul"]
 
 
-def test_unsupported_primitive_is_a_compile_error():
+def _inverse_graph(shape):
     g = Graph()
-    x = g.input("x", TensorType((3, 3), dt.float32))
-    g.outputs = [g.call("inverse", [x])]
-    with pytest.raises(GraphtorchCompileError) as e:
-        compiled(g, np.eye(3, dtype=np.float32))
-    assert e.value.code == "GT050" and e.value.stage == "lowered" and "inverse" in str(e.value)
+    x = g.input("x", TensorType(shape, dt.float32))
+    y = g.call("inverse", [x])
+    g.outputs = [g.call("add", [y, x])]  # a generated kernel after the host call reads its result
+    return g
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_primitive_without_a_kernel_runs_its_numpy_kernel_from_native_code(threads):
+    a = RNG.standard_normal((4, 3, 3)).astype(np.float32) + 3 * np.eye(3, dtype=np.float32)
+    assert_match(_inverse_graph((4, 3, 3)), a, num_threads=threads)
+    assert_match(_inverse_graph((0, 3, 3)), np.zeros((0, 3, 3), np.float32))
+
+
+def test_an_error_in_a_host_call_is_raised_after_the_native_call():
+    g = _inverse_graph((2, 2))
+    exe = build(g, single_groups(g), cache=False)
+    with pytest.raises(RuntimeError, match="singular"):  # the numpy kernel's error, as eager raises it
+        exe(np.zeros((2, 2), np.float32))
+    np.testing.assert_allclose(exe(np.eye(2, dtype=np.float32) * 2)[0], np.eye(2) * 2.5)  # the status was cleared
+    with pytest.raises(IndexError):  # an index error is still an index error
+        compiled(_gather_out_of_bounds(), np.zeros(3, np.float32), np.array([5]))
+
+
+def _gather_out_of_bounds():
+    g = Graph()
+    x, i = g.input("x", TensorType((3,), dt.float32)), g.input("i", TensorType((1,), dt.int64))
+    g.outputs = [g.call("gather", [x, i], {"dim": 0})]
+    return g

@@ -191,7 +191,7 @@ def test_batchnorm_and_dropout_train_the_same_compiled_and_eager():
     assert results[True][2] == results[False][2] == 10
 
 
-def test_lr_scheduler_change_retraces_the_compiled_step(monkeypatch, caplog):
+def test_lr_scheduler_never_recompiles_and_a_new_branch_retraces(monkeypatch, caplog):
     monkeypatch.setenv("GRAPHTORCH_LOGS", "recompiles")
     data = _sin_data(6)
     weights = {}
@@ -208,6 +208,10 @@ def test_lr_scheduler_change_retraces_the_compiled_step(monkeypatch, caplog):
                 sched.step()
         weights[compiled] = model.weight.detach().numpy().copy()
     np.testing.assert_allclose(weights[True], weights[False], rtol=1e-6)
+    assert "Recompiling" not in caplog.text and len(run.entries) == 1  # the lr is a run-time scalar
+    opt.param_groups[0]["momentum"] = 0.9  # a momentum buffer: other code
+    with caplog.at_level(logging.DEBUG, logger="graphtorch"):
+        run(*data[0])
     assert "SGD hyperparameters changed" in caplog.text
 
 

@@ -5,8 +5,11 @@ Without either, the real environment's answer is checked: no CUDA, torch's error
 
 from __future__ import annotations
 
+import lenet_digits  # examples/ is on pytest's pythonpath
+import logistic_regression
 import numpy as np
 import pytest
+import sin_regression
 from fake_cuda_driver import install, reset
 
 import graphtorch as gt
@@ -320,30 +323,78 @@ def test_sgd_steps_on_cuda_equal_cpu(cuda):
         np.testing.assert_allclose(dev, cpu, rtol=1e-5, atol=1e-6)
 
 
-# ---------------------------------------------------------------- kernels the fake cannot run
+# ---------------------------------------------------------------- cooperative kernels: tiled GEMM/conv, block reductions
+# On the fake driver these run in hostcheck's emulator: a block's threads as fibers with real
+# barriers, shared memory (race-checked) and warp shuffles.
+
+LONG = {  # 300 and 200 elements per reduction: a block per output, warp shuffles, shared memory
+    "linear": lambda x, F: F.linear(x[:9, :7], x[20:25, :7], x[30, :5]),
+    "matmul_batched": lambda x, F: x[:2].reshape(2, 3, 100) @ x[2:4].reshape(2, 100, 3),
+    "conv2d": lambda x, F: F.conv2d(x[:2, :128].reshape(2, 2, 8, 8), x[2, :36].reshape(2, 2, 3, 3), x[3, :2], padding=1),
+    "sum_all": lambda x, F: x.sum(),
+    "sum_dim": lambda x, F: x.sum(1),
+    "max_min": lambda x, F: x.max(1).values - x.amin(0).sum(),
+    "argmax": lambda x, F: x.argmax(1) + x.argmin(1),
+    "softmax": lambda x, F: x.softmax(-1),
+    "log_softmax": lambda x, F: x.log_softmax(1),
+    "layer_norm": lambda x, F: F.layer_norm(x[:, :200], (200,)),
+}
 
 
-def test_fake_driver_refuses_cooperative_kernels(cuda):
-    if cuda is None:
-        pytest.skip("only the fake driver refuses: a GPU runs every kernel")
-    with pytest.raises(NotImplementedError, match="cannot run kernel k1_g0_single of eager_matmul: its threads cooperate"):
-        gt.ones(2, 3).cuda() @ gt.ones(3, 2).cuda()
-    with pytest.raises(NotImplementedError, match="of eager_sum: its threads cooperate"):  # 300 elements: a block reduction
-        gt.ones(300).cuda().sum()
-    np.testing.assert_array_equal(host(gt.ones(100).cuda().sum()), 100.0)  # short: a thread per output
+@pytest.mark.parametrize("name", sorted(LONG))
+def test_tiled_and_block_kernels_on_cuda_equal_cpu(cuda, name):
+    x = gt.tensor(np.random.default_rng(7).standard_normal((40, 300)).astype(np.float32))
+    want = LONG[name](x, nn.functional)
+    got = LONG[name](x.cuda(), nn.functional)
+    assert got.is_cuda and got.dtype is want.dtype and got.shape == want.shape
+    assert cuda is None or cuda.cooperative, "a block-cooperative kernel must run on the fake driver"
+    tol = 1e-4 if want.dtype.is_floating_point else 0  # another summation order than numpy's
+    np.testing.assert_allclose(host(got), want.numpy(), rtol=tol, atol=tol)
 
 
-def test_matmul_linear_and_long_reductions_on_the_gpu(cuda):
-    if cuda is not None:
-        pytest.skip("tiled GEMM and block reductions need a GPU")
-    gt.manual_seed(2)
-    lin = nn.Linear(7, 5)
-    x = gt.randn(9, 7)
-    want = lin(x)
-    got = lin.cuda()(x.cuda())
-    np.testing.assert_allclose(host(got), want.detach().numpy(), rtol=1e-5, atol=1e-5)
-    big = gt.randn(1000)
-    np.testing.assert_allclose(host(big.cuda().sum()), big.sum().numpy(), rtol=1e-5)
+# the seed notes' models, as the examples define them (examples/ is on pytest's pythonpath)
+SEED_MODELS = {
+    "sin": (sin_regression.NeuralNetworks, (32, 1)),
+    "logistic": (logistic_regression.LogisticRegression, (16, 2)),
+    "lenet": (lenet_digits.Net, (2, 1, 32, 32)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_MODELS))
+def test_seed_models_forward_and_backward_on_cuda_equal_cpu(cuda, name):
+    make, shape = SEED_MODELS[name]
+    x = gt.tensor(np.random.default_rng(3).standard_normal(shape).astype(np.float32))
+    results = []
+    for device in ("cpu", "cuda"):
+        gt.manual_seed(0)
+        model = make().to(device)
+        out = model(x.to(device))
+        (out * out).sum().backward()
+        results.append([host(out), *(host(p.grad) for p in model.parameters())])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_training_loop_on_cuda_equals_cpu(cuda):
+    """The sin regression's loop (Adam lr=0.01, MSELoss), a few full-batch steps on each device."""
+    losses = []
+    for device in ("cpu", "cuda"):
+        gt.manual_seed(0)
+        model = sin_regression.sequential().to(device)
+        opt = gt.optim.Adam(model.parameters(), lr=0.01)
+        x = gt.linspace(-3, 3, 32).reshape(32, 1)
+        y = x.sin()
+        x, y = x.to(device), y.to(device)
+        run = []
+        for _ in range(4):
+            opt.zero_grad()
+            loss = nn.MSELoss()(model(x), y)
+            loss.backward()
+            opt.step()
+            run.append(loss.item())
+        losses.append(run)
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    assert losses[0][-1] < losses[0][0]  # it trains
 
 
 # ---------------------------------------------------------------- without any CUDA

@@ -51,3 +51,18 @@ def test_lenet_digits_learns_in_three_epochs():
     assert result["loss"] < 0.5 * result["first_loss"] and result["accuracy"] > 0.6  # 10 epochs reach ~97%
     assert result["accuracies"][-1] > result["accuracies"][0]
     assert printed.count("test accuracy") == 4
+
+
+def test_char_gpt_compiled_matches_eager_and_learns():
+    result, printed = run_main("char_gpt", steps=60, compare_steps=6)
+    np = pytest.importorskip("numpy")
+    np.testing.assert_allclose(result["compiled_losses"], result["eager_losses"], rtol=1e-4)
+    assert result["loss"] < 0.75 * result["first_loss"]  # ~4.5 (uniform over 88 characters) -> below 3
+    assert "speedup" in printed and len(result["sample"]) == 200
+
+
+def test_lstm_example_beats_the_naive_forecast():
+    result, printed = run_main("lstm_example", steps=150, hidden=16)
+    assert result["loss"] < 0.2 * result["first_loss"]
+    assert result["test_mse"] < result["naive_mse"]
+    assert "speedup" in printed

@@ -3,7 +3,7 @@ index assignment with and without autograd, in-place ops and their dtype rules."
 
 import numpy as np
 import pytest
-from conftest import assert_same, compare, raises_like, randn
+from conftest import assert_same, compare, gradcheck, raises_like, randn
 
 import graphtorch as gt
 
@@ -204,3 +204,30 @@ def test_item_tolist_numpy(torch):
     raises_like(lambda: torch.ones(2, requires_grad=True).numpy(), lambda: gt.ones(2, requires_grad=True).numpy())
     assert [x.item() for x in gt.tensor([1, 2])] == [1, 2]
     assert list(range(10))[gt.tensor(3)] == 3
+
+
+@pytest.mark.parametrize("name", ["tril", "triu"])
+@pytest.mark.parametrize("diagonal", [-4, -1, 0, 1, 2, 9])
+def test_tril_triu_values_and_grads(torch, name, diagonal):
+    compare(lambda lib, x: getattr(lib, name)(x, diagonal), randn(2, 4, 5))
+    compare(lambda lib, x: getattr(x, name)(diagonal=diagonal), randn(5, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.bool_])
+def test_tril_triu_keep_the_dtype(torch, dtype):
+    x = (randn(3, 4) > 0).astype(dtype)
+    assert_same(gt.tril(gt.tensor(x)), torch.tril(torch.tensor(x)))
+    assert_same(gt.tensor(x).triu(1), torch.tensor(x).triu(1))
+
+
+def test_tril_triu_in_place_grad_fn_and_errors(torch):
+    x, y = gt.ones(3, 3), torch.ones(3, 3)
+    assert_same(x.triu_(-1), y.triu_(-1))
+    assert_same(x.tril_(), y.tril_())
+    assert type(gt.tril(gt.ones(2, 2, requires_grad=True)).grad_fn).__name__ == "TrilBackward0"
+    raises_like(lambda: torch.tril(torch.ones(3)), lambda: gt.tril(gt.ones(3)))
+    raises_like(lambda: torch.triu(torch.tensor(1.0)), lambda: gt.triu(gt.tensor(1.0)))
+
+
+def test_tril_triu_finite_differences():
+    gradcheck(lambda x: gt.tril(x, 1) * gt.triu(x, -1), [randn(3, 4, dtype=np.float64)])

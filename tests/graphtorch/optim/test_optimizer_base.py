@@ -170,5 +170,5 @@ def test_hyperparameter_errors_read_like_torch(make, message):
 
 def test_unsupported_modes_say_so():
     _, gp = make_params([(2,)], np.float32)
-    with pytest.raises(NotImplementedError, match="fused=True"):
-        gto.Adam(gp, fused=True)
+    with pytest.raises(NotImplementedError, match="capturable=True"):
+        gto.Adam(gp, capturable=True)

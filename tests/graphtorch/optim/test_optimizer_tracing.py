@@ -73,13 +73,29 @@ def test_a_traced_step_reads_the_step_counter_as_a_tensor():
     assert any(n.target == "pow" for n in tracer.graph.nodes)  # beta ** step is in the graph
 
 
-def test_trace_guard_changes_when_a_scheduler_changes_the_lr():
+def test_trace_guard_ignores_the_lr_and_changes_with_the_code_it_selects():
     _, params = make_params([(3,)], np.float32)
-    opt = gto.Adam(params, lr=0.1)
+    opt = gto.SGD(params, lr=0.1)
     sched = gto.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     before = opt.trace_guard()
     hash(before)
-    assert opt.trace_guard() == before
     opt.step()
     sched.step()
+    assert opt.trace_guard() == before  # the lr is a run-time scalar
+    opt.param_groups[0]["momentum"] = 0.9  # a momentum buffer: other code
     assert opt.trace_guard() != before
+    opt.param_groups[0]["momentum"] = 0.5
+    opt.param_groups[0]["nesterov"] = True
+    assert opt.trace_guard() != before
+
+
+def test_a_traced_step_reads_the_hyperparameters_as_lifted_scalars():
+    _, params = make_params([(3,)], np.float32)
+    opt = gto.Adam(params, lr=0.1, betas=(0.8, 0.9))
+    params[0].grad = gt.tensor([0.1, 0.2, 0.3])
+    tracer = _traced_step(opt, params)
+    scalars = [lf.tensor for lf in tracer.lifted.values() if lf.tensor._data.dtype == np.float64]
+    assert sorted(t.item() for t in scalars) == [1e-08, 0.1, 0.8, 0.9]  # lr, betas, eps: inputs, not constants
+    opt.param_groups[0]["lr"] = 0.25
+    opt.trace_guard()  # what a compiled call runs first: the scalars take the groups' numbers
+    assert sorted(t.item() for t in scalars) == [1e-08, 0.25, 0.8, 0.9]

@@ -37,11 +37,12 @@ CASES = [
 IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'defaults'}" for name, kw in CASES]
 
 
+@pytest.mark.parametrize("foreach", [None, False], ids=["native", "numpy"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,kwargs", CASES, ids=IDS)
-def test_steps_match_torch(name, kwargs, dtype):
+def test_steps_match_torch(name, kwargs, dtype, foreach):
     np_dtype, tol = DTYPES[dtype]
-    tp, gp, topt, gopt = make_pair(name, kwargs, np_dtype=np_dtype)
+    tp, gp, topt, gopt = make_pair(name, dict(kwargs, foreach=foreach), np_dtype=np_dtype)
     rng = np.random.default_rng(1)
     for _ in range(12):
         set_grads(tp, gp, rng)

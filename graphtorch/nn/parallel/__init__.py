@@ -1,0 +1,5 @@
+"""torch.nn.parallel: DistributedDataParallel over graphtorch.distributed (MPI)."""
+
+from .distributed import DistributedDataParallel
+
+__all__ = ["DistributedDataParallel"]

@@ -1,0 +1,126 @@
+"""Compiled conv2d, forward and both gradients, on every lowering the cost model can choose
+(compiler/conv_lowering.py), each forced through $GRAPHTORCH_CONV_LOWERING: equal to torch, and
+a float64 finite-difference check of the direct kernel's gradients."""
+
+import numpy as np
+import pytest
+from conftest import assert_same, gradcheck
+
+import graphtorch as gt
+import graphtorch.nn.functional as F
+from graphtorch.compiler import conv_lowering
+
+torch = pytest.importorskip("torch", reason="torch is the oracle")
+
+# (input shape, Conv2d keyword arguments): kernel sizes 1-7, channels 1-64, odd sizes, strides,
+# dilation, groups and every padding mode
+CONFIGS = [
+    ((2, 1, 32, 32), dict(in_channels=1, out_channels=6, kernel_size=5)),  # LeNet conv1
+    ((3, 6, 14, 14), dict(in_channels=6, out_channels=16, kernel_size=5)),  # LeNet conv2
+    ((2, 16, 8, 8), dict(in_channels=16, out_channels=16, kernel_size=3, padding=1, bias=False)),  # ResNet
+    ((1, 3, 11, 9), dict(in_channels=3, out_channels=7, kernel_size=7, padding=3)),
+    ((2, 5, 9, 10), dict(in_channels=5, out_channels=4, kernel_size=(3, 2), stride=(2, 3), padding=(1, 2))),
+    ((1, 4, 12, 13), dict(in_channels=4, out_channels=6, kernel_size=3, dilation=(2, 3), padding=(2, 1))),
+    ((2, 6, 7, 9), dict(in_channels=6, out_channels=9, kernel_size=3, groups=3, padding=1)),
+    ((1, 8, 6, 7), dict(in_channels=8, out_channels=8, kernel_size=3, groups=8, padding="same")),  # depthwise
+    ((2, 64, 5, 5), dict(in_channels=64, out_channels=64, kernel_size=1)),
+    ((1, 3, 9, 8), dict(in_channels=3, out_channels=5, kernel_size=4, padding="same")),  # odd total padding
+    ((2, 3, 8, 9), dict(in_channels=3, out_channels=4, kernel_size=3, padding=2, padding_mode="reflect")),
+    ((1, 2, 7, 6), dict(in_channels=2, out_channels=3, kernel_size=2, padding=1, padding_mode="replicate")),
+    ((1, 2, 6, 6), dict(in_channels=2, out_channels=2, kernel_size=3, padding=1, padding_mode="circular")),
+    ((1, 1, 5, 5), dict(in_channels=1, out_channels=1, kernel_size=6, padding=1)),  # kernel past the input
+]
+LOWERINGS = ["direct", "dot", "im2col", "wide", "in_place"]
+
+
+def _ids(config):
+    shape, kw = config
+    return f"{shape}-k{kw['kernel_size']}-" + "-".join(f"{k}{v}" for k, v in kw.items() if k not in (
+        "in_channels", "out_channels", "kernel_size"))
+
+
+def _pair(kwargs, seed=0):
+    t = torch.nn.Conv2d(**kwargs)
+    g = gt.nn.Conv2d(**kwargs)
+    g.load_state_dict({k: gt.tensor(v.detach().numpy().copy()) for k, v in t.state_dict().items()})
+    return g, t
+
+
+@pytest.mark.parametrize("lowering", LOWERINGS)
+@pytest.mark.parametrize("config", CONFIGS, ids=_ids)
+def test_compiled_conv_forward_and_gradients_equal_torch(monkeypatch, lowering, config):
+    shape, kwargs = config
+    if lowering == "in_place" and kwargs["kernel_size"] != 1:
+        pytest.skip("in_place applies to 1x1 convolutions only (the forced name is ignored elsewhere)")
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, lowering)
+    g_conv, t_conv = _pair(kwargs)
+    compiled = gt.compile(g_conv)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    for _ in range(2):  # the second call runs the compiled graph from the cache
+        gx, tx = gt.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        got, want = compiled(gx), t_conv(tx)
+        assert_same(got, want, rtol=1e-4, atol=1e-5, what="output")
+        v = rng.standard_normal(tuple(want.shape)).astype(np.float32)
+        (got * gt.tensor(v)).sum().backward()
+        (want * torch.tensor(v)).sum().backward()
+        assert_same(gx.grad, tx.grad, rtol=1e-4, atol=1e-4, what="input gradient")
+        for (name, p), tp in zip(g_conv.named_parameters(), t_conv.parameters()):
+            assert_same(p.grad, tp.grad, rtol=1e-4, atol=1e-4, what=f"gradient of {name}")
+            p.grad = None
+        t_conv.zero_grad()
+
+
+@pytest.mark.parametrize("kwargs,w_shape", [
+    (dict(padding=1), (3, 2, 3, 3)),
+    (dict(padding=(2, 1), dilation=(1, 2), groups=2), (4, 1, 3, 2)),
+])
+def test_direct_lowering_gradcheck_float64(monkeypatch, kwargs, w_shape):
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, "direct")
+    fn = gt.compile(lambda x, w: F.conv2d(x, w, **kwargs))
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal(w_shape)
+    fn(gt.tensor(x, requires_grad=True), gt.tensor(w, requires_grad=True))  # a function's first call runs eagerly
+    gradcheck(fn, [x, w])
+
+
+def _conv_node(x_shape, w_shape, **attrs):
+    from graphtorch.compiler import dtypes as dt
+    from graphtorch.compiler.dtypes import TensorType
+    from graphtorch.compiler.ir import Graph
+
+    g = Graph()
+    x, w = g.input("x", TensorType(x_shape, dt.float32)), g.input("w", TensorType(w_shape, dt.float32))
+    full = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1, **attrs}
+    return g.call("conv2d", [x, w], full)
+
+
+def test_cost_model_picks_by_shape(monkeypatch):
+    monkeypatch.delenv(conv_lowering.FORCE_ENV, raising=False)
+    # LeNet's conv2 input gradient: 6 output channels, padding 4; im2col would copy 25x the input
+    grad = conv_lowering.choose(_conv_node((64, 16, 10, 10), (6, 16, 5, 5), padding=(4, 4)))
+    assert grad.name == "direct" and set(grad.costs) == {"direct", "dot", "im2col", "wide"}
+    assert grad.costs["direct"] < grad.costs["im2col"] / 1.5
+    # the ResNet's weight gradient: a 16x16 kernel (the output gradient), a 3x3 output
+    weight = conv_lowering.choose(_conv_node((16, 32, 16, 16), (16, 32, 16, 16), padding=(1, 1)))
+    assert weight.name == "dot"
+    strided = conv_lowering.choose(_conv_node((2, 3, 9, 9), (4, 3, 3, 3), stride=(2, 2)))
+    assert set(strided.costs) == {"im2col", "dot"} and strided.name == min(strided.costs, key=strided.costs.get)
+    width_dilated = conv_lowering.choose(_conv_node((2, 3, 9, 9), (4, 3, 3, 3), stride=(2, 2), dilation=(1, 2)))
+    assert set(width_dilated.costs) == {"im2col"}
+    one = conv_lowering.choose(_conv_node((2, 64, 8, 8), (64, 64, 1, 1)))
+    assert one.name == "in_place"
+
+
+def test_forcing_an_inapplicable_lowering_keeps_the_cost_models_choice(monkeypatch):
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, "direct")
+    node = _conv_node((2, 3, 9, 9), (4, 3, 3, 3), stride=(2, 2), dilation=(1, 2))
+    assert conv_lowering.choose(node).name == "im2col"
+
+
+def test_explain_shows_the_lowering_and_its_costs(monkeypatch):
+    monkeypatch.delenv(conv_lowering.FORCE_ENV, raising=False)
+    model = gt.nn.Sequential(gt.nn.Conv2d(1, 6, 5), gt.nn.ReLU())
+    report = str(gt.explain(model, gt.zeros(2, 1, 32, 32)))  # LeNet conv1: direct by the table
+    line = next(s for s in report.splitlines() if "lowering:" in s)
+    assert line.strip().startswith("lowering: direct (cost per image: direct ") and "im2col" in line
