@@ -6,18 +6,37 @@ from the native code); the rest are compositions, so their gradients come from t
 
 from __future__ import annotations
 
-from .compiler.primitives import _norm_dim
+from .compiler.primitives import _norm_dim, _pretty
 from .dispatch import apply, op
 from .ops.linalg import inverse, matmul
 from .ops.reduction import amax, amin, return_types, sum, vector_norm
 from .ops.shape import slice_dim
 from .tensor import Tensor
 
-inv = inverse
+
+def _check_float(A: Tensor, name: str) -> None:
+    if not A.dtype.is_floating_point:
+        raise RuntimeError(f"linalg.{name}: Expected a floating point or complex tensor as input. "
+                           f"Got {_pretty(A.dtype)}")
+
+
+def inv(A) -> Tensor:
+    """The inverse of (batches of) square matrices; unlike Tensor.inverse, integers are refused (torch's)."""
+    _check_float(A, "inv")
+    return inverse(A)
 
 
 def norm(A, ord=None, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """A vector norm over dim (or all of A), or a matrix norm when ord or a 2-tuple dim says so."""
+    if isinstance(dim, int):
+        dim = (dim,)
+    if isinstance(ord, str) and dim is not None and len(dim) != 2:
+        raise RuntimeError(f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, dim))}")
+    if ord is not None and dim is None:  # torch: the matrix norm of a 2-D A, the vector norm of a 1-D one
+        if A.ndim not in (1, 2):
+            raise RuntimeError("linalg.norm: If dim is not specified but ord is, the input must be 1D or 2D. "
+                               f"Got {A.ndim}D.")
+        dim = (-2, -1) if A.ndim == 2 else None
     if isinstance(ord, str) or (ord is not None and isinstance(dim, (tuple, list)) and len(dim) == 2):
         return matrix_norm(A, "fro" if ord is None else ord, dim if dim is not None else (-2, -1), keepdim,
                            dtype=dtype)
@@ -73,9 +92,16 @@ def solve(A, B, *, left: bool = True) -> Tensor:
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
         raise RuntimeError("linalg.solve: A must be batches of square matrices, but they are "
                            f"{A.shape[-2] if A.ndim > 1 else 1} by {A.shape[-1]} matrices")
+    if A.dtype is not B.dtype:
+        raise RuntimeError(f"linalg.solve: Expected A and B to have the same dtype, but found A of type "
+                           f"{_pretty(A.dtype)} and B of type {_pretty(B.dtype)} instead")
     if not left:
         return solve(A.transpose(-2, -1), B.transpose(-2, -1)).transpose(-2, -1)
     vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
+    rows, cols = (B.shape[-1], 1) if vector else tuple(B.shape[-2:])
+    if rows != A.shape[-1]:
+        raise RuntimeError("linalg.solve: Incompatible shapes of A and B for the equation AX = B "
+                           f"({A.shape[-2]}x{A.shape[-1]} and {rows}x{cols})")
     X = matmul(inverse(A), B.unsqueeze(-1) if vector else B)
     return X.squeeze(-1) if vector else X
 

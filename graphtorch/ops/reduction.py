@@ -203,7 +203,7 @@ def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
 def vector_norm(input, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """torch.linalg.vector_norm: max|x| for inf, min|x| for -inf, the count of non-zeros for 0,
     else (sum |x|^ord)^(1/ord)."""
-    from .elementwise import abs, ne, pow
+    from .elementwise import abs, pow
 
     if dtype is not None:
         input = cast(input, dtype)
@@ -216,12 +216,32 @@ def vector_norm(input, ord=2, dim=None, keepdim: bool = False, *, dtype=None) ->
     if ord == float("-inf"):
         return amin(abs(input), dims, keepdim)
     if ord == 0:
-        return sum(cast(ne(input, 0), input.dtype), dim, keepdim)
+        return _count_nonzero_norm(input, dim, keepdim)
     if ord == 2:
-        return sqrt(sum(mul(input, input), dim, keepdim))
+        return _sqrt_zero_subgradient(sum(mul(input, input), dim, keepdim))
     if ord == 1:
         return sum(abs(input), dim, keepdim)
     return pow(sum(pow(abs(input), ord), dim, keepdim), 1.0 / ord)
+
+
+def _sqrt_zero_subgradient(s: Tensor) -> Tensor:
+    """sqrt(s) whose gradient is 0 (not NaN) where s == 0: torch's 2-norm subgradient at the origin."""
+    from .elementwise import ne, scalar, where
+
+    nonzero = ne(s, 0)
+    return where(nonzero, sqrt(where(nonzero, s, scalar(1, s.dtype))), scalar(0, s.dtype))
+
+
+def _count_nonzero_norm(input: Tensor, dim, keepdim: bool) -> Tensor:
+    """The 0-"norm". Like torch, it has history when input does, but no gradient reaches input."""
+    from ..autograd.grad_mode import is_grad_enabled
+    from ..dispatch import attach_custom
+    from .elementwise import ne
+
+    out = sum(cast(ne(input, 0), input.dtype), dim, keepdim)
+    if is_grad_enabled() and input.requires_grad:
+        attach_custom(out, "LinalgVectorNormBackward0", lambda grad, saved: [None], [], [input])
+    return out
 
 
 def _scan(prim: str, input, dim: int, dtype) -> Tensor:
