@@ -98,10 +98,14 @@ def test_the_import_checker_sees_a_cycle_and_an_upward_import(tmp_path, monkeypa
 
 
 def test_every_package_is_listed_for_the_wheel():
+    """Every folder with modules is a package (an __init__.py) listed in pyproject.toml."""
     text = (ROOT / "pyproject.toml").read_text()
-    packages = {name for name, path in modules().items() if path.name == "__init__.py"}
+    packages = {name.rpartition(".")[0] if path.name != "__init__.py" else name for name, path in modules().items()}
     missing = [p for p in sorted(packages) if f'"{p}"' not in text]
     assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
+    for package in packages:
+        folder = ROOT / LAYERS[layer(package)] / package[len(layer(package)) + 1:].replace(".", "/")
+        assert (folder / "__init__.py").exists(), f"{folder} has modules but no __init__.py"
 
 
 def test_a_built_wheel_works_without_the_source_tree(tmp_path):
@@ -122,11 +126,16 @@ def test_a_built_wheel_works_without_the_source_tree(tmp_path):
     run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", site, str(wheel))
     shutil.rmtree(src)
     program = (
-        "import graphtorch as torch, graphtorch.compiler.llvm, graphtorch.runtime\n"
-        "for m in (torch, torch.compiler, torch.runtime): print(m.__file__)\n"
+        "import sys, graphtorch as torch, graphtorch.compiler.llvm, graphtorch.runtime\n"
         "f = torch.compile(lambda x: (x * 2).relu().sum())\n"
         "x = torch.tensor([1.0, -2.0, 3.0])\n"
-        "print([f(x).item() for _ in range(3)], torch.compiler.llvm.__name__)\n")
+        "print([f(x).item() for _ in range(3)], torch.compiler.llvm.__name__)\n"
+        # every graphtorch module loaded must come from the wheel, none from a tree another finder knows
+        "for name, m in sorted(sys.modules.items()):\n"
+        "    if name.split('.')[0] == 'graphtorch': print(name, getattr(m, '__file__', None) or list(m.__path__))\n")
     out = run(str(python), "-c", program, cwd=tmp_path).stdout.splitlines()
-    assert all(line.startswith(site) for line in out[:3]), out
-    assert out[3] == "[8.0, 8.0, 8.0] graphtorch.compiler.llvm", out
+    assert out[0] == "[8.0, 8.0, 8.0] graphtorch.compiler.llvm", out
+    loaded = dict(line.split(" ", 1) for line in out[1:])
+    assert {"graphtorch.compiler.llvm", "graphtorch.runtime.jit", "graphtorch.ops.methods"} <= set(loaded)
+    elsewhere = {name: where for name, where in loaded.items() if site not in where}
+    assert not elsewhere, f"modules loaded from outside the installed wheel: {elsewhere}"
