@@ -7,7 +7,7 @@ from .compiler.explain import ExplainReport
 
 
 def _guards(key: tuple) -> list[str]:
-    args, (training, grad_enabled) = key
+    args, (training, grad_enabled, _) = key
     lines = []
     for i, a in enumerate(args):
         if a[0] == "tensor":

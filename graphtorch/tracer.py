@@ -56,6 +56,7 @@ class Tracer:
     rng: list[tuple] = field(default_factory=list)  # (generator, input node, first offset)
     grads: dict[int, tuple] = field(default_factory=dict)  # id(t) -> (t, its .grad before tracing)
     guards: list[tuple] = field(default_factory=list)  # (what, fn, value): Python state the trace baked in
+    arguments: dict[int, int] = field(default_factory=dict)  # id(placeholder) -> argument position
 
     # ---------------------------------------------------------------- recording
     def input(self, name: str, t: Tensor) -> Tensor:
@@ -103,6 +104,8 @@ class Tracer:
         if target._node is None:  # an outside tensor: now it holds a traced value until the trace ends
             self.value_of(target)  # make sure it is lifted (its old value may be read before)
             self.mutated[id(target)] = target
+        elif id(target) in self.arguments:  # an argument written in place: written back after each call
+            self.mutated[id(target)] = target
         target._node = node
 
     def add_guard(self, what: str, fn) -> None:
@@ -146,6 +149,16 @@ def _int64_scalar():
     from .compiler import dtypes as dt
 
     return dt.TensorType((), dt.int64)
+
+
+@contextmanager
+def paused():
+    """Run eagerly inside a trace: for checks on concrete tensors (a captured target's range)."""
+    saved, dispatch._tracer = dispatch._tracer, None
+    try:
+        yield
+    finally:
+        dispatch._tracer = saved
 
 
 @contextmanager
