@@ -24,13 +24,13 @@ import numpy as np
 
 from . import autograd
 from .autograd.grad_mode import is_grad_enabled
+from .compiler.errors import GraphtorchCompileError
 from .compiler.ir import Graph, Node
 from .compiler.partition import partition
 from .dispatch import attach_custom
+from .guards import StateGuard
 from .ops.random import default_generator
 from .tensor import Tensor
-from .compiler.errors import GraphtorchCompileError
-from .guards import StateGuard
 from .tracer import Tracer, tracing
 
 CACHE_SIZE_LIMIT = 8
