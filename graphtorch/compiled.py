@@ -30,10 +30,12 @@ from .compiler.partition import partition
 from .dispatch import attach_custom
 from .guards import StateGuard
 from .ops.random import default_generator
+from .segments import fingerprint, run_segmented
 from .tensor import Tensor
 from .tracer import Tracer, tracing
 
 CACHE_SIZE_LIMIT = 8
+SEGMENT_CACHE_LIMIT = 64
 
 
 # ---------------------------------------------------------------- pytrees (tensors in nested containers)
@@ -185,7 +187,8 @@ class TraceBroke(Exception):
 
 @dataclass
 class EagerEntry:
-    """A signature whose trace broke (fullgraph=False) or whose inputs alias: it runs eagerly."""
+    """A signature whose trace broke (fullgraph=False) or whose inputs alias: it runs as compiled
+    segments with eager code between (segments.py)."""
 
     graph_break: GraphBreak
     state: StateGuard
@@ -202,7 +205,8 @@ class CompiledFunction:
         self.fn = fn
         self.fullgraph = fullgraph
         self.graph_breaks: list[GraphBreak] = []  # each distinct break met so far (reports read it)
-        self.eager: dict[tuple, EagerEntry] = {}  # signatures that run eagerly (a graph break)
+        self.eager: dict[tuple, EagerEntry] = {}  # signatures that run as segments (a graph break)
+        self.segments: dict[tuple, CompiledGraph] = {}  # segment fingerprint -> its compiled graph
         self.backend = backend
         self.dump_dir = dump_dir or os.environ.get("GRAPHTORCH_DUMP_DIR")
         self.module = module
@@ -229,7 +233,7 @@ class CompiledFunction:
         if entry is None or stale:
             entry = self._recompile(key, flat, spec, stale)
         if type(entry) is EagerEntry:
-            return self.fn(*args, **kwargs)
+            return run_segmented(self.fn, args, kwargs, self._segment, self._note_break)
         return self._run(entry, flat)
 
     # ---------------------------------------------------------------- compiling
@@ -269,12 +273,28 @@ class CompiledFunction:
             return self._graph_break(broke.graph_break)
 
     def _graph_break(self, brk: GraphBreak) -> EagerEntry:
+        self._note_break(brk.where, brk.reason)
+        return EagerEntry(brk, StateGuard(self.fn, self.module))
+
+    def _note_break(self, where: str | None, reason: str) -> None:
+        """Remember (and log, the first time) a graph break."""
+        brk = GraphBreak(where, reason)
+        if any((b.where or b.reason) == (where or reason) for b in self.graph_breaks):  # one per line
+            return
         from .compiler.pipeline import log_artifact
 
         log_artifact("graph_breaks", f"Graph break in {self.name}: {brk}")
-        if not any(str(b) == str(brk) for b in self.graph_breaks):
-            self.graph_breaks.append(brk)
-        return EagerEntry(brk, StateGuard(self.fn, self.module))
+        self.graph_breaks.append(brk)
+
+    def _segment(self, graph: Graph) -> CompiledGraph:
+        """The compiled segment for `graph`, compiled on first sight (past the cache limit, segments
+        that keep changing, e.g. with a Python number baked in, run on the interpreter)."""
+        key = fingerprint(graph)
+        compiled = self.segments.get(key)
+        if compiled is None:
+            backend = self.backend if len(self.segments) < SEGMENT_CACHE_LIMIT else "interpreter"
+            compiled = self.segments[key] = compile_graph(graph, backend, None, "segment")
+        return compiled
 
     def build(self, key, flat, spec) -> Entry:
         start = time.perf_counter()

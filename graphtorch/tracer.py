@@ -108,6 +108,9 @@ class Tracer:
             self.mutated[id(target)] = target
         target._node = node
 
+    def adopt(self, t: Tensor) -> None:
+        """`t` now holds a traced value it did not get from record() (a detach, a .data write)."""
+
     def add_guard(self, what: str, fn) -> None:
         """The graph depends on `fn()` staying equal (e.g. an optimizer's learning rate)."""
         self.guards.append((what, fn, fn()))
