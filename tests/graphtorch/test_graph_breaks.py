@@ -134,3 +134,24 @@ def test_aliased_inputs_and_a_mutated_input_in_segments():
     for _ in range(3):
         np.testing.assert_array_equal(cf(x, x).numpy(), f(tx, tx).numpy())
         np.testing.assert_array_equal(x.numpy(), tx.numpy())
+
+
+def test_explain_lists_each_break_with_file_line_and_reason(capsys):
+    def f(t):
+        y = t * 2
+        print(y.sum())
+        if y.sum() > 0:
+            return y.exp()
+        return y
+
+    report = gt.explain(f, gt.ones(3))
+    assert len(report.graph_breaks) == 2
+    assert all(str(b).startswith("test_graph_breaks.py:") for b in report.graph_breaks)
+    text = str(report)
+    assert "graph breaks (2)" in text and "printing a tensor" in text and "bool()" in text
+
+
+def test_explain_of_a_whole_graph_lists_no_breaks_and_the_module_guards():
+    report = gt.explain(nn.Linear(2, 2), gt.ones(1, 2))
+    assert report.graph_breaks == []
+    assert any("self:" in g for g in report.guards)
