@@ -104,21 +104,19 @@ def fingerprint(graph: Graph) -> tuple:
 
 @contextmanager
 def segmented(tracer: SegmentTracer):
-    """Activate `tracer`; on the way out the last segment runs (or, after an error, is dropped)."""
+    """Activate `tracer`; on the way out the last segment runs, after an error too (what eager
+    did before the error, such as a buffer update, is done)."""
     if dispatch._tracer is not None:
         raise RuntimeError("graphtorch.compile: a graph-broken function was called while another was tracing")
     dispatch._tracer = tracer
-    ok = False
     try:
         yield tracer
-        ok = True
     finally:
         try:
-            if ok:
-                tracer.flush()
+            tracer.flush()
         finally:
             dispatch._tracer = None
-            for t in tracer.mutated.values():  # an error mid-segment: outside tensors keep their data
+            for t in tracer.mutated.values():  # the flush failed: outside tensors keep their data
                 t._node = None
 
 
