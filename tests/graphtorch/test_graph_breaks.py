@@ -155,3 +155,14 @@ def test_explain_of_a_whole_graph_lists_no_breaks_and_the_module_guards():
     report = gt.explain(nn.Linear(2, 2), gt.ones(1, 2))
     assert report.graph_breaks == []
     assert any("self:" in g for g in report.guards)
+
+
+def test_a_call_that_raises_still_does_what_eager_did_before_the_error():
+    # found by the fuzzer: BatchNorm counts the batch, then refuses a batch of one
+    eager, twin = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    compiled = gt.compile(twin)
+    for m in (eager, compiled):
+        with pytest.raises(ValueError) as err:
+            m(gt.ones(1, 3))
+    assert "Expected more than 1 value per channel" in str(err.value)
+    assert twin.num_batches_tracked.item() == eager.num_batches_tracked.item() == 1
