@@ -245,6 +245,9 @@ def main(argv=None) -> None:
         bench_inference(repeat, not args.no_torch_compile)
     if "training" in sections:
         bench_training(repeat, not args.no_torch_compile)
+        from . import guards  # the per-call guard cost of the LeNet step
+
+        guards.main(repeat)
     if "gemm" in sections:
         bench_gemm(repeat)
     if "compile" in sections:
