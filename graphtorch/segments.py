@@ -61,14 +61,30 @@ class SegmentTracer(Tracer):
     def grad_written(self, t: Tensor) -> None:
         pass  # a .grad set by a traced backward is kept: it gets its values at the next flush
 
+    def assign(self, target: Tensor, result: Tensor) -> None:
+        if id(target) in self.views:
+            self.flush()  # now the view aliases its base's array, as in eager: write through it
+        if target._node is None and self._aliased(target):  # write through memory others may read: now
+            self.flush()
+            np.copyto(target._data, np.broadcast_to(result._data, target._data.shape))
+            return
+        super().assign(target, result)
+
+    def _aliased(self, t: Tensor) -> bool:
+        return t._base is not None or t._data.base is not None or any(b is t for _, _, b, _ in self.views.values())
+
     def flush(self) -> None:
-        """Compile (or reuse) and run the segment recorded so far; its tensors get their values."""
-        live = [t for t in list(self.live) if t._node is not None]
+        """Compile (or reuse) and run the segment recorded so far; its tensors get their values
+        (views: the eager view of their base's values, so that writes through them reach it)."""
+        live = [t for t in list(self.live) if t._node is not None and id(t) not in self.views]
         mutated = list(self.mutated.values())
         if live or mutated:
             self.graph.outputs = [t._node for t in live] + [t._node for t in mutated]
             arrays = self._feeds()
             _fill(live, mutated, self.compile_graph(self.graph)(arrays), arrays)
+        for view, prim, base, attrs in self.views.values():  # in creation order: a base before its views
+            if view._node is not None:
+                view._data, view._node = prim.kernel(base._data, **attrs), None
         self._next_segment()
 
     def _feeds(self) -> list:
@@ -78,7 +94,7 @@ class SegmentTracer(Tracer):
         return [by_node[n] for n in self.graph.inputs]
 
     def _next_segment(self) -> None:
-        self.graph, self.lifted, self.mutated, self.rng = Graph(), {}, {}, []
+        self.graph, self.lifted, self.mutated, self.rng, self.views = Graph(), {}, {}, [], {}
         self.created = {}  # made in an earlier segment: now lifted like any outside tensor
         self.live = weakref.WeakSet()
 

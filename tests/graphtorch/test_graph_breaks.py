@@ -166,3 +166,53 @@ def test_a_call_that_raises_still_does_what_eager_did_before_the_error():
             m(gt.ones(1, 3))
     assert "Expected more than 1 value per channel" in str(err.value)
     assert twin.num_batches_tracked.item() == eager.num_batches_tracked.item() == 1
+
+
+def _set_first(t):
+    t[0] = 5.0
+    return t * 2
+
+
+def _add_to_a_view(t):
+    t[1:].add_(1)
+    return t * 2
+
+
+def _masked_assign(t):
+    t[t > 0] = 0.0
+    return t + 1
+
+
+def _view_of_an_intermediate(t):
+    y = t * 1
+    y.view(-1)[0] = 7.0
+    return y + t
+
+
+@pytest.mark.parametrize("f", [_set_first, _add_to_a_view, _masked_assign, _view_of_an_intermediate])
+def test_in_place_writes_through_indexing_and_views_equal_eager(f):
+    cf = gt.compile(f)
+    a, b = gt.tensor([-1.0, 1.0, 2.0]), torch.tensor([-1.0, 1.0, 2.0])
+    for _ in range(3):
+        np.testing.assert_array_equal(cf(a).numpy(), f(b).numpy())
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_an_indexed_write_to_a_captured_buffer_happens_on_every_call():
+    buf, tbuf = gt.zeros(3), torch.zeros(3)
+
+    def g(x, b):
+        b[0] += 1
+        return x * b.sum()
+
+    cg = gt.compile(g)
+    for _ in range(4):
+        np.testing.assert_array_equal(cg(gt.ones(2), buf).numpy(), g(torch.ones(2), tbuf).numpy())
+    np.testing.assert_array_equal(buf.numpy(), tbuf.numpy())
+
+
+def test_fullgraph_refuses_a_write_to_a_view_of_a_traced_tensor():
+    cf = gt.compile(_view_of_an_intermediate, fullgraph=True)
+    cf(gt.ones(3))
+    with pytest.raises(GraphtorchCompileError, match="GT006"):
+        cf(gt.ones(3))
