@@ -91,8 +91,13 @@ def _aliasing(flat_args: list) -> tuple | None:
     tensors = [a for a in flat_args if isinstance(a, Tensor)]
     if len(tensors) < 2:
         return None
-    owners = [id(t._data if t._data.base is None else t._data.base) for t in tensors]
+    owners = [id(_memory_owner(t._data)) for t in tensors]
     return None if len(set(owners)) == len(owners) else tuple(owners.index(o) for o in owners)
+
+
+def _memory_owner(array):
+    base = getattr(array, "base", None)  # device arrays have none
+    return array if base is None else base
 
 
 def why_different(old: tuple, new: tuple) -> str:
