@@ -14,6 +14,7 @@ a backward inside the function is traced into the segment, and one outside runs 
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -33,15 +34,18 @@ class SegmentTracer(Tracer):
 
     compile_graph: Callable[[Graph], Callable] = None  # graph -> (arrays -> arrays), cached by the caller
     on_break: Callable[[str | None, str], None] = None
-    live: weakref.WeakSet = field(default_factory=weakref.WeakSet)  # tracer tensors of this segment
+    # this segment's tracer tensors, in creation order (a set's order would change the graph's outputs,
+    # hence its fingerprint, from call to call)
+    live: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
+    serial: itertools.count = field(default_factory=itertools.count)
 
     def _tracer_tensor(self, node: Node, requires_grad: bool) -> Tensor:
         t = super()._tracer_tensor(node, requires_grad)
-        self.live.add(t)
+        self.live[next(self.serial)] = t
         return t
 
     def adopt(self, t: Tensor) -> None:
-        self.live.add(t)
+        self.live[next(self.serial)] = t
 
     def record(self, prim, inputs, attrs) -> Tensor:
         if not prim.data_dependent:
@@ -76,7 +80,7 @@ class SegmentTracer(Tracer):
     def flush(self) -> None:
         """Compile (or reuse) and run the segment recorded so far; its tensors get their values
         (views: the eager view of their base's values, so that writes through them reach it)."""
-        live = [t for t in list(self.live) if t._node is not None and id(t) not in self.views]
+        live = [t for t in list(self.live.values()) if t._node is not None and id(t) not in self.views]
         mutated = list(self.mutated.values())
         if live or mutated:
             self.graph.outputs = [t._node for t in live] + [t._node for t in mutated]
@@ -96,7 +100,7 @@ class SegmentTracer(Tracer):
     def _next_segment(self) -> None:
         self.graph, self.lifted, self.mutated, self.rng, self.views = Graph(), {}, {}, [], {}
         self.created = {}  # made in an earlier segment: now lifted like any outside tensor
-        self.live = weakref.WeakSet()
+        self.live = weakref.WeakValueDictionary()
 
 
 def _fill(live: list[Tensor], mutated: list[Tensor], results: list, inputs: list) -> None:

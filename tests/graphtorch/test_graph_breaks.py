@@ -101,9 +101,12 @@ def test_a_train_step_with_a_break_matches_eager():
     (m1, o1), (m2, o2) = make(), make()
     eager, compiled = step_of(m1, o1), gt.compile(step_of(m2, o2))
     rng = np.random.default_rng(0)
-    for _ in range(4):
+    counts = []
+    for _ in range(6):
         x, y = gt.tensor(rng.standard_normal((5, 4)).astype(np.float32)), gt.zeros(5, 2)
         np.testing.assert_allclose(compiled(x, y).item(), eager(x, y).item(), rtol=1e-5)
+        counts.append(len(compiled.segments))
+    assert counts[2] == counts[-1] == 2  # before and after the break, compiled once and reused
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         np.testing.assert_allclose(p2.detach().numpy(), p1.detach().numpy(), rtol=1e-5, atol=1e-6)
     assert compiled.graph_breaks
