@@ -20,6 +20,11 @@ class OptimizedModule(Module):
     def forward(self, *args, **kwargs):
         return self._compiled(*args, **kwargs)
 
+    @property
+    def graph_breaks(self) -> list:
+        """The graph breaks met so far (file:line and reason each; graphtorch.report lists them)."""
+        return self._compiled.graph_breaks
+
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)

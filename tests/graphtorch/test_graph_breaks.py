@@ -219,3 +219,14 @@ def test_fullgraph_refuses_a_write_to_a_view_of_a_traced_tensor():
     cf(gt.ones(3))
     with pytest.raises(GraphtorchCompileError, match="GT006"):
         cf(gt.ones(3))
+
+
+def test_a_compiled_module_lists_its_graph_breaks():
+    class Printing(nn.Module):
+        def forward(self, x):
+            print(x.sum())
+            return x * 2
+
+    cm = gt.compile(Printing())
+    np.testing.assert_array_equal(cm(gt.ones(2)).numpy(), [2.0, 2.0])
+    assert [b.where.split(":")[0] for b in cm.graph_breaks] == ["test_graph_breaks.py"]
