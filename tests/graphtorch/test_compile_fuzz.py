@@ -3,7 +3,7 @@
 A hypothesis state machine drives both twins with the same random call sequence (new shapes and
 requires_grad, train/eval, no_grad, replacing parameters, removing the bias, changing plain
 attributes, hooks, load_state_dict, optimizer steps and learning-rate changes, in-place input
-mutation, graph-breaking calls) and after every step checks that outputs, gradients, parameters
+mutation, graph-breaking calls, float64 inputs that both twins must refuse alike) and after every step checks that outputs, gradients, parameters
 and buffers are equal.
 
 CI runs GRAPHTORCH_FUZZ_STEPS=2000 (the default) on the interpreter backend (compiling is the
@@ -114,9 +114,10 @@ class CompiledEqualsEager(RuleBasedStateMachine):
         return loss
 
     # ---------------------------------------------------------------- calls
-    @rule(batch=st.sampled_from([3, 2, 1]), requires_grad=st.booleans(), grad_mode=st.booleans(), seed=st.integers(0, 9))
-    def call(self, batch, requires_grad, grad_mode, seed):
-        data = np.random.default_rng(seed).standard_normal((batch, 4)).astype(np.float32)
+    @rule(batch=st.sampled_from([3, 2, 1]), requires_grad=st.booleans(), grad_mode=st.booleans(), seed=st.integers(0, 9),
+          dtype=st.sampled_from([np.float32, np.float32, np.float64]))
+    def call(self, batch, requires_grad, grad_mode, seed, dtype=np.float32):
+        data = np.random.default_rng(seed).standard_normal((batch, 4)).astype(dtype)
         xe, xc = (gt.tensor(data, requires_grad=requires_grad) for _ in range(2))
         with gt.set_grad_enabled(grad_mode):
             both = _run_both(lambda: self.eager(xe), lambda: self.compiled(xc))
