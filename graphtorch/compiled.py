@@ -36,6 +36,7 @@ from .tracer import Tracer, tracing
 
 CACHE_SIZE_LIMIT = 8
 SEGMENT_CACHE_LIMIT = 64
+STALE_LIMIT = 8  # recompiles of one signature for changed Python state before it runs as segments
 
 
 # ---------------------------------------------------------------- pytrees (tensors in nested containers)
@@ -212,6 +213,7 @@ class CompiledFunction:
         self.graph_breaks: list[GraphBreak] = []  # each distinct break met so far (reports read it)
         self.eager: dict[tuple, EagerEntry] = {}  # signatures that run as segments (a graph break)
         self.segments: dict[tuple, CompiledGraph] = {}  # segment fingerprint -> its compiled graph
+        self._stale: dict[tuple, int] = {}  # signature -> recompiles because its guards failed
         self.backend = backend
         self.dump_dir = dump_dir or os.environ.get("GRAPHTORCH_DUMP_DIR")
         self.module = module
@@ -253,7 +255,7 @@ class CompiledFunction:
                 warnings.warn(f"graphtorch.compile: {self.name} reached the cache size limit "
                               f"({CACHE_SIZE_LIMIT} signatures); the last recompile was because {reason}. "
                               "Each new signature still compiles.", stacklevel=3)
-        entry = self._build_or_break(key, flat, spec)
+        entry = self._build_or_break(key, flat, spec, stale)
         self.last_key = key
         if type(entry) is EagerEntry:
             self.entries.pop(key, None)
@@ -267,11 +269,15 @@ class CompiledFunction:
             write_entry_report(self, key)
         return entry
 
-    def _build_or_break(self, key, flat, spec) -> Entry | EagerEntry:
+    def _build_or_break(self, key, flat, spec, stale: str | None = None) -> Entry | EagerEntry:
         """The compiled entry; with fullgraph=False, an eager one when the trace cannot capture the
         function (the eager call then raises eager's own error for bad input)."""
         if key[1][2] is not None:
             return self._graph_break(GraphBreak(None, "inputs share memory (the same tensor twice, or views)"))
+        if stale and not self.fullgraph:
+            self._stale[key] = self._stale.get(key, 0) + 1
+            if self._stale[key] > STALE_LIMIT:  # Python state that changes every call: segments rerun Python
+                return self._graph_break(GraphBreak(None, f"guards failed {STALE_LIMIT} times, last: {stale}"))
         try:
             return self.build(key, flat, spec)
         except TraceBroke as broke:

@@ -237,3 +237,17 @@ def test_a_wrong_shape_gets_eagers_error():
     with pytest.raises(RuntimeError) as eager_err:
         m(_x(2, 4))
     assert str(compiled_err.value) == str(eager_err.value)
+
+
+def test_state_that_changes_every_call_stops_recompiling_and_stays_correct():
+    global STEP
+    STEP = 0
+    f = gt.compile(lambda t: t * STEP)
+    traces = []
+    f.build = lambda *a, _build=f.build: traces.append(1) or _build(*a)
+    x = _x(3)
+    for step in range(20):
+        STEP = step
+        np.testing.assert_allclose(f(x).numpy(), x.numpy() * step, rtol=1e-6)
+    assert len(traces) <= 10  # the warm-up, then one per change until the limit: then segments
+    assert "guards failed" in str(f.graph_breaks[-1])
