@@ -12,6 +12,7 @@ comparison. Globals and closure values are compared on every call (there are few
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,20 @@ def state_difference(old: dict[str, tuple], new: dict[str, tuple]) -> str | None
     return None
 
 
+def _plain_object(value: Any) -> bool:
+    """An instance of a user class (a config, a counter) whose attributes a forward may read."""
+    from .nn import Module
+    from .tensor import Tensor
+
+    return hasattr(value, "__dict__") and not isinstance(
+        value, (Module, Tensor, type, types.ModuleType, types.FunctionType, types.MethodType))
+
+
+def simple_attributes(obj: Any) -> tuple:
+    """The (name, value) of each number, bool or string attribute of `obj`."""
+    return tuple((k, v) for k, v in vars(obj).items() if is_simple(v))
+
+
 def _code_of(fn: Callable):
     fn = getattr(fn, "__func__", fn)
     return getattr(fn, "__code__", None), fn
@@ -124,7 +139,19 @@ class StateGuard:
                 self.modules.append((label, value, module_state(label, value)))
             elif is_simple(value):
                 self.values.append((label, get, value))
+            elif _plain_object(value):
+                self._watch_object(label, value)
+        for label, root, _ in self.modules:  # plain objects held by modules (a config): checked per call
+            for prefix, mod in root.named_modules(prefix=label):
+                for name, value in vars(mod).items():
+                    if _plain_object(value):
+                        self._watch_object(f"{prefix}.{name}", value)
         self.version = state_version[0]
+
+    def _watch_object(self, label: str, obj: Any) -> None:
+        attributes = simple_attributes(obj)
+        if attributes:
+            self.values.append((f"{label} attributes", lambda: simple_attributes(obj), attributes))
 
     def check(self) -> str | None:
         for label, get, value in self.values:

@@ -251,3 +251,30 @@ def test_state_that_changes_every_call_stops_recompiling_and_stays_correct():
         np.testing.assert_allclose(f(x).numpy(), x.numpy() * step, rtol=1e-6)
     assert len(traces) <= 10  # the warm-up, then one per change until the limit: then segments
     assert "guards failed" in str(f.graph_breaks[-1])
+
+
+def test_attributes_of_a_plain_config_object_are_guarded():
+    class Config:
+        def __init__(self):
+            self.alpha = 2.0
+
+    cfg = Config()
+
+    class WithConfig(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cfg = Config()
+
+        def forward(self, x):
+            return x * self.cfg.alpha + cfg.alpha
+
+    m = WithConfig()
+    cm = gt.compile(m)
+    x = _x(3)
+    _calls(cm, x)
+    m.cfg.alpha = 5.0
+    np.testing.assert_allclose(_calls(cm, x).numpy(), x.numpy() * 5 + 2, rtol=1e-6)
+    f = gt.compile(lambda t: t * cfg.alpha)
+    _calls(f, x)
+    cfg.alpha = -1.0
+    np.testing.assert_allclose(_calls(f, x).numpy(), -x.numpy(), rtol=1e-6)
