@@ -154,6 +154,18 @@ class CompiledEqualsEager(RuleBasedStateMachine):
         _same(f(a), cf(b), "output of an in-place function")
         _same(a, b, "the mutated input")
 
+    @rule(seed=st.integers(0, 99), same=st.booleans())
+    def aliased_inputs(self, seed, same):
+        def f(a, b):
+            a.mul_(2)
+            return a + b
+
+        data = np.random.default_rng(seed).standard_normal(3).astype(np.float32)
+        cf = self.__dict__.setdefault("aliasing", gt.compile(f, backend=BACKEND))
+        a, b = gt.tensor(data), gt.tensor(data)
+        _same(f(a, a if same else a.clone()), cf(b, b if same else b.clone()), "output with aliased inputs")
+        _same(a, b, "the mutated input")
+
     # ---------------------------------------------------------------- state changes (both twins)
     @rule(train=st.booleans())
     def set_mode(self, train):

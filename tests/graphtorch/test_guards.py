@@ -278,3 +278,15 @@ def test_attributes_of_a_plain_config_object_are_guarded():
     _calls(f, x)
     cfg.alpha = -1.0
     np.testing.assert_allclose(_calls(f, x).numpy(), -x.numpy(), rtol=1e-6)
+
+
+def test_a_parameter_of_the_wrong_shape_gets_eagers_error():
+    m = nn.Linear(3, 2)
+    cm = gt.compile(m)
+    _calls(cm, _x(2, 3))
+    m.weight = nn.Parameter(gt.ones(2, 5))
+    with pytest.raises(RuntimeError) as compiled_err:
+        cm(_x(2, 3))
+    with pytest.raises(RuntimeError) as eager_err:
+        m(_x(2, 3))
+    assert str(compiled_err.value) == str(eager_err.value)
