@@ -1,6 +1,7 @@
 """What a compiled call spends on its guards: the LeNet train step (b64, SGD), per call, the
 signature (shapes, dtypes, requires_grad, modes, aliasing) plus the entry's guards (lifted
-tensors, optimizer hyperparameters, module and global state), against the whole step's time."""
+tensors, optimizer hyperparameters, module and global state), against the whole step's time;
+and the same step with a graph break, run as compiled segments."""
 
 from __future__ import annotations
 
@@ -38,3 +39,15 @@ def main(repeat: int = 5) -> None:
     step_ms = median_ms(repeat * 3, step, x, y)
     us = guard_check_us(step, (x, y))
     print(f"{'lenet train b64 guard check':28s} {us:7.1f} us per call ({us / 10 / step_ms:.2f}% of a {step_ms:.2f} ms step)")
+    broken = graphtorch.compile(_with_a_break(_lenet_step(graphtorch)))
+    print(f"{'lenet train b64 graph break':28s} {median_ms(repeat * 3, broken, x, y):7.2f} ms per step as "
+          f"{len(broken.segments)} compiled segments (one .item() branch), whole graph {step_ms:.2f} ms")
+
+
+def _with_a_break(step):
+    def broken(x, y):
+        loss = step(x, y)
+        if loss.item() > 1e9:  # a graph break: Python reads a value
+            print("diverged")
+        return loss
+    return broken
