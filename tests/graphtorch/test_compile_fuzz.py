@@ -45,7 +45,9 @@ class Net(nn.Module):
 
     def forward(self, x):
         y = self.bn(self.fc(x)) * self.scale
-        if self.branchy and y.sum().item() > 0:  # a graph break when set
+        # a graph break when set; on an input value, since a value computed in float32 may round
+        # to either side of a threshold in compiled code (BatchNorm's output sums to about 0)
+        if self.branchy and x[0, 0].item() > 0:
             y = y * 2
         return y.relu()
 
