@@ -172,7 +172,7 @@ def _metadata_inplace(fn):
     def method(self, *args):
         out = fn(self, *args)
         self._data, self._node = out._data, out._node
-        if self._node is not None:
+        if self._node is not None and dispatch._tracer is not None:
             dispatch._tracer.adopt(self)  # a graph break must give it values too (segments.py)
         if out.grad_fn is not None:
             self.grad_fn = out.grad_fn
