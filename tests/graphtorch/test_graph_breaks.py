@@ -230,3 +230,17 @@ def test_a_compiled_module_lists_its_graph_breaks():
     cm = gt.compile(Printing())
     np.testing.assert_array_equal(cm(gt.ones(2)).numpy(), [2.0, 2.0])
     assert [b.where.split(":")[0] for b in cm.graph_breaks] == ["test_graph_breaks.py"]
+
+
+def _metadata_in_place_then_break(t):
+    y = t * 2
+    y.unsqueeze_(0)
+    z = y.detach()
+    if z.sum().item() > 0:
+        return y + z
+    return y - z
+
+
+def test_tensors_made_by_detach_and_in_place_metadata_ops_get_values_at_a_break():
+    got, expected = _both(_metadata_in_place_then_break, np.array([1.0, 2.0, -0.5], np.float32))
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
