@@ -240,6 +240,9 @@ def main(argv=None) -> None:
         bench_inference(repeat, not args.no_torch_compile)
     if "training" in sections:
         bench_training(repeat, not args.no_torch_compile)
+        from . import guards  # the per-call guard cost of the LeNet step
+
+        guards.main(repeat)
     if "overhead" in sections:
         from . import loop_overhead
 

@@ -14,6 +14,7 @@ CODES: dict[str, str] = {
     "GT003": "an output shape that depends on tensor values",
     "GT004": "compile() called while another compilation was tracing",
     "GT005": "a compiled function returned a value that is not a tensor",
+    "GT006": "an in-place write to a view of a traced tensor",
     "GT010": "a node's type differs from its primitive's type rule",
     "GT011": "a node reads a value that is not defined before it",
     "GT012": "a graph output is not a node of the graph",

@@ -138,9 +138,9 @@ def tensor_repr(t) -> str:
     prefix = "tensor("
     indent = len(prefix)
     suffixes = []
+    if t._node is not None and dispatch._tracer is not None:  # a graph break gives it values, a trace fails
+        dispatch._tracer.data_access(t, "printing a tensor")
     if t._node is not None:  # a tracer tensor has no values to print
-        if dispatch._tracer is not None:
-            dispatch._tracer.data_access(t, "printing a tensor")
         return f"tensor(<traced {t._node.name}: {t._node.type}>)"
     a = t._host()
     if t.is_cuda:  # torch names a non-default device first

@@ -24,21 +24,26 @@ import numpy as np
 
 from . import autograd
 from .autograd.grad_mode import is_grad_enabled
+from .compiler.errors import GraphtorchCompileError
 from .compiler.ir import Graph, Node
 from .compiler.partition import partition
 from .dispatch import attach_custom
+from .guards import StateGuard
 from .ops.random import default_generator
+from .segments import fingerprint, run_segmented
 from .tensor import Tensor
 from .tracer import Tracer, tracing
 
 CACHE_SIZE_LIMIT = 8
+SEGMENT_CACHE_LIMIT = 64
+STALE_LIMIT = 8  # recompiles of one signature for changed Python state before it runs as segments
 
 
 # ---------------------------------------------------------------- pytrees (tensors in nested containers)
 
 
 def flatten(obj) -> tuple[list, Any]:
-    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+    if isinstance(obj, (list, tuple)):
         leaves, specs = [], []
         for x in obj:
             lv, sp = flatten(x)
@@ -69,7 +74,7 @@ def unflatten(leaves: list, spec) -> Any:
     for n, sp in specs:
         items.append(unflatten(leaves[i:i + n], sp))
         i += n
-    return kind(items)
+    return kind(*items) if hasattr(kind, "_fields") else kind(items)  # namedtuples take fields
 
 
 # ---------------------------------------------------------------- signatures and guards
@@ -79,6 +84,21 @@ def _describe(x) -> tuple:
     if isinstance(x, Tensor):
         return ("tensor", tuple(x.shape), x.dtype.name, x.requires_grad)
     return ("const", repr(x))
+
+
+def _aliasing(flat_args: list) -> tuple | None:
+    """Which tensor arguments share memory (the same tensor twice, views of one another), or None.
+    A trace gives each argument its own graph input, so aliased arguments run eagerly."""
+    tensors = [a for a in flat_args if isinstance(a, Tensor)]
+    if len(tensors) < 2:
+        return None
+    owners = [id(_memory_owner(t._data)) for t in tensors]
+    return None if len(set(owners)) == len(owners) else tuple(owners.index(o) for o in owners)
+
+
+def _memory_owner(array):
+    base = getattr(array, "base", None)  # device arrays have none
+    return array if base is None else base
 
 
 def why_different(old: tuple, new: tuple) -> str:
@@ -101,7 +121,7 @@ def why_different(old: tuple, new: tuple) -> str:
         if a[2] != b[2]:
             return f"input {i}: dtype mismatch, expected torch.{a[2]}, got torch.{b[2]}"
         return f"input {i}: requires_grad mismatch, expected {a[3]}, got {b[3]}"
-    for what, a, b in zip(("training flag", "grad mode"), old_mode, new_mode):
+    for what, a, b in zip(("training flag", "grad mode", "aliasing between inputs"), old_mode, new_mode):
         if a != b:
             return f"{what} changed from {a} to {b}"
     return "the signature is new"
@@ -118,7 +138,7 @@ class Entry:
     feeds: list  # per forward-graph input: ("arg", i) | ("lifted", tensor) | ("rng", generator, numel)
     out_spec: Any
     num_outputs: int
-    mutated: list[Tensor]
+    mutated: list  # per written-back output: a lifted Tensor, or the position (int) of an argument
     grads_written: list[Tensor]  # tensors whose .grad the traced code set (a compiled train step)
     diff_sources: list  # per gradient output: ("arg", i) | ("lifted", tensor)
     grad_outputs: list[int]  # which outputs carry gradients
@@ -127,24 +147,73 @@ class Entry:
     guards: list[tuple] = field(default_factory=list)  # (what, fn, value) from the tracer
     trace_seconds: float = 0.0
     joint: Graph | None = None  # the traced graph before the partition, when there is a backward (reports)
+    out_constants: list = field(default_factory=list)  # the output leaves; None where a tensor goes
+    state: StateGuard | None = None
 
     def stale(self) -> str | None:
         """Why this entry no longer fits the Python state it was traced with, or None."""
-        for t, (shape, dtype) in self.lifted_types:  # per call: compare the raw fields
-            if t._data.shape != shape or t._dtype is not dtype:
-                return f"a captured tensor changed from {dtype.short}{list(shape)} to {t.dtype.short}{list(t.shape)}"
-        for what, fn, value in self.guards:
-            if fn() != value:
-                return f"{what} changed"
-        return None
+        return lifted_changed(self.lifted_types) or _guards_changed(self.guards) or \
+            (self.state.check() if self.state is not None else None)
+
+
+def lifted_changed(lifted_types: list) -> str | None:
+    for t, (shape, dtype, requires_grad) in lifted_types:  # per call: compare the raw fields
+        if t._data.shape != shape or t._dtype is not dtype:
+            return f"a captured tensor changed from {dtype.short}{list(shape)} to {t.dtype.short}{list(t.shape)}"
+        if t._requires_grad != requires_grad:
+            return f"requires_grad of a captured tensor changed from {requires_grad} to {t._requires_grad}"
+    return None
+
+
+def _guards_changed(guards: list) -> str | None:
+    for what, fn, value in guards:
+        if fn() != value:
+            return f"{what} changed"
+    return None
+
+
+@dataclass
+class GraphBreak:
+    """Why a trace stopped, and where in the user's code."""
+
+    where: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where or '<unknown>'}: {self.reason}"
+
+
+class TraceBroke(Exception):
+    """The trace met code it cannot capture (fullgraph=False turns this into a graph break)."""
+
+    def __init__(self, graph_break: GraphBreak):
+        super().__init__(str(graph_break))
+        self.graph_break = graph_break
+
+
+@dataclass
+class EagerEntry:
+    """A signature whose trace broke (fullgraph=False) or whose inputs alias: it runs as compiled
+    segments with eager code between (segments.py)."""
+
+    graph_break: GraphBreak
+    state: StateGuard
+
+    def stale(self) -> str | None:
+        return self.state.check()
 
 
 class CompiledFunction:
     """The callable that graphtorch.compile returns for a function (modules wrap one)."""
 
     def __init__(self, fn: Callable, *, backend: str = "llvm", dump_dir: str | None = None, module=None,
-                 name: str | None = None, warm_up: bool = True):
+                 name: str | None = None, warm_up: bool = True, fullgraph: bool = False):
         self.fn = fn
+        self.fullgraph = fullgraph
+        self.graph_breaks: list[GraphBreak] = []  # each distinct break met so far (reports read it)
+        self.eager: dict[tuple, EagerEntry] = {}  # signatures that run as segments (a graph break)
+        self.segments: dict[tuple, CompiledGraph] = {}  # segment fingerprint -> its compiled graph
+        self._stale: dict[tuple, int] = {}  # signature -> recompiles because its guards failed
         self.backend = backend
         self.dump_dir = dump_dir or os.environ.get("GRAPHTORCH_DUMP_DIR")
         self.module = module
@@ -157,12 +226,12 @@ class CompiledFunction:
 
     def signature(self, flat_args: list) -> tuple:
         training = self.module.training if self.module is not None else None
-        return tuple(_describe(a) for a in flat_args), (training, is_grad_enabled())
+        return tuple(_describe(a) for a in flat_args), (training, is_grad_enabled(), _aliasing(flat_args))
 
     def __call__(self, *args, **kwargs):
         flat, spec = flatten((args, kwargs))
         key = self.signature(flat)
-        entry = self.entries.get(key)
+        entry = self.entries.get(key) or self.eager.get(key)
         if entry is None and self.module is None and self._warm_up and key not in self._warmed:
             # A function's first call runs eagerly: optimizer state, lazily created buffers and
             # the like exist afterwards, so the trace sees the steady state it will replay.
@@ -171,10 +240,12 @@ class CompiledFunction:
         stale = entry.stale() if entry is not None else None
         if entry is None or stale:
             entry = self._recompile(key, flat, spec, stale)
+        if type(entry) is EagerEntry:
+            return run_segmented(self.fn, args, kwargs, self._segment, self._note_break)
         return self._run(entry, flat)
 
     # ---------------------------------------------------------------- compiling
-    def _recompile(self, key, flat, spec, stale: str | None = None) -> Entry:
+    def _recompile(self, key, flat, spec, stale: str | None = None) -> Entry | EagerEntry:
         if self.last_key is not None:
             reason = stale or why_different(self.last_key, key)
             from .compiler.pipeline import log_artifact
@@ -185,20 +256,70 @@ class CompiledFunction:
                 warnings.warn(f"graphtorch.compile: {self.name} reached the cache size limit "
                               f"({CACHE_SIZE_LIMIT} signatures); the last recompile was because {reason}. "
                               "Each new signature still compiles.", stacklevel=3)
-        entry = self.build(key, flat, spec)
-        self.entries[key] = entry
+        entry = self._build_or_break(key, flat, spec, stale)
         self.last_key = key
+        if type(entry) is EagerEntry:
+            self.entries.pop(key, None)
+            self.eager[key] = entry
+            return entry
+        self.eager.pop(key, None)
+        self.entries[key] = entry
         if os.environ.get("GRAPHTORCH_REPORT_DIR"):  # an HTML compile report per entry
             from .reporting import write_entry_report
 
             write_entry_report(self, key)
         return entry
 
+    def _build_or_break(self, key, flat, spec, stale: str | None = None) -> Entry | EagerEntry:
+        """The compiled entry; with fullgraph=False, an eager one when the trace cannot capture the
+        function (the eager call then raises eager's own error for bad input)."""
+        if key[1][2] is not None:
+            return self._graph_break(GraphBreak(None, "inputs share memory (the same tensor twice, or views)"))
+        if stale and not self.fullgraph:
+            self._stale[key] = self._stale.get(key, 0) + 1
+            if self._stale[key] > STALE_LIMIT:  # Python state that changes every call: segments rerun Python
+                return self._graph_break(GraphBreak(None, f"guards failed {STALE_LIMIT} times, last: {stale}"))
+        try:
+            return self.build(key, flat, spec)
+        except TraceBroke as broke:
+            return self._graph_break(broke.graph_break)
+
+    def _graph_break(self, brk: GraphBreak) -> EagerEntry:
+        self._note_break(brk.where, brk.reason)
+        return EagerEntry(brk, StateGuard(self.fn, self.module))
+
+    def _note_break(self, where: str | None, reason: str) -> None:
+        """Remember (and log, the first time) a graph break."""
+        brk = GraphBreak(where, reason)
+        if any((b.where or b.reason) == (where or reason) for b in self.graph_breaks):  # one per line
+            return
+        from .compiler.pipeline import log_artifact
+
+        log_artifact("graph_breaks", f"Graph break in {self.name}: {brk}")
+        self.graph_breaks.append(brk)
+
+    def _segment(self, graph: Graph) -> CompiledGraph:
+        """The compiled segment for `graph`, compiled on first sight (past the cache limit, segments
+        that keep changing, e.g. with a Python number baked in, run on the interpreter)."""
+        key = fingerprint(graph)
+        compiled = self.segments.get(key)
+        if compiled is None:
+            backend = self.backend if len(self.segments) < SEGMENT_CACHE_LIMIT else "interpreter"
+            compiled = self.segments[key] = compile_graph(graph, backend, None, "segment")
+        return compiled
+
     def build(self, key, flat, spec) -> Entry:
         start = time.perf_counter()
-        traced = trace(self.fn, flat, spec, self.module, self.name)
+        try:
+            traced = trace(self.fn, flat, spec, self.module, self.name)
+        except Exception as error:  # backend errors below are the compiler's: they propagate
+            if self.fullgraph:
+                raise
+            raise TraceBroke(graph_break_of(error)) from error
         traced.seconds = time.perf_counter() - start
         entry = assemble(key, traced, self.backend, self.dump_dir)
+        entry.state = StateGuard(self.fn, self.module)
+        entry.out_constants = traced.out_constants
         entry.trace_seconds = traced.seconds
         entry.joint = traced.graph if entry.backward is not None else None
         return entry
@@ -217,6 +338,7 @@ class CompiledFunction:
         n = entry.num_outputs
         outs = [Tensor._wrap(a) for a in results[:n]]
         for t, value in zip(entry.mutated, results[n:n + len(entry.mutated)]):
+            t = flat[t] if type(t) is int else t
             if value is not t._data:  # else the graph wrote it in place (a donated input)
                 np.copyto(t._data, value)
             t._version[0] += 1
@@ -227,7 +349,37 @@ class CompiledFunction:
         if entry.backward is not None and is_grad_enabled():
             saved = results[n:]
             _attach_backward(entry, outs, saved, flat)
+        if entry.out_constants:
+            outs = _with_constants(outs, entry.out_constants)
         return unflatten(outs, entry.out_spec)
+
+
+_TENSOR = object()  # marks where a tensor goes among an output's constant leaves
+
+
+def _with_constants(tensors: list[Tensor], constants: list) -> list:
+    it = iter(tensors)
+    return [next(it) if c is _TENSOR else c for c in constants]
+
+
+def graph_break_of(error: Exception) -> GraphBreak:
+    """The break an exception raised while tracing stands for: its user file:line and message."""
+    if isinstance(error, GraphtorchCompileError):
+        return GraphBreak(error.loc, f"{error.code}: {error.message}")
+    return GraphBreak(_user_frame(error.__traceback__), f"{type(error).__name__}: {error}")
+
+
+def _user_frame(tb) -> str | None:
+    """file:line of the innermost traceback frame outside graphtorch."""
+    from .tracer import _PACKAGE_DIR
+
+    where = None
+    while tb is not None:
+        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if not path.startswith(_PACKAGE_DIR):
+            where = f"{os.path.basename(path)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:
@@ -268,6 +420,7 @@ class Traced:
     num_fwd_outputs: int
     lifted_types: list
     guards: list
+    out_constants: list
     seconds: float = 0.0
 
 
@@ -285,6 +438,13 @@ def trace(fn: Callable, flat: list, spec, module, name: str) -> Traced:
     if module is not None:
         tracer.names = {id(t): n for n, t in list(module.named_parameters()) + list(module.named_buffers())}
     rng_state = default_generator.get_state()
+    try:
+        return _trace(tracer, fn, flat, spec)
+    finally:
+        default_generator.set_state(rng_state)  # tracing draws no random numbers for real
+
+
+def _trace(tracer: Tracer, fn: Callable, flat: list, spec) -> Traced:
     names = _arg_names(fn, len(flat))
     with tracing(tracer):
         placeholders = []
@@ -292,15 +452,17 @@ def trace(fn: Callable, flat: list, spec, module, name: str) -> Traced:
             if isinstance(a, Tensor):
                 t = tracer.input(names[i] if i < len(names) else f"arg{i}", a)
                 t.requires_grad = a.requires_grad and a.dtype.is_floating_point
+                tracer.arguments[id(t)] = i
                 placeholders.append(t)
             else:
                 placeholders.append(a)
+        input_nodes = [p._node if isinstance(p, Tensor) else None for p in placeholders]  # before in-place writes
         args, kwargs = unflatten(placeholders, spec)
         out = fn(*args, **kwargs)
         out_leaves, out_spec = flatten(out)
         out_tensors = [o for o in out_leaves if isinstance(o, Tensor)]
-        if len(out_tensors) != len(out_leaves):
-            raise_non_tensor_output(name)
+        out_constants = [] if len(out_tensors) == len(out_leaves) else \
+            [_TENSOR if isinstance(o, Tensor) else o for o in out_leaves]
         grad_inputs, grads, grad_outputs, diff_sources = [], [], [], []
         # a function that runs backward() itself (a train step) returns plain values
         wants_grad = is_grad_enabled() and any(o.requires_grad for o in out_tensors) and not tracer.grads
@@ -318,29 +480,29 @@ def trace(fn: Callable, flat: list, spec, module, name: str) -> Traced:
                     diff_sources.append(source)
                     grads.append(tracer.value_of(g))
         mutated = list(tracer.mutated.values())
+        mutated_nodes = [t._node for t in mutated]
         written = [t for t, _ in tracer.grads.values() if t._grad is not None]
-        out_nodes = [tracer.value_of(o) for o in out_tensors] + [t._node for t in mutated] + \
+        out_nodes = [tracer.value_of(o) for o in out_tensors] + mutated_nodes + \
             [tracer.value_of(t._grad) for t in written]
     spans = _rng_spans(tracer)
-    default_generator.set_state(rng_state)  # tracing draws no random numbers for real
-
     graph = tracer.graph
     graph.outputs = out_nodes + grads
-    feeds = _feeds(graph, tracer, placeholders, spans)
-    lifted_types = [(lf.tensor, (tuple(lf.tensor.shape), lf.tensor.dtype)) for lf in tracer.lifted.values()]
-    guards = list(tracer.guards)
+    feeds = _feeds(graph, tracer, input_nodes, spans)
+    lifted_types = [(lf.tensor, (tuple(lf.tensor.shape), lf.tensor.dtype, lf.tensor._requires_grad))
+                    for lf in tracer.lifted.values()]
+    mutated = [tracer.arguments.get(id(t), t) for t in mutated]  # an argument by position, else the tensor
     if isinstance(out, Tensor):
         out_spec = None
     return Traced(graph, feeds, out_spec, len(out_tensors), mutated, written, grad_inputs, grad_outputs,
-                  diff_sources, len(out_nodes), lifted_types, guards)
+                  diff_sources, len(out_nodes), lifted_types, list(tracer.guards), out_constants)
 
 
-def _feeds(graph: Graph, tracer: Tracer, placeholders: list, rng_spans: dict) -> list:
+def _feeds(graph: Graph, tracer: Tracer, input_nodes: list, rng_spans: dict) -> list:
     """What feeds each graph input at call time, in the graph's input order."""
     by_node = {}
-    for i, p in enumerate(placeholders):
-        if isinstance(p, Tensor):
-            by_node[p._node] = ("arg", i)
+    for i, node in enumerate(input_nodes):
+        if node is not None:
+            by_node[node] = ("arg", i)
     for lf in tracer.lifted.values():
         by_node[lf.node] = ("lifted", lf.tensor)
     for gen, node, _ in tracer.rng:
@@ -357,13 +519,6 @@ def _rng_spans(tracer: Tracer) -> dict[int, int]:
         base = int(splitmix64(np.array(gen._seed, np.uint64)))
         spans[id(gen)] = base + gen._offset - first
     return spans
-
-
-def raise_non_tensor_output(name: str) -> None:
-    from .compiler.errors import GraphtorchCompileError
-
-    raise GraphtorchCompileError("GT005", f"{name} returned a value that is not a tensor", None,
-                                 hint="return tensors (or tuples, lists and dicts of tensors) from a compiled function")
 
 
 # ---------------------------------------------------------------- from a trace to runnable graphs
@@ -391,7 +546,8 @@ def _donations(traced: Traced) -> list[tuple[int, int]]:
     written over its own array instead of copied back after the call."""
     lifted = {id(f[1]): k for k, f in enumerate(traced.feeds) if f[0] == "lifted"}
     first = traced.num_outputs
-    return [(first + j, lifted[id(t)]) for j, t in enumerate(traced.mutated) if id(t) in lifted]
+    return [(first + j, lifted[id(t)]) for j, t in enumerate(traced.mutated)
+            if isinstance(t, Tensor) and id(t) in lifted]
 
 
 def _sub(dump_dir: str | None, name: str) -> str | None:

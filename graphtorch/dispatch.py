@@ -83,7 +83,7 @@ def _attach(out, rule, inputs, attrs) -> None:
 
     next_functions = tuple((edge(t), 0) for t in inputs)
     out.grad_fn = Node(rule.name, vjp, saved, next_functions)
-    if _tracer is not None:  # backward nodes recorded later point back to this forward op
+    if _tracer is not None and out._node is not None:  # backward nodes recorded later point back to this forward op
         out.grad_fn.metadata.update(loc=out._node.loc, origin=out._node.origin)
     out.requires_grad = True
 

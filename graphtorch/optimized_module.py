@@ -11,14 +11,19 @@ from .nn import Module
 
 
 class OptimizedModule(Module):
-    def __init__(self, mod: Module, *, backend: str = "llvm", dump_dir: str | None = None):
+    def __init__(self, mod: Module, *, backend: str = "llvm", dump_dir: str | None = None, fullgraph: bool = False):
         super().__init__()
         self._orig_mod = mod
         self._compiled = CompiledFunction(mod.forward, backend=backend, dump_dir=dump_dir, module=mod,
-                                          name=type(mod).__name__)
+                                          name=type(mod).__name__, fullgraph=fullgraph)
 
     def forward(self, *args, **kwargs):
         return self._compiled(*args, **kwargs)
+
+    @property
+    def graph_breaks(self) -> list:
+        """The graph breaks met so far (file:line and reason each; graphtorch.report lists them)."""
+        return self._compiled.graph_breaks
 
     def __getattr__(self, name: str):
         try:
@@ -34,15 +39,19 @@ class OptimizedModule(Module):
         return f"OptimizedModule(\n  (_orig_mod): {repr(self._orig_mod).replace(chr(10), chr(10) + '  ')}\n)"
 
 
-def compile(model=None, *, fullgraph: bool = True, dynamic=None, backend: str = "llvm", mode=None,
+def compile(model=None, *, fullgraph: bool = False, dynamic=None, backend: str = "llvm", mode=None,
             options=None, disable: bool = False, dump_dir: str | None = None, check: str | None = None):
     """graphtorch.compile(model_or_function): the same call shape as torch.compile.
 
+    fullgraph=False (the default): code the trace cannot capture (a branch on a tensor's value,
+    .item(), print, an op with no primitive) runs eagerly, listed in the compiled object's
+    `graph_breaks` and logged with GRAPHTORCH_LOGS=graph_breaks; fullgraph=True raises the coded error.
     check="float64": every call also compares each intermediate with float64 and raises
     graphtorch.debug.DivergenceError at the first divergence (slow: for debugging).
     """
     if model is None:
-        return lambda m: compile(m, backend=backend, dump_dir=dump_dir, disable=disable, check=check)
+        return lambda m: compile(m, fullgraph=fullgraph, backend=backend, dump_dir=dump_dir, disable=disable,
+                                 check=check)
     if disable:
         return model
     if backend in ("inductor", "eager", "aot_eager"):  # torch's backend names: ours is the compiler
@@ -52,5 +61,5 @@ def compile(model=None, *, fullgraph: bool = True, dynamic=None, backend: str = 
 
         return checked_compile(model, check, backend=backend, dump_dir=dump_dir)
     if isinstance(model, Module):
-        return OptimizedModule(model, backend=backend, dump_dir=dump_dir)
-    return CompiledFunction(model, backend=backend, dump_dir=dump_dir)
+        return OptimizedModule(model, backend=backend, dump_dir=dump_dir, fullgraph=fullgraph)
+    return CompiledFunction(model, backend=backend, dump_dir=dump_dir, fullgraph=fullgraph)

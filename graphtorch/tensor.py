@@ -212,6 +212,8 @@ class Tensor:
         self._data = new._data
         self._dtype = new._dtype
         self._node = new._node
+        if self._node is not None and dispatch._tracer is not None:
+            dispatch._tracer.adopt(self)
 
     @property
     def T(self) -> Tensor:
@@ -285,6 +287,8 @@ class Tensor:
         out._version = self._version
         out._base = self._base if self._base is not None else self
         out._requires_grad, out._grad, out._hooks = False, None, []
+        if out._node is not None and dispatch._tracer is not None:
+            dispatch._tracer.adopt(out)  # a graph break must give it values too (segments.py)
         return out
 
     def detach_(self) -> Tensor:

@@ -56,6 +56,8 @@ class Tracer:
     rng: list[tuple] = field(default_factory=list)  # (generator, input node, first offset)
     grads: dict[int, tuple] = field(default_factory=dict)  # id(t) -> (t, its .grad before tracing)
     guards: list[tuple] = field(default_factory=list)  # (what, fn, value): Python state the trace baked in
+    arguments: dict[int, int] = field(default_factory=dict)  # id(placeholder) -> argument position
+    views: dict[int, tuple] = field(default_factory=dict)  # id(view) -> (view, prim, base, attrs): may alias
 
     # ---------------------------------------------------------------- recording
     def input(self, name: str, t: Tensor) -> Tensor:
@@ -76,7 +78,10 @@ class Tracer:
         else:
             loc, origin = user_location(), self.origins[0] if self.origins else None
         node = self.graph.call(prim.name, nodes, attrs, loc=loc, origin=origin)
-        return self._tracer_tensor(node, False)
+        out = self._tracer_tensor(node, False)
+        if prim.may_alias:  # eager may return a view of input 0: a write to it must reach the base
+            self.views[id(out)] = (out, prim, inputs[0], attrs)
+        return out
 
     def value_of(self, t: Tensor) -> Node:
         if t._node is not None:
@@ -99,11 +104,18 @@ class Tracer:
 
     def assign(self, target: Tensor, result: Tensor) -> None:
         """In-place write while tracing: rebind, and remember writes to outside tensors."""
+        if id(target) in self.views:
+            self.view_written(target)
         node = self.value_of(result)
         if target._node is None:  # an outside tensor: now it holds a traced value until the trace ends
             self.value_of(target)  # make sure it is lifted (its old value may be read before)
             self.mutated[id(target)] = target
+        elif id(target) in self.arguments:  # an argument written in place: written back after each call
+            self.mutated[id(target)] = target
         target._node = node
+
+    def adopt(self, t: Tensor) -> None:
+        """`t` now holds a traced value it did not get from record() (a detach, a .data write)."""
 
     def add_guard(self, what: str, fn) -> None:
         """The graph depends on `fn()` staying equal (e.g. an optimizer's learning rate)."""
@@ -125,6 +137,11 @@ class Tracer:
         return self._tracer_tensor(node, False)
 
     # ---------------------------------------------------------------- what cannot be traced
+    def view_written(self, view: Tensor) -> None:
+        raise GraphtorchCompileError(
+            "GT006", "an in-place write to a view of a traced tensor (its base would not see it)", user_location(),
+            hint="write to the tensor itself (x[1:] = ..., or torch.where), or clone() the view first")
+
     def data_access(self, t: Tensor, what: str) -> None:
         if what == "bool()":
             raise GraphtorchCompileError(
@@ -146,6 +163,16 @@ def _int64_scalar():
     from .compiler import dtypes as dt
 
     return dt.TensorType((), dt.int64)
+
+
+@contextmanager
+def paused():
+    """Run eagerly inside a trace: for checks on concrete tensors (a captured target's range)."""
+    saved, dispatch._tracer = dispatch._tracer, None
+    try:
+        yield
+    finally:
+        dispatch._tracer = saved
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from ..ops.elementwise import clamp, eq, log, log1p, ne, where
 from ..ops.reduction import log_softmax
 from ..ops.shape import broadcast_tensors
 from ..tensor import Tensor
+from ..tracer import paused
 from . import _eager_mse
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -132,10 +133,11 @@ def _check_targets(input: Tensor, target: Tensor, ignore_index: int) -> None:
     if target.dtype not in (dt.int64, dt.uint8):
         raise RuntimeError(f"expected target dtype to be Long or Byte, but got {_pretty(target.dtype)}")
     if not target.is_tracer and target.numel():
-        classes = input.shape[0 if input.ndim == 1 else 1]
-        bad = ((target < 0) | (target >= classes)) & (target != ignore_index)
-        if bool(bad.any()):
-            raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")
+        with paused():  # a captured target has values even inside a trace: check them eagerly
+            classes = input.shape[0 if input.ndim == 1 else 1]
+            bad = ((target < 0) | (target >= classes)) & (target != ignore_index)
+            if bool(bad.any()):
+                raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")
 
 
 def _one_hot_mask(target: Tensor, input: Tensor) -> Tensor:

@@ -8,9 +8,11 @@ result's shape depends on the values).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 
+from .. import dispatch
 from .. import dtypes as dt
 from ..autograd.grad_mode import is_grad_enabled, no_grad
 from ..compiler.primitives import _norm_dim
@@ -301,16 +303,20 @@ def setitem(x: Tensor, index, value) -> None:
         raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
     value_t = value if isinstance(value, Tensor) else None
     needs_grad = is_grad_enabled() and (x.requires_grad or (value_t is not None and value_t.requires_grad))
-    if x._node is None and not needs_grad and not x.is_cuda:
+    if x._node is None and not needs_grad and not x.is_cuda and dispatch._tracer is None:
         _setitem_numpy(x, index, value)
         return
     # with autograd, tracing or on a device: rebuild the whole tensor from flat positions, then assign
-    with no_grad():
+    from ..tracer import paused
+
+    traced_index = any(isinstance(i, Tensor) and i._node is not None for i in _index_items(index))
+    with no_grad(), nullcontext() if traced_index else paused():  # positions are values, not graph ops
         flat = Tensor._wrap(np.arange(x.numel(), dtype=np.int64).reshape(x.shape)).to(x.device)
         positions = getitem(flat, index)
+    positions._require_data("indexed assignment with a traced index")  # a graph break when traced
     flat_pos = positions.reshape(-1)
     written = np.zeros(x.numel(), dtype=np.bool_)
-    written[flat_pos._host()] = True
+    written[positions._host().reshape(-1)] = True
     from .creation import zeros
 
     v = value_t.to(x.dtype) if value_t is not None else expand_to(_scalar_tensor(value, x.dtype), ())
@@ -319,6 +325,10 @@ def setitem(x: Tensor, index, value) -> None:
     # where saves only the mask: x itself is not saved, so overwriting it below keeps backward valid
     result = where(Tensor._wrap(written).to(x.device), placed, x.reshape(-1)).reshape(*x.shape)
     x._assign(result)
+
+
+def _index_items(index) -> tuple:
+    return index if isinstance(index, tuple) else (index,)
 
 
 def _scalar_tensor(value, dtype):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dispatch
 from .. import dtypes as dt
 from ..autograd.grad_mode import is_grad_enabled, no_grad
 from ..autograd.graph import Node, keep_originals
@@ -178,6 +179,8 @@ def _metadata_inplace(fn):
     def method(self, *args):
         out = fn(self, *args)
         self._data, self._node = out._data, out._node
+        if self._node is not None and dispatch._tracer is not None:
+            dispatch._tracer.adopt(self)  # a graph break must give it values too (segments.py)
         if out.grad_fn is not None:
             self.grad_fn = out.grad_fn
         return self

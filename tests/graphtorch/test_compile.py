@@ -102,7 +102,7 @@ def test_untraceable_control_flow_names_the_user_line():
             return x
         return -x
 
-    compiled = gt.compile(f, backend="interpreter")
+    compiled = gt.compile(f, backend="interpreter", fullgraph=True)
     compiled(gt.ones(3))  # eager warm-up
     with pytest.raises(GraphtorchCompileError, match=r"GT001 at test_compile.py:\d+"):
         compiled(gt.ones(3))

@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 from ...autograd.grad_mode import is_grad_enabled
 from ...dispatch import attach_custom
+from ...guards import module_state_changed
 from ...tensor import Tensor
 
 
@@ -21,6 +22,7 @@ class RemovableHandle:
         self.id = next(RemovableHandle._next_id)
 
     def remove(self) -> None:
+        module_state_changed()  # compiled forwards guard on the hooks they ran
         for d in (self.hooks_dict, self.extra_dict):
             if d is not None and self.id in d:
                 del d[self.id]
@@ -33,6 +35,7 @@ class RemovableHandle:
 
 
 def add_hook(hooks: OrderedDict, hook, prepend: bool = False, extra_dict: dict | None = None) -> RemovableHandle:
+    module_state_changed()
     handle = RemovableHandle(hooks, extra_dict=extra_dict)
     hooks[handle.id] = hook
     if prepend:

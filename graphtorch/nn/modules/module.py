@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from ... import dtypes as dt
 from ...autograd.grad_mode import no_grad
+from ...guards import module_state_changed
 from ...ops.methods import parse_to
 from ...tensor import Tensor
 from ..parameter import Parameter
@@ -98,6 +99,7 @@ class Module:
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{typename(tensor)}' object to buffer '{name}' "
                             "(torch Tensor or None required)")
+        module_state_changed()
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent_buffers_set.discard(name)
@@ -122,6 +124,7 @@ class Module:
             raise ValueError(f"Cannot assign non-leaf Tensor to parameter '{name}'. Model parameters must be created "
                              f"explicitly. To express '{name}' as a function of another Tensor, compute the value in "
                              "the forward() method.")
+        module_state_changed()
         self._parameters[name] = param
 
     def add_module(self, name: str, module: Module | None) -> None:
@@ -135,6 +138,7 @@ class Module:
             raise KeyError(f'module name can\'t contain ".", got: {name}')
         if name == "":
             raise KeyError('module name can\'t be empty string ""')
+        module_state_changed()
         self._modules[name] = module
 
     def register_module(self, name: str, module: Module | None) -> None:
@@ -149,12 +153,14 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __setattr__(self, name: str, value: Any) -> None:
+        module_state_changed()  # compiled forwards guard on module state (graphtorch.guards)
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
-            self._forget(name)
+            if name not in params:  # a replaced parameter keeps its place in named_parameters()
+                self._forget(name)
             self.register_parameter(name, value)
         elif params is not None and name in params:
             if value is not None:
@@ -187,6 +193,7 @@ class Module:
         self._non_persistent_buffers_set.discard(name)
 
     def __delattr__(self, name: str) -> None:
+        module_state_changed()
         if name in self._parameters:
             del self._parameters[name]
         elif name in self._buffers:
