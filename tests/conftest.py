@@ -119,3 +119,22 @@ def compare(fn, *arrays, grad: bool = True, rtol: float = 1e-6, atol: float = 1e
                 if b.grad is not None:
                     assert_same(a.grad, b.grad, rtol=rtol * 10, atol=atol * 10, what=f"gradient of input {k}")
     return got, want
+
+
+def lenet_train_step():
+    """(model, step): the digits LeNet and an SGD-momentum training step over it, seeded."""
+    import lenet_digits  # examples/ is on pytest's pythonpath
+
+    gt.manual_seed(0)
+    model = lenet_digits.Net()
+    opt = gt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = gt.nn.CrossEntropyLoss()
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return model, step

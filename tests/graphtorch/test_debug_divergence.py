@@ -4,6 +4,7 @@ import lenet_digits  # examples/ is on pytest's pythonpath
 import numpy as np
 import pytest
 import sin_regression
+from conftest import lenet_train_step
 
 import graphtorch as gt
 import graphtorch.nn as nn
@@ -80,30 +81,14 @@ def test_models_forward_and_backward_agree_with_float64(name, backend):
     assert [p.grad for p in model.parameters()] == grads_before  # the backward left no gradients
 
 
-def _lenet_step():
-    gt.manual_seed(0)
-    model = lenet_digits.Net()
-    opt = gt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, step
-
-
 def test_lenet_train_step_agrees_with_float64():
-    _, step = _lenet_step()
+    _, step = lenet_train_step()
     x, y = _input((4, 1, 32, 32)), gt.from_numpy(np.arange(4) % 10)
     assert find_divergence(step, x, y) is None
 
 
 def test_lenet_train_step_with_a_broken_kernel(monkeypatch):
-    _, step = _lenet_step()
+    _, step = lenet_train_step()
     x, y = _input((4, 1, 32, 32)), gt.from_numpy(np.arange(4) % 10)
     emit = scalar.emit
 

@@ -10,10 +10,10 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
-import lenet_digits  # examples/ is on pytest's pythonpath
 import numpy as np
 import pytest
 import sin_regression
+from conftest import lenet_train_step
 
 import graphtorch as gt
 import graphtorch.nn as nn
@@ -86,22 +86,6 @@ def _input(shape, seed=0):
     return gt.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
 
 
-def lenet_step():
-    gt.manual_seed(0)
-    model = lenet_digits.Net()
-    opt = gt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
-
-
 def _expected_nodes(fn) -> dict[str, int]:
     """data-stage -> node count, from the compiled entries themselves."""
     out = {}
@@ -119,7 +103,7 @@ def _expected_nodes(fn) -> dict[str, int]:
 
 @needs_chromium
 def test_lenet_train_step_report_renders_every_node_and_a_kernel(tmp_path):
-    step = gt.compile(lenet_step())
+    step = gt.compile(lenet_train_step()[1])
     x, y = _input((4, 1, 32, 32)), gt.from_numpy(np.arange(4) % 10)
     path = gt.report(step, x, y, path=str(tmp_path / "lenet.html"), runs=2)
     assert path == str(tmp_path / "lenet.html")
