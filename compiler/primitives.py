@@ -486,11 +486,17 @@ def _nonzero_infer(x):
     raise RuntimeError("nonzero: the output shape depends on the values")
 
 
-def _inverse_infer(x):
+def _square(name: str, x) -> None:
     check(x.ndim >= 2 and x.shape[-1] == x.shape[-2],
-          f"linalg.inv: A must be batches of square matrices, but they are {x.shape[-2]} by {x.shape[-1]} matrices")
-    check(x.dtype.is_floating_point, f"linalg.inv: Expected a floating point tensor, got {x.dtype}")
-    return x
+          f"{name}: A must be batches of square matrices, but they are {x.shape[-2]} by {x.shape[-1]} matrices")
+    check(x.dtype.is_floating_point, f"{name}: Expected a floating point tensor, got {x.dtype}")
+
+
+def _square_infer(name: str, shape=lambda s: s):
+    def infer(x):
+        _square(name, x)
+        return TensorType(shape(x.shape), x.dtype)
+    return infer
 
 
 def _inverse(x):
@@ -506,7 +512,7 @@ _register("scatter_add", Kind.OPAQUE, _scatter_add_infer, _scatter_add,
           "base with src added at idx along dim (torch.scatter_add)", attrs=("dim",))
 _register("nonzero", Kind.OPAQUE, _nonzero_infer, lambda x: np.argwhere(x).astype(np.int64),
           "indices of non-zero elements (eager only)", data_dependent=True)
-_register("inverse", Kind.OPAQUE, _inverse_infer, _inverse, "matrix inverse over the last two dims")
+_register("inverse", Kind.OPAQUE, _square_infer("linalg.inv"), _inverse, "matrix inverse over the last two dims")
 
 
 # ---------------------------------------------------------------- sorts, scans and factorizations
@@ -551,19 +557,6 @@ def _det(x):
 def _slogdet_infer(x):
     _square("linalg.slogdet", x)
     return TensorType((*x.shape[:-2], 2), x.dtype)
-
-
-def _square(name: str, x) -> None:
-    check(x.ndim >= 2 and x.shape[-1] == x.shape[-2],
-          f"{name}: A must be batches of square matrices, but they are {x.shape[-2]} by {x.shape[-1]} matrices")
-    check(x.dtype.is_floating_point, f"{name}: Expected a floating point tensor, got {x.dtype}")
-
-
-def _square_infer(name: str, shape=lambda s: s):
-    def infer(x):
-        _square(name, x)
-        return TensorType(shape(x.shape), x.dtype)
-    return infer
 
 
 def _slogdet(x):

@@ -354,13 +354,16 @@ def diagonal(input, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
     return slice_dim(flat, flat.ndim - 1, start, start + (length - 1) * (cols + 1) + 1, cols + 1)
 
 
+_diagonal = diagonal  # diag's argument is named `diagonal`, as torch's
+
+
 def diag(input, diagonal: int = 0) -> Tensor:
     """A vector's diagonal matrix (value j at row j, column j + diagonal), or a matrix's diagonal."""
     from .creation import zeros
     from .elementwise import eq, sub, where
 
     if input.ndim == 2:
-        return globals()["diagonal"](input, diagonal)
+        return _diagonal(input, diagonal)
     if input.ndim != 1:
         raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {input.ndim}D")
     k = abs(diagonal)
