@@ -99,15 +99,16 @@ def test_cost_model_picks_by_shape(monkeypatch):
     monkeypatch.delenv(conv_lowering.FORCE_ENV, raising=False)
     # LeNet's conv2 input gradient: 6 output channels, padding 4; im2col would copy 25x the input
     grad = conv_lowering.choose(_conv_node((64, 16, 10, 10), (6, 16, 5, 5), padding=(4, 4)))
-    assert grad.name == "direct" and set(grad.costs) == {"direct", "dot", "im2col", "wide"}
+    assert grad.name == "direct" and {"direct", "im2col", "wide"} <= set(grad.costs)
     assert grad.costs["direct"] < grad.costs["im2col"] / 1.5
     # the ResNet's weight gradient: a 16x16 kernel (the output gradient), a 3x3 output
     weight = conv_lowering.choose(_conv_node((16, 32, 16, 16), (16, 32, 16, 16), padding=(1, 1)))
     assert weight.name == "dot"
     strided = conv_lowering.choose(_conv_node((2, 3, 9, 9), (4, 3, 3, 3), stride=(2, 2)))
     assert set(strided.costs) == {"im2col", "dot"} and strided.name == min(strided.costs, key=strided.costs.get)
+    # the dot kernel's shifted planes take any stride and dilation; the direct kernel needs stride 1
     width_dilated = conv_lowering.choose(_conv_node((2, 3, 9, 9), (4, 3, 3, 3), stride=(2, 2), dilation=(1, 2)))
-    assert set(width_dilated.costs) == {"im2col"}
+    assert set(width_dilated.costs) == {"im2col", "dot"}
     one = conv_lowering.choose(_conv_node((2, 64, 8, 8), (64, 64, 1, 1)))
     assert one.name == "in_place"
 
