@@ -10,6 +10,10 @@ The candidates (compiler/llvm/conv.py and conv_direct.py lower them):
             the whole flattened kernel against "shifted planes" of the input (KW-long runs per
             output column), in register tiles of R channels x T positions; threads split the
             summed channels (a weight gradient's batch) and add their partial sums at the end
+  transposed a stride-1 conv read as a scatter (the input gradient: padding up to the whole
+            dilated kernel): each input element times the taps that reach an output, a GEMM of
+            (tap, channel) rows by wide input rows added into a margined output plane, so no
+            padding row is multiplied (compiler/llvm/conv_transposed.py)
 
 With few output channels the GEMM's rows (MR at a time) are few, so each unfolded element is
 used only a few times and copying it costs more than the multiply-adds it feeds: the direct
@@ -36,7 +40,8 @@ COST = {
     "dot": 1.0,  # the dot kernel's multiply-adds: R + T vector loads per R*T FMAs
     "run": 8.0,  # setting up one run of a copy (bounds split, pointers): short runs cost this each
     "operand": 1.0,  # the dot kernel's pointer to one operand row, per tile and summed channel
-    "partial": 1.0,  # the dot kernel's partial-sum vector of one output element: zeroed, kept, reduced
+    "partial": 1.0,
+    "scatter": 1.15,  # the transposed kernel's multiply-adds: its C tile is added into the plane  # the dot kernel's partial-sum vector of one output element: zeroed, kept, reduced
 }
 MR, NR = 6, 16  # the micro-kernel's tile (output channels x positions)
 LANES = 8  # f32 lanes per vector
@@ -88,13 +93,26 @@ def candidate_costs(conv: Node) -> dict[str, float]:
                         + setup * COST["operand"] + og * positions * COST["partial"])
     if stride != (1, 1):
         return costs
+    dil = conv.attrs["dilation"]
     span = (oh - 1) * (x.shape[3] + 2 * pw) + ow  # output positions on the plane's full rows
     copy_plane = cg * plane * COST["plane"]
     if (ph, pw) != (0, 0) and plane * x.dtype.itemsize <= WIDE_PLANE_MAX // max(cg, 1):
         costs["wide"] = copy_plane + depth * span * (COST["unfold"] + COST["pack"]) + macs(span)
+    if ph <= (kh - 1) * dil[0] and pw <= (kw - 1) * dil[1]:
+        costs["transposed"] = _transposed_cost(conv)
     if (cg * plane + NR) * x.dtype.itemsize <= PLANE_MAX:
         costs["direct"] = copy_plane + macs(_up(span, NR)) * COST["tap"]
     return costs
+
+
+def _transposed_cost(conv: Node) -> float:
+    """Wide input rows W + (KW-1)*dw long, times (tap, channel) rows; the plane zeroed and cropped."""
+    x, (o, cg, kh, kw) = conv.inputs[0].type, conv.inputs[1].type.shape
+    (dh, dw), og = conv.attrs["dilation"], o // conv.attrs["groups"]
+    row = x.shape[3] + (kw - 1) * dw
+    span, plane = x.shape[2] * row, (x.shape[2] + (kh - 1) * dh) * row
+    macs = _up(kh * kw * og, MR) * _up(span, NR) * cg * COST["mac"] * COST["scatter"]
+    return cg * span * COST["plane"] + og * plane * (COST["plane"] + COST["pack"]) + macs
 
 
 @dataclass(frozen=True)

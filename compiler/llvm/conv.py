@@ -95,6 +95,10 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
         from .conv_direct import lower_direct  # it builds on this module's plane and compaction helpers
 
         return lower_direct(ctx, group, x)
+    if choice == "transposed":
+        from .conv_transposed import lower_transposed  # likewise
+
+        return lower_transposed(ctx, group, x)
     if choice == "dot":
         from .conv_dot import lower_dot  # likewise
 

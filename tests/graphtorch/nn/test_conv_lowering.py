@@ -1,6 +1,6 @@
 """Compiled conv2d, forward and both gradients, on every lowering the cost model can choose
 (compiler/conv_lowering.py), each forced through $GRAPHTORCH_CONV_LOWERING: equal to torch, and
-a float64 finite-difference check of the direct kernel's gradients."""
+a float64 finite-difference check of the direct, transposed and dot kernels' gradients."""
 
 import numpy as np
 import pytest
@@ -30,7 +30,7 @@ CONFIGS = [
     ((1, 2, 6, 6), dict(in_channels=2, out_channels=2, kernel_size=3, padding=1, padding_mode="circular")),
     ((1, 1, 5, 5), dict(in_channels=1, out_channels=1, kernel_size=6, padding=1)),  # kernel past the input
 ]
-LOWERINGS = ["direct", "dot", "im2col", "wide", "in_place"]
+LOWERINGS = ["direct", "dot", "im2col", "wide", "in_place", "transposed"]
 
 
 def _ids(config):
@@ -75,8 +75,9 @@ def test_compiled_conv_forward_and_gradients_equal_torch(monkeypatch, lowering, 
     (dict(padding=1), (3, 2, 3, 3)),
     (dict(padding=(2, 1), dilation=(1, 2), groups=2), (4, 1, 3, 2)),
 ])
-def test_direct_lowering_gradcheck_float64(monkeypatch, kwargs, w_shape):
-    monkeypatch.setenv(conv_lowering.FORCE_ENV, "direct")
+@pytest.mark.parametrize("lowering", ["direct", "transposed", "dot"])
+def test_plane_lowerings_gradcheck_float64(monkeypatch, kwargs, w_shape, lowering):
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, lowering)
     fn = gt.compile(lambda x, w: F.conv2d(x, w, **kwargs))
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal(w_shape)
@@ -97,10 +98,14 @@ def _conv_node(x_shape, w_shape, **attrs):
 
 def test_cost_model_picks_by_shape(monkeypatch):
     monkeypatch.delenv(conv_lowering.FORCE_ENV, raising=False)
-    # LeNet's conv2 input gradient: 6 output channels, padding 4; im2col would copy 25x the input
+    # LeNet's conv2 input gradient: 6 output channels, padding 4; im2col would copy 25x the input,
+    # the direct kernel would multiply the padding rows that the transposed (scatter) kernel skips
     grad = conv_lowering.choose(_conv_node((64, 16, 10, 10), (6, 16, 5, 5), padding=(4, 4)))
-    assert grad.name == "direct" and {"direct", "im2col", "wide"} <= set(grad.costs)
-    assert grad.costs["direct"] < grad.costs["im2col"] / 1.5
+    assert grad.name == "transposed" and {"direct", "im2col", "wide"} <= set(grad.costs)
+    assert grad.costs["transposed"] < grad.costs["direct"] < grad.costs["im2col"] / 1.5
+    # LeNet's conv2 forward: no padding, so the scatter would spill into margins nobody reads
+    forward = conv_lowering.choose(_conv_node((64, 6, 14, 14), (16, 6, 5, 5)))
+    assert forward.name == "direct" and forward.costs["direct"] < forward.costs["transposed"]
     # the ResNet's weight gradient: a 16x16 kernel (the output gradient), a 3x3 output
     weight = conv_lowering.choose(_conv_node((16, 32, 16, 16), (16, 32, 16, 16), padding=(1, 1)))
     assert weight.name == "dot"
