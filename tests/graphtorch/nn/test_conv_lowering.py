@@ -130,3 +130,23 @@ def test_explain_shows_the_lowering_and_its_costs(monkeypatch):
     report = str(gt.explain(model, gt.zeros(2, 1, 32, 32)))  # LeNet conv1: direct by the table
     line = next(s for s in report.splitlines() if "lowering:" in s)
     assert line.strip().startswith("lowering: direct (cost per image: direct ") and "im2col" in line
+
+
+def test_explain_shows_the_gradient_lowerings(monkeypatch):
+    """A training step's backward shows the cost model's choice for both gradients of LeNet's
+    conv2: the weight gradient on the dot kernel, the input gradient on the transposed one."""
+    monkeypatch.delenv(conv_lowering.FORCE_ENV, raising=False)
+    model = gt.nn.Sequential(gt.nn.Conv2d(1, 6, 5), gt.nn.ReLU(), gt.nn.Conv2d(6, 16, 5))
+    opt = gt.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(x):
+        opt.zero_grad()
+        loss = model(x).square().sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    lines = [s.strip() for s in str(gt.explain(step, gt.zeros(4, 1, 18, 18))).splitlines() if "lowering:" in s]
+    chosen = [line.split()[1] for line in lines]
+    assert chosen.count("dot") == 2 and "transposed" in chosen, lines
+    assert all("cost per image:" in line for line in lines)
