@@ -98,11 +98,19 @@ def candidate_costs(conv: Node) -> dict[str, float]:
     copy_plane = cg * plane * COST["plane"]
     if (ph, pw) != (0, 0) and plane * x.dtype.itemsize <= WIDE_PLANE_MAX // max(cg, 1):
         costs["wide"] = copy_plane + depth * span * (COST["unfold"] + COST["pack"]) + macs(span)
-    if ph <= (kh - 1) * dil[0] and pw <= (kw - 1) * dil[1]:
+    if ph <= (kh - 1) * dil[0] and pw <= (kw - 1) * dil[1] and _transposed_bytes(conv) <= PLANE_MAX:
         costs["transposed"] = _transposed_cost(conv)
     if (cg * plane + NR) * x.dtype.itemsize <= PLANE_MAX:
         costs["direct"] = copy_plane + macs(_up(span, NR)) * COST["tap"]
     return costs
+
+
+def _transposed_bytes(conv: Node) -> int:
+    """Scratch per thread of the transposed kernel: the wide input rows and the output planes."""
+    x, (o, cg, kh, kw) = conv.inputs[0].type, conv.inputs[1].type.shape
+    (dh, dw), og = conv.attrs["dilation"], o // conv.attrs["groups"]
+    row = x.shape[3] + (kw - 1) * dw
+    return (cg * x.shape[2] * row + og * (x.shape[2] + (kh - 1) * dh) * row) * x.dtype.itemsize
 
 
 def _transposed_cost(conv: Node) -> float:

@@ -150,3 +150,13 @@ def test_explain_shows_the_gradient_lowerings(monkeypatch):
     chosen = [line.split()[1] for line in lines]
     assert chosen.count("dot") == 2 and "transposed" in chosen, lines
     assert all("cost per image:" in line for line in lines)
+
+
+def test_plane_kernels_bound_their_scratch(monkeypatch):
+    """A big image (64 channels of 256x256) would need 32 MiB of planes per thread in the
+    transposed and direct kernels: the cost model leaves them out (forcing one is ignored)."""
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, "transposed")
+    big = conv_lowering.choose(_conv_node((1, 64, 256, 256), (64, 64, 3, 3), padding=(2, 2)))
+    assert "transposed" not in big.costs and "direct" not in big.costs and big.name != "transposed"
+    small = conv_lowering.choose(_conv_node((1, 64, 16, 16), (64, 64, 3, 3), padding=(2, 2)))
+    assert small.name == "transposed"
