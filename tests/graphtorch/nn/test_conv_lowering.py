@@ -160,3 +160,44 @@ def test_plane_kernels_bound_their_scratch(monkeypatch):
     assert "transposed" not in big.costs and "direct" not in big.costs and big.name != "transposed"
     small = conv_lowering.choose(_conv_node((1, 64, 16, 16), (64, 64, 3, 3), padding=(2, 2)))
     assert small.name == "transposed"
+
+
+STRIDED = [  # (input shape, weight shape, conv2d keyword arguments)
+    ((2, 4, 9, 8), (6, 4, 3, 3), dict(stride=2, padding=1)),  # a ResNet downsampling conv
+    ((1, 3, 11, 10), (4, 3, 5, 4), dict(stride=(3, 2), padding=(2, 0))),
+    ((2, 4, 9, 9), (4, 2, 3, 2), dict(stride=(2, 1), dilation=(2, 3), padding=(1, 1), groups=2)),
+    ((1, 2, 7, 9), (3, 2, 1, 1), dict(stride=2)),  # 1x1 at stride 2: odd positions get no tap (zeros)
+    ((1, 2, 8, 8), (3, 2, 2, 2), dict(stride=3, padding=1)),  # stride past the kernel: rows no window reads
+    ((1, 2, 5, 6), (2, 2, 3, 3), dict(padding=(3, 2))),  # stride 1, padding past the full convolution
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", STRIDED)
+def test_strided_input_gradient_equals_torch(x_shape, w_shape, kwargs):
+    """The phase decomposition of autograd_rules.conv2d_input_grad, eager in float64 and
+    compiled in float32, against torch's input gradient."""
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, torch.tensor(w), **kwargs)
+    v = rng.standard_normal(tuple(ty.shape))
+    (ty * torch.tensor(v)).sum().backward()
+    compiled = gt.compile(lambda a, b, c: (F.conv2d(a, b, **kwargs) * c).sum())
+    for fn, dtype, tol in ((lambda a, b, c: (F.conv2d(a, b, **kwargs) * c).sum(), np.float64, 1e-10),
+                           (compiled, np.float32, 1e-4)):
+        for _ in range(2):  # a compiled function's first call runs eagerly
+            gx = gt.tensor(x.astype(dtype), requires_grad=True)
+            fn(gx, gt.tensor(w.astype(dtype)), gt.tensor(v.astype(dtype))).backward()
+            assert_same(gx.grad, tx.grad.to(torch.float64 if dtype == np.float64 else torch.float32),
+                        rtol=tol, atol=tol, what="input gradient")
+
+
+def test_strided_input_gradient_is_one_conv_per_phase(monkeypatch):
+    """A stride-2 3x3 conv's input gradient: four stride-1 convs (one per row/column residue),
+    no fold; so each is a conv the cost model lowers (explain lists them)."""
+    monkeypatch.delenv(conv_lowering.FORCE_ENV, raising=False)
+    fn = lambda a, b: F.conv2d(a, b, stride=2, padding=1).square().sum()  # noqa: E731
+    x, w = gt.zeros(2, 4, 9, 8, requires_grad=True), gt.zeros(6, 4, 3, 3, requires_grad=True)
+    report = str(gt.explain(fn, x, w))
+    assert sum("lowering:" in line for line in report.splitlines()) == 1 + 1 + 4  # forward, weight, phases
+    assert " fold" not in report and "fold(" not in report
