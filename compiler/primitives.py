@@ -425,13 +425,27 @@ def _conv2d_infer(x, w, *, stride, padding, dilation, groups):
 
 def _conv2d(x, w, *, stride, padding, dilation, groups):
     x = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
-    cols = _unfold(x, kernel=w.shape[2:], stride=stride, dilation=dilation)  # N,C,OH,OW,KH,KW
-    n, c, oh, ow, kh, kw = cols.shape
-    o = w.shape[0]
-    cols = cols.reshape(n, groups, c // groups, oh, ow, kh, kw)
-    wg = w.reshape(groups, o // groups, c // groups, kh, kw)
-    out = np.einsum("ngchwij,gocij->ngohw", cols, wg, optimize=True)
-    return np.ascontiguousarray(out.reshape(n, o, oh, ow), dtype=x.dtype)
+    win = _unfold(x, kernel=w.shape[2:], stride=stride, dilation=dilation)  # N,C,OH,OW,KH,KW
+    wm = w.reshape(groups, w.shape[0] // groups, -1)  # G, O/G, C/G*KH*KW
+    # im2col is a strided copy whose speed is set by its innermost contiguous run: copy along OW
+    # (one GEMM per image) when rows are longer than the kernel, along KW (one tall GEMM) otherwise
+    return (_conv2d_per_image if win.shape[3] >= win.shape[5] else _conv2d_one_gemm)(win, wm)
+
+
+def _conv2d_per_image(win, wm):
+    n, c, oh, ow, kh, kw = win.shape
+    groups = wm.shape[0]
+    cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, groups, -1, oh * ow)  # N, G, C/G*KH*KW, OH*OW
+    return np.matmul(wm, cols).reshape(n, -1, oh, ow)  # N, G, O/G, OH*OW is already N, O, OH, OW
+
+
+def _conv2d_one_gemm(win, wm):
+    n, c, oh, ow, kh, kw = win.shape
+    groups, og = wm.shape[:2]
+    cols = win.reshape(n, groups, c // groups, oh, ow, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
+    out = np.matmul(cols.reshape(groups, n * oh * ow, -1), wm.transpose(0, 2, 1))  # G, N*OH*OW, O/G
+    out = out.reshape(groups, n, oh, ow, og).transpose(1, 0, 4, 2, 3)
+    return np.ascontiguousarray(out).reshape(n, groups * og, oh, ow)
 
 
 def _matmul(a, b):
