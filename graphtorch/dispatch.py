@@ -14,7 +14,7 @@ import numpy as np
 
 from .autograd.grad_mode import is_grad_enabled
 from .autograd.graph import Node
-from .compiler.primitives import PRIMITIVES
+from .compiler.primitives import PRIMITIVES, Kind
 from .runtime.cuda import DeviceArray
 
 # The active tracer (graphtorch.tracer.Tracer) or None for eager mode.
@@ -47,27 +47,55 @@ def apply(prim: str, *inputs, **attrs):
     p = PRIMITIVES[prim]
     if _tracer is not None:
         out = _tracer.record(p, inputs, attrs)
-    elif any(isinstance(t._data, DeviceArray) for t in inputs):  # device memory: a compiled single-op kernel (cuda_tensor.py)
+    elif _on_device(inputs):  # device memory: a compiled single-op kernel (cuda_tensor.py)
         from .cuda_tensor import apply_cuda
 
         out = apply_cuda(p, inputs, attrs)
     else:
-        out_dtype = None if p.data_dependent else p.infer(*inputs, **attrs).dtype  # validates first
-        with np.errstate(all="ignore"):
-            data = p.kernel(*(t._data for t in inputs), **attrs)
-        if out_dtype is not None and (not isinstance(data, np.ndarray) or data.dtype != out_dtype.np):
-            data = np.asarray(data, dtype=out_dtype.np)
-        out = Tensor._wrap(data)
-        if p.may_alias and inputs and np.may_share_memory(data, inputs[0]._data):
-            src = inputs[0]
-            out._base = src._base if src._base is not None else src
-            out._version = src._version
-
-    if is_grad_enabled() and any(t.requires_grad for t in inputs) and out.dtype.is_floating_point:
+        out = _run_numpy(p, inputs, attrs)
+    if out._dtype.is_floating_point and _needs_grad(inputs):
         rule = RULES.get(prim)
         if rule is None:
             raise RuntimeError(f"the derivative for '{prim}' is not implemented.")
         _attach(out, rule, inputs, attrs)
+    return out
+
+
+def _on_device(inputs) -> bool:
+    for t in inputs:
+        if isinstance(t._data, DeviceArray):
+            return True
+    return False
+
+
+def _needs_grad(inputs) -> bool:
+    """Whether an op on `inputs` records history: grad mode on and some input requires grad."""
+    for t in inputs:
+        if t._requires_grad:
+            return is_grad_enabled()
+    return False
+
+
+# Kernels that only move or fill data raise no floating-point warnings: they skip np.errstate,
+# which costs about as much as a small op's kernel
+_NO_FP_WARNINGS = frozenset(name for name, p in PRIMITIVES.items() if p.kind is Kind.INJECTIVE) | {"full", "iota"}
+
+
+def _run_numpy(p, inputs, attrs):
+    out_dtype = None if p.data_dependent else p.infer(*inputs, **attrs).dtype  # validates first
+    arrays = [t._data for t in inputs]
+    if p.name in _NO_FP_WARNINGS:
+        data = p.kernel(*arrays, **attrs)
+    else:
+        with np.errstate(all="ignore"):
+            data = p.kernel(*arrays, **attrs)
+    if out_dtype is not None and (not isinstance(data, np.ndarray) or data.dtype != out_dtype.np):
+        data = np.asarray(data, dtype=out_dtype.np)
+    out = Tensor._wrap(data)
+    if p.may_alias and inputs and np.may_share_memory(data, arrays[0]):
+        src = inputs[0]
+        out._base = src._base if src._base is not None else src
+        out._version = src._version
     return out
 
 
