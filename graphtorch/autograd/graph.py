@@ -153,6 +153,7 @@ def _topo_order(roots: list[Node]) -> list[Node]:
 def run_backward(roots: Sequence, grads: Sequence, *, retain_graph: bool, create_graph: bool,
                  inputs: Sequence | None = None) -> list | None:
     """Propagate `grads` from `roots` (tensors) to the leaves, or only to `inputs` (autograd.grad)."""
+    from ..dispatch import quiet_floating_point
     from .grad_mode import set_grad_enabled
 
     nodes = [r.grad_fn for r in roots]
@@ -161,7 +162,7 @@ def run_backward(roots: Sequence, grads: Sequence, *, retain_graph: bool, create
         pending[id(node)] = g if id(node) not in pending else pending[id(node)] + g
     capture = {id(t.grad_fn if t.grad_fn is not None else t._accumulator()): i for i, t in enumerate(inputs or [])}
     captured: list = [None] * len(inputs or [])
-    with set_grad_enabled(create_graph):
+    with set_grad_enabled(create_graph), quiet_floating_point():
         for node in _topo_order([n for n in nodes if n is not None]):
             grad = pending.pop(id(node), None)
             if grad is None:

@@ -14,6 +14,9 @@ from ..tensor import Tensor
 
 
 def broadcast_shapes(*shapes) -> tuple[int, ...]:
+    first = shapes[0] if shapes else ()
+    if all(s == first for s in shapes):  # the common case, no broadcasting
+        return tuple(first)
     ndim = max((len(s) for s in shapes), default=0)
     out = [1] * ndim
     for s in shapes:
@@ -44,7 +47,7 @@ def constant(value, dtype: dt.DType, shape) -> Tensor:
         full = apply("full", shape=(), value=_coerce(value, dtype), dtype=dtype)
         return full if not shape else apply("expand", full, shape=shape)
     data = _FULL(shape=(), value=_coerce(value, dtype), dtype=dtype)
-    return Tensor._wrap(_EXPAND(data, shape=shape) if shape else data)
+    return Tensor._wrap(_EXPAND(data, shape=shape) if shape else data)  # a view: CUDA ops see a host scalar
 
 
 def _coerce(value, dtype):
@@ -89,7 +92,7 @@ def elementwise(prim: str, *args, dtype: dt.DType | None = None) -> Tensor:
     _check_tensors(prim, args)
     dtype = dtype or dt.result_type(*args)
     shape = broadcast_shapes(*(_shape(a) for a in args))
-    return apply(prim, *(as_operand(a, dtype, shape) for a in args))
+    return apply(prim, *[as_operand(a, dtype, shape) for a in args])
 
 
 def _float_dtype(*args) -> dt.DType:
