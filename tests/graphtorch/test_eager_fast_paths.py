@@ -1,4 +1,5 @@
-"""Eager mode's fast paths against torch: the conv2d numpy kernel's two im2col layouts, ... .
+"""Eager mode's fast paths against torch: the conv2d numpy kernel's two im2col layouts, log_softmax and
+nll_loss (cross_entropy) as one op each, ...
 
 Each fast path is only a cheaper way to run an op's one definition, so every test compares
 values, dtypes and gradients with torch on the cases the fast path takes and on those it leaves."""
@@ -7,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import compare, randn
+from conftest import compare, gradcheck, raises_like, randn
 
+import graphtorch as gt
 from graphtorch.compiler.primitives import _conv2d_one_gemm, _conv2d_per_image
 
 CONVS = [  # (input, weight, stride, padding, dilation, groups)
@@ -35,3 +37,118 @@ def test_conv2d_layouts_agree_with_each_other():
     win = _unfold(x, kernel=(3, 3), stride=(1, 2), dilation=(2, 1))
     wm = w.reshape(2, 3, -1)
     np.testing.assert_allclose(_conv2d_per_image(win, wm), _conv2d_one_gemm(win, wm), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- log_softmax and nll_loss as one op each
+
+
+def _composed(monkeypatch):
+    """Make log_softmax and nll_loss take their composed forms (the definitions) eagerly too."""
+    from graphtorch.nn import _eager_nll
+    from graphtorch.ops import _eager_softmax
+
+    monkeypatch.setattr(_eager_softmax, "applies", lambda *a: False)
+    monkeypatch.setattr(_eager_nll, "applies", lambda *a: False)
+
+
+@pytest.mark.parametrize("shape, dim", [((5, 7), 1), ((5, 7), 0), ((2, 3, 4), -1), ((6,), 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_softmax_matches_torch_and_the_composed_form(torch, shape, dim, dtype, monkeypatch):
+    x = randn(*shape, dtype=dtype) * 4
+    got, _ = compare(lambda L, t: L.log_softmax(t, dim), x, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    assert got.grad_fn.name() == "LogSoftmaxBackward0"
+    _composed(monkeypatch)
+    np.testing.assert_array_equal(gt.tensor(x).log_softmax(dim).numpy(), got.detach().numpy())
+
+
+def test_log_softmax_keeps_inf_and_nan_as_the_composed_form(torch, monkeypatch):
+    x = np.array([[0.0, -np.inf, 1.0], [np.inf, 0.0, 1.0], [np.nan, 0.0, 0.0]], np.float32)
+    fast = gt.tensor(x).log_softmax(1).numpy()
+    np.testing.assert_array_equal(fast, torch.tensor(x).log_softmax(1).numpy())
+    _composed(monkeypatch)
+    np.testing.assert_array_equal(fast, gt.tensor(x).log_softmax(1).numpy())
+
+
+def test_log_softmax_output_modified_in_place_is_torchs_error():
+    x = gt.tensor(randn(3, 4), requires_grad=True)
+    y = x.log_softmax(1)
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+CE_CASES = [  # (targets, ignore_index, reduction)
+    ([3, 0, 9, 4, 4, 1], -100, "mean"),
+    ([3, 0, 9, 4, 4, 1], -100, "sum"),
+    ([3, 0, 9, 4, 4, 1], 4, "mean"),  # ignored rows leave the mean's count
+    ([3, 0, 9, 4, 4, 1], 4, "sum"),
+]
+
+
+@pytest.mark.parametrize("targets, ignore_index, reduction", CE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_matches_torch_with_its_graph(torch, targets, ignore_index, reduction, dtype):
+    x, y = randn(6, 10, dtype=dtype) * 3, np.array(targets)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    got, want = compare(lambda L, t: L.nn.functional.cross_entropy(t, L.tensor(y), ignore_index=ignore_index,
+                                                                   reduction=reduction), x, **tol)
+    names = [got.grad_fn.name(), got.grad_fn.next_functions[0][0].name()]
+    assert names == [want.grad_fn.name(), want.grad_fn.next_functions[0][0].name()]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nll_loss_equals_the_composed_form_exactly(reduction, monkeypatch):
+    x, y = gt.tensor(randn(9, 5), requires_grad=True), gt.tensor(np.array([0, 4, 2, 2, 1, 3, 0, 4, 4]))
+    fast = gt.nn.functional.nll_loss(x, y, ignore_index=2, reduction=reduction)
+    fast.backward()
+    fast_grad, x.grad = x.grad, None
+    _composed(monkeypatch)
+    slow = gt.nn.functional.nll_loss(x, y, ignore_index=2, reduction=reduction)
+    slow.backward()
+    np.testing.assert_array_equal(fast.numpy(force=True), slow.numpy(force=True))
+    np.testing.assert_array_equal(fast_grad.numpy(), x.grad.numpy())
+
+
+def test_cross_entropy_every_target_ignored_is_nan_as_torch(torch):
+    x, y = randn(3, 4), np.array([1, 1, 1])
+    compare(lambda L, t: L.nn.functional.cross_entropy(t, L.tensor(y), ignore_index=1), x)
+
+
+def test_cross_entropy_out_of_range_target_is_torchs_error(torch):
+    x, y = randn(3, 4), np.array([1, 7, -3])
+    raises_like(lambda: torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(y)),
+                lambda: gt.nn.functional.cross_entropy(gt.tensor(x), gt.tensor(y)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cross_entropy_finite_differences_float64(reduction):
+    y = np.array([2, 0, 3, 3])
+    gradcheck(lambda x: gt.nn.functional.cross_entropy(x, gt.tensor(y), ignore_index=0, reduction=reduction),
+              [randn(4, 5, dtype=np.float64)])
+
+
+def test_cross_entropy_double_backward_matches_torch(torch):
+    x, y = randn(4, 5, dtype=np.float64), np.array([2, 0, 3, 3])
+    grads = []
+    for lib in (gt, torch):
+        t = lib.tensor(x.copy(), requires_grad=True)
+        (g,) = lib.autograd.grad(lib.nn.functional.cross_entropy(t, lib.tensor(y)), [t], create_graph=True)
+        (g * g).sum().backward()
+        grads.append((g.detach().numpy(), t.grad.numpy()))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_cross_entropy_compiled_equals_eager():
+    model = gt.nn.Linear(6, 4)
+    x, y = gt.tensor(randn(8, 6)), gt.tensor(np.array([0, 3, 1, 1, 2, 0, 3, 2]))
+    loss_fn = lambda x, y: gt.nn.functional.cross_entropy(model(x), y)  # noqa: E731
+    compiled = gt.compile(loss_fn)
+    results = []
+    for fn in (loss_fn, compiled, compiled):  # eager, the warm-up call (eager), the compiled one
+        model.weight.grad = None
+        loss = fn(x, y)
+        loss.backward()
+        results.append((loss.item(), model.weight.grad.numpy().copy()))
+    np.testing.assert_allclose(results[2][0], results[0][0], rtol=1e-6)
+    np.testing.assert_allclose(results[2][1], results[0][1], rtol=1e-5, atol=1e-6)
