@@ -152,3 +152,80 @@ def test_cross_entropy_compiled_equals_eager():
         results.append((loss.item(), model.weight.grad.numpy().copy()))
     np.testing.assert_allclose(results[2][0], results[0][0], rtol=1e-6)
     np.testing.assert_allclose(results[2][1], results[0][1], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- linear as one op
+
+
+def _composed_linear(monkeypatch):
+    from graphtorch.nn import _eager_linear
+
+    monkeypatch.setattr(_eager_linear, "applies", lambda *a: False)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("grads", ["all", "input only", "weight only"])
+def test_linear_matches_torch_with_its_graph(torch, bias, dtype, grads):
+    x, w, b = randn(5, 7, dtype=dtype), randn(3, 7, dtype=dtype, seed=1), randn(3, dtype=dtype, seed=2)
+    arrays = [x, w, b] if bias else [x, w]
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+    def fn(L, *ts):
+        for t, wanted in zip(ts, {"all": (1, 1, 1), "input only": (1, 0, 0), "weight only": (0, 1, 0)}[grads]):
+            t.requires_grad_(bool(wanted))
+        return L.nn.functional.linear(*ts)
+
+    got, want = compare(fn, *arrays, **tol)
+    assert got.grad_fn.name() == want.grad_fn.name()
+    names = [[n.name().split("::")[-1] if n is not None else None for n, _ in node.next_functions]
+             for node in (got.grad_fn, want.grad_fn)]  # torch's AccumulateGrad is torch::autograd::AccumulateGrad
+    assert names[0] == names[1]
+
+
+def test_linear_equals_the_composed_form_exactly(monkeypatch):
+    layer, x = gt.nn.Linear(7, 4), gt.tensor(randn(6, 7), requires_grad=True)
+    results = []
+    for composed in (False, True):
+        if composed:
+            _composed_linear(monkeypatch)
+        layer.zero_grad()
+        x.grad = None
+        out = layer(x)
+        (out * gt.tensor(randn(6, 4, seed=5))).sum().backward()
+        results.append([out.detach().numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()])
+    for fast, slow in zip(*results):
+        np.testing.assert_array_equal(fast, slow)
+
+
+def test_linear_finite_differences_and_double_backward(torch):
+    x, w, b = randn(3, 4, dtype=np.float64), randn(2, 4, dtype=np.float64, seed=1), randn(2, dtype=np.float64, seed=2)
+    gradcheck(lambda x, w, b: gt.nn.functional.linear(x, w, b).tanh(), [x, w, b])
+    grads = []
+    for lib in (gt, torch):
+        xs = [lib.tensor(a.copy(), requires_grad=True) for a in (x, w, b)]
+        out = lib.nn.functional.linear(*xs)
+        out = (out * out * out).sum()  # (tanh saves its output detached: no second order in graphtorch)
+        gs = lib.autograd.grad(out, xs, create_graph=True)
+        sum((g * g).sum() for g in gs).backward()
+        grads.append([t.grad.numpy() for t in xs])
+    for a, c in zip(*grads):
+        np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-12)
+
+
+def test_linear_weight_modified_in_place_is_torchs_error():
+    layer = gt.nn.Linear(3, 2)
+    out = layer(gt.tensor(randn(4, 3), requires_grad=True)).sum()
+    with gt.no_grad():
+        layer.weight.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.backward()
+
+
+def test_linear_bad_shapes_are_torchs_errors(torch):
+    x, w = randn(4, 3), randn(2, 5)
+    raises_like(lambda: torch.nn.functional.linear(torch.tensor(x), torch.tensor(w)),
+                lambda: gt.nn.functional.linear(gt.tensor(x), gt.tensor(w)))
+    # a bias of the wrong size: the composed form's broadcasting error (torch words it as an expand)
+    with pytest.raises(RuntimeError, match=r"size of tensor a \(2\) must match the size of tensor b \(3\)"):
+        gt.nn.functional.linear(gt.tensor(x), gt.tensor(w[:, :3]), gt.tensor(randn(3)))
