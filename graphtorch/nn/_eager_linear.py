@@ -24,12 +24,14 @@ _MATMUL, _SUM = PRIMITIVES["matmul"].kernel, PRIMITIVES["sum"].kernel
 def applies(input: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     """Eager, on the CPU, (N, K) @ (M, K)^T (+ (M,)) in one floating dtype; anything else (and
     every error) takes the composed form."""
-    if dispatch._tracer is not None or input.is_cuda or weight.is_cuda or not input.dtype.is_floating_point:
+    if dispatch._tracer is not None or not isinstance(input, Tensor) or not isinstance(weight, Tensor):
+        return False
+    if input.is_cuda or weight.is_cuda or not input.dtype.is_floating_point:
         return False
     x, w = input._data, weight._data
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1] or weight.dtype is not input.dtype:
         return False
-    return bias is None or (not bias.is_cuda and bias.dtype is input.dtype and bias._data.shape == (w.shape[0],))
+    return bias is None or (isinstance(bias, Tensor) and not bias.is_cuda and bias.dtype is input.dtype and bias._data.shape == (w.shape[0],))
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
