@@ -14,9 +14,9 @@ from ..tensor import Tensor
 
 
 def broadcast_shapes(*shapes) -> tuple[int, ...]:
-    first = shapes[0] if shapes else ()
-    if all(s == first for s in shapes):  # the common case, no broadcasting
-        return tuple(first)
+    sized = [s for s in shapes if len(s)]  # a 0-d shape (a Python number's) broadcasts to anything
+    if not sized or all(s == sized[0] for s in sized):  # the common case, no broadcasting
+        return tuple(sized[0]) if sized else ()
     ndim = max((len(s) for s in shapes), default=0)
     out = [1] * ndim
     for s in shapes:
