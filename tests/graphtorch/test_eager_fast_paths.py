@@ -1,5 +1,6 @@
-"""Eager mode's fast paths against torch: the conv2d numpy kernel's two im2col layouts, log_softmax and
-nll_loss (cross_entropy) as one op each, ...
+"""Eager mode's fast paths against torch: type promotion of a tensor with a Python number, the
+memoized type rules and the floating-point warnings, the conv2d numpy kernel's two im2col layouts,
+and log_softmax, nll_loss (cross_entropy) and linear as one op each.
 
 Each fast path is only a cheaper way to run an op's one definition, so every test compares
 values, dtypes and gradients with torch on the cases the fast path takes and on those it leaves."""
@@ -11,7 +12,39 @@ import pytest
 from conftest import compare, gradcheck, raises_like, randn
 
 import graphtorch as gt
+from graphtorch import dispatch
 from graphtorch.compiler.primitives import _conv2d_one_gemm, _conv2d_per_image
+
+DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("number", [2, -3, 2.5, True, 300])
+def test_a_tensor_with_a_python_number_promotes_as_torch(torch, dtype, number):
+    g, t = gt.zeros(3, dtype=getattr(gt, dtype)), torch.zeros(3, dtype=getattr(torch, dtype))
+    assert str(gt.result_type(g, number)) == str(torch.result_type(t, number))
+    if dtype != "bool" or isinstance(number, bool):
+        assert str((g + number).dtype) == str((t + number).dtype)
+        assert str((number * g).dtype) == str((number * t).dtype)
+
+
+def test_a_memoized_type_rule_still_refuses_what_it_refused():
+    a, b = gt.ones(2), gt.ones(2, dtype=gt.bool)
+    a - a  # the float32 rule accepted once
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="Subtraction, the `-` operator, with two bool tensors"):
+            b - b
+        with pytest.raises(RuntimeError, match="not implemented for 'Bool'"):
+            dispatch.apply("sub", b, b)
+
+
+def test_no_floating_point_warnings_forward_or_backward(torch):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's divide/invalid warnings would fail the test
+        compare(lambda L, x: x.log() + (x / 0.0) + x.sqrt(), np.array([0.0, 1.0, -1.0, 4.0], np.float32))
+
 
 CONVS = [  # (input, weight, stride, padding, dilation, groups)
     ((2, 3, 9, 9), (4, 3, 3, 3), 1, 1, 1, 1),  # rows longer than the kernel: one GEMM per image
