@@ -153,7 +153,7 @@ def _attach(out, rule, inputs, attrs) -> None:
         return [g if req else None for g, (_, _, req) in zip(grads, in_types)]
 
     next_functions = tuple([(edge(t), 0) for t in inputs])
-    out.grad_fn = Node(rule.name, vjp, saved, next_functions)
+    out.grad_fn = Node(rule.name, vjp, saved, next_functions, len(saved) - 1 if rule.save_output else -1)
     if _tracer is not None and out._node is not None:  # backward nodes recorded later point back to this forward op
         out.grad_fn.metadata.update(loc=out._node.loc, origin=out._node.origin)
     out._requires_grad = True  # a floating-point op output (the setter's checks hold)

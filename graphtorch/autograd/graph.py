@@ -31,12 +31,13 @@ class Node:
             cls = _node_class(name)
         return object.__new__(cls)
 
-    def __init__(self, name: str, vjp: Callable, saved: Sequence, next_functions: tuple):
+    def __init__(self, name: str, vjp: Callable, saved: Sequence, next_functions: tuple, output_slot: int = -1):
         self.serial = Node.created
         Node.created += 1
         self._vjp = vjp
         self._saved = [(t, t._version[0]) if t is not None else None for t in saved]
         self._freed = False
+        self._output_slot = output_slot  # which saved value is this node's own output (stored detached)
         self.next_functions = next_functions  # ((Node | None, 0), ...), as in PyTorch
         self._pre_hooks: list[Callable] = []  # tensor hooks of this node's output
         self.metadata: dict = {}
@@ -66,6 +67,16 @@ class Node:
                     f"{t._version[0]}; expected version {version} instead. Hint: the backtrace further above can "
                     "point to the operation that failed to compute its gradient.")
             out.append(t)
+        if self._output_slot >= 0 and is_grad_enabled():
+            out[self._output_slot] = self._reattached(out[self._output_slot])
+        return out
+
+    def _reattached(self, t):
+        """The saved output with this node as its grad_fn again, as PyTorch unpacks a saved output:
+        saving it with its grad_fn would make a reference cycle, but a double backward
+        (create_graph=True) must differentiate through it."""
+        out = t.detach()
+        out.grad_fn, out._requires_grad = self, True
         return out
 
     def apply(self, grad):

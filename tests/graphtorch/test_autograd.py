@@ -214,6 +214,25 @@ def test_autograd_grad_and_second_derivative(torch):
     assert ga.tolist() == [2.0, 2.0] and gb is None
 
 
+
+@pytest.mark.parametrize("op", ["tanh", "exp", "sigmoid", "sqrt", "softmax", "log_softmax"])
+def test_double_backward_through_a_saved_output(op):
+    """Ops whose backward reads their own output: a second derivative flows through that output."""
+    torch = pytest.importorskip("torch")
+
+    def run(L):
+        x = L.tensor([[0.3, 0.7, 1.2], [0.5, 1.5, 2.0]], dtype=L.float64, requires_grad=True)
+        f = getattr(L, op)
+        y = f(x, dim=1) if "softmax" in op else f(x)
+        (dx,) = L.autograd.grad((y * y).sum(), x, create_graph=True)
+        (ddx,) = L.autograd.grad((dx * dx).sum(), x)
+        return dx, ddx
+
+    (gd, gdd), (td, tdd) = run(gt), run(torch)
+    assert gd.grad_fn is not None
+    np.testing.assert_allclose(gd.detach().numpy(), td.detach().numpy(), rtol=1e-14)
+    np.testing.assert_allclose(gdd.numpy(), tdd.numpy(), rtol=1e-12)
+
 def test_autograd_backward_with_inputs(torch):
     for L in (gt, torch):
         a, b = L.ones(2, requires_grad=True), L.ones(2, requires_grad=True)
