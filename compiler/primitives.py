@@ -610,7 +610,7 @@ def _qr(x, *, mode, part):
 
 
 def _svd_infer(x, *, full_matrices, part):
-    m, n = _matrices("svdvals" if part == "S" else "svd", x)
+    m, n = _matrices("svd", x)  # torch names svd for svdvals too
     k = min(m, n)
     shape = {"U": (m, m if full_matrices else k), "S": (k,), "Vh": (n if full_matrices else k, n)}[part]
     return TensorType((*x.shape[:-2], *shape), x.dtype)
