@@ -11,7 +11,7 @@ from llvm_helpers import compiled, unary_graph
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.llvm import build, single_groups
 
-MAX_ULP = {"exp": 1.0, "log": 1.0, "tanh": 2.0, "sigmoid": 2.5}
+MAX_ULP = {"exp": 1.0, "log": 1.0, "tanh": 2.0, "sigmoid": 2.5, "erf": 2.0}
 _erf64 = np.vectorize(math.erf, otypes=[np.float64])
 
 
@@ -86,6 +86,8 @@ def test_exact_corners():
     tiny = float(np.float32(1e-45))  # the smallest subnormal: tanh keeps it
     assert run("tanh", np.array([np.inf, -np.inf, 50.0, tiny], np.float32)).tolist() == [1.0, -1.0, 1.0, tiny]
     assert run("sigmoid", np.array([np.inf, -np.inf, 0.0], np.float32)).tolist() == [1.0, 0.0, 0.5]
+    assert run("erf", np.array([np.inf, -np.inf, 5.0, -0.0], np.float32)).tolist() == [1.0, -1.0, 1.0, -0.0]
+    assert np.signbit(run("erf", np.array([-0.0], np.float32)))[0]
 
 
 def test_against_torch():
