@@ -613,6 +613,50 @@ _register("slogdet", Kind.OPAQUE, _slogdet_infer, _slogdet, "(sign, log|det|) st
 _register("cholesky", Kind.OPAQUE, _square_infer("linalg.cholesky"), _cholesky,
           "lower Cholesky factor of a symmetric positive-definite matrix")
 
+
+QR_MODES = ("reduced", "complete", "r")
+
+
+def _matrices(name: str, x) -> tuple[int, int]:
+    """(rows, cols) of a batch of float matrices, or torch's error for linalg.`name`."""
+    check(x.ndim >= 2, f"linalg.{name}: The input tensor A must have at least 2 dimensions.")
+    check(x.dtype.is_floating_point,
+          f"linalg.{name}: Expected a floating point or complex tensor as input. Got {_pretty(x.dtype)}")
+    return x.shape[-2], x.shape[-1]
+
+
+def _qr_infer(x, *, mode, part):
+    m, n = _matrices("qr", x)
+    check(mode in QR_MODES, f"qr received unrecognized mode '{mode}' but expected one of 'reduced' (default), "
+          "'r', or 'complete'")
+    k = m if mode == "complete" else min(m, n)
+    return TensorType((*x.shape[:-2], *((m, k) if part == "Q" else (k, n))), x.dtype)
+
+
+def _qr(x, *, mode, part):
+    q, r = np.linalg.qr(x, mode="reduced" if mode == "r" else mode)
+    return (q if part == "Q" else r).astype(x.dtype)
+
+
+def _svd_infer(x, *, full_matrices, part):
+    m, n = _matrices("svd", x)  # torch names svd for svdvals too
+    k = min(m, n)
+    shape = {"U": (m, m if full_matrices else k), "S": (k,), "Vh": (n if full_matrices else k, n)}[part]
+    return TensorType((*x.shape[:-2], *shape), x.dtype)
+
+
+def _svd(x, *, full_matrices, part):
+    if part == "S":
+        return np.linalg.svd(x, compute_uv=False).astype(x.dtype)
+    u, _, vh = np.linalg.svd(x, full_matrices=full_matrices)
+    return (u if part == "U" else vh).astype(x.dtype)
+
+
+_register("qr", Kind.OPAQUE, _qr_infer, _qr, "Q or R (`part`) of the QR factorization; mode as torch.linalg.qr",
+          attrs=("mode", "part"))
+_register("svd", Kind.OPAQUE, _svd_infer, _svd,
+          "U, S or Vh (`part`) of the singular value decomposition (S descending)", attrs=("full_matrices", "part"))
+
 # ---------------------------------------------------------------- collectives (graphtorch.distributed)
 
 ALL_REDUCE_OPS = ("sum", "max", "min", "product")

@@ -1,17 +1,23 @@
-"""torch.linalg: norms, inverse, solve, determinants and the Cholesky factor.
+"""torch.linalg: norms, inverse, solve, determinants and the Cholesky, QR and singular value
+decompositions.
 
-det, slogdet and cholesky are primitives (numpy's LAPACK kernels; the LLVM backend calls them
-from the native code); the rest are compositions, so their gradients come from those primitives.
+det, slogdet, cholesky, qr and svd are primitives (numpy's LAPACK kernels; the LLVM backend calls
+them from the native code; qr's and svd's backward rules are in linalg_grads.py); the rest are
+compositions, so their gradients come from those primitives.
 """
 
 from __future__ import annotations
 
-from .compiler.primitives import _norm_dim, _pretty
+from . import linalg_grads  # noqa: F401  (registers the qr and svd backward rules)
+from .compiler.primitives import QR_MODES, _norm_dim, _pretty
 from .dispatch import apply, op
 from .ops.linalg import inverse, matmul
-from .ops.reduction import amax, amin, return_types, sum, vector_norm
+from .ops.reduction import _return_type, amax, amin, return_types, sum, vector_norm
 from .ops.shape import slice_dim
 from .tensor import Tensor
+
+QRResult = _return_type("linalg_qr", ("Q", "R"))  # torch.return_types.linalg_qr
+SVDResult = _return_type("linalg_svd", ("U", "S", "Vh"))
 
 
 def _check_float(A: Tensor, name: str) -> None:
@@ -46,18 +52,63 @@ def norm(A, ord=None, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
 
 
 def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim: bool = False, *, dtype=None) -> Tensor:
-    """'fro', and the induced 1, -1, inf, -inf norms (max/min over columns or rows of the absolute sums)."""
+    """'fro', 'nuc', 2 and -2 (from the singular values), and the induced 1, -1, inf, -inf norms
+    (max/min over columns or rows of the absolute sums)."""
     if A.ndim < 2:
         raise RuntimeError("linalg.matrix_norm: The input tensor A must have at least 2 dimensions.")
     rows, cols = (_norm_dim(d, A.ndim) for d in dim)
+    if rows == cols:
+        raise RuntimeError(f"linalg.matrix_norm: dims must be different. Got ({dim[0]}, {dim[1]})")
     if ord == "fro":
         return vector_norm(A, 2, (rows, cols), keepdim, dtype=dtype)
+    if ord in ("nuc", 2, -2):
+        return _spectral_norm(A, ord, rows, cols, keepdim, dtype)
     if ord not in (1, -1, float("inf"), float("-inf")):
         raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
     over, across = (rows, cols) if ord in (1, -1) else (cols, rows)  # 1: column sums, inf: row sums
     sums = sum(A.abs() if dtype is None else A.to(dtype).abs(), over, keepdim=True)
     extreme = (amax if ord > 0 else amin)(sums, across, keepdim=True)
     return extreme if keepdim else extreme.squeeze((rows, cols) if rows < cols else (cols, rows))
+
+
+def _spectral_norm(A, ord, rows: int, cols: int, keepdim: bool, dtype) -> Tensor:
+    """The sum ('nuc'), largest (2) or smallest (-2) singular value of the (rows, cols) matrices."""
+    rest = [d for d in range(A.ndim) if d not in (rows, cols)]
+    s = svdvals((A if dtype is None else A.to(dtype)).permute(*rest, rows, cols))
+    out = sum(s, -1) if ord == "nuc" else (amax if ord == 2 else amin)(s, -1)
+    if not keepdim:
+        return out
+    for d in sorted((rows, cols)):
+        out = out.unsqueeze(d)
+    return out
+
+
+def qr(A, mode: str = "reduced"):
+    """(Q, R) with A = QR, Q orthonormal columns, R upper triangular; mode 'r' gives an empty Q."""
+    if mode not in QR_MODES:  # before the shape checks, as torch
+        raise RuntimeError(f"qr received unrecognized mode '{mode}' but expected one of 'reduced' (default), "
+                           "'r', or 'complete'")
+    r = apply("qr", A, mode=mode, part="R")
+    q = apply("qr", A, mode=mode, part="Q") if mode != "r" else _empty(A)
+    return QRResult(q, r)
+
+
+def _empty(A) -> Tensor:
+    from .ops.creation import zeros
+
+    return zeros(0, dtype=A.dtype)
+
+
+def svd(A, full_matrices: bool = True, *, driver=None):
+    """(U, S, Vh) with A = U diag(S) Vh, S descending; columns of U and rows of Vh are unique only up
+    to sign (as in torch, whose LAPACK may pick other signs)."""
+    parts = (apply("svd", A, full_matrices=bool(full_matrices), part=p) for p in ("U", "S", "Vh"))
+    return SVDResult(*parts)
+
+
+def svdvals(A, *, driver=None) -> Tensor:
+    """The singular values of (batches of) matrices, descending."""
+    return apply("svd", A, full_matrices=False, part="S")
 
 
 @op("LinalgDetBackward0")
@@ -106,4 +157,5 @@ def solve(A, B, *, left: bool = True) -> Tensor:
     return X.squeeze(-1) if vector else X
 
 
-__all__ = ["norm", "vector_norm", "matrix_norm", "inv", "det", "slogdet", "logdet", "cholesky", "solve"]
+__all__ = ["norm", "vector_norm", "matrix_norm", "inv", "det", "slogdet", "logdet", "cholesky", "solve", "qr", "svd",
+           "svdvals"]

@@ -14,7 +14,22 @@ from .module import LOWERINGS, LoweringContext
 
 
 def lower_elementwise(ctx: LoweringContext, group: Group) -> None:
-    emit_pointwise(ctx, group.outputs[0], flat=needs_only_flat(group.nodes))
+    root = group.outputs[0]
+    emit_pointwise(ctx, root, flat=needs_only_flat(group.nodes), col_breaks=pad_column_breaks(group.nodes, root))
+
+
+def pad_column_breaks(nodes: list[Node], root: Node) -> list[int]:
+    """Where a pad of the root's shape starts or stops being padding along the last dim: the column
+    loop is split there, so each pad is known inside (a plain load) or outside (its value, its input
+    never evaluated) in each piece. A concat written as a sum of pads (the LSTM's four gate
+    gradients) then costs one evaluation per element instead of one per pad, and vectorizes."""
+    shape = root.type.shape
+    breaks = set()
+    for n in nodes:
+        if n.target == "pad" and n.type.shape == shape and shape:
+            lo, _ = n.attrs["pads"][-1]
+            breaks |= {lo, lo + n.inputs[0].type.shape[-1]}
+    return sorted(c for c in breaks if 0 < c < shape[-1]) if breaks else []
 
 
 def needs_only_flat(nodes: list[Node]) -> bool:
@@ -22,19 +37,25 @@ def needs_only_flat(nodes: list[Node]) -> bool:
     return all((n.prim.kind is Kind.ELEMENTWISE and n.target != "iota") or n.target == "reshape" for n in nodes)
 
 
-def emit_pointwise(ctx: LoweringContext, root: Node, *, flat: bool, overrides: dict[Node, Override] | None = None) -> None:
-    """Store the value of `root` at every position of its shape, this thread's share of them."""
+def emit_pointwise(ctx: LoweringContext, root: Node, *, flat: bool, overrides: dict[Node, Override] | None = None,
+                   col_breaks: list[int] = ()) -> None:
+    """Store the value of `root` at every position of its shape, this thread's share of them; the
+    column loop of a multi-index walk runs in pieces split at `col_breaks`."""
     b, shape = ctx.builder, root.type.shape
-    if flat or len(shape) <= 1:
+    if flat or len(shape) <= 1:  # (a pad needs the multi-index: flat groups have no col_breaks)
         lo, hi = ctx.thread_range(root.type.numel, align=64)  # whole cache lines per thread
         with ctx.loop(lo, hi) as i:
             ctx.store(root, i, ctx.element(root, Index(b, shape, flat=i), overrides))
         return
     rows, cols = rows_cols(shape)
     lo, hi = ctx.thread_range(rows)
-    with ctx.loop(lo, hi) as r, ctx.loop(0, cols) as c:
-        idx = Index.rows(b, shape, r, c)
-        ctx.store(root, idx.flat(), ctx.element(root, idx, overrides))
+    bounds = [0, *col_breaks, cols]
+    with ctx.loop(lo, hi) as r:
+        for start, stop in zip(bounds, bounds[1:]):
+            with ctx.loop(start, stop) as c:
+                idx = Index.rows(b, shape, r, c)
+                idx.col_span = (start, stop)
+                ctx.store(root, idx.flat(), ctx.element(root, idx, overrides))
 
 
 LOWERINGS["elementwise"] = lower_elementwise

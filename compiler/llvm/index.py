@@ -42,6 +42,7 @@ class Index:
                  flat: ir.Value | None = None, row: ir.Value | None = None):
         self.b, self.shape = b, tuple(shape)
         self._dims, self._flat, self._row = dims, flat, row
+        self.col_span: tuple[int, int] | None = None  # constant bounds [lo, hi) of the last index, when known
 
     @classmethod
     def rows(cls, b: ir.IRBuilder, shape: tuple[int, ...], row: ir.Value, col: ir.Value) -> Index:
@@ -192,11 +193,18 @@ def _pad(env, node, idx):
     b = env.b
     inside = ir.Constant(scalar.I1, 1)
     dims = []
-    for d, (lo, hi), n in zip(idx.dims(), node.attrs["pads"], x.type.shape):
+    last = len(x.type.shape) - 1
+    for k, (d, (lo, hi), n) in enumerate(zip(idx.dims(), node.attrs["pads"], x.type.shape)):
         if lo == 0 and hi == 0:
             dims.append(d)
             continue
         d = b.sub(d, i64(lo))
+        span = idx.col_span if k == last else None
+        if span is not None and lo <= span[0] and span[1] <= lo + n:  # this column loop is all inside
+            dims.append(d)
+            continue
+        if span is not None and (span[1] <= lo or lo + n <= span[0]):  # all padding: x is never read
+            return pad_value
         ok = b.and_(b.icmp_signed(">=", d, i64(0)), b.icmp_signed("<", d, i64(n)))
         inside = b.and_(inside, ok)
         dims.append(b.select(ok, d, i64(0)))  # a position outside reads element 0: never out of bounds

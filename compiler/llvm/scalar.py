@@ -94,6 +94,10 @@ _FLOAT_INTRINSICS = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "
 
 
 def _unary_float(b, name, d, x):
+    from . import vecmath  # function-level: vecmath builds on this module's intrinsic()
+
+    if d is dt.float32 and name in vecmath.FUNCTIONS:  # inline polynomials: the loop vectorizes
+        return vecmath.FUNCTIONS[name](b, x)
     if name in _FLOAT_INTRINSICS:
         return intrinsic(b, _FLOAT_INTRINSICS[name], x)
     if name == "tanh":

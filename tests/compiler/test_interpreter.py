@@ -45,6 +45,8 @@ CASES: dict[str, tuple[list[TensorType], dict]] = {
     "det": ([T((2, 3, 3), F)], {}),
     "slogdet": ([T((2, 3, 3), F)], {}),
     "cholesky": ([T((2, 1, 1), F)], {}),  # the inputs are positive: 1x1 ones are positive-definite
+    "qr": ([T((2, 5, 3), F)], dict(mode="reduced", part="Q")),
+    "svd": ([T((2, 3, 5), F)], dict(full_matrices=True, part="Vh")),
     "argsort": ([T((3, 5), F)], dict(dim=1, descending=True)),
     "cumprod": ([T((3, 5), F)], dict(dim=0)),
     "cumextreme_index": ([T((3, 5), F)], dict(dim=1, largest=False)),

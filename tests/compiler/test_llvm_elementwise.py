@@ -24,7 +24,8 @@ def rtol(d):
 @pytest.mark.parametrize("prim", EXACT_UNARY + MATH_UNARY)
 def test_float_unary(prim, d, shape):
     x = values(shape, d, np.random.default_rng(0))
-    tol = {} if prim in EXACT_UNARY or prim == "erf" else {"rtol": rtol(d), "atol": 1e-37}
+    # float32 exp/log/tanh/sigmoid/erf are vecmath.py polynomials, within 2.5 ulp of numpy (rtol 2e-6)
+    tol = {} if prim in EXACT_UNARY else {"rtol": rtol(d), "atol": 1e-37}
     assert_match(unary_graph(prim, shape, d), x, **tol)
 
 

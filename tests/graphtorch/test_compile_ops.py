@@ -66,6 +66,9 @@ OPS = {
                         + gt.linalg.cholesky(a @ a.transpose(-1, -2) + gt.eye(3) * 3).sum((-1, -2))
                         + gt.einsum("bij,bjk->b", a, a), lambda: ((_x((2, 3, 3)) + gt.eye(3) * 2).requires_grad_(),)),
     "tril_triu_backward": (lambda a: a.tril(-1) * 2 + gt.triu(a, 2).exp(), lambda: (_x().requires_grad_(),)),
+    "qr_svd_backward": (lambda a: (gt.linalg.qr(a).R.sum((-2, -1)) + gt.linalg.matrix_norm(a, "nuc")).unsqueeze(-1)
+                        + (gt.linalg.svd(a, full_matrices=False).U ** 2).sum(-1),
+                        lambda: (_x((2, 4, 3)).requires_grad_(),)),
 }
 
 

@@ -93,6 +93,11 @@ CASES = {
     "slogdet": [(lambda a: apply("slogdet", a), [r(2, 3, 3) + 3 * np.eye(3)])],
     # cholesky reads the lower triangle: differentiate through a symmetric function of a
     "cholesky": [(lambda a: apply("cholesky", a @ a.transpose(-1, -2) + gt.eye(3, dtype=gt.float64) * 3), [r(3, 3)])],
+    "qr": [(lambda a, mode=mode, part=part: apply("qr", a, mode=mode, part=part), [r(*shape)])
+           for shape, mode in [((4, 3), "reduced"), ((3, 5), "reduced"), ((2, 3, 3), "complete")] for part in "QR"],
+    # U and Vh are unique up to the signs of their columns/rows: differentiate a sign-free function
+    "svd": [(lambda a, part=part: apply("svd", a, full_matrices=False, part=part) ** 2, [r(*shape)])
+            for shape in [(4, 3), (2, 3, 5)] for part in ("U", "S", "Vh")],
     "cumprod": [(lambda a: apply("cumprod", a, dim=1), [r(3, 4)]), (lambda a: apply("cumprod", a, dim=0), [r(4)])],
 }
 

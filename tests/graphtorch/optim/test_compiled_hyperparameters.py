@@ -83,10 +83,12 @@ def _assert_same_training(optimizer: str, make_scheduler, tweak=None) -> None:
     eager_model, eager_opt, _ = _run(optimizer, make_scheduler, False, tweak=tweak)
     model, opt, run = _run(optimizer, make_scheduler, True, tweak=tweak)
     assert len(run.entries) == 1, "the compiled step recompiled"
+    # atol 4e-6: the compiled float32 tanh is within 2 ulp of numpy's, not bit-equal (docs/architecture.md),
+    # and ten steps of centered RMSprop with momentum amplify that to about 1e-6
     for p, e in zip(model.parameters(), eager_model.parameters()):
-        np.testing.assert_allclose(p.detach().numpy(), e.detach().numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p.detach().numpy(), e.detach().numpy(), rtol=1e-5, atol=4e-6)
         for key, value in eager_opt.state[e].items():
-            np.testing.assert_allclose(opt.state[p][key].numpy(), value.numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
+            np.testing.assert_allclose(opt.state[p][key].numpy(), value.numpy(), rtol=1e-5, atol=4e-6, err_msg=key)
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
