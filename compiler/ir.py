@@ -120,8 +120,9 @@ class Graph:
         """Graphviz DOT text; fusion groups, when given, are drawn as clusters."""
         return _to_dot(self, groups or [])
 
-    def to_json(self) -> str:
-        return _to_json(self)
+    def to_json(self, indent: int | None = 1) -> str:
+        """indent=None: one line, about 3x faster to write (what a cache key hashes)."""
+        return _to_json(self, indent)
 
     @staticmethod
     def from_json(text: str) -> Graph:
@@ -266,7 +267,7 @@ def _decode_value(v: dict) -> np.ndarray:
     return np.frombuffer(raw, dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
 
-def _to_json(graph: Graph) -> str:
+def _to_json(graph: Graph, indent: int | None = 1) -> str:
     pos = {n: i for i, n in enumerate(graph.nodes)}
     nodes = []
     for n in graph.nodes:
@@ -277,7 +278,7 @@ def _to_json(graph: Graph) -> str:
             item["value"] = _encode_value(n.value)
         nodes.append(item)
     doc = {"format": _FORMAT, "version": 1, "nodes": nodes, "outputs": [pos[o] for o in graph.outputs]}
-    return json.dumps(doc, indent=1, allow_nan=False)
+    return json.dumps(doc, indent=indent, allow_nan=False)
 
 
 def _from_json(text: str) -> Graph:

@@ -572,18 +572,18 @@ def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str,
     see llvm.build; the other backends ignore it)."""
     from .compiler.pipeline import run_pipeline
 
+    if backend == "llvm":  # from the disk cache when this graph was compiled before
+        from .compiler.llvm.saved import build_cached
+
+        artifacts, exe = build_cached(graph, name=name, source=graphtorch_source(), donate=list(donate),
+                                      dump_dir=dump_dir)
+        return CompiledGraph(lambda arrays: exe(*arrays), artifacts, exe)
     artifacts = run_pipeline(graph, dump_dir=dump_dir)
     optimized = artifacts.optimized
     if backend == "interpreter":
         from .compiler import interpreter
 
         return CompiledGraph(lambda arrays: interpreter.run(optimized, arrays), artifacts)
-    if backend == "llvm":
-        from .compiler import llvm
-
-        with artifacts.timed("lowered"):
-            exe = llvm.build(optimized, artifacts.fusion.groups, name=name, dump=dump_dir, donate=donate)
-        return CompiledGraph(lambda arrays: exe(*arrays), artifacts, exe)
     if backend == "cuda":  # arrays in and out are host numpy arrays; the runtime copies them
         from .compiler import cuda
 
@@ -591,6 +591,14 @@ def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str,
             exe = cuda.build(optimized, artifacts.fusion.groups, name=name, dump=dump_dir)
         return CompiledGraph(lambda arrays: exe(*arrays), artifacts, exe)
     raise ValueError(f"unknown backend {backend!r}: expected 'llvm', 'cuda' or 'interpreter'")
+
+
+def graphtorch_source() -> str:
+    """The fingerprint of graphtorch's own source (all three layers): a change to any file makes
+    every disk-cached compiled graph miss."""
+    from . import compiler, runtime
+
+    return runtime.source_fingerprint(os.path.dirname(__file__), *compiler.__path__, *runtime.__path__)
 
 
 __all__ = ["CompiledFunction", "trace"]

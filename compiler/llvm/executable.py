@@ -51,7 +51,7 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
     """
     plan = plan_memory(graph, groups, donate=[(graph.outputs[o], graph.inputs[i]) for o, i in donate])
     max_threads = num_threads or max(get_num_threads(), 1)
-    timed = os.environ.get("GRAPHTORCH_KERNEL_TIMES", "") not in ("", "0") if timed is None else timed
+    timed = kernel_times_wanted() if timed is None else timed
     try:
         modules, layout = build_module(graph, groups, plan, name=name, max_threads=max_threads, timed=timed)
     except GraphtorchCompileError:
@@ -73,6 +73,11 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
         _write(dump, name, {".ll": native.ir_text, ".opt.ll": exe.artifacts["llvm_ir_optimized"],
                             ".s": exe.artifacts["asm"], ".plan.txt": plan.report()})
     return exe
+
+
+def kernel_times_wanted() -> bool:
+    """$GRAPHTORCH_KERNEL_TIMES: build executables that count each kernel's time."""
+    return os.environ.get("GRAPHTORCH_KERNEL_TIMES", "") not in ("", "0")
 
 
 @functools.cache
@@ -119,7 +124,7 @@ class _Artifacts(dict):
 class Executable:
     def __init__(self, graph: Graph, groups: list[Group], plan: MemoryPlan, layout: Layout, native, name: str,
                  num_threads: int | None, max_threads: int):
-        self.graph, self.groups, self.plan, self.name = graph, groups, plan, name
+        self.graph, self.groups, self.plan, self.layout, self.name = graph, groups, plan, layout, name
         self.native, self.from_cache = native, native.from_cache
         self.artifacts = _Artifacts(native)
         self.num_threads, self.max_threads = num_threads, max_threads
