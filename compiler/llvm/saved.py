@@ -28,6 +28,8 @@ from ..fusion import FusionPlan, Rejection
 from ..ir import Graph, Group, Node
 from ..memory_plan import MemoryPlan
 from ..pipeline import CompileArtifacts, artifact_enabled, log_artifact, run_pipeline
+from ..primitives import Kind
+from . import host
 from .executable import Executable, build, kernel_times_wanted
 from .module import Layout
 
@@ -137,9 +139,24 @@ def decode(doc: dict, num_threads: int | None) -> Saved:
                   for r in doc["rejections"]]
     plan, layout = _plan(doc["plan"], node), _layout(doc["layout"], node)
     parts = [Part(str(p["text"]), bool(p["unroll"]), float(p["cost"])) for p in doc["parts"]]
+    _bind_run_time_symbols(groups)
     exe = Executable(graph, groups, plan, layout, compile_ir(parts), str(doc["name"]), num_threads,
                      _int(doc["max_threads"]))
     return Saved(graph, FusionPlan(groups, rejections), exe)
+
+
+def _bind_run_time_symbols(groups: list[Group]) -> None:
+    """What lowering does besides emitting IR, redone for the loaded code: each host call's
+    callback registered (host.py; registering one for an opaque node with a kernel of its own is
+    harmless) and the MPI symbols bound for the JIT (collective.py)."""
+    for group in groups:
+        node = group.outputs[0]
+        if node.target == "all_reduce":
+            from ...runtime import mpi
+
+            mpi.bind_symbols()
+        elif node.prim.kind is Kind.OPAQUE:
+            host.register_callback(node)
 
 
 def _plan(p: dict, node) -> MemoryPlan:

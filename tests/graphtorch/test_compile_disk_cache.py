@@ -199,3 +199,20 @@ def test_dump_dir_runs_the_stages(tmp_path):
     cm = gt.compile(_net(), dump_dir=str(tmp_path / "dumps"))
     cm(_x())
     assert not _was_hit(cm) and (tmp_path / "dumps" / "forward" / "optimized.txt").exists()
+
+
+def test_a_host_call_node_from_the_cache_runs_its_numpy_kernel(monkeypatch):
+    from graphtorch.runtime import host_calls
+
+    x = gt.from_numpy(np.eye(3, dtype=np.float32) * 2 + 0.5)
+    fn = lambda a: gt.inverse(a) * 2  # noqa: E731 - inverse has no generated kernel: a host call
+    cold = gt.compile(fn)
+    cold(x)
+    expected = cold(x)._data.copy()
+    monkeypatch.setattr(host_calls, "_functions", {})  # a new process: no callbacks registered yet
+    hit = gt.compile(fn)
+    hit(x)
+    got = hit(x)
+    assert all("from disk cache" in e.forward.artifacts.times_ms for e in hit.entries.values())
+    np.testing.assert_array_equal(got._data, expected)
+    np.testing.assert_allclose(got._data, np.linalg.inv(x._data) * 2, rtol=1e-6)
