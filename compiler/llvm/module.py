@@ -364,6 +364,10 @@ COST = {"elementwise": 2, "reduction": 3, "matmul": 7, "conv2d": 17, "single": 4
 HELPER_COST = 100
 ENTRY_COST = 12  # `run`, in part 0: a long straight line of calls
 SPLIT_MIN_COST = 40  # below this, forking a worker costs about what it saves
+# a kernel in the unrolled module costs LLVM about 3x its COST (the LeNet step's 8 unrolled kernels,
+# COST 28: 0.205 s, against 0.44 s for each half at COST 176 and 205), so it counts 3x when the
+# modules are balanced
+UNROLLED_COST_FACTOR = 3
 # Only these kernels ran faster with LLVM's loop unroller, which costs a third of a training
 # step's compile time: opaque and injective ops alone (gather, scatter_add: 14.3 vs 12.3 ms for
 # the LeNet step) and reductions over a few elements each (max-pool windows: 700 vs 470 us for
@@ -405,7 +409,7 @@ def split(groups: list[Group], parts: int = 2) -> Split:
     if sum(cost.values()) < SPLIT_MIN_COST:
         return Split(dict.fromkeys(groups, 0), [True], [sum(cost.values())])
     unroll = {g for g in groups if wants_unroll(g)}
-    unrolled = sum(cost[g] for g in unroll)
+    unrolled = sum(cost[g] for g in unroll) * UNROLLED_COST_FACTOR
     load = [ENTRY_COST + unrolled] + [0] * (parts - 1)
     part_of, home = {}, None
     for g in sorted(groups, key=lambda g: -cost[g]):
