@@ -528,10 +528,11 @@ def assemble(key, traced: Traced, backend: str, dump_dir: str | None) -> Entry:
     graph = traced.graph
     if traced.grad_inputs:
         n_fwd = traced.num_fwd_outputs
-        parts = partition(graph, traced.grad_inputs, graph.outputs[:n_fwd], graph.outputs[n_fwd:])
+        graph, grad_inputs = _before_partition(graph, traced.grad_inputs)
+        parts = partition(graph, grad_inputs, graph.outputs[:n_fwd], graph.outputs[n_fwd:])
         forward = compile_graph(parts.forward, backend, _sub(dump_dir, "forward"), "forward")
         backward = compile_graph(parts.backward, backend, _sub(dump_dir, "backward"), "backward")
-        feeds = [f for f, n in zip(traced.feeds, graph.inputs) if n not in traced.grad_inputs]
+        feeds = [f for f, n in zip(traced.feeds, graph.inputs) if n not in grad_inputs]
         num_saved = parts.num_saved
     else:
         forward = compile_graph(graph, backend, dump_dir, "forward", _donations(traced))
@@ -539,6 +540,20 @@ def assemble(key, traced: Traced, backend: str, dump_dir: str | None) -> Entry:
     return Entry(key, forward, backward, feeds, traced.out_spec, traced.num_outputs, traced.mutated,
                  traced.grads_written, traced.diff_sources, traced.grad_outputs, num_saved, traced.lifted_types,
                  traced.guards)
+
+
+def _before_partition(joint: Graph, grad_inputs: list[Node]) -> tuple[Graph, list[Node]]:
+    """The joint graph with relu's backward reading relu's output instead of its input
+    (cleanup.relu_masks_from_outputs), and its gradient inputs. Done before the split, the
+    min-cut saves each relu output, which the next layer's weight gradient reads anyway, instead
+    of the pre-activation; so the forward's relu stays in its matmul's or conv's epilogue rather
+    than being a kernel of its own after a matmul whose output is saved."""
+    from .compiler.cleanup import relu_masks_from_outputs
+
+    positions = [joint.inputs.index(n) for n in grad_inputs]
+    rewritten = relu_masks_from_outputs(joint)
+    inputs = rewritten.inputs  # the same inputs in the same order (dce keeps every input)
+    return rewritten, [inputs[k] for k in positions]
 
 
 def _donations(traced: Traced) -> list[tuple[int, int]]:
