@@ -76,6 +76,8 @@ class Graph:
             new = self.constant(node.value, node.loc)
             new.origin = node.origin
             return new
+        if all(a.type == b.type for a, b in zip(node.inputs, inputs)):  # the same inferred type: skip inferring
+            return self._add(Node("call", node.target, list(inputs), dict(node.attrs), node.type, node.loc, node.origin))
         return self.call(node.target, inputs, dict(node.attrs), node.loc, node.origin)
 
     def copy(self) -> Graph:
@@ -147,21 +149,26 @@ class Graph:
         return [pos[o] for o in self.outputs] == [opos.get(o) for o in other.outputs]
 
 
-def rewrite(graph: Graph, fn: Callable[[Node, list[Node], Graph], Node | None]) -> Graph:
+def rewrite(graph: Graph, fn: Callable[[Node, list[Node], Graph], Node | None], *, keep: bool = False) -> Graph:
     """A new graph built node by node, the way passes change graphs.
 
     `fn(node, new_inputs, new_graph)` returns the node of `new_graph` that replaces `node`
     (it may add nodes to `new_graph` first), or None to copy `node` as it is. Types are
-    re-inferred for every copied call, and outputs follow their replacements.
+    re-inferred for every copied call whose inputs changed type, and outputs follow their
+    replacements.
+    keep=True: when `fn` replaced nothing, return `graph` itself (a pass that changed nothing;
+    the pipeline then skips verifying it and ends its fixed point without comparing graphs).
     """
     out = Graph()
     env: dict[Node, Node] = {}
+    replaced = False
     for n in graph.nodes:
         ins = [env[i] for i in n.inputs]
         new = fn(n, ins, out)
+        replaced = replaced or new is not None
         env[n] = new if new is not None else out.add_copy(n, ins)
     out.outputs = [env[o] for o in graph.outputs]
-    return out
+    return out if replaced or not keep else graph
 
 
 def freeze(v: Any) -> Any:
