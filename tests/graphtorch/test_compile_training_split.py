@@ -60,3 +60,23 @@ def test_outputs_and_gradients_equal_torch(torch, dtype):
     for (name, p), (_, q) in zip(gm.named_parameters(), tm.named_parameters()):
         assert p.grad.dtype.name == dtype
         np.testing.assert_allclose(p.grad._data, to_numpy(q.grad), rtol=tol, atol=tol, err_msg=name)
+
+
+def test_saved_forward_inputs_are_read_again_not_copied():
+    model = gt.compile(_mlp(gt, gt.float32))
+    x = gt.randn(5, 12)
+    model(x).sum().backward()
+    entry = _entry(model)
+    outputs = entry.forward.artifacts.optimized.outputs
+    assert entry.saved_inputs and not any(o.op == "input" for o in outputs)
+    kept = {entry.feeds[j][0] for _, j in entry.saved_inputs}
+    assert kept == {"arg", "lifted"}  # the batch and the weights the backward multiplies by
+
+
+def test_changing_a_saved_input_in_place_before_backward_raises_torchs_error(torch):
+    for fw, model in ((torch, _mlp(torch, torch.float32)), (gt, gt.compile(_mlp(gt, gt.float32)))):
+        inp = fw.randn(5, 12)
+        out = model(inp)  # the first Linear saves inp for its weight's gradient
+        inp.add_(1)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
