@@ -257,6 +257,9 @@ def main(argv=None) -> None:
         conv.main(repeat)
     if "compile" in sections:
         bench_compile()
+        from . import compile_time  # each stage of the LeNet and GPT steps' cold and cached compiles
+
+        compile_time.main()
     if "inspection" in sections:  # the HTML report and the float64 search (benchmarks/inspection.py)
         from . import inspection
 

@@ -42,6 +42,8 @@ def dce(graph: Graph) -> Graph:
         if n not in live:
             live.add(n)
             stack.extend(n.inputs)
+    if all(n in live or n.op == "input" for n in graph.nodes):
+        return graph  # nothing dead: the same graph (the pipeline sees that nothing changed)
     out = Graph()
     env: dict[Node, Node] = {}
     for n in graph.nodes:
@@ -57,6 +59,7 @@ def dce(graph: Graph) -> Graph:
 def cse(graph: Graph) -> Graph:
     """Merge calls of the same primitive on the same inputs with equal attributes, and equal constants."""
     seen: dict[tuple, Node] = {}
+    merged = []
 
     def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
         if n.op == "constant":
@@ -65,11 +68,14 @@ def cse(graph: Graph) -> Graph:
             key = (n.target, tuple(id(i) for i in ins), freeze(n.attrs))
         else:
             return None
-        if key not in seen:
+        if key in seen:
+            merged.append(n)
+        else:
             seen[key] = g.add_copy(n, ins)
         return seen[key]
 
-    return rewrite(graph, fn)
+    out = rewrite(graph, fn)
+    return out if merged else graph
 
 
 # ---------------------------------------------------------------- constant folding
@@ -93,7 +99,7 @@ def fold_constants(graph: Graph) -> Graph:
             return _materialize(g, value, n, as_constant=n not in outputs)
         return None
 
-    return rewrite(graph, fn)
+    return rewrite(graph, fn, keep=True)
 
 
 def _is_known(n: Node) -> bool:
@@ -178,7 +184,7 @@ def simplify(graph: Graph) -> Graph:
             return None
         return new
 
-    return rewrite(graph, fn)
+    return rewrite(graph, fn, keep=True)
 
 
 def _is(n: Node, value: int) -> bool:
@@ -353,10 +359,10 @@ def optimize(graph: Graph, *, passes: list[tuple[str, Pass]] | None = None,
         graph = after
 
     for _ in range(max_rounds):
-        start = fingerprint(graph)
+        start = graph
         for name, p in passes or PASSES:
             run(name, p)
-        if fingerprint(graph) == start:
+        if graph is start or fingerprint(graph) == fingerprint(start):  # `is`: no pass changed anything
             break
     for name, p in FINAL_PASSES if passes is None else []:
         run(name, p)

@@ -173,12 +173,13 @@ class _Fuser:
         return {n: (None if idom[n] == sink else idom[n]) for n in self.calls}
 
     def _nodes(self, mask: int) -> list[Node]:
-        out, k = [], 0
+        """The members of `mask`, in order. One step per member, not per bit: a GPT step's fusion
+        took 0.7 s in this loop when it walked every bit below the highest."""
+        out = []
         while mask:
-            if mask & 1:
-                out.append(self.calls[k])
-            mask >>= 1
-            k += 1
+            low = mask & -mask
+            out.append(self.calls[low.bit_length() - 1])
+            mask ^= low
         return out
 
     def root_of(self, n: Node) -> Node:

@@ -149,6 +149,9 @@ class Entry:
     joint: Graph | None = None  # the traced graph before the partition, when there is a backward (reports)
     out_constants: list = field(default_factory=list)  # the output leaves; None where a tensor goes
     state: StateGuard | None = None
+    # (saved position, feed position) of each saved value that is a forward input (the batch, a
+    # weight): the backward reads the caller's tensor, version-checked, instead of a copy
+    saved_inputs: list[tuple[int, int]] = field(default_factory=list)
 
     def stale(self) -> str | None:
         """Why this entry no longer fits the Python state it was traced with, or None."""
@@ -347,8 +350,7 @@ class CompiledFunction:
             t._grad = Tensor._wrap(value)
         n += len(entry.grads_written)
         if entry.backward is not None and is_grad_enabled():
-            saved = results[n:]
-            _attach_backward(entry, outs, saved, flat)
+            _attach_backward(entry, outs, results[n:], flat)
         if entry.out_constants:
             outs = _with_constants(outs, entry.out_constants)
         return unflatten(outs, entry.out_spec)
@@ -387,20 +389,36 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.array(a, order="C")
 
 
-def _attach_backward(entry: Entry, outs: list[Tensor], saved: list, flat: list) -> None:
-    sources = [flat[s[1]] if s[0] == "arg" else s[1] for s in entry.diff_sources]
+def _fed_tensor(feed: tuple, flat: list) -> Tensor:
+    return flat[feed[1]] if feed[0] == "arg" else feed[1]
+
+
+def _attach_backward(entry: Entry, outs: list[Tensor], computed: list, flat: list) -> None:
+    """Each gradient-carrying output's grad_fn runs the compiled backward on the saved values: those
+    the forward computed, and the forward inputs it reads again (`kept`: the autograd node checks
+    their versions, so an in-place change before backward raises torch's error)."""
+    sources = [_fed_tensor(s, flat) for s in entry.diff_sources]
+    kept = [_fed_tensor(entry.feeds[j], flat) for _, j in entry.saved_inputs]
     grad_outs = entry.grad_outputs
 
     def make_vjp(k):
-        def vjp(grad, _saved):
+        def vjp(grad, kept_now):
             cotangents = [np.zeros(outs[i].shape, outs[i].dtype.np) for i in grad_outs]
             cotangents[k] = _contiguous(grad._data)
-            grads = entry.backward(list(saved) + cotangents)
+            grads = entry.backward(_saved_arrays(entry, computed, kept_now) + cotangents)
             return [Tensor._wrap(g) for g in grads]
         return vjp
 
     for k, i in enumerate(grad_outs):
-        attach_custom(outs[i], "CompiledFunctionBackward", make_vjp(k), [], sources)
+        attach_custom(outs[i], "CompiledFunctionBackward", make_vjp(k), kept, sources)
+
+
+def _saved_arrays(entry: Entry, computed: list, kept: list[Tensor]) -> list:
+    """The backward's saved inputs in order: computed ones, with the kept forward inputs put back."""
+    saved, it = list(computed), iter(kept)
+    for position, _ in entry.saved_inputs:
+        saved.insert(position, next(it)._data)
+    return saved
 
 
 # ---------------------------------------------------------------- tracing
@@ -528,17 +546,51 @@ def assemble(key, traced: Traced, backend: str, dump_dir: str | None) -> Entry:
     graph = traced.graph
     if traced.grad_inputs:
         n_fwd = traced.num_fwd_outputs
-        parts = partition(graph, traced.grad_inputs, graph.outputs[:n_fwd], graph.outputs[n_fwd:])
+        graph, grad_inputs = _before_partition(graph, traced.grad_inputs)
+        parts = partition(graph, grad_inputs, graph.outputs[:n_fwd], graph.outputs[n_fwd:])
+        feeds = [f for f, n in zip(traced.feeds, graph.inputs) if n not in grad_inputs]
+        saved_inputs = _saved_inputs(parts.forward, parts.num_saved, feeds, traced.mutated)
         forward = compile_graph(parts.forward, backend, _sub(dump_dir, "forward"), "forward")
         backward = compile_graph(parts.backward, backend, _sub(dump_dir, "backward"), "backward")
-        feeds = [f for f, n in zip(traced.feeds, graph.inputs) if n not in traced.grad_inputs]
         num_saved = parts.num_saved
     else:
         forward = compile_graph(graph, backend, dump_dir, "forward", _donations(traced))
-        backward, feeds, num_saved = None, traced.feeds, 0
+        backward, feeds, num_saved, saved_inputs = None, traced.feeds, 0, []
     return Entry(key, forward, backward, feeds, traced.out_spec, traced.num_outputs, traced.mutated,
                  traced.grads_written, traced.diff_sources, traced.grad_outputs, num_saved, traced.lifted_types,
-                 traced.guards)
+                 traced.guards, saved_inputs=saved_inputs)
+
+
+def _saved_inputs(forward: Graph, num_saved: int, feeds: list, mutated: list) -> list[tuple[int, int]]:
+    """Saved values that are forward inputs fed by an argument or a captured tensor the forward
+    does not write: they leave `forward`'s outputs (a pass-through output is a copy per call: the
+    batch and the weights, 1.4 MB per step of the 784-MLP), and the backward reads the tensor."""
+    first = len(forward.outputs) - num_saved
+    written = {id(t) for t in mutated if isinstance(t, Tensor)} | {("arg", t) for t in mutated if type(t) is int}
+    position = {n: j for j, n in enumerate(forward.inputs)}
+    kept = []
+    for k, node in enumerate(forward.outputs[first:]):
+        feed = feeds[position[node]] if node.op == "input" else None
+        if feed is not None and feed[0] in ("arg", "lifted") and \
+                (id(feed[1]) if feed[0] == "lifted" else feed) not in written:
+            kept.append((k, position[node]))
+    kept_outputs = {first + k for k, _ in kept}
+    forward.outputs = [o for i, o in enumerate(forward.outputs) if i not in kept_outputs]
+    return kept
+
+
+def _before_partition(joint: Graph, grad_inputs: list[Node]) -> tuple[Graph, list[Node]]:
+    """The joint graph with relu's backward reading relu's output instead of its input
+    (cleanup.relu_masks_from_outputs), and its gradient inputs. Done before the split, the
+    min-cut saves each relu output, which the next layer's weight gradient reads anyway, instead
+    of the pre-activation; so the forward's relu stays in its matmul's or conv's epilogue rather
+    than being a kernel of its own after a matmul whose output is saved."""
+    from .compiler.cleanup import relu_masks_from_outputs
+
+    positions = [joint.inputs.index(n) for n in grad_inputs]
+    rewritten = relu_masks_from_outputs(joint)
+    inputs = rewritten.inputs  # the same inputs in the same order (dce keeps every input)
+    return rewritten, [inputs[k] for k in positions]
 
 
 def _donations(traced: Traced) -> list[tuple[int, int]]:
@@ -572,18 +624,18 @@ def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str,
     see llvm.build; the other backends ignore it)."""
     from .compiler.pipeline import run_pipeline
 
+    if backend == "llvm":  # from the disk cache when this graph was compiled before
+        from .compiler.llvm.saved import build_cached
+
+        artifacts, exe = build_cached(graph, name=name, source=graphtorch_source(), donate=list(donate),
+                                      dump_dir=dump_dir)
+        return CompiledGraph(lambda arrays: exe(*arrays), artifacts, exe)
     artifacts = run_pipeline(graph, dump_dir=dump_dir)
     optimized = artifacts.optimized
     if backend == "interpreter":
         from .compiler import interpreter
 
         return CompiledGraph(lambda arrays: interpreter.run(optimized, arrays), artifacts)
-    if backend == "llvm":
-        from .compiler import llvm
-
-        with artifacts.timed("lowered"):
-            exe = llvm.build(optimized, artifacts.fusion.groups, name=name, dump=dump_dir, donate=donate)
-        return CompiledGraph(lambda arrays: exe(*arrays), artifacts, exe)
     if backend == "cuda":  # arrays in and out are host numpy arrays; the runtime copies them
         from .compiler import cuda
 
@@ -591,6 +643,14 @@ def compile_graph(graph: Graph, backend: str, dump_dir: str | None, name: str,
             exe = cuda.build(optimized, artifacts.fusion.groups, name=name, dump=dump_dir)
         return CompiledGraph(lambda arrays: exe(*arrays), artifacts, exe)
     raise ValueError(f"unknown backend {backend!r}: expected 'llvm', 'cuda' or 'interpreter'")
+
+
+def graphtorch_source() -> str:
+    """The fingerprint of graphtorch's own source (all three layers): a change to any file makes
+    every disk-cached compiled graph miss."""
+    from . import compiler, runtime
+
+    return runtime.source_fingerprint(os.path.dirname(__file__), *compiler.__path__, *runtime.__path__)
 
 
 __all__ = ["CompiledFunction", "trace"]

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import llvmlite
@@ -82,6 +82,24 @@ class Part:
     @property
     def weight(self) -> float:
         return self.cost or len(self.text)
+
+
+@dataclass(frozen=True)
+class LazyPart:
+    """A Part whose text is made on demand (`render()`: printing an llvmlite module takes as long
+    as a fifth of compiling it): with several parts, each is printed by the process that compiles
+    it, so the printing runs in parallel too."""
+
+    render: Callable[[], str]
+    unroll: bool = True
+    cost: float = 0.0
+
+    @property
+    def weight(self) -> float:
+        return self.cost or 1.0
+
+    def part(self) -> Part:
+        return Part(self.render(), self.unroll, self.cost)
 
 
 def optimize(module: llvm.ModuleRef, tm: llvm.TargetMachine, unroll: bool = True) -> None:
@@ -150,15 +168,20 @@ def compile_ir(ir_text: str | Sequence[str | Part], *, options: str = "", cache:
     """Optimize and load `ir_text`, or several modules linked into one engine (a kernel in one may
     call an external function defined in another). Parts missing from the disk cache compile in
     parallel, one per core; each object comes from (and goes to) the cache unless cache=False."""
-    parts = [p if isinstance(p, Part) else Part(p) for p in ([ir_text] if isinstance(ir_text, str) else ir_text)]
+    parts = [p if isinstance(p, (Part, LazyPart)) else Part(p)
+             for p in ([ir_text] if isinstance(ir_text, str) else ir_text)]
     store = default_cache() if cache is True else (cache or None)
-    keys = [ObjectCache.key(p.text, host_signature(), options, f"unroll={p.unroll}") if store else "" for p in parts]
-    objects = [store.load(key) if store else None for key in keys]
-    missing = [i for i, obj in enumerate(objects) if obj is None]
-    for i, obj in zip(missing, compile_objects([parts[i] for i in missing])):
-        objects[i] = obj
-        if store:
-            store.store(keys[i], obj)
+    if any(isinstance(p, LazyPart) for p in parts):
+        parts, objects, missing = _render_and_compile(parts, store, options)
+        keys = [_key(p, options) if store else "" for p in parts]
+    else:
+        keys = [_key(p, options) if store else "" for p in parts]
+        objects = [store.load(key) if store else None for key in keys]
+        missing = [i for i, obj in enumerate(objects) if obj is None]
+        for i, obj in zip(missing, compile_objects([parts[i] for i in missing])):
+            objects[i] = obj
+            if store:
+                store.store(keys[i], obj)
     try:
         engine = _load_objects(objects)
     except JITError:
@@ -169,6 +192,49 @@ def compile_ir(ir_text: str | Sequence[str | Part], *, options: str = "", cache:
                 store.discard(key)
         return compile_ir(parts, options=options, cache=False)
     return NativeModule(parts, not missing, engine)
+
+
+def _key(part: Part, options: str) -> str:
+    return ObjectCache.key(part.text, host_signature(), options, f"unroll={part.unroll}")
+
+
+def _render_and_compile(parts: list[Part | LazyPart], store: ObjectCache | None, options: str
+                        ) -> tuple[list[Part], list[bytes], list[int]]:
+    """Each part printed, looked up in the cache and compiled if missing, by the process of its
+    lane (as compile_objects deals lanes); the parts as text, their objects, and which missed."""
+    lanes = _lanes(parts, (os.cpu_count() or 1) if _can_fork(len(parts)) else 1)
+    workers = [(lane, _fork(lambda lane=lane: [b for i in lane for b in _encode(_ready(parts[i], store, options))]))
+               for lane in lanes[1:]]
+    done: list[tuple[Part, bytes, bool] | None] = [None] * len(parts)
+    for i in lanes[0]:
+        done[i] = _ready(parts[i], store, options)
+    for lane, worker in workers:
+        blobs = worker.result()
+        for k, i in enumerate(lane):
+            done[i] = _decode(blobs[3 * k:3 * k + 3], parts[i]) if blobs else _ready(parts[i], store, options)
+    return [d[0] for d in done], [d[1] for d in done], [i for i, d in enumerate(done) if not d[2]]
+
+
+def _ready(part: Part | LazyPart, store: ObjectCache | None, options: str) -> tuple[Part, bytes, bool]:
+    """(the part as text, its object, whether the object came from the cache)."""
+    part = part.part() if isinstance(part, LazyPart) else part
+    key = _key(part, options) if store else ""
+    obj = store.load(key) if store else None
+    if obj is not None:
+        return part, obj, True
+    obj = _compile_object(part)
+    if store:
+        store.store(key, obj)
+    return part, obj, False
+
+
+def _encode(ready: tuple[Part, bytes, bool]) -> list[bytes]:
+    part, obj, hit = ready
+    return [part.text.encode(), obj, b"1" if hit else b"0"]
+
+
+def _decode(blobs: list[bytes], like: Part | LazyPart) -> tuple[Part, bytes, bool]:
+    return Part(blobs[0].decode(), like.unroll, like.cost), blobs[1], blobs[2] == b"1"
 
 
 def compile_objects(parts: Sequence[Part]) -> list[bytes]:
@@ -189,7 +255,7 @@ def compile_objects(parts: Sequence[Part]) -> list[bytes]:
     return objects
 
 
-def _lanes(parts: list[Part], n: int) -> list[list[int]]:
+def _lanes(parts: list[Part | LazyPart], n: int) -> list[list[int]]:
     """Part indices per lane: the heaviest first onto the least loaded (Part.weight)."""
     lanes: list[list[int]] = [[] for _ in range(max(min(n, len(parts)), 1))]
     load = [0] * len(lanes)
@@ -215,8 +281,8 @@ def _can_fork(n_texts: int) -> bool:
 
 
 class _Worker:
-    """A forked process compiling some parts; their objects arrive through a pipe, each after its
-    length (8 bytes, little-endian), behind a leading b"\\x01"."""
+    """A forked process compiling some parts; its results (byte strings: objects, texts) arrive
+    through a pipe, each after its length (8 bytes, little-endian), behind a leading b"\\x01"."""
 
     TIMEOUT_S = 300.0
 
@@ -224,7 +290,7 @@ class _Worker:
         self.pid, self.fd = pid, fd
 
     def result(self) -> list[bytes] | None:
-        """The objects, or None when the worker failed, died or took too long (the caller redoes them)."""
+        """The results, or None when the worker failed, died or took too long (the caller redoes them)."""
         chunks, deadline = [], time.monotonic() + self.TIMEOUT_S
         try:
             while True:
@@ -251,6 +317,11 @@ class _Worker:
 
 
 def _fork_compile(parts: list[Part]) -> _Worker:
+    return _fork(lambda: [_compile_object(p) for p in parts])
+
+
+def _fork(work: Callable[[], list[bytes]]) -> _Worker:
+    """Run `work` in a forked child that sends back its byte strings."""
     read_fd, write_fd = os.pipe()
     with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads: the child only runs LLVM
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -259,8 +330,8 @@ def _fork_compile(parts: list[Part]) -> _Worker:
         os.close(read_fd)
         code = 1
         try:
-            objects = [_compile_object(p) for p in parts]
-            _write_all(write_fd, b"\x01" + b"".join(len(o).to_bytes(8, "little") + o for o in objects))
+            blobs = work()
+            _write_all(write_fd, b"\x01" + b"".join(len(o).to_bytes(8, "little") + o for o in blobs))
             code = 0
         except BaseException:  # noqa: B036 - anything at all: the parent redoes the work and reports it
             pass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...runtime import JITError, Part, compile_ir, get_num_threads, host_calls, pool
+from ...runtime import JITError, LazyPart, compile_ir, get_num_threads, host_calls, pool
 from ..errors import GraphtorchCompileError
 from ..ir import Graph, Group, Node
 from ..memory_plan import MemoryPlan, plan_memory
@@ -49,9 +49,10 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
     donate: (output index, input index) pairs: the output may be written over the input's array,
     which the call then returns as that output (memory_plan decides which pairs are safe).
     """
+    start = time.perf_counter()
     plan = plan_memory(graph, groups, donate=[(graph.outputs[o], graph.inputs[i]) for o, i in donate])
     max_threads = num_threads or max(get_num_threads(), 1)
-    timed = os.environ.get("GRAPHTORCH_KERNEL_TIMES", "") not in ("", "0") if timed is None else timed
+    timed = kernel_times_wanted() if timed is None else timed
     try:
         modules, layout = build_module(graph, groups, plan, name=name, max_threads=max_threads, timed=timed)
     except GraphtorchCompileError:
@@ -59,20 +60,28 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
     except Exception as e:  # a lowering bug: say which, keep the traceback
         raise GraphtorchCompileError("GT054", f"the LLVM backend failed while lowering graph {name!r}: {e}",
                                      stage="lowered", hint="this is a graphtorch bug; please report it") from e
-    parts = [Part(str(m), unroll, cost) for m, unroll, cost in modules]
+    built = time.perf_counter()
+    # each module printed by the process that compiles it (runtime.LazyPart)
+    parts = [LazyPart(m.__str__, unroll, cost) for m, unroll, cost in modules]
     try:
         native = compile_ir(parts, cache=cache)
     except JITError as e:
         if dump:
-            _write(dump, name, {".ll": "\n".join(p.text for p in parts), ".llvm_error.txt": e.llvm_message})
+            _write(dump, name, {".ll": "\n".join(str(m) for m, _, _ in modules), ".llvm_error.txt": e.llvm_message})
         where = f" (see {dump})" if dump else " (pass dump=DIR to see the module)"
         raise GraphtorchCompileError("GT054", f"LLVM failed to compile graph {name!r}: {e}{where}", stage="lowered",
                                      hint="this is a graphtorch bug; please report it with the dump") from None
     exe = Executable(graph, groups, plan, layout, native, name, num_threads, max_threads)
+    exe.build_ms = {"plan and LLVM IR": (built - start) * 1e3, "LLVM": (time.perf_counter() - built) * 1e3}
     if dump:
         _write(dump, name, {".ll": native.ir_text, ".opt.ll": exe.artifacts["llvm_ir_optimized"],
                             ".s": exe.artifacts["asm"], ".plan.txt": plan.report()})
     return exe
+
+
+def kernel_times_wanted() -> bool:
+    """$GRAPHTORCH_KERNEL_TIMES: build executables that count each kernel's time."""
+    return os.environ.get("GRAPHTORCH_KERNEL_TIMES", "") not in ("", "0")
 
 
 @functools.cache
@@ -119,7 +128,7 @@ class _Artifacts(dict):
 class Executable:
     def __init__(self, graph: Graph, groups: list[Group], plan: MemoryPlan, layout: Layout, native, name: str,
                  num_threads: int | None, max_threads: int):
-        self.graph, self.groups, self.plan, self.name = graph, groups, plan, name
+        self.graph, self.groups, self.plan, self.layout, self.name = graph, groups, plan, layout, name
         self.native, self.from_cache = native, native.from_cache
         self.artifacts = _Artifacts(native)
         self.num_threads, self.max_threads = num_threads, max_threads
@@ -140,6 +149,7 @@ class Executable:
         self._table_addr = ctypes.addressof(self._table)
         self._status = np.zeros(STATUS_SLOTS + len(groups) * layout.timed, np.int64)
         self.calls = 0
+        self.build_ms: dict[str, float] = {}  # build's stages (none when loaded by compiler/llvm/saved.py)
         self._workspace, ws = _aligned(layout.workspace_bytes)
         self._arena, arena = _aligned(plan.arena_bytes)
         self._table[Layout.STATUS], self._table[Layout.WORKSPACE], self._table[Layout.ARENA] = self._status.ctypes.data, ws, arena

@@ -28,7 +28,7 @@ _I32 = ir.IntType(32)
 
 def lower_host(ctx: LoweringContext, node: Node) -> None:
     """Emit `if (tid == 0 && gt_host_call(key, {inputs..., output}) != 0) status = HOST_ERROR`."""
-    key = _register(node)
+    key = register_callback(node)
     b = ctx.builder
     operands = [*node.inputs, node]
     table = ctx.workspace(8 * len(operands))
@@ -46,7 +46,7 @@ def _declare(module: ir.Module) -> ir.Function:
     return ir.Function(module, ir.FunctionType(_I32, [ir.IntType(64), PTR]), host_calls.SYMBOL)
 
 
-def _register(node: Node) -> int:
+def register_callback(node: Node) -> int:
     """The node's key, with the callback that runs its numpy kernel registered under it."""
     specs = [(tuple(n.type.shape), np.dtype(n.type.dtype.np)) for n in [*node.inputs, node]]
     attrs = dict(node.attrs)

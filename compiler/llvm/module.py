@@ -55,6 +55,7 @@ from ..ir import Graph, Group, Node
 from ..memory_plan import MemoryPlan
 from ..primitives import Kind
 from . import index, scalar
+from .dedup import kernel_signature, representatives
 from .scalar import I64
 
 Lowering = Callable[["LoweringContext", Group], None]
@@ -300,7 +301,10 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
     kernel k to status word STATUS_SLOTS + k."""
     layout = make_layout(graph, groups, plan)
     layout.timed = timed
-    plan = split(groups)
+    args_of = {g: list(dict.fromkeys([*g.inputs, g.outputs[0]])) for g in groups}
+    flags_of = {g: _arg_flags(g, args_of[g], layout) for g in groups}
+    same = representatives(groups, {g: kernel_signature(g, args_of[g], flags_of[g], max_threads) for g in groups})
+    plan = split([g for g in groups if same[g] is g])
     part_of = plan.part_of
     modules = [ir.Module(name=name if k == 0 else f"{name}.part{k}") for k in range(len(plan.unroll))]
     for m in modules:
@@ -318,12 +322,15 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
 
     serial = [work(g) < PARALLEL_WORK for g in groups]
     layout.parallel = not all(serial)
+    called: dict[Group, ir.Function] = {}  # a distinct kernel -> the function `run` calls for it
     for k, group in enumerate(groups):
-        nodes = list(dict.fromkeys([*group.inputs, group.outputs[0]]))
-        kernel = _kernel(modules[part_of[group]], group, nodes, layout, max_threads)
-        if part_of[group]:  # defined in another part: exported there, declared here
-            kernel.linkage = "external"
-            kernel = ir.Function(modules[0], kernel.ftype, kernel.name)
+        nodes, rep = args_of[group], same[group]
+        if rep not in called:
+            called[rep] = _kernel(modules[part_of[rep]], rep, nodes, flags_of[rep], layout, max_threads)
+            if part_of[rep]:  # defined in another part: exported there, declared here
+                called[rep].linkage = "external"
+                called[rep] = ir.Function(modules[0], called[rep].ftype, called[rep].name)
+        kernel = called[rep] if rep is group else _alias(modules[0], group, called[rep])
         if k and not (serial[k] and serial[k - 1]):  # thread 0 runs a run of serial kernels in order
             b.call(barrier_function(modules[0]), [status, nthreads])
         args = [buffer(n) for n in nodes] + [status, workspace]
@@ -357,6 +364,10 @@ COST = {"elementwise": 2, "reduction": 3, "matmul": 7, "conv2d": 17, "single": 4
 HELPER_COST = 100
 ENTRY_COST = 12  # `run`, in part 0: a long straight line of calls
 SPLIT_MIN_COST = 40  # below this, forking a worker costs about what it saves
+# a kernel in the unrolled module costs LLVM about 3x its COST (the LeNet step's 8 unrolled kernels,
+# COST 28: 0.205 s, against 0.44 s for each half at COST 176 and 205), so it counts 3x when the
+# modules are balanced
+UNROLLED_COST_FACTOR = 3
 # Only these kernels ran faster with LLVM's loop unroller, which costs a third of a training
 # step's compile time: opaque and injective ops alone (gather, scatter_add: 14.3 vs 12.3 ms for
 # the LeNet step) and reductions over a few elements each (max-pool windows: 700 vs 470 us for
@@ -398,7 +409,7 @@ def split(groups: list[Group], parts: int = 2) -> Split:
     if sum(cost.values()) < SPLIT_MIN_COST:
         return Split(dict.fromkeys(groups, 0), [True], [sum(cost.values())])
     unroll = {g for g in groups if wants_unroll(g)}
-    unrolled = sum(cost[g] for g in unroll)
+    unrolled = sum(cost[g] for g in unroll) * UNROLLED_COST_FACTOR
     load = [ENTRY_COST + unrolled] + [0] * (parts - 1)
     part_of, home = {}, None
     for g in sorted(groups, key=lambda g: -cost[g]):
@@ -459,7 +470,31 @@ def kernel_name(group: Group) -> str:
     return f"kernel{group.id}.{group.pattern.replace(':', '.')}"
 
 
-def _kernel(module: ir.Module, group: Group, nodes: list[Node], layout: Layout, max_threads: int) -> ir.Function:
+def _arg_flags(group: Group, nodes: list[Node], layout: Layout) -> list[tuple[bool, bool]]:
+    """(read through the output's pointer, noalias) for each kernel argument.
+
+    An input the memory plan computes in place (the output takes its exact bytes) is read through
+    the output's pointer: with two pointers to the same bytes LLVM's vectorizer guards the loop
+    with an overlap check that sends exact in-place to the scalar loop (relu was 8x slower)."""
+    root = group.outputs[0]
+    in_place = [n is not root and _same_bytes(n, root, layout) for n in nodes]
+    distinct = [n for n, same in zip(nodes, in_place) if not same]
+    return [(same, not same and not _may_alias(n, distinct, layout)) for n, same in zip(nodes, in_place)]
+
+
+def _alias(module: ir.Module, group: Group, kernel: ir.Function) -> ir.Function:
+    """`group`'s kernel when an identical one exists (dedup.py): a function under its own name (what
+    reports look up) that calls that one; LLVM inlines it into `run`."""
+    fn = ir.Function(module, kernel.ftype, kernel_name(group))
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b.call(kernel, fn.args)
+    b.ret_void()
+    return fn
+
+
+def _kernel(module: ir.Module, group: Group, nodes: list[Node], flags: list[tuple[bool, bool]], layout: Layout,
+            max_threads: int) -> ir.Function:
     fnty = ir.FunctionType(ir.VoidType(), [PTR] * (len(nodes) + 2) + [I64, I64])
     fn = ir.Function(module, fnty, kernel_name(group))
     fn.linkage = "internal"
@@ -467,18 +502,13 @@ def _kernel(module: ir.Module, group: Group, nodes: list[Node], layout: Layout, 
     # made optimizing the LeNet train step 1.6 s instead of 1.15 s
     fn.attributes.add("noinline")
     root = group.outputs[0]
-    # an input the memory plan computes in place (the output takes its exact bytes) is read through
-    # the output's pointer: with two pointers to the same bytes LLVM's vectorizer guards the loop
-    # with an overlap check that sends exact in-place to the scalar loop (relu was 8x slower)
-    in_place = {n for n in nodes if n is not root and _same_bytes(n, root, layout)}
-    distinct = [n for n in nodes if n not in in_place]
-    for arg, node in zip(fn.args, nodes):
+    for arg, node, (_, noalias) in zip(fn.args, nodes, flags):
         arg.name = node.name.lstrip("%")
-        if node in distinct and not _may_alias(node, distinct, layout):
+        if noalias:
             arg.add_attribute("noalias")
     *bufs, status, ws, tid, nthreads = fn.args
     buffers = dict(zip(nodes, bufs))
-    buffers.update((n, buffers[root]) for n in in_place)
+    buffers.update((n, buffers[root]) for n, (in_place, _) in zip(nodes, flags) if in_place)
     ctx = LoweringContext(module, fn, group, buffers, status, ws, tid, nthreads, max_threads)
     lowering_for(group)(ctx, group)
     ctx.builder.ret_void()
