@@ -18,11 +18,13 @@ recompiled if it was evicted).
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from ...runtime import JITError, ObjectCache, Part, cache_dir, compile_ir, get_num_threads
+from ..conv_lowering import FORCE_ENV
 from ..errors import GraphtorchCompileError
 from ..fusion import FusionPlan, Rejection
 from ..ir import Graph, Group, Node
@@ -51,7 +53,8 @@ def build_cached(traced: Graph, *, name: str, source: str, donate: list[tuple[in
     code that produced `traced` and compiles it (runtime.source_fingerprint). With a dump directory
     or the graph/fusion logs on, the stages run (their dumps and logs are the point) and are stored."""
     start, timed, max_threads = time.perf_counter(), kernel_times_wanted(), max(get_num_threads(), 1)
-    key = entry_key(traced, name, list(donate), max_threads, timed, source)
+    forced = os.environ.get(FORCE_ENV, "")  # a forced lowering changes the code, not the graph
+    key = entry_key(traced, name, list(donate), max_threads, timed, source, forced)
     hit = None if dump_dir or artifact_enabled("graph") or artifact_enabled("fusion") else load(key, None)
     if hit is not None:
         ms = (time.perf_counter() - start) * 1e3
@@ -65,7 +68,8 @@ def build_cached(traced: Graph, *, name: str, source: str, donate: list[tuple[in
 
 
 def entry_key(graph: Graph, *options: Any) -> str:
-    """The cache key of `graph` built with `options` (name, donations, threads, timing, source)."""
+    """The cache key of `graph` built with `options` (name, donations, threads, timing, source,
+    forced conv lowering)."""
     return ObjectCache.key(FORMAT, str(VERSION), graph.to_json(indent=None), *map(repr, options))
 
 

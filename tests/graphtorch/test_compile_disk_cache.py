@@ -142,6 +142,9 @@ def test_changed_compile_options_miss(monkeypatch):
     _train_call(_net(), _x())
     monkeypatch.setenv("GRAPHTORCH_KERNEL_TIMES", "1")  # kernels that count their time: other code
     assert not _was_hit(_train_call(_net(), _x())[0])
+    monkeypatch.delenv("GRAPHTORCH_KERNEL_TIMES")
+    monkeypatch.setenv("GRAPHTORCH_CONV_LOWERING", "im2col")  # tests force a conv lowering this way
+    assert not _was_hit(_train_call(_net(), _x())[0])
     threads = gt.get_num_threads()
     try:
         gt.set_num_threads(threads + 1)  # the workspace is sized per thread
