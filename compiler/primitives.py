@@ -612,6 +612,15 @@ _register("all_reduce", Kind.OPAQUE, _all_reduce_infer, _all_reduce,
           "addresses, fed at run time); op names the reduction", attrs=("op",))
 
 
+def _register_attention() -> None:
+    from . import attention  # its own file: the fused attention primitives and their numpy kernels
+
+    attention.register()
+
+
+_register_attention()
+
+
 def table() -> str:
     """The primitive set as a Markdown table, grouped by kind (docs/primitives.md is this)."""
     lines = ["| kind | primitive | attributes | meaning |", "| --- | --- | --- | --- |"]

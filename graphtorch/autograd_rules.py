@@ -507,6 +507,21 @@ def _all_reduce(g, s, attrs, t):
     return apply("all_reduce", g, s[1], op="sum"), None
 
 
+def _last_columns(x, stop):
+    """x[..., :stop]"""
+    return apply("slice", x, starts=(0,) * x.ndim, stops=(*x.shape[:-1], stop), steps=(1,) * x.ndim)
+
+
+@rule("attention", "ScaledDotProductFlashAttentionForCpuBackward0", save=(0, 1, 2, 3), save_output=True)
+def _attention(g, s, attrs, t):
+    # the logsumexp column is read only by this backward: its gradient is taken as zero
+    q, k, v, bias, fwd = s
+    dout = _last_columns(g, v.shape[-1])
+    delta = apply("sum", mul(dout, _last_columns(fwd, v.shape[-1])), dims=(q.ndim - 1,), keepdim=False)
+    return (*(apply("attention_grad", q, k, v, bias, fwd, dout, delta, **attrs, wrt=wrt) if t[i][2] else None
+              for i, wrt in enumerate("qkv")), None)
+
+
 def differentiable() -> list[str]:
     return sorted(RULES)
 

@@ -84,6 +84,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     if enable_gqa:
         key, value = _share_heads(key, query.shape[-3]), _share_heads(value, query.shape[-3])
+    bias = _fusable_bias(query, key, value, attn_mask) if dropout_p == 0.0 else None
+    if bias is not None:
+        return fused_attention(query, key, value, bias, scale, is_causal)
     scores = matmul(query, key.transpose(-2, -1)) * scale
     if attn_mask is not None and attn_mask.dtype is not dt.bool_:
         scores = scores + attn_mask
@@ -91,6 +94,36 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if dropout_p > 0.0:
         weights = dropout(weights, dropout_p)
     return matmul(weights, value)
+
+
+def _fusable_bias(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None) -> Tensor | None:
+    """The additive bias the fused kernel reads (q's rank, dims 1 or the scores'), or None where
+    the composed path must run: batch dims that broadcast, a mask that needs a gradient."""
+    if not query.dtype.is_floating_point or not query.ndim == key.ndim == value.ndim:
+        return None
+    if not query.shape[:-2] == key.shape[:-2] == value.shape[:-2] or key.shape[-2] != value.shape[-2]:
+        return None
+    if attn_mask is None:
+        return zeros(*(1,) * query.ndim, dtype=query.dtype)
+    scores = (*query.shape[:-1], key.shape[-2])
+    lead = (1,) * (query.ndim - attn_mask.ndim)
+    if attn_mask.requires_grad or attn_mask.ndim > query.ndim or not (
+            attn_mask.dtype is dt.bool_ or attn_mask.dtype is query.dtype):
+        return None
+    if not all(m in (1, s) for m, s in zip(lead + tuple(attn_mask.shape), scores)):
+        return None
+    if attn_mask.dtype is dt.bool_:
+        attn_mask = zeros(*attn_mask.shape, dtype=query.dtype).masked_fill(~attn_mask, NEG_INF)
+    return attn_mask.reshape(*lead, *attn_mask.shape)
+
+
+def fused_attention(query: Tensor, key: Tensor, value: Tensor, bias: Tensor, scale: float, causal: bool) -> Tensor:
+    """softmax(q k^T * scale + bias) v as one `attention` kernel (compiler/attention.py), which also
+    returns each row's logsumexp for the backward in a last column that is sliced off here."""
+    from ..dispatch import apply
+
+    out = apply("attention", query, key, value, bias, scale=float(scale), causal=bool(causal))
+    return out[..., :value.shape[-1]]
 
 
 # ---------------------------------------------------------------- multi-head attention
