@@ -2,7 +2,8 @@
 
 `attention(q, k, v, bias, scale, causal)` is softmax(q k^T * scale + bias) v over the last two
 dims, with keys after the query's position skipped when `causal` (torch's is_causal: top-left
-aligned). A row whose every score is -inf (fully masked) gives zeros, as torch's CPU kernels do.
+aligned). A row whose every score is -inf (fully masked) gives zeros when `masked_rows="zero"`
+(torch's SDPA CPU kernels) or NaN when "nan" (softmax written out: graphtorch/attention_pattern.py).
 A group has one output, so the row's logsumexp rides along as one extra last column:
 the result is (..., Tq, Dv + 1), the user-level op slices off the first Dv columns and the
 backward reads the last one. The backends compute it per query row with an online softmax over
@@ -25,6 +26,7 @@ from .dtypes import TensorType
 from .primitives import _register, check
 
 WRT = ("q", "k", "v")
+MASKED_ROWS = ("zero", "nan")
 
 
 def _check_operands(q: TensorType, k: TensorType, v: TensorType, bias: TensorType) -> None:
@@ -41,12 +43,13 @@ def _check_operands(q: TensorType, k: TensorType, v: TensorType, bias: TensorTyp
           f"attention: bias {bias.shape} must broadcast to the scores {full} (each dim 1 or equal)")
 
 
-def _attention_infer(q, k, v, bias, *, scale, causal):
+def _attention_infer(q, k, v, bias, *, scale, causal, masked_rows):
     _check_operands(q, k, v, bias)
+    check(masked_rows in MASKED_ROWS, f"attention: masked_rows must be one of {MASKED_ROWS}, got {masked_rows!r}")
     return TensorType(q.shape[:-1] + (v.shape[-1] + 1,), q.dtype)
 
 
-def _grad_infer(q, k, v, bias, fwd, dout, delta, *, scale, causal, wrt):
+def _grad_infer(q, k, v, bias, fwd, dout, delta, *, scale, causal, masked_rows, wrt):
     _check_operands(q, k, v, bias)
     check(wrt in WRT, f"attention_grad: wrt must be one of {WRT}, got {wrt!r}")
     check(fwd.shape == q.shape[:-1] + (v.shape[-1] + 1,) and dout.shape == q.shape[:-1] + v.shape[-1:]
@@ -64,24 +67,27 @@ def _scores(q, k, bias, scale, causal) -> np.ndarray:
     return s
 
 
-def _attention(q, k, v, bias, *, scale, causal):
+def _attention(q, k, v, bias, *, scale, causal, masked_rows):
     s = _scores(q, k, bias, scale, causal)
     m = s.max(-1, keepdims=True)
     dead = m == -np.inf
     e = np.exp(s - np.where(dead, 0, m))
     total = e.sum(-1, keepdims=True)
     out = np.matmul(e / np.where(total == 0, 1, total), v)
-    lse = np.where(dead, -np.inf, m + np.log(np.where(total == 0, 1, total)))
+    nan = masked_rows == "nan"
+    out = np.where(dead, np.nan if nan else 0, out)
+    lse = np.where(dead, np.nan if nan else -np.inf, m + np.log(np.where(total == 0, 1, total)))
     return np.concatenate([out, lse], -1).astype(q.dtype)
 
 
 def _probabilities(q, k, bias, fwd, scale, causal) -> np.ndarray:
+    """exp(score - logsumexp): 0 on a row masked whole with zeros, NaN on one masked with NaN."""
     lse = fwd[..., -1:]
     p = np.exp(_scores(q, k, bias, scale, causal) - np.where(lse == -np.inf, 0, lse))
     return np.where(lse == -np.inf, 0, p).astype(q.dtype)
 
 
-def _attention_grad(q, k, v, bias, fwd, dout, delta, *, scale, causal, wrt):
+def _attention_grad(q, k, v, bias, fwd, dout, delta, *, scale, causal, masked_rows, wrt):
     p = _probabilities(q, k, bias, fwd, scale, causal)
     if wrt == "v":
         return np.matmul(np.swapaxes(p, -1, -2), dout)
@@ -94,7 +100,7 @@ def register() -> None:
 
     _register("attention", Kind.OPAQUE, _attention_infer, _attention,
               "softmax(q k^T * scale + bias, causal) v per query row, its logsumexp as one extra last column",
-              attrs=("scale", "causal"))
+              attrs=("scale", "causal", "masked_rows"))
     _register("attention_grad", Kind.OPAQUE, _grad_infer, _attention_grad,
               "the gradient of attention with respect to q, k or v (wrt), recomputed from the saved logsumexp",
-              attrs=("scale", "causal", "wrt"))
+              attrs=("scale", "causal", "masked_rows", "wrt"))

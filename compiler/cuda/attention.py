@@ -31,6 +31,8 @@ class _Names:
         self.t = scalar.ctype(self.dtype)
         self.causal, self.scale = node.attrs["causal"], node.attrs["scale"]
         self.neg_inf = scalar.literal(self.dtype, -math.inf)
+        nan = node.attrs["masked_rows"] == "nan"  # what a row masked whole gives: NaN, or zeros and -inf
+        self.dead_out, self.dead_lse = (self.lit(math.nan), self.lit(math.nan)) if nan else (self.lit(0.0), self.neg_inf)
 
     def lit(self, value: float) -> str:
         return scalar.literal(self.dtype, value)
@@ -76,10 +78,10 @@ def emit_attention(mod, group: Group, node: Node) -> None:
         with k.block(f"for ({k.index_t} j0 = 0; j0 < keys; j0 += {KEY_BLOCK})"):
             _key_block(a)
         k.line(f"const bool live = !(total == {a.lit(0.0)});  // NaN stays live: it propagates")
-        k.line(f"const {t} inv = live ? {a.lit(1.0)} / total : {a.lit(0.0)};")
+        k.line(f"const {t} inv = live ? {a.lit(1.0)} / total : {a.dead_out};")
         k.line(f"for (int c = 0; c < {a.dv}; ++c) {a.at(node, f'r * {a.dv + 1} + c')} = acc[c] * inv;")
         log = scalar.emit("log", ["total"], a.dtype, a.dtype, {})
-        k.line(f"{a.at(node, f'r * {a.dv + 1} + {a.dv}')} = live ? m + {log} : {a.neg_inf};")
+        k.line(f"{a.at(node, f'r * {a.dv + 1} + {a.dv}')} = live ? m + {log} : {a.dead_lse};")
     k.finish(grid_1d(rows), (BLOCK, 1, 1), cooperative=False)
 
 

@@ -6,7 +6,8 @@ score (the online softmax: the old sums are rescaled by exp(m_old - m_new) once 
 (Tq, Tk) score matrix is never written, whatever the sequence length. Causal rows stop at their
 own position. The row's logsumexp m + log(l) is stored in the output's last column.
 
-Backward: the gradient for q walks a query row's keys; the gradients for k and v walk a key's
+A row masked whole has logsumexp -inf (its gradients are zero) or NaN (NaN propagates, as through
+the softmax written out). Backward: the gradient for q walks a query row's keys; the gradients for k and v walk a key's
 query rows. Both recompute each probability as exp(score - logsumexp), never storing one.
 Threads split the rows; each row's sums run in key order.
 """
@@ -19,15 +20,18 @@ from llvmlite import ir
 
 from ..ir import Node
 from . import scalar
+from .host import lower_host
 from .index import i64, unflatten
 from .module import WORK, LoweringContext
 from .opaque import OPAQUE
 
 KEY_BLOCK = 64  # scores one query row holds at a time
+MAX_HEAD_DIM = 256  # rows are vector registers up to this width; wider heads run the numpy kernel
+REASSOC = ("reassoc",)  # a dot product's horizontal sum may add in any order (a tree)
 
 
 class _Var:
-    """A scalar kept in a stack slot (mem2reg makes it a register)."""
+    """A value kept in a stack slot (mem2reg makes it a register)."""
 
     def __init__(self, ctx: LoweringContext, ty: ir.Type):
         self.b, self.slot = ctx.builder, ctx.alloca(ty)
@@ -39,35 +43,10 @@ class _Var:
         self.b.store(value, self.slot)
 
 
-class _Row:
-    """A stack array of `n` floats: the output accumulator of one row."""
-
-    def __init__(self, ctx: LoweringContext, ty: ir.Type, n: int):
-        self.ctx, self.ty, self.n = ctx, ty, n
-        self.slot = ctx.alloca(ir.ArrayType(ty, max(n, 1)))
-
-    def at(self, k: ir.Value) -> ir.Value:
-        return self.ctx.builder.gep(self.slot, [i64(0), k], inbounds=True)
-
-    def fill(self, value: ir.Value) -> None:
-        with self.ctx.loop(0, self.n) as k:
-            self.ctx.builder.store(value, self.at(k))
-
-    def scale(self, factor: ir.Value) -> None:
-        b = self.ctx.builder
-        with self.ctx.loop(0, self.n) as k:
-            b.store(b.fmul(b.load(self.at(k)), factor), self.at(k))
-
-    def add_scaled(self, weight: ir.Value, src: Node, base: ir.Value) -> None:
-        """row += weight * src[base : base + n]"""
-        b = self.ctx.builder
-        with self.ctx.loop(0, self.n) as k:
-            term = b.fmul(weight, self.ctx.load(src, b.add(base, k)))
-            b.store(b.fadd(b.load(self.at(k)), term), self.at(k))
-
-
 class _Attention:
-    """Shapes, addressing and the score of one (query, key) pair for an attention node."""
+    """Shapes, addressing and the score of one (query, key) pair for an attention node. A row of
+    q, k, v or dout is one vector value (<D x float>): dot products are a vector multiply and a
+    horizontal sum, and the output row is a vector accumulator that stays in registers."""
 
     def __init__(self, ctx: LoweringContext, node: Node):
         self.ctx, self.b, self.node = ctx, ctx.builder, node
@@ -78,6 +57,7 @@ class _Attention:
         self.dtype = self.q.type.dtype
         self.f = scalar.reg_type(self.dtype)
         self.causal, self.scale = node.attrs["causal"], node.attrs["scale"]
+        self.masked_nan = node.attrs["masked_rows"] == "nan"
         self.bias_strides = _broadcast_strides(self.bias.type.shape)
 
     def const(self, value: float) -> ir.Constant:
@@ -89,13 +69,35 @@ class _Attention:
     def k_row(self, bh: ir.Value, j: ir.Value) -> ir.Value:
         return self.b.add(self.b.mul(bh, i64(self.tk)), j)
 
-    def dot(self, x: Node, x_base: ir.Value, y: Node, y_base: ir.Value, n: int) -> ir.Value:
-        b, acc = self.b, _Var(self.ctx, self.f)
-        acc.set(self.const(0.0))
-        with self.ctx.loop(0, n) as t:
-            acc.set(b.fadd(acc.get(), b.fmul(self.ctx.load(x, b.add(x_base, t)), self.ctx.load(y, b.add(y_base, t)))))
-        return acc.get()
+    # ---- rows as vectors
+    def row(self, node: Node, row: ir.Value, width: int) -> ir.Value:
+        """node's elements [row * width, row * width + width) as one vector."""
+        ptr = self.ctx.gep(node, self.b.mul(row, i64(width)))
+        return self.b.load(ptr, typ=ir.VectorType(self.f, width), align=self.dtype.itemsize)
 
+    def store_row(self, node: Node, flat: ir.Value, value: ir.Value) -> None:
+        self.b.store(value, self.ctx.gep(node, flat), align=self.dtype.itemsize)
+
+    def zeros(self, width: int) -> ir.Constant:
+        return ir.Constant(ir.VectorType(self.f, width), [0.0] * width)
+
+    def splat(self, x: ir.Value, width: int) -> ir.Value:
+        vec = ir.VectorType(self.f, width)
+        one = self.b.insert_element(ir.Constant(vec, ir.Undefined), x, i64(0))
+        return self.b.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                     ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width))
+
+    def axpy(self, acc: ir.Value, weight: ir.Value, row: ir.Value) -> ir.Value:
+        """acc + weight * row"""
+        return self.b.fadd(acc, self.b.fmul(self.splat(weight, row.type.count), row))
+
+    def dot(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        n, b = x.type.count, self.b
+        fn = scalar.function(b.module, f"llvm.vector.reduce.fadd.v{n}{'f64' if self.f == ir.DoubleType() else 'f32'}",
+                             self.f, [self.f, x.type])
+        return b.call(fn, [self.const(-0.0), b.fmul(x, y)], fastmath=REASSOC)
+
+    # ---- scores
     def bias_base(self, bh: ir.Value) -> ir.Value:
         b, at = self.b, i64(0)
         for dim, stride in zip(unflatten(b, bh, self.batch), self.bias_strides[:-2]):
@@ -103,13 +105,11 @@ class _Attention:
                 at = b.add(at, b.mul(dim, i64(stride)))
         return at
 
-    def score(self, bias_base: ir.Value, bh: ir.Value, i: ir.Value, j: ir.Value) -> ir.Value:
-        """q_i . k_j * scale + bias[i, j]"""
+    def score(self, bias_base: ir.Value, q_row: ir.Value, k_row: ir.Value, i: ir.Value, j: ir.Value) -> ir.Value:
+        """q_i . k_j * scale + bias[i, j], for the rows q_i, k_j as vectors"""
         b, (si, sj) = self.b, self.bias_strides[-2:]
-        qk = self.dot(self.q, b.mul(self.q_row(bh, i), i64(self.d)), self.k, b.mul(self.k_row(bh, j), i64(self.d)),
-                      self.d)
         at = b.add(bias_base, b.add(b.mul(i, i64(si)), b.mul(j, i64(sj))))
-        return b.fadd(b.fmul(qk, self.const(self.scale)), self.ctx.load(self.bias, at))
+        return b.fadd(b.fmul(self.dot(q_row, k_row), self.const(self.scale)), self.ctx.load(self.bias, at))
 
     def keys_of(self, i: ir.Value) -> ir.Value:
         """How many keys query i sees: all, or up to its own position when causal."""
@@ -119,10 +119,44 @@ class _Attention:
         return b.select(b.icmp_signed("<", upto, i64(self.tk)), upto, i64(self.tk))
 
     def exp(self, x: ir.Value) -> ir.Value:
+        """exp without a libm call in float32 (fast_exp: the loops around it vectorize); libm's in float64."""
+        if self.f == ir.FloatType():
+            return fast_exp(self.b, x)
         return scalar.emit(self.b, "exp", [x], self.dtype, self.dtype, {})
 
     def maximum(self, x: ir.Value, y: ir.Value) -> ir.Value:
         return self.b.select(self.b.fcmp_ordered(">", x, y), x, y)
+
+
+# exp(x) = 2^n * e^r with n = round(x / ln 2) and |r| <= ln 2 / 2 (Cody and Waite: ln 2 in two parts,
+# so r is exact), e^r by its Taylor series to r^7 (error below 5e-9, under float32's half ulp)
+_LN2_HI, _LN2_LO, _LOG2E = 0.693359375, -2.12194440e-4, 1.4426950408889634
+_TAYLOR = [1 / math.factorial(k) for k in range(8)]
+_EXP_LO, _EXP_HI = -87.0, 88.0  # below: 0 (float32's normal range ends at e^-87.3); above: inf
+
+
+def fast_exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """float32 exp in plain arithmetic (no call, so loops over it vectorize), within 1 ulp of expf
+    on [-87, 88]; 0 below (e^-87 is float32's smallest normal: subnormal results flush), inf
+    above, NaN for NaN. Probabilities exp(score - max) are always <= 1, far from either end."""
+    f = ir.FloatType()
+    c = lambda v: ir.Constant(f, v)
+    xc = b.select(b.fcmp_ordered("<", x, c(_EXP_LO)), c(_EXP_LO), b.select(b.fcmp_ordered(">", x, c(_EXP_HI)), c(_EXP_HI), x))
+    n = scalar.intrinsic(b, "roundeven", b.fmul(xc, c(_LOG2E)))
+    r = b.fsub(b.fsub(xc, b.fmul(n, c(_LN2_HI))), b.fmul(n, c(_LN2_LO)))
+    poly = c(_TAYLOR[-1])
+    for coef in reversed(_TAYLOR[:-1]):
+        poly = b.fadd(b.fmul(poly, r), c(coef))
+    bits = b.shl(b.add(b.fptosi(n, ir.IntType(32)), ir.Constant(ir.IntType(32), 127)), ir.Constant(ir.IntType(32), 23))
+    y = b.fmul(poly, b.bitcast(bits, f))
+    y = b.select(b.fcmp_ordered("<", x, c(_EXP_LO)), c(0.0), b.select(b.fcmp_ordered(">", x, c(_EXP_HI)), c(math.inf), y))
+    return b.select(b.fcmp_unordered("uno", x, x), x, y)
+
+
+def vectorizable(node: Node) -> bool:
+    """float32/float64 rows no wider than MAX_HEAD_DIM: the generated kernel; else the numpy one."""
+    q, v = node.inputs[0], node.inputs[2]
+    return q.type.dtype.name in ("float32", "float64") and max(q.type.shape[-1], v.type.shape[-1]) <= MAX_HEAD_DIM
 
 
 def _broadcast_strides(shape: tuple[int, ...]) -> list[int]:
@@ -138,56 +172,63 @@ def _broadcast_strides(shape: tuple[int, ...]) -> list[int]:
 
 
 def lower_attention(ctx: LoweringContext, node: Node) -> None:
+    if not vectorizable(node):
+        lower_host(ctx, node)
+        return
     a, b = _Attention(ctx, node), ctx.builder
-    acc, scores = _Row(ctx, a.f, a.dv), _Row(ctx, a.f, KEY_BLOCK)
-    m, total = _Var(ctx, a.f), _Var(ctx, a.f)
+    scores = ctx.alloca(ir.ArrayType(a.f, KEY_BLOCK))
+    acc, m, total = _Var(ctx, ir.VectorType(a.f, a.dv)), _Var(ctx, a.f), _Var(ctx, a.f)
     lo, hi = ctx.thread_range(a.heads * a.tq)
     with ctx.loop(lo, hi) as r:
         bh, i = b.udiv(r, i64(a.tq)), b.urem(r, i64(a.tq))
         m.set(a.const(-math.inf))
         total.set(a.const(0.0))
-        acc.fill(a.const(0.0))
-        keys = a.keys_of(i)
+        acc.set(a.zeros(a.dv))
+        keys, row = a.keys_of(i), (bh, i, a.bias_base(bh), a.row(a.q, r, a.d))
         with ctx.loop(0, b.udiv(b.add(keys, i64(KEY_BLOCK - 1)), i64(KEY_BLOCK))) as block:
-            _key_block(a, (bh, i, a.bias_base(bh)), b.mul(block, i64(KEY_BLOCK)), keys, (acc, scores, m, total))
-        _store_row(a, r, acc, m.get(), total.get())
+            _key_block(a, row, b.mul(block, i64(KEY_BLOCK)), keys, (acc, scores, m, total))
+        _store_row(a, r, acc.get(), m.get(), total.get())
 
 
 def _key_block(a: _Attention, row: tuple, j0: ir.Value, keys: ir.Value, state: tuple) -> None:
     """Fold keys [j0, min(j0 + KEY_BLOCK, keys)) into the row's running max, sum and accumulator."""
     ctx, b = a.ctx, a.b
-    bh, i, bias_base = row
+    bh, i, bias_base, q_row = row
     acc, scores, m, total = state
+    score_at = lambda j: b.gep(scores, [i64(0), b.sub(j, j0)], inbounds=True)
     end = b.add(j0, i64(KEY_BLOCK))
     end = b.select(b.icmp_signed("<", end, keys), end, keys)
     block_max = _Var(ctx, a.f)
     block_max.set(a.const(-math.inf))
     with ctx.loop(j0, end) as j:
-        s = a.score(bias_base, bh, i, j)
-        b.store(s, scores.at(b.sub(j, j0)))
+        s = a.score(bias_base, q_row, a.row(a.k, a.k_row(bh, j), a.d), i, j)
+        b.store(s, score_at(j))
         block_max.set(a.maximum(block_max.get(), s))
     m_new = a.maximum(m.get(), block_max.get())
     with b.if_then(b.fcmp_ordered("!=", m_new, a.const(-math.inf))):  # else every score so far is masked
         rescale = a.exp(b.fsub(m.get(), m_new))
-        total.set(b.fmul(total.get(), rescale))
-        acc.scale(rescale)
+        block_sum = _Var(ctx, a.f)
+        block_sum.set(a.const(0.0))
+        with ctx.loop(j0, end) as j:  # the probabilities, in place of the scores (this loop vectorizes)
+            p = a.exp(b.fsub(b.load(score_at(j)), m_new))
+            b.store(p, score_at(j))
+            block_sum.set(b.fadd(block_sum.get(), p, flags=REASSOC))
+        total.set(b.fadd(b.fmul(total.get(), rescale), block_sum.get()))
+        acc.set(b.fmul(acc.get(), a.splat(rescale, a.dv)))
         with ctx.loop(j0, end) as j:
-            p = a.exp(b.fsub(b.load(scores.at(b.sub(j, j0))), m_new))
-            total.set(b.fadd(total.get(), p))
-            acc.add_scaled(p, a.v, b.mul(a.k_row(bh, j), i64(a.dv)))
+            acc.set(a.axpy(acc.get(), b.load(score_at(j)), a.row(a.v, a.k_row(bh, j), a.dv)))
         m.set(m_new)
 
 
-def _store_row(a: _Attention, r: ir.Value, acc: _Row, m: ir.Value, total: ir.Value) -> None:
-    """out[r] = acc / total and the logsumexp; a fully masked row (total 0) gives zeros and -inf."""
+def _store_row(a: _Attention, r: ir.Value, acc: ir.Value, m: ir.Value, total: ir.Value) -> None:
+    """out[r] = acc / total and the logsumexp; a fully masked row (total 0) gives zeros and -inf, or NaN."""
     ctx, b, width = a.ctx, a.b, a.dv + 1
     live = b.fcmp_unordered("!=", total, a.const(0.0))  # NaN stays live: it propagates as torch's does
-    inv = b.select(live, b.fdiv(a.const(1.0), total), a.const(0.0))
+    inv = b.select(live, b.fdiv(a.const(1.0), total), a.const(math.nan if a.masked_nan else 0.0))
     base = b.mul(r, i64(width))
-    with ctx.loop(0, a.dv) as k:
-        ctx.store(a.node, b.add(base, k), b.fmul(b.load(acc.at(k)), inv))
+    a.store_row(a.node, base, b.fmul(acc, a.splat(inv, a.dv)))
     log_total = scalar.emit(b, "log", [total], a.dtype, a.dtype, {})
-    ctx.store(a.node, b.add(base, i64(a.dv)), b.select(live, b.fadd(m, log_total), a.const(-math.inf)))
+    ctx.store(a.node, b.add(base, i64(a.dv)), b.select(live, b.fadd(m, log_total), a.const(math.nan if a.masked_nan else -math.inf)))
 
 
 # ---------------------------------------------------------------- backward
@@ -202,18 +243,20 @@ class _Grad(_Attention):
     def lse(self, qr: ir.Value) -> ir.Value:
         return self.ctx.load(self.fwd, self.b.add(self.b.mul(qr, i64(self.dv + 1)), i64(self.dv)))
 
-    def score_grad(self, bias_base: ir.Value, bh: ir.Value, i: ir.Value, j: ir.Value, p: ir.Value) -> ir.Value:
-        """dS_ij = P_ij (dout_i . v_j - delta_i) * scale"""
-        b, qr = self.b, self.q_row(bh, i)
-        dp = self.dot(self.dout, b.mul(qr, i64(self.dv)), self.v, b.mul(self.k_row(bh, j), i64(self.dv)), self.dv)
-        ds = b.fmul(p, b.fsub(dp, self.ctx.load(self.delta, qr)))
-        return b.fmul(ds, self.const(self.scale))
-
-    def probability(self, bias_base: ir.Value, bh: ir.Value, i: ir.Value, j: ir.Value, lse: ir.Value) -> ir.Value:
-        return self.exp(self.b.fsub(self.score(bias_base, bh, i, j), lse))
+    def pair(self, at: tuple, rows: tuple, lse: ir.Value, qr: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(P_ij, dS_ij) for query i and key j: P = exp(score - lse), dS = P (dout_i . v_j - delta_i) * scale."""
+        b = self.b
+        bias_base, i, j = at
+        q_row, k_row, dout_row, v_row = rows
+        p = self.exp(b.fsub(self.score(bias_base, q_row, k_row, i, j), lse))
+        ds = b.fmul(p, b.fsub(self.dot(dout_row, v_row), self.ctx.load(self.delta, qr)))
+        return p, b.fmul(ds, self.const(self.scale))
 
 
 def lower_attention_grad(ctx: LoweringContext, node: Node) -> None:
+    if not vectorizable(node):
+        lower_host(ctx, node)
+        return
     g = _Grad(ctx, node)
     if g.wrt == "q":
         _grad_q(g)
@@ -224,44 +267,39 @@ def lower_attention_grad(ctx: LoweringContext, node: Node) -> None:
 def _grad_q(g: _Grad) -> None:
     """dq_i = sum over keys j of dS_ij k_j"""
     ctx, b = g.ctx, g.b
-    acc = _Row(ctx, g.f, g.d)
+    acc = _Var(ctx, ir.VectorType(g.f, g.d))
     lo, hi = ctx.thread_range(g.heads * g.tq)
     with ctx.loop(lo, hi) as r:
         bh, i = b.udiv(r, i64(g.tq)), b.urem(r, i64(g.tq))
-        acc.fill(g.const(0.0))
+        acc.set(g.zeros(g.d))
         lse, bias_base = g.lse(r), g.bias_base(bh)
-        with b.if_then(b.fcmp_ordered("!=", lse, g.const(-math.inf))), ctx.loop(0, g.keys_of(i)) as j:
-            ds = g.score_grad(bias_base, bh, i, j, g.probability(bias_base, bh, i, j, lse))
-            acc.add_scaled(ds, g.k, b.mul(g.k_row(bh, j), i64(g.d)))
-        _store(g, r, acc)
+        q_row, dout_row = g.row(g.q, r, g.d), g.row(g.dout, r, g.dv)
+        # a row masked whole has lse -inf: no gradient (NaN when masked_rows="nan": it propagates)
+        with b.if_then(b.fcmp_unordered("!=", lse, g.const(-math.inf))), ctx.loop(0, g.keys_of(i)) as j:
+            k_row = g.row(g.k, g.k_row(bh, j), g.d)
+            _, ds = g.pair((bias_base, i, j), (q_row, k_row, dout_row, g.row(g.v, g.k_row(bh, j), g.dv)), lse, r)
+            acc.set(g.axpy(acc.get(), ds, k_row))
+        g.store_row(g.node, b.mul(r, i64(g.d)), acc.get())
 
 
 def _grad_kv(g: _Grad) -> None:
     """dk_j = sum over queries i of dS_ij q_i;  dv_j = sum over queries i of P_ij dout_i"""
     ctx, b = g.ctx, g.b
     width = g.d if g.wrt == "k" else g.dv
-    acc = _Row(ctx, g.f, width)
+    acc = _Var(ctx, ir.VectorType(g.f, width))
     lo, hi = ctx.thread_range(g.heads * g.tk)
     with ctx.loop(lo, hi) as r:
         bh, j = b.udiv(r, i64(g.tk)), b.urem(r, i64(g.tk))
-        acc.fill(g.const(0.0))
-        bias_base = g.bias_base(bh)
+        acc.set(g.zeros(width))
+        bias_base, k_row, v_row = g.bias_base(bh), g.row(g.k, r, g.d), g.row(g.v, r, g.dv)
         with ctx.loop(j if g.causal else i64(0), g.tq) as i:  # causal: only queries at or after key j see it
             qr = g.q_row(bh, i)
             lse = g.lse(qr)
-            with b.if_then(b.fcmp_ordered("!=", lse, g.const(-math.inf))):
-                p = g.probability(bias_base, bh, i, j, lse)
-                if g.wrt == "v":
-                    acc.add_scaled(p, g.dout, b.mul(qr, i64(g.dv)))
-                else:
-                    acc.add_scaled(g.score_grad(bias_base, bh, i, j, p), g.q, b.mul(qr, i64(g.d)))
-        _store(g, r, acc)
-
-
-def _store(g: _Grad, r: ir.Value, acc: _Row) -> None:
-    b, base = g.b, g.b.mul(r, i64(acc.n))
-    with g.ctx.loop(0, acc.n) as k:
-        g.ctx.store(g.node, b.add(base, k), b.load(acc.at(k)))
+            with b.if_then(b.fcmp_unordered("!=", lse, g.const(-math.inf))):
+                q_row, dout_row = g.row(g.q, qr, g.d), g.row(g.dout, qr, g.dv)
+                p, ds = g.pair((bias_base, i, j), (q_row, k_row, dout_row, v_row), lse, qr)
+                acc.set(g.axpy(acc.get(), p, dout_row) if g.wrt == "v" else g.axpy(acc.get(), ds, q_row))
+        g.store_row(g.node, b.mul(r, i64(width)), acc.get())
 
 
 def _work(node: Node) -> int:

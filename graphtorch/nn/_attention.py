@@ -117,12 +117,14 @@ def _fusable_bias(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor |
     return attn_mask.reshape(*lead, *attn_mask.shape)
 
 
-def fused_attention(query: Tensor, key: Tensor, value: Tensor, bias: Tensor, scale: float, causal: bool) -> Tensor:
+def fused_attention(query: Tensor, key: Tensor, value: Tensor, bias: Tensor, scale: float, causal: bool,
+                    masked_rows: str = "zero") -> Tensor:
     """softmax(q k^T * scale + bias) v as one `attention` kernel (compiler/attention.py), which also
     returns each row's logsumexp for the backward in a last column that is sliced off here."""
     from ..dispatch import apply
 
-    out = apply("attention", query, key, value, bias, scale=float(scale), causal=bool(causal))
+    out = apply("attention", query, key, value, bias, scale=float(scale), causal=bool(causal),
+                masked_rows=masked_rows)
     return out[..., :value.shape[-1]]
 
 

@@ -30,13 +30,13 @@ CASES = [
 ]
 
 
-def attention_graph(batch, tq, tk, d, dv, bias_shape, causal, dtype=dt.float64) -> Graph:
+def attention_graph(batch, tq, tk, d, dv, bias_shape, causal, dtype=dt.float64, masked_rows="zero") -> Graph:
     """out = attention(q, k, v, bias) and its three gradients for an upstream gradient `g`."""
     g = Graph()
     t = lambda *s: TensorType(tuple(s), dtype)
     q, k, v = g.input("q", t(*batch, tq, d)), g.input("k", t(*batch, tk, d)), g.input("v", t(*batch, tk, dv))
     bias, dout = g.input("bias", t(*bias_shape)), g.input("dout", t(*batch, tq, dv))
-    attrs = {"scale": 1 / math.sqrt(d), "causal": causal}
+    attrs = {"scale": 1 / math.sqrt(d), "causal": causal, "masked_rows": masked_rows}
     fwd = g.call("attention", [q, k, v, bias], attrs)
     out = g.call("slice", [fwd], {"starts": (0,) * fwd.type.ndim, "stops": (*batch, tq, dv), "steps": (1,) * fwd.type.ndim})
     delta = g.call("sum", [g.call("mul", [dout, out])], {"dims": (len(batch) + 1,), "keepdim": False})
@@ -79,6 +79,22 @@ def test_llvm_equals_the_numpy_kernels(case, threads):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("cuda", [False, True])
+def test_a_row_masked_whole_gives_nan_when_asked(cuda):
+    """masked_rows="nan" (the softmax written out): NaN in that row's output and in the gradients
+    it reaches, finite values elsewhere; the same on both backends as in numpy."""
+    if cuda and not available():
+        pytest.skip("g++ is needed to run the emitted kernels on the CPU")
+    g = attention_graph((2,), 6, 10, 4, 4, (1, 6, 10), False, masked_rows="nan")
+    xs = inputs(g, seed=2)  # row 2 of the bias is -inf throughout
+    want = interpret(g, *xs)
+    got = HostModule(emit(g, fuse(g).groups)).run(xs) if cuda else compiled(g, *xs, groups=fuse(g).groups)
+    assert np.isnan(want[0][:, 2]).all() and np.isfinite(np.delete(want[0], 2, axis=1)).all()
+    assert np.isnan(want[1][:, 2]).all() and np.isnan(want[3]).all()  # dq of that row; dv of every key
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
 def test_llvm_float32():
     g = attention_graph((2, 2), 17, 33, 8, 8, (1, 1, 17, 33), True, dtype=dt.float32)
     xs = inputs(g, seed=3)
@@ -108,8 +124,10 @@ def test_bad_shapes_are_named():
     t = lambda *s: TensorType(s, dt.float32)
     infer = PRIMITIVES["attention"].infer
     with pytest.raises(RuntimeError, match=r"k \(\.\.\., Tk, D\).*\(2, 3, 4\), \(2, 5, 3\)"):
-        infer(t(2, 3, 4), t(2, 5, 3), t(2, 5, 4), t(1, 1, 1), scale=1.0, causal=False)
+        infer(t(2, 3, 4), t(2, 5, 3), t(2, 5, 4), t(1, 1, 1), scale=1.0, causal=False, masked_rows="zero")
     with pytest.raises(RuntimeError, match=r"bias \(1, 4, 5\) must broadcast to the scores \(2, 3, 5\)"):
-        infer(t(2, 3, 4), t(2, 5, 4), t(2, 5, 4), t(1, 4, 5), scale=1.0, causal=False)
+        infer(t(2, 3, 4), t(2, 5, 4), t(2, 5, 4), t(1, 4, 5), scale=1.0, causal=False, masked_rows="zero")
+    with pytest.raises(RuntimeError, match="masked_rows must be one of"):
+        infer(t(2, 3, 4), t(2, 5, 4), t(2, 5, 4), t(1, 1, 1), scale=1.0, causal=False, masked_rows="skip")
     with pytest.raises(RuntimeError, match="share one floating dtype"):
-        infer(t(2, 3, 4), t(2, 5, 4), TensorType((2, 5, 4), dt.float64), t(1, 1, 1), scale=1.0, causal=False)
+        infer(t(2, 3, 4), t(2, 5, 4), TensorType((2, 5, 4), dt.float64), t(1, 1, 1), scale=1.0, causal=False, masked_rows="zero")
