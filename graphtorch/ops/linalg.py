@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .. import dtypes as dt
 from .. import dispatch
+from .. import dtypes as dt
 from ..attention_pattern import fused_matmul
 from ..dispatch import apply, op
 from ..tensor import Tensor
