@@ -14,6 +14,11 @@ compiler/cuda/attention.py); these numpy kernels (eager mode, the interpreter) m
 q, k, v ("q", "k" or "v"): it recomputes the probabilities from the saved logsumexp (the last
 column of `fwd`); `delta` is rowsum(dout * out), the softmax backward's row term.
 
+`attention_probs(q, k, bias, ...)` is the softmax alone, (..., Tq, Tk): for short sequences
+(SAVED_PROBS_LIMIT scores per head) the user-level op runs it and a matmul with v, so the
+backward reads the saved probabilities with GEMMs instead of recomputing an exp per (query, key)
+pair in each of three attention_grad kernels; its scores, mask and softmax are still one kernel.
+
 `bias` is additive (a boolean mask arrives as 0 / -inf) and broadcasts: it has q's rank and each
 dim is 1 or q's (Tk for the last), so a (T, T) mask is read in place, never expanded.
 """
@@ -25,6 +30,7 @@ import numpy as np
 from .dtypes import TensorType
 from .primitives import _register, check
 
+SAVED_PROBS_LIMIT = 4096  # scores per head (64 x 64) up to which attention_probs + matmul run instead
 WRT = ("q", "k", "v")
 MASKED_ROWS = ("zero", "nan")
 
@@ -47,6 +53,12 @@ def _attention_infer(q, k, v, bias, *, scale, causal, masked_rows):
     _check_operands(q, k, v, bias)
     check(masked_rows in MASKED_ROWS, f"attention: masked_rows must be one of {MASKED_ROWS}, got {masked_rows!r}")
     return TensorType(q.shape[:-1] + (v.shape[-1] + 1,), q.dtype)
+
+
+def _probs_infer(q, k, bias, *, scale, causal, masked_rows):
+    _check_operands(q, k, k, bias)
+    check(masked_rows in MASKED_ROWS, f"attention: masked_rows must be one of {MASKED_ROWS}, got {masked_rows!r}")
+    return TensorType(q.shape[:-1] + k.shape[-2:-1], q.dtype)
 
 
 def _grad_infer(q, k, v, bias, fwd, dout, delta, *, scale, causal, masked_rows, wrt):
@@ -80,6 +92,16 @@ def _attention(q, k, v, bias, *, scale, causal, masked_rows):
     return np.concatenate([out, lse], -1).astype(q.dtype)
 
 
+def _attention_probs(q, k, bias, *, scale, causal, masked_rows):
+    s = _scores(q, k, bias, scale, causal)
+    m = s.max(-1, keepdims=True)
+    dead = m == -np.inf
+    e = np.exp(s - np.where(dead, 0, m))
+    total = e.sum(-1, keepdims=True)
+    p = np.where(dead, np.nan if masked_rows == "nan" else 0, e / np.where(total == 0, 1, total))
+    return p.astype(q.dtype)
+
+
 def _probabilities(q, k, bias, fwd, scale, causal) -> np.ndarray:
     """exp(score - logsumexp): 0 on a row masked whole with zeros, NaN on one masked with NaN."""
     lse = fwd[..., -1:]
@@ -100,6 +122,9 @@ def register() -> None:
 
     _register("attention", Kind.OPAQUE, _attention_infer, _attention,
               "softmax(q k^T * scale + bias, causal) v per query row, its logsumexp as one extra last column",
+              attrs=("scale", "causal", "masked_rows"))
+    _register("attention_probs", Kind.OPAQUE, _probs_infer, _attention_probs,
+              "softmax(q k^T * scale + bias, causal) alone, in one kernel (short sequences: then a matmul with v)",
               attrs=("scale", "causal", "masked_rows"))
     _register("attention_grad", Kind.OPAQUE, _grad_infer, _attention_grad,
               "the gradient of attention with respect to q, k or v (wrt), recomputed from the saved logsumexp",

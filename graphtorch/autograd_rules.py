@@ -512,49 +512,25 @@ def _last_columns(x, stop):
     return apply("slice", x, starts=(0,) * x.ndim, stops=(*x.shape[:-1], stop), steps=(1,) * x.ndim)
 
 
-# Up to this many scores per head (64 x 64) the attention backward rebuilds the probabilities as a
-# matrix and runs GEMMs: at the tiny GPT's 32 x 32 the attention_grad kernels, which walk (query,
-# key) pairs one by one, took 3.5x the GEMM path's time; they win when the matrix would not fit in cache
-SMALL_SCORES = 4096
-
-
 @rule("attention", "ScaledDotProductFlashAttentionForCpuBackward0", save=(0, 1, 2, 3), save_output=True)
 def _attention(g, s, attrs, t):
     # the logsumexp column is read only by this backward: its gradient is taken as zero
     q, k, v, bias, fwd = s
     dout = _last_columns(g, v.shape[-1])
     delta = apply("sum", mul(dout, _last_columns(fwd, v.shape[-1])), dims=(q.ndim - 1,), keepdim=False)
-    if q.shape[-2] * k.shape[-2] <= SMALL_SCORES:
-        return (*_attention_grads_by_gemm(q, k, v, bias, fwd, dout, delta, attrs, [w[2] for w in t[:3]]), None)
     return (*(apply("attention_grad", q, k, v, bias, fwd, dout, delta, **attrs, wrt=wrt) if t[i][2] else None
               for i, wrt in enumerate("qkv")), None)
 
 
-def _attention_grads_by_gemm(q, k, v, bias, fwd, dout, delta, attrs, wanted):
-    """dq, dk, dv as attention_grad defines them, with P = exp(scores - logsumexp) as a matrix."""
-    shape = (*q.shape[:-1], k.shape[-2])
-    scores = apply("add", mul(apply("matmul", q, transpose_last(k)), full_like_shape(shape, q.dtype, attrs["scale"])),
-                   apply("expand", bias, shape=shape))
-    if attrs["causal"]:
-        iota = lambda dim: apply("iota", shape=shape, dim=dim, dtype=dt.int64)
-        scores = apply("where", apply("gt", iota(len(shape) - 1), iota(len(shape) - 2)),
-                       full_like_shape(shape, q.dtype, -math.inf), scores)
-    lse = apply("expand", apply("slice", fwd, starts=(0,) * (fwd.ndim - 1) + (v.shape[-1],), stops=tuple(fwd.shape),
-                                steps=(1,) * fwd.ndim), shape=shape)
-    p = apply("exp", apply("sub", scores, lse))
-    if attrs["masked_rows"] == "zero":  # a row masked whole (logsumexp -inf) has no gradient
-        p = apply("where", apply("eq", lse, full_like_shape(shape, q.dtype, -math.inf)),
-                  full_like_shape(shape, q.dtype, 0.0), p)
-    dp = apply("matmul", dout, transpose_last(v))
-    row = apply("expand", apply("reshape", delta, shape=(*delta.shape, 1)), shape=shape)
-    ds = mul(mul(p, apply("sub", dp, row)), full_like_shape(shape, q.dtype, attrs["scale"]))
-    return (apply("matmul", ds, k) if wanted[0] else None,
-            apply("matmul", transpose_last(ds), q) if wanted[1] else None,
-            apply("matmul", transpose_last(p), dout) if wanted[2] else None)
-
-
-def full_like_shape(shape, dtype, value):
-    return apply("expand", apply("full", shape=(), value=float(value), dtype=dtype), shape=tuple(shape))
+@rule("attention_probs", "SoftmaxBackward0", save=(0, 1), save_output=True)
+def _attention_probs(g, s, attrs, t):
+    """softmax's backward, then the scores' matmul's: dS = P (dP - rowsum(P dP)) * scale."""
+    q, k, p = s[0], s[1], s[-1]
+    shape = tuple(p.shape)
+    row = apply("expand", apply("sum", mul(p, g), dims=(p.ndim - 1,), keepdim=True), shape=shape)
+    ds = mul(mul(p, apply("sub", g, row)), full_like(p, attrs["scale"]))
+    return (apply("matmul", ds, k) if t[0][2] else None, apply("matmul", transpose_last(ds), q) if t[1][2] else None,
+            None)
 
 
 def differentiable() -> list[str]:

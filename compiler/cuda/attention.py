@@ -23,7 +23,10 @@ class _Names:
 
     def __init__(self, k: Kernel, node: Node):
         self.k, self.node = k, node
-        self.q, self.key, self.v, self.bias = node.inputs[:4]
+        if node.target == "attention_probs":  # (q, k, bias): no v
+            (self.q, self.key, self.bias), self.v = node.inputs, node.inputs[1]
+        else:
+            self.q, self.key, self.v, self.bias = node.inputs[:4]
         *batch, self.tq, self.d = self.q.type.shape
         self.batch, self.tk, self.dv = tuple(batch), self.key.type.shape[-2], self.v.type.shape[-1]
         self.heads = math.prod(self.batch)
@@ -103,6 +106,30 @@ def _key_block(a: _Names) -> None:
         k.line("total += p;")
         k.line(f"for (int c = 0; c < {a.dv}; ++c) acc[c] += p * {a.at(a.v, f'(bh * {a.tk} + j) * {a.dv} + c')};")
     k.line("m = m_new;")
+
+
+def emit_attention_probs(mod, group: Group, node: Node) -> None:
+    """P[r] = softmax of row r's scores, written straight into the output row (three passes over it)."""
+    k = mod.kernel(group, [*node.inputs, node])
+    a = _Names(k, node)
+    t, rows = a.t, a.heads * a.tq
+    at = a.at(node, f"r * {a.tk} + j")
+    with k.grid_stride(rows, "r"):
+        k.line(f"const {k.index_t} bh = r / {a.tq}, i = r % {a.tq};")
+        k.line(f"const {k.index_t} keys = {f'gt_min(i + 1, ({k.index_t}){a.tk})' if a.causal else a.tk};")
+        a.bias_base("bh")
+        k.line(f"{t} m = {a.neg_inf}, total = {a.lit(0.0)};")
+        with k.block(f"for ({k.index_t} j = 0; j < keys; ++j)"):
+            a.score("s", "i", "j")
+            k.line(f"{at} = s;")
+            k.line("if (s > m) m = s;")
+        with k.block(f"for ({k.index_t} j = 0; j < keys; ++j)"):
+            k.line(f"{at} = {a.exp(f'{at} - m')};")
+            k.line(f"total += {at};")
+        k.line(f"const bool dead = m == {a.neg_inf};  // a row masked whole")
+        k.line(f"for ({k.index_t} j = 0; j < keys; ++j) {at} = dead ? {a.dead_out} : {at} / total;")
+        k.line(f"for ({k.index_t} j = keys; j < {a.tk}; ++j) {at} = dead ? {a.dead_out} : {a.lit(0.0)};")
+    k.finish(grid_1d(rows), (BLOCK, 1, 1), cooperative=False)
 
 
 # ---------------------------------------------------------------- backward

@@ -16,7 +16,7 @@ from .. import dtypes as dt
 from ..ir import Group, Node
 from ..primitives import Kind
 from . import scalar
-from .attention import emit_attention, emit_attention_grad
+from .attention import emit_attention, emit_attention_grad, emit_attention_probs
 from .elementwise import BLOCK, emit_pointwise, grid_1d
 from .index import Index, unflatten
 from .kernel import Kernel, cuda_unsupported
@@ -136,4 +136,4 @@ def _rand(mod, group: Group, node: Node) -> None:
 
 
 _OPAQUE = {"fold": _fold, "scatter_add": _scatter_add, "cumsum": _cumsum, "rand": _rand,
-           "attention": emit_attention, "attention_grad": emit_attention_grad}
+           "attention": emit_attention, "attention_probs": emit_attention_probs, "attention_grad": emit_attention_grad}

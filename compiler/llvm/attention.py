@@ -50,7 +50,10 @@ class _Attention:
 
     def __init__(self, ctx: LoweringContext, node: Node):
         self.ctx, self.b, self.node = ctx, ctx.builder, node
-        self.q, self.k, self.v, self.bias = node.inputs[:4]
+        if node.target == "attention_probs":  # (q, k, bias): no v
+            (self.q, self.k, self.bias), self.v = node.inputs, node.inputs[1]
+        else:
+            self.q, self.k, self.v, self.bias = node.inputs[:4]
         *batch, self.tq, self.d = self.q.type.shape
         self.batch, self.tk, self.dv = tuple(batch), self.k.type.shape[-2], self.v.type.shape[-1]
         self.heads = math.prod(self.batch)
@@ -153,9 +156,9 @@ def fast_exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.select(b.fcmp_unordered("uno", x, x), x, y)
 
 
-def vectorizable(node: Node) -> bool:
+def vectorizable(node: Node, v: Node | None = None) -> bool:
     """float32/float64 rows no wider than MAX_HEAD_DIM: the generated kernel; else the numpy one."""
-    q, v = node.inputs[0], node.inputs[2]
+    q, v = node.inputs[0], v or node.inputs[2]
     return q.type.dtype.name in ("float32", "float64") and max(q.type.shape[-1], v.type.shape[-1]) <= MAX_HEAD_DIM
 
 
@@ -231,6 +234,41 @@ def _store_row(a: _Attention, r: ir.Value, acc: ir.Value, m: ir.Value, total: ir
     ctx.store(a.node, b.add(base, i64(a.dv)), b.select(live, b.fadd(m, log_total), a.const(math.nan if a.masked_nan else -math.inf)))
 
 
+# ---------------------------------------------------------------- the probabilities alone
+
+
+def lower_attention_probs(ctx: LoweringContext, node: Node) -> None:
+    """P[r] = softmax of row r's scores, written straight into the output row: the scores, their
+    max, then exp and sum in one vectorized loop, then the normalization."""
+    if not vectorizable(node, v=node.inputs[1]):
+        lower_host(ctx, node)
+        return
+    a, b = _Attention(ctx, node), ctx.builder
+    m, total = _Var(ctx, a.f), _Var(ctx, a.f)
+    lo, hi = ctx.thread_range(a.heads * a.tq)
+    with ctx.loop(lo, hi) as r:
+        bh, i = b.udiv(r, i64(a.tq)), b.urem(r, i64(a.tq))
+        keys, q_row, bias_base, base = a.keys_of(i), a.row(a.q, r, a.d), a.bias_base(bh), b.mul(r, i64(a.tk))
+        at = lambda j: b.add(base, j)
+        m.set(a.const(-math.inf))
+        total.set(a.const(0.0))
+        with ctx.loop(0, keys) as j:
+            s = a.score(bias_base, q_row, a.row(a.k, a.k_row(bh, j), a.d), i, j)
+            ctx.store(node, at(j), s)
+            m.set(a.maximum(m.get(), s))
+        with ctx.loop(0, keys) as j:  # a row masked whole (max -inf) gives NaN here: fixed below
+            p = a.exp(b.fsub(ctx.load(node, at(j)), m.get()))
+            ctx.store(node, at(j), p)
+            total.set(b.fadd(total.get(), p, flags=REASSOC))
+        dead = b.fcmp_ordered("==", m.get(), a.const(-math.inf))
+        dead_value = a.const(math.nan if a.masked_nan else 0.0)
+        inv = b.fdiv(a.const(1.0), total.get())
+        with ctx.loop(0, keys) as j:
+            ctx.store(node, at(j), b.select(dead, dead_value, b.fmul(ctx.load(node, at(j)), inv)))
+        with ctx.loop(keys, a.tk) as j:  # past a causal row's end
+            ctx.store(node, at(j), b.select(dead, dead_value, a.const(0.0)))
+
+
 # ---------------------------------------------------------------- backward
 
 
@@ -304,9 +342,10 @@ def _grad_kv(g: _Grad) -> None:
 
 def _work(node: Node) -> int:
     """Multiply-adds / 16, as module.work counts a matmul's: scores plus the weighted sum."""
-    q, k, v = node.inputs[:3]
-    return q.type.numel // q.type.shape[-1] * k.type.shape[-2] * (q.type.shape[-1] + v.type.shape[-1]) // 16
+    q, k = node.inputs[:2]
+    dv = 0 if node.target == "attention_probs" else node.inputs[2].type.shape[-1]
+    return q.type.numel // q.type.shape[-1] * k.type.shape[-2] * (q.type.shape[-1] + dv) // 16
 
 
-WORK["attention"] = WORK["attention_grad"] = _work
-OPAQUE["attention"], OPAQUE["attention_grad"] = lower_attention, lower_attention_grad
+WORK["attention"] = WORK["attention_probs"] = WORK["attention_grad"] = _work
+OPAQUE.update(attention=lower_attention, attention_probs=lower_attention_probs, attention_grad=lower_attention_grad)

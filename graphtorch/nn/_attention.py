@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from .. import dtypes as dt
+from ..compiler.attention import SAVED_PROBS_LIMIT
 from ..dispatch import op
 from ..ops.creation import arange, zeros
 from ..ops.linalg import matmul
@@ -120,11 +121,14 @@ def _fusable_bias(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor |
 def fused_attention(query: Tensor, key: Tensor, value: Tensor, bias: Tensor, scale: float, causal: bool,
                     masked_rows: str = "zero") -> Tensor:
     """softmax(q k^T * scale + bias) v as one `attention` kernel (compiler/attention.py), which also
-    returns each row's logsumexp for the backward in a last column that is sliced off here."""
+    returns each row's logsumexp for the backward in a last column that is sliced off here; short
+    sequences run `attention_probs` (scores, mask and softmax in one kernel) and a matmul."""
     from ..dispatch import apply
 
-    out = apply("attention", query, key, value, bias, scale=float(scale), causal=bool(causal),
-                masked_rows=masked_rows)
+    attrs = {"scale": float(scale), "causal": bool(causal), "masked_rows": masked_rows}
+    if query.shape[-2] * key.shape[-2] <= SAVED_PROBS_LIMIT:
+        return apply("matmul", apply("attention_probs", query, key, bias, **attrs), value)
+    out = apply("attention", query, key, value, bias, **attrs)
     return out[..., :value.shape[-1]]
 
 

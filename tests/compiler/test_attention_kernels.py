@@ -103,6 +103,29 @@ def test_llvm_float32():
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("cuda", [False, True])
+@pytest.mark.parametrize("masked_rows", ["zero", "nan"])
+@pytest.mark.parametrize("case", CASES[1:5], ids=str)
+def test_attention_probs(case, masked_rows, cuda):
+    """The softmax alone (short sequences): rows sum to one, a row masked whole gives zeros or NaN,
+    equal to the numpy kernel on both backends."""
+    if cuda and not available():
+        pytest.skip("g++ is needed to run the emitted kernels on the CPU")
+    g = attention_graph(*case)
+    q, k, _, bias = g.inputs[:4]
+    g.outputs = [g.call("attention_probs", [q, k, bias], {"scale": 0.5, "causal": case[-1], "masked_rows": masked_rows})]
+    xs = inputs(g, seed=5)
+    want = interpret(g, *xs)[0]
+    allowed = np.isfinite(np.broadcast_to(xs[3], want.shape))
+    if case[-1]:
+        allowed &= np.tril(np.ones(want.shape[-2:], dtype=bool))
+    dead = ~allowed.any(-1)
+    np.testing.assert_allclose(want.sum(-1)[~dead], 1.0, rtol=1e-12)
+    assert (want[dead] == 0).all() if masked_rows == "zero" else np.isnan(want[dead]).all()
+    got = HostModule(emit(g, fuse(g).groups)).run(xs)[0] if cuda else compiled(g, *xs, groups=fuse(g).groups)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_attention_stands_alone_in_the_fused_plan():
     g = attention_graph(*CASES[1])
     patterns = {g2.outputs[0].target: g2.pattern for g2 in fuse(g).groups}
