@@ -105,7 +105,7 @@ def _fusable_bias(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor |
     if not query.shape[:-2] == key.shape[:-2] == value.shape[:-2] or key.shape[-2] != value.shape[-2]:
         return None
     if attn_mask is None:
-        return zeros(*(1,) * query.ndim, dtype=query.dtype)
+        return zeros(*(1,) * query.ndim, dtype=query.dtype, device=query.device)
     scores = (*query.shape[:-1], key.shape[-2])
     lead = (1,) * (query.ndim - attn_mask.ndim)
     if attn_mask.requires_grad or attn_mask.ndim > query.ndim or not (
@@ -114,7 +114,7 @@ def _fusable_bias(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor |
     if not all(m in (1, s) for m, s in zip(lead + tuple(attn_mask.shape), scores)):
         return None
     if attn_mask.dtype is dt.bool_:
-        attn_mask = zeros(*attn_mask.shape, dtype=query.dtype).masked_fill(~attn_mask, NEG_INF)
+        attn_mask = zeros(*attn_mask.shape, dtype=query.dtype, device=query.device).masked_fill(~attn_mask, NEG_INF)
     return attn_mask.reshape(*lead, *attn_mask.shape)
 
 
