@@ -1,14 +1,20 @@
 """Fused attention (compiler/attention.py) for the LLVM backend: a query row per loop step.
 
-Forward: the row's scores are computed KEY_BLOCK keys at a time into a stack array; each block
-updates the running max `m`, the running sum `l` and the output accumulator with one exp per
-score (the online softmax: the old sums are rescaled by exp(m_old - m_new) once per block). So the
-(Tq, Tk) score matrix is never written, whatever the sequence length. Causal rows stop at their
-own position. The row's logsumexp m + log(l) is stored in the output's last column.
+Rows of q, k, v are vector values: a score is a vector multiply and a horizontal sum, the output
+row a vector accumulator in registers. exp is `fast_exp` in float32 (plain arithmetic, so the
+loops over a block of scores vectorize; with libm's expf the forward kernel took 2.2x as long).
 
-A row masked whole has logsumexp -inf (its gradients are zero) or NaN (NaN propagates, as through
-the softmax written out). Backward: the gradient for q walks a query row's keys; the gradients for k and v walk a key's
-query rows. Both recompute each probability as exp(score - logsumexp), never storing one.
+- attention: the row's scores, KEY_BLOCK keys at a time, go to a stack array; each block
+  updates the running max, the running sum and the accumulator (online softmax: the old sums are
+  rescaled by exp(m_old - m_new) once per block), so the (Tq, Tk) score matrix is never written,
+  whatever the sequence length. The row's logsumexp goes to the output's last column.
+- attention_probs (short sequences): the scores, then exp and sum, then the normalization,
+  written straight into the output row.
+- attention_grad: dq walks a query row's keys, dk and dv a key's query rows; each recomputes the
+  probability exp(score - logsumexp), never storing one.
+
+Causal rows stop at their own position. A row masked whole has logsumexp -inf (zeros, no
+gradient) or NaN with masked_rows="nan" (NaN propagates, as through the softmax written out).
 Threads split the rows; each row's sums run in key order.
 """
 
@@ -132,14 +138,14 @@ class _Attention:
 
 
 # exp(x) = 2^n * e^r with n = round(x / ln 2) and |r| <= ln 2 / 2 (Cody and Waite: ln 2 in two parts,
-# so r is exact), e^r by its Taylor series to r^7 (error below 5e-9, under float32's half ulp)
+# so r is exact), e^r by its Taylor series to r^7 (truncation below 5e-9; rounding makes it 2 ulp at worst)
 _LN2_HI, _LN2_LO, _LOG2E = 0.693359375, -2.12194440e-4, 1.4426950408889634
 _TAYLOR = [1 / math.factorial(k) for k in range(8)]
 _EXP_LO, _EXP_HI = -87.0, 88.0  # below: 0 (float32's normal range ends at e^-87.3); above: inf
 
 
 def fast_exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """float32 exp in plain arithmetic (no call, so loops over it vectorize), within 1 ulp of expf
+    """float32 exp in plain arithmetic (no call, so loops over it vectorize), within 2 ulp of expf
     on [-87, 88]; 0 below (e^-87 is float32's smallest normal: subnormal results flush), inf
     above, NaN for NaN. Probabilities exp(score - max) are always <= 1, far from either end."""
     f = ir.FloatType()

@@ -154,3 +154,43 @@ def test_bad_shapes_are_named():
         infer(t(2, 3, 4), t(2, 5, 4), t(2, 5, 4), t(1, 1, 1), scale=1.0, causal=False, masked_rows="skip")
     with pytest.raises(RuntimeError, match="share one floating dtype"):
         infer(t(2, 3, 4), t(2, 5, 4), TensorType((2, 5, 4), dt.float64), t(1, 1, 1), scale=1.0, causal=False, masked_rows="zero")
+
+
+def test_fast_exp_is_within_two_ulp_of_expf_and_keeps_the_specials():
+    """fast_exp over every 1/64 from -90 to 90, and -inf, inf, NaN, against numpy's float32 exp;
+    a loop over an array, as the kernels use it (it vectorizes)."""
+    import ctypes
+
+    from llvmlite import ir
+
+    from graphtorch.compiler.llvm.attention import fast_exp
+    from graphtorch.runtime.jit import compile_ir
+
+    f, i64 = ir.FloatType(), ir.IntType(64)
+    module = ir.Module("fast_exp_test")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType(), i64]), "apply_exp")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    loop, done = fn.append_basic_block("loop"), fn.append_basic_block("done")
+    entry = b.block
+    b.branch(loop)
+    b.position_at_end(loop)
+    k = b.phi(i64)
+    k.add_incoming(ir.Constant(i64, 0), entry)
+    at = b.gep(fn.args[0], [k], inbounds=True, source_etype=f)
+    b.store(fast_exp(b, b.load(at, typ=f)), at)
+    nxt = b.add(k, ir.Constant(i64, 1))
+    k.add_incoming(nxt, loop)
+    b.cbranch(b.icmp_signed("<", nxt, fn.args[1]), loop, done)
+    b.position_at_end(done)
+    b.ret_void()
+    native = compile_ir(str(module), cache=False)
+    x = np.concatenate([np.arange(-90 * 64, 90 * 64 + 1) / 64, [-np.inf, np.inf, np.nan]]).astype(np.float32)
+    y = x.copy()
+    ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(native.address("apply_exp"))(y.ctypes.data, y.size)
+    with np.errstate(over="ignore"):
+        want = np.exp(x)
+    normal = (x >= -87) & (x <= 88)
+    ulp = np.abs(y[normal].view(np.int32) - want[normal].view(np.int32))
+    assert ulp.max() <= 2, x[normal][ulp.argmax()]
+    assert (y[x < -87] == 0).all() and (y[(x > 88) & np.isfinite(x)] == np.inf).all()
+    assert y[-3] == 0 and y[-2] == np.inf and np.isnan(y[-1])
