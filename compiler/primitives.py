@@ -612,6 +612,25 @@ _register("all_reduce", Kind.OPAQUE, _all_reduce_infer, _all_reduce,
           "addresses, fed at run time); op names the reduction", attrs=("op",))
 
 
+def _softmax_infer(x, *, log):
+    check(x.ndim >= 1 and x.dtype.is_floating_point, f"softmax: expected a floating tensor of rank >= 1, got {x}")
+    return x
+
+
+def _softmax(x, *, log):
+    m = x.max(-1, keepdims=True) if x.shape[-1] else x[..., :1]
+    shifted = x - m
+    e = np.exp(shifted)
+    total = e.sum(-1, keepdims=True)
+    return shifted - np.log(total) if log else e / total
+
+
+# a row kernel: max, then exp and sum, then the result, each row read in cache (not a chain of
+# two reductions and two elementwise kernels); softmax over another dim stays composed
+_register("softmax", Kind.OPAQUE, _softmax_infer, _softmax, "softmax over the last dim (log: log_softmax), one "
+          "kernel per row", attrs=("log",))
+
+
 def _register_attention() -> None:
     from . import attention  # its own file: the fused attention primitives and their numpy kernels
 

@@ -5,8 +5,8 @@
     out = F.softmax(att, dim=-1) @ v
 
 is what a GPT, nanoGPT and many tutorials write. `matmul(probs, v)` asks `fused_matmul` first:
-it reads the graph recorded so far backwards from `probs` (softmax's div / exp / max / sum
-nodes, the where of masked_fill, the scaling mul) down to the scores' matmul, and when every step
+it reads the graph recorded so far backwards from `probs` (the softmax node, the where of
+masked_fill, the scaling mul) down to the scores' matmul, and when every step
 matches it returns attention(q, k, v, bias) instead, with `masked_rows="nan"` so a row masked
 whole gives NaN as the softmax written out does. The recognized nodes stay in the graph; if
 nothing else reads them, dead-code elimination drops them. Only the trace is rewritten: eager
@@ -74,22 +74,9 @@ def _constant(n: Node) -> float | None:
     return float(n.attrs["value"]) if _call(n, "full") and n.type.numel == 1 else None
 
 
-def _last_dim(n: Node) -> bool:
-    return tuple(n.attrs["dims"]) == (n.inputs[0].type.ndim - 1,) and n.attrs["keepdim"]
-
-
 def _softmax_input(p: Node) -> Node | None:
-    """x for p = exp(x - max(x)) / sum(exp(x - max(x))) over the last dim."""
-    if not _call(p, "div"):
-        return None
-    e, total = p.inputs[0], _unexpand(p.inputs[1])
-    if not (_call(e, "exp") and _call(total, "sum") and total.inputs[0] is e and _last_dim(total)):
-        return None
-    shifted = e.inputs[0]
-    if not _call(shifted, "sub"):
-        return None
-    x, top = shifted.inputs[0], _unexpand(shifted.inputs[1])
-    return x if _call(top, "max") and top.inputs[0] is x and _last_dim(top) else None
+    """x for p = softmax(x) over the last dim (the `softmax` primitive, F.softmax(x, -1)'s)."""
+    return p.inputs[0] if _call(p, "softmax") and not p.attrs["log"] else None
 
 
 def _unmask(x: Node) -> tuple[Node, Node | None] | None:

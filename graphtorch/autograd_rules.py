@@ -533,6 +533,18 @@ def _attention_probs(g, s, attrs, t):
             None)
 
 
+@rule("softmax", "SoftmaxBackward0", save_output=True)
+def _softmax(g, s, attrs, t):
+    """softmax: dx = p (g - rowsum(p g));  log_softmax: dx = g - exp(out) rowsum(g)."""
+    out = s[-1]
+    last = (out.ndim - 1,)
+    if attrs["log"]:
+        total = apply("expand", apply("sum", g, dims=last, keepdim=True), shape=tuple(g.shape))
+        return (apply("sub", g, mul(apply("exp", out), total)),)
+    total = apply("expand", apply("sum", mul(out, g), dims=last, keepdim=True), shape=tuple(g.shape))
+    return (mul(out, apply("sub", g, total)),)
+
+
 def differentiable() -> list[str]:
     return sorted(RULES)
 

@@ -20,6 +20,7 @@ from .attention import emit_attention, emit_attention_grad, emit_attention_probs
 from .elementwise import BLOCK, emit_pointwise, grid_1d
 from .index import Index, unflatten
 from .kernel import Kernel, cuda_unsupported
+from .softmax import emit_softmax
 
 
 def emit_single(mod, group: Group) -> None:
@@ -136,4 +137,5 @@ def _rand(mod, group: Group, node: Node) -> None:
 
 
 _OPAQUE = {"fold": _fold, "scatter_add": _scatter_add, "cumsum": _cumsum, "rand": _rand,
-           "attention": emit_attention, "attention_probs": emit_attention_probs, "attention_grad": emit_attention_grad}
+           "attention": emit_attention, "attention_probs": emit_attention_probs, "attention_grad": emit_attention_grad,
+           "softmax": emit_softmax}

@@ -303,6 +303,8 @@ def softmax(input, dim=None, dtype=None) -> Tensor:
     if not input.dtype.is_floating_point:
         raise RuntimeError(f'"softmax_lastdim_kernel_impl" not implemented for \'{_pretty(input.dtype)}\'')
     d = _softmax_dim(input, dim)
+    if input.ndim and d == input.ndim - 1:  # one row kernel (compiler/primitives.py)
+        return apply("softmax", input, log=False)
     shifted = sub(input, apply("max", input, dims=(d,), keepdim=True).detach())
     e = exp(shifted)
     return div(e, expand_to(apply("sum", e, dims=(d,), keepdim=True), e.shape))
@@ -315,5 +317,7 @@ def log_softmax(input, dim=None, dtype=None) -> Tensor:
     if not input.dtype.is_floating_point:
         raise RuntimeError(f'"log_softmax_lastdim_kernel_impl" not implemented for \'{_pretty(input.dtype)}\'')
     d = _softmax_dim(input, dim)
+    if input.ndim and d == input.ndim - 1:
+        return apply("softmax", input, log=True)
     shifted = sub(input, apply("max", input, dims=(d,), keepdim=True).detach())
     return sub(shifted, log(apply("sum", exp(shifted), dims=(d,), keepdim=True)))

@@ -163,7 +163,7 @@ def test_fast_exp_is_within_two_ulp_of_expf_and_keeps_the_specials():
 
     from llvmlite import ir
 
-    from graphtorch.compiler.llvm.attention import fast_exp
+    from graphtorch.compiler.llvm.fast_exp import fast_exp
     from graphtorch.runtime.jit import compile_ir
 
     f, i64 = ir.FloatType(), ir.IntType(64)

@@ -46,6 +46,7 @@ CASES: dict[str, tuple[list[TensorType], dict]] = {
     "slogdet": ([T((2, 3, 3), F)], {}),
     "cholesky": ([T((2, 1, 1), F)], {}),  # the inputs are positive: 1x1 ones are positive-definite
     "argsort": ([T((3, 5), F)], dict(dim=1, descending=True)),
+    "softmax": ([T((3, 5), F)], dict(log=True)),
     "attention": ([T((2, 3, 4), F), T((2, 5, 4), F), T((2, 5, 3), F), T((1, 3, 5), F)],
                   dict(scale=0.5, causal=True, masked_rows="zero")),
     "attention_probs": ([T((2, 3, 4), F), T((2, 5, 4), F), T((1, 1, 5), F)], dict(scale=0.5, causal=False,
