@@ -5,7 +5,8 @@
 - scatter_add: a copy of the base, then a thread per index adds with atomicAdd (an out-of-bounds
   index sets the error flag and adds nothing);
 - cumsum: a thread per line, a serial running sum (numpy's order);
-- rand: splitmix64(key + i), bit-exact with primitives.py and the LLVM backend.
+- rand: splitmix64(key + i), bit-exact with primitives.py and the LLVM backend;
+- attention, attention_probs, attention_grad (attention.py) and softmax (softmax.py): row kernels.
 """
 
 from __future__ import annotations

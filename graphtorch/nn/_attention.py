@@ -1,7 +1,9 @@
 """Attention: scaled_dot_product_attention and multi_head_attention_forward (the functional forms).
 
-Both are compositions of matmul, masking and softmax, so they trace into ordinary primitives and
-the compiler fuses the mask and softmax into the score computation.
+Without dropout, scaled_dot_product_attention runs the fused attention primitives (one kernel per
+query row for the scores, the mask and the softmax: docs/attention.md); with dropout, broadcast batch
+dims or a mask that needs a gradient it is composed of matmul, masking and softmax, as
+multi_head_attention_forward is (while tracing, its softmax(q k^T) @ v is recognized and fused).
 """
 
 from __future__ import annotations
