@@ -631,6 +631,25 @@ _register("softmax", Kind.OPAQUE, _softmax_infer, _softmax, "softmax over the la
           "kernel per row", attrs=("log",))
 
 
+def _layer_norm_infer(x, w, b, *, eps):
+    check(x.ndim >= 1 and x.dtype.is_floating_point and x.dtype is w.dtype is b.dtype
+          and w.shape == b.shape == x.shape[-1:],
+          f"layer_norm: expected x (..., N) and weight, bias (N,) of one floating dtype, got {x}, {w}, {b}")
+    return x
+
+
+def _layer_norm(x, w, b, *, eps):
+    if not x.shape[-1]:  # empty rows: nothing to normalize (and no mean of nothing to warn about)
+        return x.copy()
+    centered = x - x.mean(-1, keepdims=True)
+    inv_std = 1 / np.sqrt((centered * centered).mean(-1, keepdims=True) + x.dtype.type(eps))
+    return centered * inv_std * w + b
+
+
+_register("layer_norm", Kind.OPAQUE, _layer_norm_infer, _layer_norm, "(x - mean) / sqrt(var + eps) * w + b over "
+          "the last dim, one kernel per row", attrs=("eps",))
+
+
 def _register_attention() -> None:
     from . import attention  # its own file: the fused attention primitives and their numpy kernels
 

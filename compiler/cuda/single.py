@@ -6,7 +6,7 @@
   index sets the error flag and adds nothing);
 - cumsum: a thread per line, a serial running sum (numpy's order);
 - rand: splitmix64(key + i), bit-exact with primitives.py and the LLVM backend;
-- attention, attention_probs, attention_grad (attention.py) and softmax (softmax.py): row kernels.
+- attention, attention_probs, attention_grad (attention.py), softmax and layer_norm (rows.py): row kernels.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .attention import emit_attention, emit_attention_grad, emit_attention_probs
 from .elementwise import BLOCK, emit_pointwise, grid_1d
 from .index import Index, unflatten
 from .kernel import Kernel, cuda_unsupported
-from .softmax import emit_softmax
+from .rows import emit_layer_norm, emit_softmax
 
 
 def emit_single(mod, group: Group) -> None:
@@ -139,4 +139,4 @@ def _rand(mod, group: Group, node: Node) -> None:
 
 _OPAQUE = {"fold": _fold, "scatter_add": _scatter_add, "cumsum": _cumsum, "rand": _rand,
            "attention": emit_attention, "attention_probs": emit_attention_probs, "attention_grad": emit_attention_grad,
-           "softmax": emit_softmax}
+           "softmax": emit_softmax, "layer_norm": emit_layer_norm}

@@ -103,6 +103,7 @@ CASES = {
     # attention_grad kernels' numpy forms, and attention_probs' GEMM one
     "attention": [(lambda q, k, v, causal=causal: apply("attention", q, k, v, _BIAS, scale=0.7, causal=causal, masked_rows="zero")
                    [..., :3], [r(2, 4, 2), r(2, 5, 2, seed=1), r(2, 5, 3, seed=2)]) for causal in (False, True)],
+    "layer_norm": [(lambda x, w, b: apply("layer_norm", x, w, b, eps=1e-5), [r(3, 5), r(5, seed=1), r(5, seed=2)])],
     "softmax": [(lambda a, log=log: apply("softmax", a, log=log), [r(3, 5)]) for log in (False, True)],
     "attention_probs": [(lambda q, k, causal=causal: apply("attention_probs", q, k, _BIAS, scale=0.7, causal=causal,
                                             masked_rows="zero"), [r(2, 4, 2), r(2, 5, 2, seed=1)])
