@@ -64,6 +64,8 @@ OPS = {
                         + gt.linalg.cholesky(a @ a.transpose(-1, -2) + gt.eye(3) * 3).sum((-1, -2))
                         + gt.einsum("bij,bjk->b", a, a), lambda: ((_x((2, 3, 3)) + gt.eye(3) * 2).requires_grad_(),)),
     "tril_triu_backward": (lambda a: a.tril(-1) * 2 + gt.triu(a, 2).exp(), lambda: (_x().requires_grad_(),)),
+    "layer_norm_backward": (lambda a, w: F.layer_norm(a, (a.shape[-1],), w) + F.layer_norm(a, a.shape[-2:]),
+                            lambda: (_x().requires_grad_(), _x(ODD[-1:], 15).requires_grad_())),
     # fused attention: 70 x 70 scores run the attention kernel and its attention_grad kernels, 8 x 8
     # (short) attention_probs and a matmul
     "attention_backward": (lambda q, k, v: gt.cat([F.scaled_dot_product_attention(q, k, v, is_causal=True),
