@@ -533,14 +533,15 @@ def _attention_probs(g, s, attrs, t):
             None)
 
 
-@rule("softmax", "SoftmaxBackward0", save_output=True)
+@rule("softmax", "SoftmaxBackward0", save=(0,), save_output=True)
 def _softmax(g, s, attrs, t):
-    """softmax: dx = p (g - rowsum(p g));  log_softmax: dx = g - exp(out) rowsum(g)."""
-    out = s[-1]
+    """softmax: dx = p (g - rowsum(p g));  log_softmax: dx = g - softmax(x) rowsum(g), with
+    softmax(x) from the row kernel again (its exp vectorizes; exp(out) elementwise calls libm)."""
+    x, out = s[0], s[-1]
     last = (out.ndim - 1,)
     if attrs["log"]:
         total = apply("expand", apply("sum", g, dims=last, keepdim=True), shape=tuple(g.shape))
-        return (apply("sub", g, mul(apply("exp", out), total)),)
+        return (apply("sub", g, mul(apply("softmax", x, log=False), total)),)
     total = apply("expand", apply("sum", mul(out, g), dims=last, keepdim=True), shape=tuple(g.shape))
     return (mul(out, apply("sub", g, total)),)
 
