@@ -638,16 +638,41 @@ def _layer_norm_infer(x, w, b, *, eps):
     return x
 
 
+def _normalized(x, eps):
+    """((x - mean) * rstd, rstd) per row of the last dim."""
+    centered = x - x.mean(-1, keepdims=True)
+    inv_std = 1 / np.sqrt((centered * centered).mean(-1, keepdims=True) + x.dtype.type(eps))
+    return centered * inv_std, inv_std
+
+
 def _layer_norm(x, w, b, *, eps):
     if not x.shape[-1]:  # empty rows: nothing to normalize (and no mean of nothing to warn about)
         return x.copy()
-    centered = x - x.mean(-1, keepdims=True)
-    inv_std = 1 / np.sqrt((centered * centered).mean(-1, keepdims=True) + x.dtype.type(eps))
-    return centered * inv_std * w + b
+    return _normalized(x, eps)[0] * w + b
+
+
+def _layer_norm_grad_infer(x, w, g, *, eps, wrt):
+    check(wrt in ("x", "w"), f"layer_norm_grad: wrt must be 'x' or 'w', got {wrt!r}")
+    check(g.shape == x.shape and g.dtype is x.dtype, f"layer_norm_grad: g {g} must match x {x}")
+    return _layer_norm_infer(x, w, w, eps=eps)
+
+
+def _layer_norm_grad(x, w, g, *, eps, wrt):
+    """wrt="x": rstd (g w - mean(g w) - xhat mean(g w xhat)); wrt="w": g xhat (dw before the sum over rows)."""
+    if not x.shape[-1]:
+        return x.copy()
+    xhat, inv_std = _normalized(x, eps)
+    if wrt == "w":
+        return g * xhat
+    gw = g * w
+    return inv_std * (gw - gw.mean(-1, keepdims=True) - xhat * (gw * xhat).mean(-1, keepdims=True))
 
 
 _register("layer_norm", Kind.OPAQUE, _layer_norm_infer, _layer_norm, "(x - mean) / sqrt(var + eps) * w + b over "
           "the last dim, one kernel per row", attrs=("eps",))
+_register("layer_norm_grad", Kind.OPAQUE, _layer_norm_grad_infer, _layer_norm_grad, "layer_norm's input gradient for "
+          "an output gradient g (wrt x), or g * xhat (wrt w: summed over rows it is the weight's), one kernel per row",
+          attrs=("eps", "wrt"))
 
 
 def _register_attention() -> None:

@@ -548,21 +548,13 @@ def _softmax(g, s, attrs, t):
 
 @rule("layer_norm", "NativeLayerNormBackward0", save=(0, 1))
 def _layer_norm(g, s, attrs, t):
-    """With xhat = (x - mean) * rstd:  dx = rstd (g w - mean(g w) - xhat mean(g w xhat)),
-    dw = sum of g xhat and db = sum of g over the leading dims."""
+    """dx and g * xhat from row kernels (each recomputes the row's mean and rstd from x); dw and db
+    are their sums over the leading dims."""
     x, w = s[0], s[1]
-    shape, last, lead = tuple(x.shape), (x.ndim - 1,), tuple(range(x.ndim - 1))
-    row_mean = lambda v: apply("expand", mul(apply("sum", v, dims=last, keepdim=True),  # noqa: E731
-                                             full_like(apply("sum", v, dims=last, keepdim=True), 1 / shape[-1])),
-                               shape=shape)
-    centered = apply("sub", x, row_mean(x))
-    rstd = apply("div", full_like(x, 1.0), apply("sqrt", apply("add", row_mean(mul(centered, centered)),
-                                                               full_like(x, attrs["eps"]))))
-    xhat = mul(centered, rstd)
-    gw = mul(g, apply("expand", w, shape=shape))
-    dx = mul(rstd, apply("sub", apply("sub", gw, row_mean(gw)), mul(xhat, row_mean(mul(gw, xhat)))))
+    lead = tuple(range(x.ndim - 1))
     column_sum = lambda v: apply("sum", v, dims=lead, keepdim=False) if lead else v  # noqa: E731
-    return (dx if t[0][2] else None, column_sum(mul(g, xhat)) if t[1][2] else None,
+    grad = lambda wrt: apply("layer_norm_grad", x, w, g, eps=attrs["eps"], wrt=wrt)  # noqa: E731
+    return (grad("x") if t[0][2] else None, column_sum(grad("w")) if t[1][2] else None,
             column_sum(g) if t[2][2] else None)
 
 

@@ -40,26 +40,41 @@ def emit_softmax(mod, group: Group, node: Node) -> None:
 
 
 def emit_layer_norm(mod, group: Group, node: Node) -> None:
-    x, w, bias = node.inputs
+    """layer_norm: (x - mean) * rstd * w + b;  layer_norm_grad wrt x: rstd (g w - mean(g w) -
+    xhat mean(g w xhat)), wrt w: g xhat."""
+    x, w, third = node.inputs
     d, n = node.type.dtype, node.type.shape[-1]
     rows = node.type.numel // n if n else 0
-    k = mod.kernel(group, [x, w, bias, node])
-    t, it, xs = scalar.ctype(d), k.index_t, k.ptr(x)
-    lanes = f"({it} j = lane; j < {n}; j += {WARP})"
+    k = mod.kernel(group, [x, w, third, node])
+    t, it, xs, ws, out = scalar.ctype(d), k.index_t, k.ptr(x), k.ptr(w), k.ptr(node)
+    lanes, lit = f"({it} j = lane; j < {n}; j += {WARP})", lambda v: scalar.literal(d, v)  # noqa: E731
     warps = f"(({it})gridDim.x * blockDim.x / {WARP})"
     with k.block(f"for ({it} r = (({it})blockIdx.x * blockDim.x + threadIdx.x) / {WARP}; r < {rows}; r += {warps})"):
         k.line(f"const {it} lane = threadIdx.x % {WARP}, base = r * {n};")
-        k.line(f"{t} mean = {scalar.literal(d, 0.0)}, var = {scalar.literal(d, 0.0)};")
-        k.line(f"for {lanes} mean += {xs}[base + j];")
-        _all_reduce(k, "mean", "mean + {}")
-        k.line(f"mean /= {scalar.literal(d, float(n))};")
-        k.line(f"for {lanes} var += ({xs}[base + j] - mean) * ({xs}[base + j] - mean);")
-        _all_reduce(k, "var", "var + {}")
-        sqrt = scalar.emit("sqrt", [f"var / {scalar.literal(d, float(n))} + {scalar.literal(d, node.attrs['eps'])}"],
-                           d, d, {})
-        k.line(f"const {t} rstd = {scalar.literal(d, 1.0)} / {sqrt};")
-        k.line(f"for {lanes} {k.ptr(node)}[base + j] = ({xs}[base + j] - mean) * rstd * {k.ptr(w)}[j] + {k.ptr(bias)}[j];")
+        _row_mean(k, t, "mean", f"{xs}[base + j]", lanes, lit(float(n)))
+        _row_mean(k, t, "var", f"({xs}[base + j] - mean) * ({xs}[base + j] - mean)", lanes, lit(float(n)))
+        sqrt = scalar.emit("sqrt", [f"var + {lit(node.attrs['eps'])}"], d, d, {})
+        k.line(f"const {t} rstd = {lit(1.0)} / {sqrt};")
+        xhat = f"(({xs}[base + j] - mean) * rstd)"
+        third_at = f"{k.ptr(third)}[base + j]"
+        if node.target == "layer_norm":
+            k.line(f"for {lanes} {out}[base + j] = {xhat} * {ws}[j] + {k.ptr(third)}[j];")
+        elif node.attrs["wrt"] == "w":
+            k.line(f"for {lanes} {out}[base + j] = {third_at} * {xhat};")
+        else:
+            gw = f"({third_at} * {ws}[j])"
+            _row_mean(k, t, "mean_gw", gw, lanes, lit(float(n)))
+            _row_mean(k, t, "mean_gw_xhat", f"{gw} * {xhat}", lanes, lit(float(n)))
+            k.line(f"for {lanes} {out}[base + j] = rstd * ({gw} - mean_gw - {xhat} * mean_gw_xhat);")
     k.finish(grid_1d(rows * WARP), (BLOCK, 1, 1), cooperative=False)
+
+
+def _row_mean(k, t: str, name: str, value: str, lanes: str, n: str) -> None:
+    """Declares `name` = the row's mean of value(j), the same in every lane."""
+    k.line(f"{t} {name} = 0;")
+    k.line(f"for {lanes} {name} += {value};")
+    _all_reduce(k, name, name + " + {}")
+    k.line(f"{name} /= {n};")
 
 
 def _all_reduce(k, var: str, combine: str) -> None:

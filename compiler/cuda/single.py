@@ -139,4 +139,4 @@ def _rand(mod, group: Group, node: Node) -> None:
 
 _OPAQUE = {"fold": _fold, "scatter_add": _scatter_add, "cumsum": _cumsum, "rand": _rand,
            "attention": emit_attention, "attention_probs": emit_attention_probs, "attention_grad": emit_attention_grad,
-           "softmax": emit_softmax, "layer_norm": emit_layer_norm}
+           "softmax": emit_softmax, "layer_norm": emit_layer_norm, "layer_norm_grad": emit_layer_norm}

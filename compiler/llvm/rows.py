@@ -63,31 +63,79 @@ def _finish_row(ctx: LoweringContext, node: Node, at, m: ir.Value, total: ir.Val
         ctx.store(node, at(j), b.fdiv(ctx.load(node, at(j)), total))
 
 
-def lower_layer_norm(ctx: LoweringContext, node: Node) -> None:
-    x, w, bias = node.inputs
-    d = node.type.dtype
-    if d.name not in ("float32", "float64"):
-        lower_host(ctx, node)
+class _Rows:
+    """A layer_norm(-grad) row kernel: row r's elements, sums over the row, its mean and rstd."""
+
+    def __init__(self, ctx: LoweringContext, node: Node, r: ir.Value):
+        self.ctx, self.b, self.node, self.x = ctx, ctx.builder, node, node.inputs[0]
+        self.d, self.n = node.type.dtype, node.type.shape[-1]
+        self.f, self.r = scalar.reg_type(self.d), r
+        self.acc = ctx.alloca(self.f)
+
+    def at(self, j: ir.Value) -> ir.Value:
+        return self.b.add(self.b.mul(self.r, i64(self.n)), j)
+
+    def load(self, node: Node, j: ir.Value) -> ir.Value:
+        return self.ctx.load(node, self.at(j) if node.type.ndim == self.node.type.ndim else j)  # w, b: (N,)
+
+    def mean(self, value_at) -> ir.Value:
+        b = self.b
+        b.store(ir.Constant(self.f, 0.0), self.acc)
+        with self.ctx.loop(0, self.n) as j:
+            b.store(b.fadd(b.load(self.acc), value_at(j), flags=REASSOC), self.acc)
+        return b.fdiv(b.load(self.acc), ir.Constant(self.f, float(self.n)))
+
+    def normalizer(self, eps: float):
+        """(xhat(j), rstd): the mean, then the variance of x - mean (two passes, as the numpy kernel)."""
+        b = self.b
+        mean = self.mean(lambda j: self.load(self.x, j))
+        centered = lambda j: b.fsub(self.load(self.x, j), mean)  # noqa: E731
+        var = self.mean(lambda j: b.fmul(centered(j), centered(j)))
+        sqrt = scalar.emit(b, "sqrt", [b.fadd(var, ir.Constant(self.f, eps))], self.d, self.d, {})
+        rstd = b.fdiv(ir.Constant(self.f, 1.0), sqrt)
+        return (lambda j: b.fmul(centered(j), rstd)), rstd
+
+    def store(self, j: ir.Value, value: ir.Value) -> None:
+        self.ctx.store(self.node, self.at(j), value)
+
+
+def _row_kernel(body):
+    """The lowering running body(rows) for each row of this thread's share (float32/64; else numpy's)."""
+    def lower(ctx: LoweringContext, node: Node) -> None:
+        if node.type.dtype.name not in ("float32", "float64"):
+            lower_host(ctx, node)
+            return
+        n = node.type.shape[-1]
+        lo, hi = ctx.thread_range(node.type.numel // n if n else 0)
+        with ctx.loop(lo, hi) as r:
+            body(_Rows(ctx, node, r))
+    return lower
+
+
+def _layer_norm_row(rows: _Rows) -> None:
+    """(x - mean) * rstd * w + b"""
+    _, w, bias = rows.node.inputs
+    xhat, _ = rows.normalizer(rows.node.attrs["eps"])
+    b = rows.b
+    with rows.ctx.loop(0, rows.n) as j:
+        rows.store(j, b.fadd(b.fmul(xhat(j), rows.load(w, j)), rows.load(bias, j)))
+
+
+def _layer_norm_grad_row(rows: _Rows) -> None:
+    """wrt x: rstd (g w - mean(g w) - xhat mean(g w xhat));  wrt w: g xhat."""
+    _, w, g = rows.node.inputs
+    xhat, rstd = rows.normalizer(rows.node.attrs["eps"])
+    b = rows.b
+    if rows.node.attrs["wrt"] == "w":
+        with rows.ctx.loop(0, rows.n) as j:
+            rows.store(j, b.fmul(rows.load(g, j), xhat(j)))
         return
-    b, n = ctx.builder, node.type.shape[-1]
-    f = scalar.reg_type(d)
-    acc = ctx.alloca(f)
-    lo, hi = ctx.thread_range(node.type.numel // n if n else 0)
-
-    def row_mean(value_at) -> ir.Value:
-        b.store(ir.Constant(f, 0.0), acc)
-        with ctx.loop(0, n) as j:
-            b.store(b.fadd(b.load(acc), value_at(j), flags=REASSOC), acc)
-        return b.fdiv(b.load(acc), ir.Constant(f, float(n)))
-
-    with ctx.loop(lo, hi) as r:
-        at = lambda j: b.add(b.mul(r, i64(n)), j)  # noqa: E731
-        mean = row_mean(lambda j: ctx.load(x, at(j)))
-        centered = lambda j: b.fsub(ctx.load(x, at(j)), mean)  # noqa: E731
-        var = row_mean(lambda j: b.fmul(centered(j), centered(j)))
-        rstd = b.fdiv(ir.Constant(f, 1.0), scalar.emit(b, "sqrt", [b.fadd(var, ir.Constant(f, node.attrs["eps"]))], d, d, {}))
-        with ctx.loop(0, n) as j:
-            ctx.store(node, at(j), b.fadd(b.fmul(b.fmul(centered(j), rstd), ctx.load(w, j)), ctx.load(bias, j)))
+    gw = lambda j: b.fmul(rows.load(g, j), rows.load(w, j))  # noqa: E731
+    mean_gw = rows.mean(gw)
+    mean_gw_xhat = rows.mean(lambda j: b.fmul(gw(j), xhat(j)))
+    with rows.ctx.loop(0, rows.n) as j:
+        rows.store(j, b.fmul(rstd, b.fsub(b.fsub(gw(j), mean_gw), b.fmul(xhat(j), mean_gw_xhat))))
 
 
-OPAQUE["softmax"], OPAQUE["layer_norm"] = lower_softmax, lower_layer_norm
+OPAQUE.update(softmax=lower_softmax, layer_norm=_row_kernel(_layer_norm_row),
+              layer_norm_grad=_row_kernel(_layer_norm_grad_row))

@@ -48,6 +48,7 @@ CASES: dict[str, tuple[list[TensorType], dict]] = {
     "argsort": ([T((3, 5), F)], dict(dim=1, descending=True)),
     "softmax": ([T((3, 5), F)], dict(log=True)),
     "layer_norm": ([T((3, 5), F), T((5,), F), T((5,), F)], dict(eps=1e-5)),
+    "layer_norm_grad": ([T((3, 5), F), T((5,), F), T((3, 5), F)], dict(eps=1e-5, wrt="x")),
     "attention": ([T((2, 3, 4), F), T((2, 5, 4), F), T((2, 5, 3), F), T((1, 3, 5), F)],
                   dict(scale=0.5, causal=True, masked_rows="zero")),
     "attention_probs": ([T((2, 3, 4), F), T((2, 5, 4), F), T((1, 1, 5), F)], dict(scale=0.5, causal=False,

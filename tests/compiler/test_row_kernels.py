@@ -1,4 +1,5 @@
-"""The row kernels, `softmax` (softmax / log_softmax over the last dim) and `layer_norm`, on the
+"""The row kernels, `softmax` (softmax / log_softmax over the last dim), `layer_norm` and
+`layer_norm_grad`, on the
 LLVM backend (1 and 2 threads) and as CUDA C in the emulator, against their numpy kernels: odd
 row lengths, one-element and empty rows, rows longer than a warp's stride, NaN and -inf entries."""
 
@@ -19,12 +20,14 @@ SHAPES = [(3, 7), (2, 5, 65), (4, 1), (2, 0), (3, 300)]
 
 
 def softmax_graph(shape, dtype) -> Graph:
-    """softmax, log_softmax and layer_norm (weight, bias) of one input."""
+    """softmax, log_softmax, layer_norm (weight, bias) and its two layer_norm_grad rows of one input."""
     g = Graph()
     x = g.input("x", TensorType(shape, dtype))
     w, b = g.input("clean_w", TensorType(shape[-1:], dtype)), g.input("clean_b", TensorType(shape[-1:], dtype))
     g.outputs = [g.call("softmax", [x], {"log": log}) for log in (False, True)]
     g.outputs.append(g.call("layer_norm", [x, w, b], {"eps": 1e-5}))
+    dout = g.call("sin", [x])  # an output gradient for layer_norm_grad
+    g.outputs += [g.call("layer_norm_grad", [x, w, dout], {"eps": 1e-5, "wrt": wrt}) for wrt in ("x", "w")]
     return g
 
 
