@@ -1,4 +1,4 @@
-"""Fused attention: the `attention` and `attention_grad` primitives (type rules and numpy kernels).
+"""Fused attention: the `attention`, `attention_probs` and `attention_grad` primitives (type rules and numpy kernels).
 
 `attention(q, k, v, bias, scale, causal)` is softmax(q k^T * scale + bias) v over the last two
 dims, with keys after the query's position skipped when `causal` (torch's is_causal: top-left
