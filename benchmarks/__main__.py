@@ -220,8 +220,8 @@ def bench_gemm(repeat: int) -> None:
     gemm.main(repeat=repeat)
 
 
-SECTIONS = ("inference", "training", "overhead", "gemm", "conv", "compile", "inspection", "transformer", "attention",
-            "distributed", "cuda-emulation")
+SECTIONS = ("inference", "training", "overhead", "eager", "gemm", "conv", "compile", "inspection", "transformer",
+            "attention", "distributed", "cuda-emulation")
 
 
 def main(argv=None) -> None:
@@ -247,6 +247,10 @@ def main(argv=None) -> None:
         from . import loop_overhead
 
         loop_overhead.main(repeat)
+    if "eager" in sections:  # the loss and the glue of a compile(model) loop (benchmarks/eager_glue.py)
+        from . import eager_glue
+
+        eager_glue.main(repeat)
     if "gemm" in sections:
         bench_gemm(repeat)
     if "conv" in sections:

@@ -7,7 +7,13 @@ The candidates (compiler/llvm/conv.py and conv_direct.py lower them):
   direct    no unfold: each kernel tap's row of B is a stretch of the (padded) input plane,
             read in place by an MR x NR micro-kernel (stride 1)
   dot       few output positions, a large kernel (a weight gradient): vector dot products along
-            the kernel's rows against the padded input plane, no unfold (width dilation 1)
+            the whole flattened kernel against "shifted planes" of the input (KW-long runs per
+            output column), in register tiles of R channels x T positions; threads split the
+            summed channels (a weight gradient's batch) and add their partial sums at the end
+  transposed a stride-1 conv read as a scatter (the input gradient: padding up to the whole
+            dilated kernel): each input element times the taps that reach an output, a GEMM of
+            (tap, channel) rows by wide input rows added into a margined output plane, so no
+            padding row is multiplied (compiler/llvm/conv_transposed.py)
 
 With few output channels the GEMM's rows (MR at a time) are few, so each unfolded element is
 used only a few times and copying it costs more than the multiply-adds it feeds: the direct
@@ -31,11 +37,18 @@ COST = {
     "pack": 0.25,  # one element of B packed into panels by the GEMM
     "plane": 0.25,  # one element of the input copied into a zero-padded plane
     "tap": 1.1,  # the direct kernel's multiply-adds: unaligned loads and a tap offset per row
-    "dot": 1.0,  # the dot kernel's multiply-adds: 7 vector loads per 12 FMAs, but no edge waste in NR
+    "dot": 1.0,  # the dot kernel's multiply-adds: R + T vector loads per R*T FMAs
+    "run": 8.0,  # setting up one run of a copy (bounds split, pointers): short runs cost this each
+    "operand": 1.0,  # the dot kernel's pointer to one operand row, per tile and summed channel
+    "partial": 1.0,
+    "scatter": 1.15,  # the transposed kernel's multiply-adds: its C tile is added into the plane  # the dot kernel's partial-sum vector of one output element: zeroed, kept, reduced
 }
 MR, NR = 6, 16  # the micro-kernel's tile (output channels x positions)
-DOT_ROWS, DOT_COLS, LANES = 3, 4, 8  # the dot kernel's tile (output channels x positions), f32 lanes
+LANES = 8  # f32 lanes per vector
+DOT_REGISTERS = 24  # accumulators of a dot tile (32 vector registers with AVX-512VL, some for operands)
 PLANE_MAX = 4 << 20  # bytes of input plane per thread the direct kernel may copy
+DOT_PLANES = 192 << 10  # bytes of shifted planes per dot work item: they stay in L2 while tiles reuse them
+DOT_PARTIALS = 2 << 20  # bytes of partial-sum vectors per thread (one per output element)
 WIDE_PLANE_MAX = 1 << 20  # the wide im2col's plane (one channel chunk)
 FORCE_ENV = "GRAPHTORCH_CONV_LOWERING"  # name a candidate to force it where it applies (tests)
 
@@ -70,18 +83,83 @@ def candidate_costs(conv: Node) -> dict[str, float]:
     if (kh, kw) == (1, 1) and stride == (1, 1) and (ph, pw) == (0, 0):
         costs["in_place"] = depth * positions * COST["pack"] + macs(positions)
     plane = (x.shape[2] + 2 * ph) * (x.shape[3] + 2 * pw)
-    if conv.attrs["dilation"][1] == 1 and (cg * plane + NR) * x.dtype.itemsize <= PLANE_MAX:
-        dots = _up(og, DOT_ROWS) * _up(positions, DOT_COLS) * cg * kh * _up(kw, LANES)
-        costs["dot"] = cg * plane * COST["plane"] + dots * COST["mac"] * COST["dot"]
+    dot = dot_plan(conv)
+    if dot.per_channel * x.dtype.itemsize <= PLANE_MAX and conv.type.numel * LANES * x.dtype.itemsize <= DOT_PARTIALS:
+        tile_rows, tile_cols = dot.tile  # (the GEMM's `rows` above stays the macs' row count)
+        dots = _up(og, tile_rows) * _up(positions, tile_cols) * cg * _up(dot.length, LANES)
+        runs = cg * dot.per_channel // kw  # shifted-plane rows copied
+        setup = (_up(og, tile_rows) // tile_rows) * (_up(positions, tile_cols) // tile_cols) * cg * sum(dot.tile)
+        costs["dot"] = (runs * (COST["run"] + kw * COST["plane"]) + dots * COST["mac"] * COST["dot"]
+                        + setup * COST["operand"] + og * positions * COST["partial"])
     if stride != (1, 1):
         return costs
+    dil = conv.attrs["dilation"]
     span = (oh - 1) * (x.shape[3] + 2 * pw) + ow  # output positions on the plane's full rows
     copy_plane = cg * plane * COST["plane"]
     if (ph, pw) != (0, 0) and plane * x.dtype.itemsize <= WIDE_PLANE_MAX // max(cg, 1):
         costs["wide"] = copy_plane + depth * span * (COST["unfold"] + COST["pack"]) + macs(span)
+    if ph <= (kh - 1) * dil[0] and pw <= (kw - 1) * dil[1] and _transposed_bytes(conv) <= PLANE_MAX:
+        costs["transposed"] = _transposed_cost(conv)
     if (cg * plane + NR) * x.dtype.itemsize <= PLANE_MAX:
         costs["direct"] = copy_plane + macs(_up(span, NR)) * COST["tap"]
     return costs
+
+
+def _transposed_bytes(conv: Node) -> int:
+    """Scratch per thread of the transposed kernel: the wide input rows and the output planes."""
+    x, (o, cg, kh, kw) = conv.inputs[0].type, conv.inputs[1].type.shape
+    (dh, dw), og = conv.attrs["dilation"], o // conv.attrs["groups"]
+    row = x.shape[3] + (kw - 1) * dw
+    return (cg * x.shape[2] * row + og * (x.shape[2] + (kh - 1) * dh) * row) * x.dtype.itemsize
+
+
+def _transposed_cost(conv: Node) -> float:
+    """Wide input rows W + (KW-1)*dw long, times (tap, channel) rows; the plane zeroed and cropped."""
+    x, (o, cg, kh, kw) = conv.inputs[0].type, conv.inputs[1].type.shape
+    (dh, dw), og = conv.attrs["dilation"], o // conv.attrs["groups"]
+    row = x.shape[3] + (kw - 1) * dw
+    span, plane = x.shape[2] * row, (x.shape[2] + (kh - 1) * dh) * row
+    macs = _up(kh * kw * og, MR) * _up(span, NR) * cg * COST["mac"] * COST["scatter"]
+    return cg * span * COST["plane"] + og * plane * (COST["plane"] + COST["pack"]) + macs
+
+
+@dataclass(frozen=True)
+class DotPlan:
+    """The dot kernel's geometry (compiler/llvm/conv_dot.py): per summed channel, OW * phases
+    shifted planes of `rows` x KW elements; work items of `chunk` channels, `chunks` per image."""
+
+    rows: int  # U: rows of a shifted plane
+    plane: int  # elements of one shifted plane
+    per_channel: int  # elements of one channel's planes
+    length: int  # KH * KW: the length of every dot product
+    tile: tuple[int, int]  # output channels x positions per register tile
+    chunk: int
+    chunks: int
+
+
+def dot_plan(conv: Node, threads: int = 2) -> DotPlan:
+    """Chunks small enough that an item's planes stay in L2 and every thread gets a few items."""
+    _, cg, kh, kw = conv.inputs[1].type.shape
+    n, o, oh, ow = conv.type.shape
+    sh, dh = conv.attrs["stride"][0], conv.attrs["dilation"][0]
+    rows = (oh - 1) * sh // dh + kh
+    per_channel = ow * dh * rows * kw
+    fit = max(1, DOT_PLANES // (per_channel * conv.type.dtype.itemsize))
+    per_plane = -(-4 * threads // (n * conv.attrs["groups"]))  # chunks per (image, group) for balance
+    chunk = max(1, min(fit, -(-cg // per_plane)))
+    tile = dot_tile(o // conv.attrs["groups"], oh * ow)
+    return DotPlan(rows, rows * kw, per_channel, kh * kw, tile, chunk, -(-cg // chunk))
+
+
+def dot_tile(channels: int, positions: int) -> tuple[int, int]:
+    """(R, T) of the dot kernel's register tile: the fewest cycles over the padded tile grid, a
+    step costing its R*T FMAs or its R + T loads (T unaligned: 1.5 each), whichever bounds it."""
+    def cycles(rt):
+        r, t = rt
+        return (math.ceil(channels / r) * math.ceil(positions / t) * max(r * t, r + 1.5 * t + 2), -r * t)
+
+    shapes = [(r, t) for r in range(1, 9) for t in range(1, 13) if r * t <= DOT_REGISTERS]
+    return min(shapes, key=cycles)
 
 
 def _up(n: int, to: int) -> int:

@@ -54,6 +54,8 @@ def _register(name, kind, infer, kernel, doc, *, attrs=(), may_alias=False, data
 
 
 def check(cond: bool, msg: str) -> None:
+    """RuntimeError(msg) unless cond. Type rules that eager ops run on every call test first and
+    call check(False, f"...") inside the branch, so the message is formatted only on failure."""
     if not cond:
         raise RuntimeError(msg)
 
@@ -160,8 +162,10 @@ _binary("logical_or", np.logical_or, "a or b (bool inputs)", out_dtype=dt.bool_,
 
 
 def _where_infer(c, a, b):
-    check(c.dtype is dt.bool_, f"where expected condition to be a boolean tensor, but got a tensor with dtype {_pretty(c.dtype)}")
-    check(c.shape == a.shape, f"where: condition shape {c.shape} differs from {a.shape}")
+    if c.dtype is not dt.bool_:
+        check(False, f"where expected condition to be a boolean tensor, but got a tensor with dtype {_pretty(c.dtype)}")
+    if c.shape != a.shape:
+        check(False, f"where: condition shape {c.shape} differs from {a.shape}")
     return _same((a, b), "where")
 
 
@@ -232,9 +236,11 @@ _register("rand", Kind.OPAQUE, _rand_infer, _rand,
 
 def _expand_infer(x, *, shape):
     shape = tuple(shape)
-    check(len(shape) >= x.ndim, f"expand: rank {x.ndim} to {len(shape)}")
+    if len(shape) < x.ndim:
+        check(False, f"expand: rank {x.ndim} to {len(shape)}")
     for s, t in zip(x.shape, shape[len(shape) - x.ndim:]):
-        check(s == t or s == 1, f"The expanded size of the tensor ({t}) must match the existing size ({s}) at non-singleton dimension")
+        if s != t and s != 1:
+            check(False, f"The expanded size of the tensor ({t}) must match the existing size ({s}) at non-singleton dimension")
     return TensorType(shape, x.dtype)
 
 
@@ -244,12 +250,14 @@ def numel(shape) -> int:
 
 def _reshape_infer(x, *, shape):
     shape = tuple(shape)
-    check(numel(shape) == numel(x.shape), f"shape '{list(shape)}' is invalid for input of size {numel(x.shape)}")
+    if numel(shape) != numel(x.shape):
+        check(False, f"shape '{list(shape)}' is invalid for input of size {numel(x.shape)}")
     return TensorType(shape, x.dtype)
 
 
 def _permute_infer(x, *, dims):
-    check(sorted(dims) == list(range(x.ndim)), f"permute: dims {tuple(dims)} are not a permutation of {x.ndim} dims")
+    if sorted(dims) != list(range(x.ndim)):
+        check(False, f"permute: dims {tuple(dims)} are not a permutation of {x.ndim} dims")
     return TensorType(tuple(x.shape[d] for d in dims), x.dtype)
 
 
@@ -257,7 +265,8 @@ def _slice_infer(x, *, starts, stops, steps):
     check(len(starts) == len(stops) == len(steps) == x.ndim, "slice: one start/stop/step per dim")
     shape = []
     for n, a, b, s in zip(x.shape, starts, stops, steps):
-        check(s > 0 and 0 <= a <= b <= n, f"slice: [{a}:{b}:{s}] out of range for size {n}")
+        if not (s > 0 and 0 <= a <= b <= n):
+            check(False, f"slice: [{a}:{b}:{s}] out of range for size {n}")
         shape.append(max(0, -(-(b - a) // s)))
     return TensorType(tuple(shape), x.dtype)
 
@@ -280,7 +289,8 @@ def _concat_infer(*xs, dim):
     check(all(t.dtype is t0.dtype for t in xs), "concat: dtypes differ (cast first)")
     for t in xs:
         same = t.ndim == t0.ndim and all(a == b for i, (a, b) in enumerate(zip(t.shape, t0.shape)) if i != dim)
-        check(same, f"Sizes of tensors must match except in dimension {dim}. Expected {list(t0.shape)} but got {list(t.shape)}")
+        if not same:
+            check(False, f"Sizes of tensors must match except in dimension {dim}. Expected {list(t0.shape)} but got {list(t.shape)}")
     shape = list(t0.shape)
     shape[dim] = sum(t.shape[dim] for t in xs)
     return TensorType(tuple(shape), t0.dtype)
@@ -290,7 +300,8 @@ def _gather_infer(x, idx, *, dim):
     check(idx.dtype is dt.int64, f"gather(): Expected dtype int64 for index, got {idx.dtype}")
     check(idx.ndim == x.ndim, "Index tensor must have the same number of dimensions as input tensor")
     for d, (a, b) in enumerate(zip(idx.shape, x.shape)):
-        check(d == dim or a <= b, f"Size does not match at dimension {d} expected index {list(idx.shape)} to be smaller than self {list(x.shape)} apart from dimension {dim}")
+        if d != dim and a > b:
+            check(False, f"Size does not match at dimension {d} expected index {list(idx.shape)} to be smaller than self {list(x.shape)} apart from dimension {dim}")
     return TensorType(idx.shape, x.dtype)
 
 
@@ -312,7 +323,8 @@ def _window_out(size, k, s, d):
 
 
 def _unfold_infer(x, *, kernel, stride, dilation):
-    check(x.ndim == 4, f"unfold: expected (N, C, H, W), got {x.shape}")
+    if x.ndim != 4:
+        check(False, f"unfold: expected (N, C, H, W), got {x.shape}")
     n, c, h, w = x.shape
     oh, ow = (_window_out(sz, k, s, d) for sz, k, s, d in zip((h, w), kernel, stride, dilation))
     check(oh > 0 and ow > 0, f"Given input size: ({c}x{h}x{w}). Calculated output size: ({c}x{oh}x{ow}). Output size is too small")
@@ -351,9 +363,10 @@ _register("unfold", Kind.INJECTIVE, _unfold_infer, _unfold,
 def _reduce_infer(name):
     def infer(x, *, dims, keepdim):
         for d in dims:
-            check(0 <= d < max(x.ndim, 1), f"{name}: dim {d} out of range")
-            check(x.ndim == 0 or x.shape[d] > 0 or name in ("sum", "prod"),
-                  f"{name}(): Expected reduction dim {d} to have non-zero size.")
+            if not 0 <= d < max(x.ndim, 1):
+                check(False, f"{name}: dim {d} out of range")
+            if x.ndim and x.shape[d] == 0 and name not in ("sum", "prod"):
+                check(False, f"{name}(): Expected reduction dim {d} to have non-zero size.")
         shape = tuple(1 if i in dims else s for i, s in enumerate(x.shape)) if keepdim else \
             tuple(s for i, s in enumerate(x.shape) if i not in dims)
         return TensorType(shape, x.dtype)
@@ -400,15 +413,16 @@ _register("cumsum", Kind.OPAQUE, lambda x, *, dim: x,
 
 def _matmul_infer(a, b):
     check(a.dtype is b.dtype, f"expected m1 and m2 to have the same dtype, but got: {a.dtype.name} != {b.dtype.name}")
-    check(a.ndim >= 2 and a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2],
-          f"matmul: batch dims must be equal (expand first): {a.shape} @ {b.shape}")
-    check(a.shape[-1] == b.shape[-2],
-          f"mat1 and mat2 shapes cannot be multiplied ({a.shape[-2]}x{a.shape[-1]} and {b.shape[-2]}x{b.shape[-1]})")
+    if not (a.ndim >= 2 and a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]):
+        check(False, f"matmul: batch dims must be equal (expand first): {a.shape} @ {b.shape}")
+    if a.shape[-1] != b.shape[-2]:
+        check(False, f"mat1 and mat2 shapes cannot be multiplied ({a.shape[-2]}x{a.shape[-1]} and {b.shape[-2]}x{b.shape[-1]})")
     return TensorType(a.shape[:-1] + b.shape[-1:], a.dtype)
 
 
 def _conv2d_infer(x, w, *, stride, padding, dilation, groups):
-    check(x.ndim == 4 and w.ndim == 4, f"conv2d: expected 4-D input and weight, got {x.shape} and {w.shape}")
+    if x.ndim != 4 or w.ndim != 4:
+        check(False, f"conv2d: expected 4-D input and weight, got {x.shape} and {w.shape}")
     check(x.dtype is w.dtype, f"Input type ({x.dtype}) and weight type ({w.dtype}) should be the same")
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
@@ -425,13 +439,27 @@ def _conv2d_infer(x, w, *, stride, padding, dilation, groups):
 
 def _conv2d(x, w, *, stride, padding, dilation, groups):
     x = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
-    cols = _unfold(x, kernel=w.shape[2:], stride=stride, dilation=dilation)  # N,C,OH,OW,KH,KW
-    n, c, oh, ow, kh, kw = cols.shape
-    o = w.shape[0]
-    cols = cols.reshape(n, groups, c // groups, oh, ow, kh, kw)
-    wg = w.reshape(groups, o // groups, c // groups, kh, kw)
-    out = np.einsum("ngchwij,gocij->ngohw", cols, wg, optimize=True)
-    return np.ascontiguousarray(out.reshape(n, o, oh, ow), dtype=x.dtype)
+    win = _unfold(x, kernel=w.shape[2:], stride=stride, dilation=dilation)  # N,C,OH,OW,KH,KW
+    wm = w.reshape(groups, w.shape[0] // groups, -1)  # G, O/G, C/G*KH*KW
+    # im2col is a strided copy whose speed is set by its innermost contiguous run: copy along OW
+    # (one GEMM per image) when rows are longer than the kernel, along KW (one tall GEMM) otherwise
+    return (_conv2d_per_image if win.shape[3] >= win.shape[5] else _conv2d_one_gemm)(win, wm)
+
+
+def _conv2d_per_image(win, wm):
+    n, c, oh, ow, kh, kw = win.shape
+    groups = wm.shape[0]
+    cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, groups, -1, oh * ow)  # N, G, C/G*KH*KW, OH*OW
+    return np.matmul(wm, cols).reshape(n, -1, oh, ow)  # N, G, O/G, OH*OW is already N, O, OH, OW
+
+
+def _conv2d_one_gemm(win, wm):
+    n, c, oh, ow, kh, kw = win.shape
+    groups, og = wm.shape[:2]
+    cols = win.reshape(n, groups, c // groups, oh, ow, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
+    out = np.matmul(cols.reshape(groups, n * oh * ow, -1), wm.transpose(0, 2, 1))  # G, N*OH*OW, O/G
+    out = out.reshape(groups, n, oh, ow, og).transpose(1, 0, 4, 2, 3)
+    return np.ascontiguousarray(out).reshape(n, groups * og, oh, ow)
 
 
 def _matmul(a, b):
@@ -452,7 +480,8 @@ def _fold_infer(cols, *, size, stride, dilation):
     check(cols.ndim == 6, "fold: expected (N, C, OH, OW, KH, KW)")
     n, c, oh, ow, kh, kw = cols.shape
     want = _unfold_infer(TensorType((n, c, *size), cols.dtype), kernel=(kh, kw), stride=stride, dilation=dilation)
-    check(want.shape == cols.shape, f"fold: windows {cols.shape} do not tile {tuple(size)}")
+    if want.shape != cols.shape:
+        check(False, f"fold: windows {cols.shape} do not tile {tuple(size)}")
     return TensorType((n, c, *size), cols.dtype)
 
 

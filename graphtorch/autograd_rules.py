@@ -361,18 +361,25 @@ def _conv2d(g, s, attrs, t):
 
 def conv2d_input_grad(g, w, x_shape, stride, padding, dilation, groups):
     """At stride 1 the input gradient is a convolution of g with the flipped, transposed weight
-    (a transposed convolution), so it runs as the backend's conv2d; other strides use
-    matmul + fold."""
+    (a transposed convolution), so it runs as the backend's conv2d. At stride s the input rows
+    (and columns) that share a residue mod s each see every (s / gcd(s, d))-th tap: one such
+    convolution per residue pair ("phase"), interleaved, so no inserted zeros are multiplied."""
     o, cg, kh, kw = w.shape
     full = ((kh - 1) * dilation[0] - padding[0], (kw - 1) * dilation[1] - padding[1])
-    if tuple(stride) != (1, 1) or min(full) < 0:
-        return _conv2d_input_grad_fold(g, w, x_shape, stride, padding, dilation, groups)
+    if tuple(stride) == (1, 1) and min(full) >= 0:
+        return apply("conv2d", g, _transposed_weight(w, groups), stride=(1, 1), padding=full, dilation=dilation,
+                     groups=groups)
+    return _conv2d_input_grad_phases(g, w, x_shape, stride, padding, dilation, groups)
+
+
+def _transposed_weight(w, groups):
+    """(O, C/G, KH, KW) -> (C, O/G, KH, KW), flipped: the weight of the transposed convolution."""
+    o, cg, kh, kw = w.shape
     og = o // groups
     wt = apply("reshape", w, shape=(groups, og, cg, kh, kw))
     wt = apply("permute", wt, dims=(0, 2, 1, 3, 4))  # G, C/G, O/G, KH, KW
     wt = apply("reshape", wt, shape=(groups * cg, og, kh, kw))
-    wt = _flip(_flip(wt, 2), 3)
-    return apply("conv2d", g, wt, stride=(1, 1), padding=full, dilation=dilation, groups=groups)
+    return _flip(_flip(wt, 2), 3)
 
 
 def _flip(x, dim):
@@ -385,24 +392,80 @@ def _flip(x, dim):
     return apply("gather", x, idx, dim=dim)
 
 
-def _conv2d_input_grad_fold(g, w, x_shape, stride, padding, dilation, groups):
+@dataclass(frozen=True)
+class _Phase:
+    """The input positions v = v0 + s*k of one residue v0 along one dim: the taps that reach them
+    (first, count, every `step`-th) and, in the phase's stride-1 convolution of g (dilation
+    `dilation`, padding (count-1)*dilation), the output position of k = 0 (`start`)."""
+
+    first: int
+    count: int
+    step: int
+    dilation: int
+    start: int
+
+
+def _phases(k: int, s: int, d: int, p: int) -> list[_Phase | None]:
+    """Per residue v0 < s: x position v = v0 + s*k is padded position u = v + p, reached by tap i
+    from output y when y*s + i*d = u, i.e. by the taps with i*d = u (mod s), from y = U - e_i where
+    U = u // s and e_i = (i*d - u % s) / s; None where no tap reaches (a gradient of zeros)."""
+    phases = []
+    step, dilation = s // math.gcd(s, d), d // math.gcd(s, d)
+    for v0 in range(s):
+        r = (v0 + p) % s
+        taps = [i for i in range(k) if (i * d - r) % s == 0]
+        phases.append(_Phase(taps[0], len(taps), step, dilation, (v0 + p) // s - (taps[0] * d - r) // s)
+                      if taps else None)
+    return phases
+
+
+def _conv2d_input_grad_phases(g, w, x_shape, stride, padding, dilation, groups):
     n, c, h, wd = x_shape
-    o, cg, kh, kw = w.shape
-    _, _, oh, ow = g.shape
-    og = o // groups
-    gm = apply("reshape", g, shape=(n, groups, og, oh * ow))
-    gm = apply("permute", gm, dims=(0, 1, 3, 2))  # n, G, OH*OW, O/G
-    wm = apply("expand", apply("reshape", w, shape=(1, groups, og, cg * kh * kw)), shape=(n, groups, og, cg * kh * kw))
-    cols = apply("matmul", gm, wm)  # n, G, OH*OW, C/G*KH*KW
-    cols = apply("reshape", cols, shape=(n, groups, oh, ow, cg, kh, kw))
-    cols = apply("permute", cols, dims=(0, 1, 4, 2, 3, 5, 6))
-    cols = apply("reshape", cols, shape=(n, c, oh, ow, kh, kw))
-    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
-    gx = apply("fold", cols, size=(hp, wp), stride=stride, dilation=dilation)
-    if padding != (0, 0):
-        gx = apply("slice", gx, starts=(0, 0, padding[0], padding[1]), stops=(n, c, padding[0] + h, padding[1] + wd),
-                   steps=(1, 1, 1, 1))
+    lh, lw = -(-h // stride[0]), -(-wd // stride[1])  # positions per phase (the last ones cut below)
+    rows = []
+    for ph in _phases(w.shape[2], stride[0], dilation[0], padding[0]):
+        cols = [_phase_grad(g, w, (ph, pw), (lh, lw), groups, (n, c)) for pw in
+                _phases(w.shape[3], stride[1], dilation[1], padding[1])]
+        rows.append(apply("concat", *[apply("reshape", t, shape=(n, c, lh, 1, lw, 1)) for t in cols], dim=5))
+    gx = apply("reshape", apply("concat", *rows, dim=3), shape=(n, c, lh * stride[0], lw * stride[1]))
+    if gx.shape[2:] != (h, wd):
+        gx = apply("slice", gx, starts=(0, 0, 0, 0), stops=(n, c, h, wd), steps=(1, 1, 1, 1))
     return gx
+
+
+def _phase_grad(g, w, phases, lengths, groups, nc):
+    """The input gradient at one (row, column) phase: (N, C, lh, lw)."""
+    fh, fw = phases
+    if fh is None or fw is None:
+        return _zeros_beside(g, (*nc, *lengths))
+    o, cg = w.shape[:2]
+    stops = (o, cg, fh.first + (fh.count - 1) * fh.step + 1, fw.first + (fw.count - 1) * fw.step + 1)
+    sub = apply("slice", w, starts=(0, 0, fh.first, fw.first), stops=stops, steps=(1, 1, fh.step, fw.step))
+    y = apply("conv2d", g, _transposed_weight(sub, groups), stride=(1, 1), groups=groups,
+              padding=((fh.count - 1) * fh.dilation, (fw.count - 1) * fw.dilation), dilation=(fh.dilation, fw.dilation))
+    return _window(_window(y, 2, fh.start, lengths[0]), 3, fw.start, lengths[1])
+
+
+def _zeros_beside(x, shape):
+    """Zeros of x's dtype on x's device (a full is made on the host)."""
+    z = zeros(shape, x.dtype)
+    return z.to(x.device) if x.is_cuda else z
+
+
+def _window(x, dim, start, length):
+    """Positions [start, start + length) of x along dim, zero where they fall outside x."""
+    size = x.shape[dim]
+    lo, hi = min(max(start, 0), size), max(min(start + length, size), 0)
+    if hi <= lo:
+        return _zeros_beside(x, tuple(length if i == dim else n for i, n in enumerate(x.shape)))
+    if (lo, hi) != (0, size):
+        starts = tuple(lo if i == dim else 0 for i in range(x.ndim))
+        stops = tuple(hi if i == dim else n for i, n in enumerate(x.shape))
+        x = apply("slice", x, starts=starts, stops=stops, steps=(1,) * x.ndim)
+    before, after = lo - start, start + length - hi
+    if before or after:
+        x = apply("pad", x, pads=tuple((before, after) if i == dim else (0, 0) for i in range(x.ndim)), value=0.0)
+    return x
 
 
 def conv2d_weight_grad(g, x, w_shape, stride, padding, dilation, groups):

@@ -56,6 +56,14 @@ def scalar_dtype(v) -> DType:
     return _default_float
 
 
+def _number_keeps(d: DType, number) -> bool:
+    """Whether a Python int or float leaves dtype `d` as it is: it never promotes a tensor within
+    its category, and an int never promotes a floating tensor (bools and numpy scalars: the
+    general rule)."""
+    kind = type(number)
+    return (kind is float and d.is_floating_point) or (kind is int and d is not bool_)
+
+
 def _combine(higher: DType | None, lower: DType | None) -> DType | None:
     # at::native::result_type: a higher-priority group wins unless a lower one has a higher category
     if higher is None:
@@ -73,6 +81,8 @@ def result_type(*operands) -> DType:
     first = getattr(operands[0], "_dtype", None) if operands else None
     if first is not None and all(getattr(x, "_dtype", None) is first for x in operands):
         return first  # tensors of one dtype (the common case, every eager op asks): nothing to promote
+    if first is not None and len(operands) == 2 and _number_keeps(first, operands[1]):
+        return first  # a tensor and a Python number of its category or lower (`x + 1.0`): the tensor's dtype
     dim = zero = wrapped = None
     for x in operands:
         if hasattr(x, "dtype") and hasattr(x, "ndim"):

@@ -325,7 +325,8 @@ class Tensor:
             assign(self, result)
         else:
             try:
-                np.copyto(self._data, np.broadcast_to(result._data, self._data.shape))
+                src = result._data
+                np.copyto(self._data, src if src.shape == self._data.shape else np.broadcast_to(src, self._data.shape))
             except ValueError as e:
                 if "read-only" not in str(e):
                     raise

@@ -14,8 +14,10 @@ are longer than output rows (again the weight gradient) the columns are built tr
 im2col copies long runs. A padded stride-1 conv (the input gradient) copies the input into a
 zero-padded plane and computes on its full-width rows (_lower_wide).
 
-Which of these runs (or conv_direct.py's direct convolution, with no im2col at all) is chosen by
-shape in compiler/conv_lowering.py, whose cost model the fused dump and `explain` print.
+Which of these runs (or, with no im2col at all, conv_direct.py's direct convolution,
+conv_transposed.py's scatter for padded stride-1 convs such as input gradients, or conv_dot.py's
+dot products for weight gradients) is chosen by shape in compiler/conv_lowering.py, whose cost
+model the fused dump and `explain` print.
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ def lower_conv2d(ctx: LoweringContext, group: Group) -> None:
         from .conv_direct import lower_direct  # it builds on this module's plane and compaction helpers
 
         return lower_direct(ctx, group, x)
+    if choice == "transposed":
+        from .conv_transposed import lower_transposed  # likewise
+
+        return lower_transposed(ctx, group, x)
     if choice == "dot":
         from .conv_dot import lower_dot  # likewise
 

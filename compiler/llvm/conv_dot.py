@@ -1,115 +1,187 @@
 """The dot-product convolution: few output positions and a large kernel (the shape of a weight gradient).
 
 The conv2d VJP computes a weight gradient as conv2d(x^T, g^T) (autograd_rules.conv2d_weight_grad):
-the kernel is the output gradient (OH x OW of the forward, large), the output is KH x KW (small).
-A GEMM over output positions leaves most of the micro-kernel's NR lanes idle and unfolds a huge
-im2col; here the lanes run along the kernel's rows instead. Per image and group the input's
-channels are copied into a zero-padded plane (row length R); then
+the kernel K is the output gradient (OH x OW of the forward, large), the output is KH x KW (small)
+and the summed channels are the batch. A GEMM over output positions would leave most of its NR
+lanes idle and unfold a huge im2col; here the vector lanes run along the kernel instead:
 
-    out[img, o, i, j] = sum over (c, p) of  dot(K[o, c, p, :], plane[c, i*sh + p*dh, j*sw : j*sw + KW])
+    out[img, o, i, j] = sum over c of  dot(K[o, c, :, :] flattened, X[c, j, phase(i)] from row(i))
 
-with both operands contiguous. A register tile of DOT_ROWS output channels x DOT_COLS positions
-keeps one vector accumulator each; the horizontal sums come once at the end. The kernel is packed
-once per call with its rows padded with zeros to a whole number of vectors; the input lanes past
-KW are zeroed by a mask (never multiplied by the zeros: 0 * inf is NaN), and the plane is wide
-enough (zeros past the input) that every vector load stays inside it.
-Needs a kernel dilation of 1 along the width (lanes are consecutive columns).
+where X[c, j, phase] is a "shifted plane": X[u, q] = input[c, phase + u*dh, j*sw + q*dw] (zero in
+the padding) for u < U, q < KW, so the window of output (i, j) is one contiguous run of KH*KW
+elements of it, starting at row (i*sh) // dh of phase (i*sh) % dh. Both operands of every dot
+are contiguous, whatever the stride and dilation: there is no lane waste at the kernel's rows.
+
+Work items are (image, group, chunk of channels): an item copies its channels' shifted planes
+(runs KW long; OW*U per channel against an im2col's OH*OW*KH, about a quarter of its copies for
+a weight gradient) into the thread's scratch, then runs register tiles of R output channels x T positions (conv_lowering's
+dot_tile) over them, one vector accumulator per (channel, position), added into the thread's
+own partial sums (vectors, one per output element). Threads split the items, so the summed
+channels (a weight gradient's batch) are split too; after a barrier the partial sums of all
+threads are added and reduced across lanes into the output, and the epilogue runs there.
+The kernel's last partial vector is read with a masked load: no lane reads past a row or the
+buffer, and no padding lane is multiplied (0 * inf would be NaN).
 """
 
 from __future__ import annotations
 
-import math
-
 from llvmlite import ir
 
-from ..conv_lowering import DOT_COLS, DOT_ROWS
+from ..conv_lowering import DotPlan, dot_plan
 from ..ir import Group
 from . import scalar
-from .conv import _epilogue, _pad_plane
+from .conv import _copy_run, _epilogue
 from .gemm import LAYOUTS, Layout, View, elem_ptr, i64, min_i64, operand_view, output_buffer
-from .index import strides
 from .module import LoweringContext
 
 
 def lower_dot(ctx: LoweringContext, group: Group, x: View) -> None:
     anchor = group.anchor
     lay = LAYOUTS[anchor.type.dtype.short]
-    o, cg, kh, kw = anchor.inputs[1].type.shape
-    _, _, oh, ow = anchor.type.shape
-    (ph, pw), sw, groups = anchor.attrs["padding"], anchor.attrs["stride"][1], anchor.attrs["groups"]
-    og, kwr = o // groups, -(-kw // lay.width) * lay.width
-    row = max(x.shape[3] + 2 * pw, (ow - 1) * sw + kwr)
-    plane_shape = (1, cg, x.shape[2] + 2 * ph, row)
-    plane = View(ctx.workspace(math.prod(plane_shape) * lay.itemsize, per_thread=True), plane_shape,
-                 tuple(strides(plane_shape)))
-    packed = _pack_kernel(ctx, lay, operand_view(ctx, anchor.inputs[1]), kwr)
-    ctx.barrier()  # every thread reads the whole packed kernel
-    out = output_buffer(ctx, group)
+    plan = dot_plan(anchor, ctx.max_threads)
+    k = _flat_kernel(ctx, anchor)
+    entries = anchor.type.numel  # one partial vector per output element, per thread
+    partials = ctx.workspace(entries * lay.width * lay.itemsize * ctx.max_threads)
     b = ctx.builder
-    blocks = -(-og // DOT_ROWS)
-    lo, hi = ctx.thread_range(x.shape[0] * groups * blocks)
+    mine = elem_ptr(b, partials, b.mul(ctx.tid, i64(entries * lay.width)), lay)
+    with ctx.loop(0, entries * lay.width) as e:
+        b.store(ir.Constant(lay.scalar, 0), elem_ptr(b, mine, e, lay))
+    planes = ctx.workspace(plan.chunk * plan.per_channel * lay.itemsize, per_thread=True)
+    img_groups = x.shape[0] * anchor.attrs["groups"]
+    lo, hi = ctx.thread_range(img_groups * plan.chunks)
     with ctx.loop(lo, hi) as item:
-        img, rest = b.udiv(item, i64(groups * blocks)), b.urem(item, i64(groups * blocks))
-        g, blk = b.udiv(rest, i64(blocks)), b.urem(rest, i64(blocks))
-        _pad_plane(ctx, lay, x, img, b.mul(g, i64(cg)), (ph, pw), plane)  # once per item: cheap next to the dots
-        o0 = b.add(b.mul(g, i64(og)), b.mul(blk, i64(DOT_ROWS)))
-        o1 = min_i64(b, b.add(o0, i64(DOT_ROWS)), b.add(b.mul(g, i64(og)), i64(og)))
-        with ctx.loop(0, -(-(oh * ow) // DOT_COLS)) as tile:
-            _dot_tile(ctx, lay, anchor, (packed, kwr), plane, (o0, o1), b.mul(tile, i64(DOT_COLS)), out, img)
-        if group.outputs[0] is not anchor:
-            _epilogue(ctx, group, out, img, i64(0), i64(0))(b, o0, o1, i64(0), i64(oh * ow))
+        ig, chunk = b.udiv(item, i64(plan.chunks)), b.urem(item, i64(plan.chunks))
+        c0 = b.mul(chunk, i64(plan.chunk))
+        c1 = min_i64(b, b.add(c0, i64(plan.chunk)), i64(anchor.inputs[1].type.shape[1]))
+        _shifted_planes(ctx, lay, anchor, plan, x, ig, (c0, c1), planes)
+        _tiles(ctx, lay, anchor, plan, (k, planes, mine), ig, (c0, c1))
+    ctx.barrier()  # every thread's partial sums are complete
+    _reduce_partials(ctx, group, lay, partials, output_buffer(ctx, group))
 
 
-def _dot_tile(ctx, lay: Layout, anchor, kernel, plane: View, rows, s0, out, img) -> None:
-    """out[img, o, s] for o in [o0, o1) and positions s in [s0, s0 + DOT_COLS) (both clamped to
-    the last valid one for the loads; only valid ones are stored)."""
-    b, (packed, kwr), (o0, o1) = ctx.builder, kernel, rows
-    o, cg, kh, _ = anchor.inputs[1].type.shape
-    _, _, oh, ow = anchor.type.shape
-    (sh, sw), dh = anchor.attrs["stride"], anchor.attrs["dilation"][0]
-    cs, rs = plane.strides[1], plane.strides[2]
-    orow = [min_i64(b, b.add(o0, i64(r)), b.sub(o1, i64(1))) for r in range(DOT_ROWS)]
-    pos = [min_i64(b, b.add(s0, i64(k)), i64(oh * ow - 1)) for k in range(DOT_COLS)]
-    at = [b.add(b.mul(b.udiv(s, i64(ow)), i64(sh * rs)), b.mul(b.urem(s, i64(ow)), i64(sw))) for s in pos]
-    zero = ir.Constant(lay.vec, None)
-    accs = [[ctx.alloca(lay.vec) for _ in pos] for _ in orow]
-    for cell in (a for line in accs for a in line):
-        b.store(zero, cell)
-    per_o = cg * kh * kwr  # packed elements per output channel
-    with ctx.loop(0, cg * kh) as cp:
-        c, p = b.udiv(cp, i64(kh)), b.urem(cp, i64(kh))
-        k_at = b.mul(cp, i64(kwr))
-        x_at = b.add(b.mul(c, i64(cs)), b.mul(p, i64(dh * rs)))
-        with ctx.loop(0, kwr // lay.width) as v:
-            lane0 = b.mul(v, i64(lay.width))
-            a = [_vload(b, lay, packed, b.add(b.add(b.mul(r, i64(per_o)), k_at), lane0)) for r in orow]
-            inside = _lanes_inside(b, lay, lane0, anchor.inputs[1].type.shape[3])
-            for k, off in enumerate(at):
-                xv = _vload(b, lay, plane.ptr, b.add(b.add(x_at, off), lane0))
-                if inside is not None:  # lanes past KW read real input: zero them, not multiply (inf * 0)
-                    xv = b.select(inside, xv, zero)
-                for r in range(DOT_ROWS):
-                    b.store(_fma(ctx, lay, a[r], xv, b.load(accs[r][k], typ=lay.vec)), accs[r][k])
-    for r, orow_r in enumerate(orow):
-        for k, s in enumerate(pos):
-            valid = b.and_(b.icmp_signed("<", b.add(o0, i64(r)), o1), b.icmp_signed("<", b.add(s0, i64(k)), i64(oh * ow)))
+def _flat_kernel(ctx: LoweringContext, anchor) -> View:
+    """K as a view whose (row, column) run is contiguous, read in place when it already is."""
+    k = operand_view(ctx, anchor.inputs[1])
+    _, _, kh, kw = k.shape
+    if k.strides[3] != 1 or (kh > 1 and k.strides[2] != kw):
+        k = operand_view(ctx, anchor.inputs[1], copy=True)
+    return k
+
+
+def _shifted_planes(ctx, lay: Layout, anchor, plan: DotPlan, x: View, ig, channels, planes) -> None:
+    """planes[c - c0, j, phase, u, q] = x[img, g*Cg + c, phase + u*dh - ph, j*sw + q*dw - pw] (zero
+    in the padding) for the item's channels [c0, c1)."""
+    b, (c0, c1) = ctx.builder, channels
+    groups, (_, cg, _, kw) = anchor.attrs["groups"], anchor.inputs[1].type.shape
+    ow = anchor.type.shape[3]
+    (_, sw), (ph, pw), (dh, dw) = anchor.attrs["stride"], anchor.attrs["padding"], anchor.attrs["dilation"]
+    img, g = b.udiv(ig, i64(groups)), b.urem(ig, i64(groups))
+    with ctx.loop(c0, c1) as c, ctx.loop(0, ow * dh) as jp, ctx.loop(0, plan.rows) as u:
+        j, phase = b.udiv(jp, i64(dh)), b.urem(jp, i64(dh))
+        at = b.add(b.mul(b.sub(c, c0), i64(plan.per_channel)), b.add(b.mul(jp, i64(plan.plane)), b.mul(u, i64(kw))))
+        h = b.sub(b.add(phase, b.mul(u, i64(dh))), i64(ph))
+        off = b.sub(b.mul(j, i64(sw)), i64(pw))
+        _copy_run(ctx, lay, x, img, b.add(b.mul(g, i64(cg)), c), h, elem_ptr(b, planes, at, lay), i64(0), i64(kw), dw, off)
+
+
+def _tiles(ctx, lay: Layout, anchor, plan: DotPlan, buffers, ig, channels) -> None:
+    """Every register tile of the item's group: partial[img, o, t] += sum over its channels."""
+    b, (rows, cols) = ctx.builder, plan.tile
+    og = anchor.type.shape[1] // anchor.attrs["groups"]
+    taps = anchor.type.shape[2] * anchor.type.shape[3]
+    with ctx.loop(0, -(-og // rows)) as ob, ctx.loop(0, -(-taps // cols)) as tb:
+        _tile(ctx, lay, anchor, plan, buffers, ig, channels, (b.mul(ob, i64(rows)), b.mul(tb, i64(cols))))
+
+
+def _tile(ctx, lay: Layout, anchor, plan: DotPlan, buffers, ig, channels, corner) -> None:
+    """R channels x T positions from `corner` (indices past the last clamped to it for the reads;
+    only valid ones are written back)."""
+    b, (k, planes, mine), (c0, c1), (o0, t0) = ctx.builder, buffers, channels, corner
+    groups, (rows, cols) = anchor.attrs["groups"], plan.tile
+    _, o, oh, ow = anchor.type.shape
+    og, taps = o // groups, oh * ow
+    img, g = b.udiv(ig, i64(groups)), b.urem(ig, i64(groups))
+    chans = [b.add(b.mul(g, i64(og)), min_i64(b, b.add(o0, i64(r)), i64(og - 1))) for r in range(rows)]
+    poss = [min_i64(b, b.add(t0, i64(t)), i64(taps - 1)) for t in range(cols)]
+    slots = [[elem_ptr(b, mine, b.mul(b.add(b.mul(b.add(b.mul(img, i64(o)), ch), i64(taps)), s), i64(lay.width)), lay)
+              for s in poss] for ch in chans]
+    accs = [[ctx.alloca(lay.vec) for _ in poss] for _ in chans]
+    for acc_row, slot_row in zip(accs, slots):
+        for acc, slot in zip(acc_row, slot_row):
+            b.store(b.load(slot, typ=lay.vec, align=lay.itemsize), acc)
+    starts = [_window_start(b, anchor, plan, s) for s in poss]
+    with ctx.loop(c0, c1) as c:
+        ks = [elem_ptr(b, k.ptr, b.add(b.mul(ch, i64(k.strides[0])), b.mul(c, i64(k.strides[1]))), lay) for ch in chans]
+        base = b.mul(b.sub(c, c0), i64(plan.per_channel))
+        xs = [elem_ptr(b, planes, b.add(base, st), lay) for st in starts]
+        _dots(ctx, lay, plan.length, ks, xs, accs)
+    for r, acc_row in enumerate(accs):
+        for t, acc in enumerate(acc_row):
+            valid = b.and_(b.icmp_signed("<", b.add(o0, i64(r)), i64(og)), b.icmp_signed("<", b.add(t0, i64(t)), i64(taps)))
             with b.if_then(valid):
-                total = _hsum(b, lay, b.load(accs[r][k], typ=lay.vec))
-                b.store(total, elem_ptr(b, out, b.add(b.mul(b.add(b.mul(img, i64(o)), orow_r), i64(oh * ow)), s), lay))
+                b.store(b.load(acc, typ=lay.vec), slots[r][t], align=lay.itemsize)
 
 
-def _lanes_inside(b, lay: Layout, lane0, kw: int):
-    """The vector mask lane0 + lane < kw, or None when every vector is whole."""
-    if kw % lay.width == 0:
-        return None
-    splat = b.insert_element(ir.Constant(ir.VectorType(lane0.type, lay.width), None), lane0, i64(0))
-    splat = b.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(ir.IntType(32), lay.width), None))
-    lanes = b.add(splat, ir.Constant(ir.VectorType(lane0.type, lay.width), list(range(lay.width))))
-    return b.icmp_signed("<", lanes, ir.Constant(ir.VectorType(lane0.type, lay.width), [kw] * lay.width))
+def _window_start(b, anchor, plan: DotPlan, pos):
+    """Where output position (i, j)'s window starts in a channel's shifted planes."""
+    ow, kw = anchor.type.shape[3], anchor.inputs[1].type.shape[3]
+    sh, dh = anchor.attrs["stride"][0], anchor.attrs["dilation"][0]
+    i, j = b.udiv(pos, i64(ow)), b.urem(pos, i64(ow))
+    shifted = b.mul(i, i64(sh))
+    plane = b.add(b.mul(j, i64(dh)), b.urem(shifted, i64(dh)))
+    return b.add(b.mul(plane, i64(plan.plane)), b.mul(b.udiv(shifted, i64(dh)), i64(kw)))
+
+
+def _dots(ctx, lay: Layout, length: int, ks, xs, accs) -> None:
+    """accs[r][t] += ks[r][s] * xs[t][s] lane-wise for s < length: whole vectors, then a masked one."""
+    b, whole = ctx.builder, length // lay.width
+    with ctx.loop(0, whole) as v:
+        at = b.mul(v, i64(lay.width))
+        _step(ctx, lay, [_vload(b, lay, p, at) for p in ks], [_vload(b, lay, p, at) for p in xs], accs)
+    if length % lay.width:
+        mask = ir.Constant(ir.VectorType(ir.IntType(1), lay.width), [t < length % lay.width for t in range(lay.width)])
+        at = i64(whole * lay.width)
+        _step(ctx, lay, [_masked_load(ctx, lay, p, at, mask) for p in ks],
+              [_masked_load(ctx, lay, p, at, mask) for p in xs], accs)
+
+
+def _step(ctx, lay: Layout, kv, xv, accs) -> None:
+    b = ctx.builder
+    for a, acc_row in zip(kv, accs):
+        for xvec, acc in zip(xv, acc_row):
+            b.store(_fma(ctx, lay, a, xvec, b.load(acc, typ=lay.vec)), acc)
+
+
+def _reduce_partials(ctx, group: Group, lay: Layout, partials, out) -> None:
+    """out[img, o, t] = the lane sum of every thread's partial vector; then the epilogue per row."""
+    anchor, b = group.anchor, ctx.builder
+    n_img, o, oh, ow = anchor.type.shape
+    taps, entries = oh * ow, anchor.type.numel
+    lo, hi = ctx.thread_range(n_img * o)
+    with ctx.loop(lo, hi) as row:
+        with ctx.loop(0, taps) as t:
+            e = b.add(b.mul(row, i64(taps)), t)
+            total = ctx.alloca(lay.vec)
+            b.store(ir.Constant(lay.vec, None), total)
+            with ctx.loop(0, ctx.nthreads) as th:
+                at = b.mul(b.add(b.mul(th, i64(entries)), e), i64(lay.width))
+                b.store(b.fadd(b.load(total, typ=lay.vec), _vload(b, lay, partials, at)), total)
+            b.store(_hsum(b, lay, b.load(total, typ=lay.vec)), elem_ptr(b, out, e, lay))
+        if group.outputs[0] is not anchor:
+            img, ch = b.udiv(row, i64(o)), b.urem(row, i64(o))
+            _epilogue(ctx, group, out, img, i64(0), i64(0))(b, ch, b.add(ch, i64(1)), i64(0), i64(taps))
 
 
 def _vload(b, lay: Layout, ptr, at):
     return b.load(elem_ptr(b, ptr, at, lay), typ=lay.vec, align=lay.itemsize)
+
+
+def _masked_load(ctx, lay: Layout, ptr, at, mask):
+    """The lanes of ptr[at:at + width] where mask is set, zero elsewhere; the others are not read."""
+    name = f"llvm.masked.load.v{lay.width}{lay.name}.p0"
+    fn = scalar.function(ctx.module, name, lay.vec, [ptr.type, ir.IntType(32), mask.type, lay.vec])
+    return ctx.builder.call(fn, [elem_ptr(ctx.builder, ptr, at, lay), ir.Constant(ir.IntType(32), lay.itemsize),
+                                 mask, ir.Constant(lay.vec, None)])
 
 
 def _fma(ctx, lay: Layout, a, x, acc):
@@ -122,26 +194,6 @@ def _hsum(b, lay: Layout, v):
     for lane in range(1, lay.width):
         total = b.fadd(total, b.extract_element(v, i64(lane)))
     return total
-
-
-def _pack_kernel(ctx: LoweringContext, lay: Layout, k: View, kwr: int) -> ir.Value:
-    """packed[o, c, p, q] = K[o, c, p, q], zero for q in [KW, kwr): rows whole vectors long."""
-    o, cg, kh, kw = k.shape
-    total = o * cg * kh * kwr
-    packed = ctx.workspace(total * lay.itemsize)
-    b = ctx.builder
-    lo, hi = ctx.thread_range(total)
-    with ctx.loop(lo, hi) as e:
-        q, rest = b.urem(e, i64(kwr)), b.udiv(e, i64(kwr))
-        p, rest = b.urem(rest, i64(kh)), b.udiv(rest, i64(kh))
-        c, oc = b.urem(rest, i64(cg)), b.udiv(rest, i64(cg))
-        valid = b.icmp_unsigned("<", q, i64(kw))
-        at = b.mul(oc, i64(k.strides[0]))
-        for v, st in ((c, k.strides[1]), (p, k.strides[2]), (b.select(valid, q, i64(0)), k.strides[3])):
-            at = b.add(at, b.mul(v, i64(st)))
-        value = b.load(elem_ptr(b, k.ptr, at, lay), typ=lay.scalar)
-        b.store(b.select(valid, value, ir.Constant(lay.scalar, 0)), elem_ptr(b, packed, e, lay))
-    return packed
 
 
 __all__ = ["lower_dot"]

@@ -204,13 +204,16 @@ def micro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
 
 # b_row(builder, b argument, depth index p, extra arguments) -> pointer to row p of B's NR lanes
 BRow = Callable[[ir.IRBuilder, ir.Value, ir.Value, list], ir.Value]
+# c_row(builder, c argument, row i (a Python int), ldc, extra arguments) -> pointer to row i of C
+CRow = Callable[[ir.IRBuilder, ir.Value, int, ir.Value, list], ir.Value]
 
 
 def tile_kernel(module: ir.Module, lay: Layout, name: str, extra: list[ir.Type], b_row: BRow,
-                b_align: int) -> ir.Function:
+                b_align: int, c_row: CRow | None = None) -> ir.Function:
     """`void (i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, *extra)`: C[:MR, :NR] (+)= A @ B
     with A a packed panel (kc columns of MR values) and row p of B found by `b_row` (aligned to
-    b_align bytes): the GEMM's packed panel, or a direct convolution's stretch of the input."""
+    b_align bytes): the GEMM's packed panel, or a direct convolution's stretch of the input.
+    Row i of C is at c + i*ldc, or where `c_row` says (a transposed convolution's scatter)."""
     if name in module.globals:
         return module.globals[name]
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1, *extra]), name)
@@ -252,8 +255,9 @@ def tile_kernel(module: ir.Module, lay: Layout, name: str, extra: list[ir.Type],
     for block, add in ((add_block, True), (store_block, False)):
         b.position_at_end(block)
         for i in range(lay.mr):
+            c_i = c_row(b, cp, i, ldc, list(fn.args[6:])) if c_row else elem_ptr(b, cp, b.mul(i64(i), ldc), lay)
             for h in range(2):
-                ptr = elem_ptr(b, cp, b.add(b.mul(i64(i), ldc), i64(h * lay.width)), lay)
+                ptr = elem_ptr(b, c_i, i64(h * lay.width), lay)
                 v = b.fadd(b.load(ptr, typ=lay.vec, align=lay.itemsize), acc[i][h]) if add else acc[i][h]
                 b.store(v, ptr, align=lay.itemsize)
         b.ret_void()

@@ -7,6 +7,7 @@ from .graph import run_backward
 
 def _seed_grads(tensors, grads):
     from ..ops.creation import ones_like
+    from ..ops.elementwise import constant
 
     out = []
     for i, t in enumerate(tensors):
@@ -16,7 +17,7 @@ def _seed_grads(tensors, grads):
         if g is None:
             if t.numel() != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            g = ones_like(t)
+            g = ones_like(t) if t.is_cuda else constant(1, t.dtype, t.shape)  # a CPU one: no creation op
         else:
             if tuple(g.shape) != tuple(t.shape):
                 raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {g.shape} and output[{i}] "

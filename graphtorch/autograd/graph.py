@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from .grad_mode import is_grad_enabled, set_grad_enabled
+
 _FREED = ("Trying to backward through the graph a second time (or directly access saved tensors after they "
           "have already been freed). Saved intermediate values of the graph are freed when you call "
           ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the graph "
@@ -115,10 +117,8 @@ class AccumulateGrad(Node):
         self.post_hooks: list[Callable] = []  # hook(variable) once .grad holds the sum (DDP's trigger)
 
     def apply(self, grad):
-        from .grad_mode import is_grad_enabled
-
         v = self.variable
-        if v.grad is None:
+        if v._grad is None:  # a leaf: its .grad getter has nothing to warn about
             v.grad = grad if is_grad_enabled() else grad.detach()._owned()
         elif is_grad_enabled():  # create_graph: keep the history of the sum
             v.grad = v.grad + grad
@@ -133,6 +133,7 @@ class AccumulateGrad(Node):
 
 
 def _topo_order(roots: list[Node]) -> list[Node]:
+    # nodes are dict keys by identity (Node defines no __eq__): cheaper than id() per visit
     order, seen = [], set()
     stack = [(r, False) for r in roots]
     while stack:
@@ -140,12 +141,12 @@ def _topo_order(roots: list[Node]) -> list[Node]:
         if done:
             order.append(node)
             continue
-        if id(node) in seen:
+        if node in seen:
             continue
-        seen.add(id(node))
+        seen.add(node)
         stack.append((node, True))
         for nxt, _ in node.next_functions:
-            if nxt is not None and id(nxt) not in seen:
+            if nxt is not None and nxt not in seen:
                 stack.append((nxt, False))
     return order[::-1]  # outputs first
 
@@ -153,40 +154,43 @@ def _topo_order(roots: list[Node]) -> list[Node]:
 def run_backward(roots: Sequence, grads: Sequence, *, retain_graph: bool, create_graph: bool,
                  inputs: Sequence | None = None) -> list | None:
     """Propagate `grads` from `roots` (tensors) to the leaves, or only to `inputs` (autograd.grad)."""
-    from .grad_mode import set_grad_enabled
+    from ..dispatch import quiet_floating_point
 
     nodes = [r.grad_fn for r in roots]
-    pending: dict[int, object] = {}
+    pending: dict[Node, object] = {}
     for node, g in zip(nodes, grads):
-        pending[id(node)] = g if id(node) not in pending else pending[id(node)] + g
-    capture = {id(t.grad_fn if t.grad_fn is not None else t._accumulator()): i for i, t in enumerate(inputs or [])}
+        pending[node] = g if node not in pending else pending[node] + g
+    capture = {t.grad_fn if t.grad_fn is not None else t._accumulator(): i for i, t in enumerate(inputs or [])}
     captured: list = [None] * len(inputs or [])
-    with set_grad_enabled(create_graph):
+    with set_grad_enabled(create_graph), quiet_floating_point():
         for node in _topo_order([n for n in nodes if n is not None]):
-            grad = pending.pop(id(node), None)
+            grad = pending.pop(node, None)
             if grad is None:
                 continue
             for hook in node._pre_hooks:
                 new = hook(grad)
                 grad = new if new is not None else grad
-            if id(node) in capture:
-                i = capture[id(node)]
-                captured[i] = grad
-                if isinstance(node, AccumulateGrad):
+            if inputs is not None:
+                if node in capture:
+                    captured[capture[node]] = grad
+                    if isinstance(node, AccumulateGrad):
+                        continue
+                if isinstance(node, AccumulateGrad):  # autograd.grad: leaves' .grad stay as they are
                     continue
-            if inputs is not None and isinstance(node, AccumulateGrad):
-                continue
-            global running
-            running = node
-            try:
-                in_grads = node.apply(grad)
-            finally:
-                running = None
-            if not retain_graph:
-                node.release()
-            for (nxt, _), g in zip(node.next_functions, in_grads):
-                if nxt is None or g is None:
-                    continue
-                prev = pending.get(id(nxt))
-                pending[id(nxt)] = g if prev is None else prev + g
+            for nxt, g in _propagate(node, grad, retain_graph):
+                prev = pending.get(nxt)
+                pending[nxt] = g if prev is None else prev + g
     return captured if inputs is not None else None
+
+
+def _propagate(node: Node, grad, retain_graph: bool):
+    """Run `node`'s VJP on `grad`; the (next node, gradient) pairs that carry a gradient."""
+    global running
+    running = node
+    try:
+        in_grads = node.apply(grad)
+    finally:
+        running = None
+    if not retain_graph:
+        node.release()
+    return [(nxt, g) for (nxt, _), g in zip(node.next_functions, in_grads) if nxt is not None and g is not None]

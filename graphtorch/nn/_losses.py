@@ -15,8 +15,7 @@ from ..ops.elementwise import clamp, eq, log, log1p, ne, where
 from ..ops.reduction import log_softmax
 from ..ops.shape import broadcast_tensors
 from ..tensor import Tensor
-from ..tracer import paused
-from . import _eager_mse
+from . import _eager_mse, _eager_nll
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -132,12 +131,12 @@ def _check_targets(input: Tensor, target: Tensor, ignore_index: int) -> None:
         raise RuntimeError(f"Expected target size {[input.shape[0], *input.shape[2:]]}, got {list(target.shape)}")
     if target.dtype not in (dt.int64, dt.uint8):
         raise RuntimeError(f"expected target dtype to be Long or Byte, but got {_pretty(target.dtype)}")
-    if not target.is_tracer and target.numel():
-        with paused():  # a captured target has values even inside a trace: check them eagerly
-            classes = input.shape[0 if input.ndim == 1 else 1]
-            bad = ((target < 0) | (target >= classes)) & (target != ignore_index)
-            if bool(bad.any()):
-                raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")
+    if not target.is_tracer and target.numel():  # a captured target has values even inside a trace
+        t = target._host()  # numpy: checked without eager ops (or graph nodes while tracing)
+        classes = input.shape[0 if input.ndim == 1 else 1]
+        bad = ((t < 0) | (t >= classes)) & (t != ignore_index)
+        if bad.any():
+            raise IndexError(f"Target {t[bad].reshape(-1)[0].item()} is out of bounds.")
 
 
 def _one_hot_mask(target: Tensor, input: Tensor) -> Tensor:
@@ -157,6 +156,8 @@ def _class_weights(mask: Tensor, weight: Tensor | None, valid: Tensor, dtype: dt
 
 def _nll(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, reduction: str) -> Tensor:
     _check_targets(input, target, ignore_index)
+    if weight is None and reduction != "none" and _eager_nll.applies(input, target):
+        return _eager_nll.nll_loss(input, target, ignore_index, reduction)  # one op, not a dozen (performance only)
     unbatched = input.ndim == 1
     if unbatched:
         input, target = input.unsqueeze(0), target.reshape(1)

@@ -6,12 +6,17 @@ import numbers
 
 import numpy as np
 
+from .. import dispatch
 from .. import dtypes as dt
+from ..compiler.primitives import PRIMITIVES
 from ..dispatch import apply, op
 from ..tensor import Tensor
 
 
 def broadcast_shapes(*shapes) -> tuple[int, ...]:
+    sized = [s for s in shapes if len(s)]  # a 0-d shape (a Python number's) broadcasts to anything
+    if not sized or all(s == sized[0] for s in sized):  # the common case, no broadcasting
+        return tuple(sized[0]) if sized else ()
     ndim = max((len(s) for s in shapes), default=0)
     out = [1] * ndim
     for s in shapes:
@@ -27,7 +32,22 @@ def broadcast_shapes(*shapes) -> tuple[int, ...]:
 
 def scalar(value, dtype: dt.DType) -> Tensor:
     """A Python number as a 0-d tensor of `dtype` (a `full` node when tracing)."""
-    return apply("full", shape=(), value=_coerce(value, dtype), dtype=dtype)
+    return constant(value, dtype, ())
+
+
+_FULL, _EXPAND = PRIMITIVES["full"].kernel, PRIMITIVES["expand"].kernel
+
+
+def constant(value, dtype: dt.DType, shape) -> Tensor:
+    """A Python number broadcast to `shape` as a `dtype` tensor: `full` then `expand`. Eagerly
+    those two kernels run without their dispatch (a fresh constant needs no type check, history
+    or aliasing): they cost more than the small op that uses the constant."""
+    shape = tuple(shape)
+    if dispatch._tracer is not None:
+        full = apply("full", shape=(), value=_coerce(value, dtype), dtype=dtype)
+        return full if not shape else apply("expand", full, shape=shape)
+    data = _FULL(shape=(), value=_coerce(value, dtype), dtype=dtype)
+    return Tensor._wrap(_EXPAND(data, shape=shape) if shape else data)  # a view: CUDA ops see a host scalar
 
 
 def _coerce(value, dtype):
@@ -39,11 +59,13 @@ def _coerce(value, dtype):
     return int(np.array(int(value), np.int64).astype(dtype.np))
 
 
-def as_operand(x, dtype: dt.DType) -> Tensor:
+def as_operand(x, dtype: dt.DType, shape=()) -> Tensor:
+    """A tensor or Python number as a `dtype` tensor broadcast to `shape` (a prefix of a
+    tensor's own shape, or () for a 0-d scalar, keeps it as it is)."""
     if isinstance(x, Tensor):
-        return cast(x, dtype)
-    if isinstance(x, (numbers.Number,)) or hasattr(x, "dtype"):
-        return scalar(x, dtype)
+        return expand_to(cast(x, dtype), shape) if shape else cast(x, dtype)
+    if isinstance(x, numbers.Number) or hasattr(x, "dtype"):
+        return constant(x, dtype, shape)
     raise TypeError(f"unsupported operand type: {type(x).__name__}")
 
 
@@ -52,7 +74,8 @@ def cast(x: Tensor, dtype: dt.DType) -> Tensor:
 
 
 def expand_to(x: Tensor, shape) -> Tensor:
-    return x if tuple(x.shape) == tuple(shape) else apply("expand", x, shape=tuple(shape))
+    shape = tuple(shape)
+    return x if x.shape == shape else apply("expand", x, shape=shape)
 
 
 def _shape(x) -> tuple:
@@ -69,7 +92,7 @@ def elementwise(prim: str, *args, dtype: dt.DType | None = None) -> Tensor:
     _check_tensors(prim, args)
     dtype = dtype or dt.result_type(*args)
     shape = broadcast_shapes(*(_shape(a) for a in args))
-    return apply(prim, *(expand_to(as_operand(a, dtype), shape) for a in args))
+    return apply(prim, *[as_operand(a, dtype, shape) for a in args])
 
 
 def _float_dtype(*args) -> dt.DType:
@@ -84,21 +107,20 @@ def _float_dtype(*args) -> dt.DType:
 def add(input, other, *, alpha=1):
     if alpha != 1:
         other = mul(other, alpha)
-    return elementwise("add", input, other) if _result_is_not_bool(input, other) else logical_or(input, other)
-
-
-def _result_is_not_bool(*args) -> bool:
-    return dt.result_type(*args) is not dt.bool_
+    dtype = dt.result_type(input, other)
+    return elementwise("add", input, other, dtype=dtype) if dtype is not dt.bool_ else logical_or(input, other)
 
 
 @op("SubBackward0")
 def sub(input, other, *, alpha=1):
-    if dt.result_type(input, other) is dt.bool_:
+    dtype = dt.result_type(input, other)
+    if dtype is dt.bool_:
         raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported. "
                            "Use the `^` or `logical_xor()` operator instead.")
     if alpha != 1:
         other = mul(other, alpha)
-    return elementwise("sub", input, other)
+        dtype = dt.result_type(input, other)
+    return elementwise("sub", input, other, dtype=dtype)
 
 
 @op("RsubBackward1")
@@ -108,9 +130,8 @@ def rsub(input, other):
 
 @op("MulBackward0")
 def mul(input, other):
-    if dt.result_type(input, other) is dt.bool_:
-        return logical_and(input, other)
-    return elementwise("mul", input, other)
+    dtype = dt.result_type(input, other)
+    return elementwise("mul", input, other, dtype=dtype) if dtype is not dt.bool_ else logical_and(input, other)
 
 
 @op("DivBackward0")
@@ -287,7 +308,7 @@ def relu(input):
     # not maximum(x, 0): torch's relu passes no gradient at exactly 0, and NaN stays NaN
     if input.dtype is dt.bool_:
         raise RuntimeError("Boolean inputs not supported for relu")
-    zero = expand_to(scalar(0, input.dtype), tuple(input.shape))
+    zero = constant(0, input.dtype, input.shape)
     return apply("where", apply("le", input, zero), zero, input)
 
 
@@ -323,8 +344,8 @@ def where(condition, input=None, other=None):
         return nonzero(condition, as_tuple=True)
     dtype = dt.result_type(input, other)
     shape = broadcast_shapes(_shape(condition), _shape(input), _shape(other))
-    cond = expand_to(cast(condition, dt.bool_) if isinstance(condition, Tensor) else scalar(condition, dt.bool_), shape)
-    return apply("where", cond, expand_to(as_operand(input, dtype), shape), expand_to(as_operand(other, dtype), shape))
+    return apply("where", as_operand(condition, dt.bool_, shape), as_operand(input, dtype, shape),
+                 as_operand(other, dtype, shape))
 
 
 @op("MaskedFillBackward0")
@@ -343,7 +364,7 @@ def _compare_op(prim):
         _check_tensors(prim, (input, other))
         dtype = dt.result_type(input, other)
         shape = broadcast_shapes(_shape(input), _shape(other))
-        return apply(prim, expand_to(as_operand(input, dtype), shape), expand_to(as_operand(other, dtype), shape))
+        return apply(prim, as_operand(input, dtype, shape), as_operand(other, dtype, shape))
     fn.__name__ = prim
     return fn
 
@@ -390,7 +411,7 @@ def isfinite(input):
 
 
 def zeros_bool(input):
-    return expand_to(scalar(False, dt.bool_), input.shape)
+    return constant(False, dt.bool_, input.shape)
 
 
 def equal(input, other) -> bool:

@@ -16,7 +16,7 @@ from ..cuda_tensor import to_device
 from ..dispatch import attach_custom
 from ..tensor import Tensor
 from . import creation, elementwise, indexing, linalg, random, reduction, shape, sorting
-from .elementwise import broadcast_shapes, expand_to, scalar
+from .elementwise import broadcast_shapes, constant, expand_to
 
 E, R, S, L, I = elementwise, reduction, shape, linalg, indexing
 
@@ -160,8 +160,9 @@ def _overwriting(self, value: Tensor, name: str) -> Tensor:
 
 
 def fill_(self, value, _name: str = "FillBackward0") -> Tensor:
-    v = value.to(self.dtype) if isinstance(value, Tensor) else scalar(value, self.dtype)
-    return self._assign(_overwriting(self, expand_to(v, tuple(self.shape)), _name))
+    v = expand_to(value.to(self.dtype), self.shape) if isinstance(value, Tensor) else \
+        constant(value, self.dtype, self.shape)
+    return self._assign(_overwriting(self, v, _name))
 
 
 def zero_(self) -> Tensor:

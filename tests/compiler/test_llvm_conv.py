@@ -127,7 +127,7 @@ def test_conv_reads_a_permuted_weight_in_place(x_shape, g_shape, attrs):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("lowering", ["direct", "dot", "im2col", "wide"])
+@pytest.mark.parametrize("lowering", ["direct", "dot", "im2col", "wide", "transposed"])
 @pytest.mark.parametrize("case", CASES + [
     dict(x_shape=(2, 3, 9, 11), w_shape=(13, 3, 7, 7), padding=(3, 2)),  # 7x7, three MR row blocks (13 = 2*6 + 1)
     dict(x_shape=(1, 64, 6, 5), w_shape=(64, 64, 3, 3), padding=(1, 1)),  # depth 576: three KC blocks
@@ -141,7 +141,7 @@ def test_each_forced_lowering_matches_numpy(monkeypatch, lowering, case):
         assert (check(**case, num_threads=threads) >= 0).all()
 
 
-@pytest.mark.parametrize("lowering", ["direct", "dot"])
+@pytest.mark.parametrize("lowering", ["direct", "dot", "transposed"])
 def test_plane_lowerings_fp64_and_nan(monkeypatch, lowering):
     monkeypatch.setenv(conv_lowering.FORCE_ENV, lowering)
     check((2, 3, 7, 8), (4, 3, 3, 3), padding=(1, 1), d=dt.float64)
@@ -150,7 +150,7 @@ def test_plane_lowerings_fp64_and_nan(monkeypatch, lowering):
 
 
 @pytest.mark.parametrize("x_shape,g_shape,attrs", WEIGHT_GRADIENT_CASES)
-@pytest.mark.parametrize("lowering", ["direct", "dot"])
+@pytest.mark.parametrize("lowering", ["direct", "dot", "transposed"])
 def test_plane_lowerings_read_a_permuted_weight(monkeypatch, x_shape, g_shape, attrs, lowering):
     monkeypatch.setenv(conv_lowering.FORCE_ENV, lowering)
     test_conv_reads_a_permuted_weight_in_place(x_shape, g_shape, attrs)
@@ -168,3 +168,68 @@ def test_dot_lowering_masks_the_lanes_past_the_kernel_row(monkeypatch):
     (want,) = interpret(g, x, w)
     assert np.isfinite(got[..., :7]).all()
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_dot_lowering_reads_no_lane_past_a_kernel_row(monkeypatch):
+    """The dot kernel runs along the flattened kernel (here 1x3: one masked vector). The next
+    output channel's kernel row follows in memory: its inf must not reach channel 0 (a lane read
+    past the row would make 0 * inf = NaN), nor may an inf input column reach windows without it."""
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, "dot")
+    g, groups = conv_graph((1, 1, 1, 12), (2, 1, 1, 3), bias_relu=False)
+    x = np.arange(12, dtype=np.float32).reshape(1, 1, 1, 12)
+    x[..., 9] = np.inf
+    w = np.array([[1.0, -2.0, 0.5], [np.inf, 1.0, 1.0]], np.float32).reshape(2, 1, 1, 3)
+    (got,) = compiled(g, x, w, groups=groups)
+    (want,) = interpret(g, x, w)
+    assert np.isfinite(got[0, 0, 0, :7]).all()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("x_shape,g_shape,attrs", [
+    ((70, 1, 9, 9), (70, 5, 3, 3), {}),  # 70 summed channels: 8 chunks of 9, the last ragged
+    ((3, 4, 15, 13), (3, 7, 5, 4), dict(stride=(2, 3), padding=(2, 1))),  # a forward stride 2: two row phases
+    ((2, 2, 10, 10), (2, 3, 4, 4), dict(dilation=(2, 2), padding=(1, 1))),  # a forward dilation: strided windows
+])
+@pytest.mark.parametrize("d", [dt.float32, dt.float64])
+def test_dot_lowering_weight_gradients(monkeypatch, x_shape, g_shape, attrs, d):
+    """Weight gradients (conv2d(x^T, g^T) with stride and dilation exchanged) on the dot kernel:
+    chunks of summed channels split over one and two threads, and every stride/dilation phase."""
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, "dot")
+    a = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1) | attrs
+    a["stride"], a["dilation"] = a["dilation"], a["stride"]
+    g = Graph()
+    x, gout = g.input("x", TensorType(x_shape, d)), g.input("g", TensorType(g_shape, d))
+    conv = g.call("conv2d", [g.call("permute", [x], {"dims": (1, 0, 2, 3)}),
+                             g.call("permute", [gout], {"dims": (1, 0, 2, 3)})], a)
+    assert conv_lowering.choose(conv).name == "dot"
+    g.outputs = [conv]
+    group = Group(0, "conv2d", [n for n in g.nodes if n.op == "call"], [x, gout], [conv], conv)
+    rng = np.random.default_rng(3)
+    args = [rng.standard_normal(i.type.shape).astype(d.np) for i in g.inputs]
+    (want,) = interpret(g, *args)
+    tol = 1e-4 if d == dt.float32 else 1e-11
+    for threads in (1, 2):
+        (got,) = compiled(g, *args, groups=[group], num_threads=threads)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((2, 16, 10, 10), (6, 16, 5, 5), dict(padding=(4, 4))),  # LeNet's conv2 input gradient: full padding
+    ((1, 3, 7, 9), (2, 3, 3, 4), dict(padding=(1, 3), dilation=(2, 1))),  # two rows of a tile share a plane
+    ((2, 4, 6, 5), (4, 2, 2, 3), dict(padding=(0, 1), groups=2)),  # padding 0: every margin is spilled into
+])
+def test_transposed_lowering_scatters_each_input_into_its_outputs(monkeypatch, x_shape, w_shape, attrs):
+    """The scatter kernel against the interpreter at one and two threads, and NaN in one input
+    element reaches exactly the outputs whose windows hold it (none through the wide rows' zeros)."""
+    monkeypatch.setenv(conv_lowering.FORCE_ENV, "transposed")
+    g, groups = conv_graph(x_shape, w_shape, bias_relu=False, **attrs)
+    assert conv_lowering.choose(groups[0].anchor).name == "transposed"
+    for threads in (1, 2):
+        check(x_shape, w_shape, num_threads=threads, bias_relu=False, **attrs)
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+    x[0, 0, 2, 1] = np.nan
+    (got,) = compiled(g, x, w, groups=groups)
+    (want,) = interpret(g, x, w)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.isnan(want).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True)

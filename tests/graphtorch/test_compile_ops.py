@@ -50,9 +50,11 @@ OPS = {
                   , lambda: (_x((2, 3, 9, 11), 8), _x((4, 3, 3, 3), 9))),
     "conv_groups_fold": (lambda a, w: F.unfold(F.conv2d(a, w, groups=2, dilation=2), 2).sum(), lambda: (_x((1, 4, 9, 9), 10),
                                                                                                      _x((6, 2, 2, 2), 11))),
-    # inputs that require grad: the compiled backward too (a strided conv's input gradient uses fold)
+    # inputs that require grad: the compiled backward too (a strided conv's input gradient: one
+    # stride-1 conv per phase, interleaved by concat; unfold's gradient is fold)
     "conv_stride2_backward": (lambda a, w: F.conv2d(a, w, stride=2).tanh(),
                               lambda: (_x((2, 3, 9, 8), 12).requires_grad_(), _x((4, 3, 3, 3), 13).requires_grad_())),
+    "unfold_backward": (lambda a: F.unfold(a, 2, stride=(2, 1)).tanh(), lambda: (_x((2, 3, 5, 6), 14).requires_grad_(),)),
     "rand_dropout": (lambda a: F.dropout(a, 0.5, training=True) + gt.rand(3, 5, 7) * 0, lambda: (_x(),)),
     "iota_onehot": (lambda t: F.one_hot(t, 6).float().cumsum(0), lambda: (gt.from_numpy(np.array([0, 5, 3, 2])),)),
     # no generated kernel: the numpy kernel runs from the native code (compiler/llvm/host.py)

@@ -1,0 +1,161 @@
+"""The transposed (scatter) convolution at stride 1: each input element is multiplied only by the
+taps whose outputs it reaches, so a heavily padded conv (the input gradient, a "full" convolution
+of the output gradient with the flipped weights) multiplies no padding rows.
+
+A stride-1 conv2d out[o, Y, X] = sum over (c, i, j) of W[o, c, i, j] * x[c, Y + i*dh - ph, X + j*dw - pw]
+is, read the other way, a scatter: input element (y, x) adds W[o, c, i, j] * x[c, y, x] into
+output (y - i*dh + ph, x - j*dw + pw). Per image and group:
+
+1. the group's input channels are copied into "wide" rows of length Wp = W + (KW-1)*dw, zero
+   after column W, so the input positions s = y*Wp + x run through one contiguous range;
+2. the output goes into a zeroed plane per channel with margins ((KH-1)*dh - ph rows above,
+   (KW-1)*dw - pw columns left) and the same row length Wp: there tap (i, j) of position s
+   lands at s + ((KH-1-i)*dh)*Wp + (KW-1-j)*dw, contiguous in s;
+3. so the product  P[(i, j, o), s] = sum over c of W[o, c, i, j] * xwide[c, s]  is a GEMM whose
+   A is the weight packed as MR-row panels of (tap, channel) rows (channels fastest, so the rows
+   of one tile write different planes), B's rows are the wide input rows read in place, and the
+   micro-kernel (gemm.tile_kernel) adds its C rows into the plane through a row-offset table;
+4. the plane's interior is copied into the output, epilogue applied.
+
+The wide rows' zero columns are multiplied by the weights (about (KW-1)*dw / Wp of the work;
+for LeNet's conv2 input gradient 4 of 14 columns), but no row of padding is. The depth of
+the GEMM is the input's channels (a backward conv's output channels).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from ..ir import Group
+from .conv import _copy_run, _epilogue
+from .gemm import I64, LAYOUTS, PTR, Layout, View, elem_ptr, i64, loop, operand_view, output_buffer, tile_kernel
+from .module import LoweringContext
+
+
+def lower_transposed(ctx: LoweringContext, group: Group, x: View) -> None:
+    anchor = group.anchor
+    lay = LAYOUTS[anchor.type.dtype.short]
+    geo = _Geometry(anchor, lay)
+    panels = _pack_weights(ctx, lay, operand_view(ctx, anchor.inputs[1]), geo)
+    offsets = _row_offsets(ctx, anchor, geo)
+    ctx.barrier()  # every thread reads all the panels and offsets
+    wide = ctx.workspace(geo.cg * geo.wide_plane * lay.itemsize, per_thread=True)
+    plane = ctx.workspace((geo.og * geo.out_plane + geo.junk) * lay.itemsize, per_thread=True)
+    out = output_buffer(ctx, group)
+    kernel = _scatter_kernel(ctx.module, lay, geo.wide_plane)
+    b = ctx.builder
+    lo, hi = ctx.thread_range(x.shape[0])
+    with ctx.loop(lo, hi) as img, ctx.loop(0, anchor.attrs["groups"]) as g:
+        _wide_rows(ctx, lay, x, img, b.mul(g, i64(geo.cg)), geo, wide)
+        with ctx.loop(0, geo.og * geo.out_plane + geo.junk) as e:
+            b.store(ir.Constant(lay.scalar, 0), elem_ptr(b, plane, e, lay))
+        group_panels = elem_ptr(b, panels, b.mul(g, i64(geo.blocks * lay.mr * geo.cg)), lay)
+        with ctx.loop(0, geo.blocks) as blk, loop(b, 0, geo.span, lay.nr) as s:
+            a = elem_ptr(b, group_panels, b.mul(blk, i64(lay.mr * geo.cg)), lay)
+            rows = b.gep(offsets, [b.mul(blk, i64(lay.mr))], inbounds=True, source_etype=I64)
+            b.call(kernel, [i64(geo.cg), a, elem_ptr(b, wide, s, lay), elem_ptr(b, plane, s, lay), i64(0),
+                            ir.Constant(ir.IntType(1), 1), rows])
+        _crop(ctx, group, lay, geo, plane, out, img, g)
+
+
+class _Geometry:
+    """Sizes of one transposed conv (all compile-time ints)."""
+
+    def __init__(self, anchor, lay: Layout):
+        o, self.cg, self.kh, self.kw = anchor.inputs[1].type.shape
+        _, _, self.h, self.w = anchor.inputs[0].type.shape
+        (ph, pw), (self.dh, self.dw) = anchor.attrs["padding"], anchor.attrs["dilation"]
+        self.og = o // anchor.attrs["groups"]
+        self.row = self.w + (self.kw - 1) * self.dw  # Wp: wide rows and output plane rows
+        self.span = self.h * self.row  # wide input positions
+        self.wide_plane = self.span + lay.nr  # NR of zeros after: the last tile reads past span
+        self.margins = ((self.kh - 1) * self.dh - ph, (self.kw - 1) * self.dw - pw)
+        # a tile's last columns (past span, zero products) reach (KW-1)*dw + NR - 1 past the rows
+        self.out_plane = (self.h + (self.kh - 1) * self.dh) * self.row + (self.kw - 1) * self.dw + lay.nr
+        self.rows = self.kh * self.kw * self.og  # GEMM rows: (tap, channel)
+        self.blocks = -(-self.rows // lay.mr)
+        self.junk = -(-self.span // lay.nr) * lay.nr + lay.nr  # where the panels' zero rows add
+
+
+def _wide_rows(ctx, lay: Layout, x: View, img, c_first, geo: _Geometry, wide) -> None:
+    """wide[c, y*Wp + t] = x[img, c_first + c, y, t] for t < W, zero for t in [W, Wp) and after."""
+    b = ctx.builder
+    with ctx.loop(0, geo.cg) as c:
+        base = b.mul(c, i64(geo.wide_plane))
+        with ctx.loop(0, geo.h) as y:
+            dst = elem_ptr(b, wide, b.add(base, b.mul(y, i64(geo.row))), lay)
+            _copy_run(ctx, lay, x, img, b.add(c_first, c), y, dst, i64(0), i64(geo.row), 1, i64(0))
+        with ctx.loop(geo.span, geo.wide_plane) as t:
+            b.store(ir.Constant(lay.scalar, 0), elem_ptr(b, wide, b.add(base, t), lay))
+
+
+def _scatter_kernel(module: ir.Module, lay: Layout, wide_plane: int) -> ir.Function:
+    """The GEMM micro-kernel with B's row p at b + p*wide_plane and C's row i at c + offsets[i]."""
+    def b_row(b, bp, p, extra):
+        return elem_ptr(b, bp, b.mul(p, i64(wide_plane)), lay)
+
+    def c_row(b, cp, i, ldc, extra):
+        return elem_ptr(b, cp, b.load(b.gep(extra[0], [i64(i)], inbounds=True, source_etype=I64), typ=I64), lay)
+
+    name = f"gt_conv_scatter_{lay.name}_{lay.mr}x{lay.nr}_{wide_plane}"
+    return tile_kernel(module, lay, name, [PTR], b_row, lay.itemsize, c_row)
+
+
+def _pack_weights(ctx: LoweringContext, lay: Layout, w: View, geo: _Geometry) -> ir.Value:
+    """panels[g, blk, c, r] = w[g*Og + o, c, i, j] for GEMM row blk*MR + r = (i*KW + j)*Og + o,
+    zero for the rows past the last."""
+    groups = w.shape[0] // geo.og
+    total = groups * geo.blocks * geo.cg * lay.mr
+    panels = ctx.workspace(total * lay.itemsize)
+    b = ctx.builder
+    lo, hi = ctx.thread_range(total)
+    with ctx.loop(lo, hi) as e:
+        r, c, gb = b.urem(e, i64(lay.mr)), b.urem(b.udiv(e, i64(lay.mr)), i64(geo.cg)), b.udiv(e, i64(lay.mr * geo.cg))
+        row = b.add(b.mul(b.urem(gb, i64(geo.blocks)), i64(lay.mr)), r)
+        valid = b.icmp_unsigned("<", row, i64(geo.rows))
+        row = b.select(valid, row, i64(0))
+        tap, o = b.udiv(row, i64(geo.og)), b.urem(row, i64(geo.og))
+        ch = b.add(b.mul(b.udiv(gb, i64(geo.blocks)), i64(geo.og)), o)
+        at = b.mul(ch, i64(w.strides[0]))
+        for v, st in ((c, w.strides[1]), (b.udiv(tap, i64(geo.kw)), w.strides[2]), (b.urem(tap, i64(geo.kw)), w.strides[3])):
+            at = b.add(at, b.mul(v, i64(st)))
+        value = b.load(elem_ptr(b, w.ptr, at, lay), typ=lay.scalar)
+        b.store(b.select(valid, value, ir.Constant(lay.scalar, 0)), elem_ptr(b, panels, e, lay))
+    return panels
+
+
+def _row_offsets(ctx: LoweringContext, anchor, geo: _Geometry) -> ir.Value:
+    """offsets[(i*KW + j)*Og + o] = o*out_plane + ((KH-1-i)*dh)*Wp + (KW-1-j)*dw: where the row's
+    products land in the output plane; the rows past the last land in the junk area after it."""
+    lay = LAYOUTS[anchor.type.dtype.short]
+    count = geo.blocks * lay.mr
+    offsets = ctx.workspace(count * 8)
+    b = ctx.builder
+    lo, hi = ctx.thread_range(count)
+    with ctx.loop(lo, hi) as row:
+        tap, o = b.udiv(row, i64(geo.og)), b.urem(row, i64(geo.og))
+        i, j = b.udiv(tap, i64(geo.kw)), b.urem(tap, i64(geo.kw))
+        at = b.add(b.mul(o, i64(geo.out_plane)), b.mul(b.sub(i64(geo.kh - 1), i), i64(geo.dh * geo.row)))
+        at = b.add(at, b.mul(b.sub(i64(geo.kw - 1), j), i64(geo.dw)))
+        at = b.select(b.icmp_unsigned("<", row, i64(geo.rows)), at, i64(geo.og * geo.out_plane))
+        b.store(at, b.gep(offsets, [row], inbounds=True, source_etype=I64))
+    return offsets
+
+
+def _crop(ctx, group: Group, lay: Layout, geo: _Geometry, plane, out, img, g) -> None:
+    """out[img, g*Og + o, Y, X] = plane[o, (Y + mh)*Wp + X + mw], then the epilogue on each row."""
+    anchor, b = group.anchor, ctx.builder
+    _, o, oh, ow = anchor.type.shape
+    (mh, mw), positions = geo.margins, oh * ow
+    epilogue = _epilogue(ctx, group, out, img, b.mul(g, i64(geo.og)), i64(0)) if group.outputs[0] is not anchor else None
+    with ctx.loop(0, geo.og) as ch, ctx.loop(0, oh) as y:
+        src = elem_ptr(b, plane, b.add(b.mul(ch, i64(geo.out_plane)), b.add(b.mul(b.add(y, i64(mh)), i64(geo.row)), i64(mw))), lay)
+        first = b.add(b.mul(b.add(b.mul(img, i64(o)), b.add(b.mul(g, i64(geo.og)), ch)), i64(positions)), b.mul(y, i64(ow)))
+        with ctx.loop(0, ow) as t:
+            b.store(b.load(elem_ptr(b, src, t, lay), typ=lay.scalar), elem_ptr(b, out, b.add(first, t), lay))
+        if epilogue is not None:
+            start = b.mul(y, i64(ow))
+            epilogue(b, ch, b.add(ch, i64(1)), start, b.add(start, i64(ow)))
+
+
+__all__ = ["lower_transposed"]
