@@ -220,8 +220,8 @@ def bench_gemm(repeat: int) -> None:
     gemm.main(repeat=repeat)
 
 
-SECTIONS = ("inference", "training", "overhead", "eager", "gemm", "conv", "compile", "inspection", "transformer", "distributed",
-            "cuda-emulation")
+SECTIONS = ("inference", "training", "overhead", "eager", "gemm", "conv", "compile", "inspection", "transformer",
+            "attention", "distributed", "cuda-emulation")
 
 
 def main(argv=None) -> None:
@@ -268,6 +268,10 @@ def main(argv=None) -> None:
         from . import transformer
 
         transformer.main(repeat)
+    if "attention" in sections:  # fused attention forward + backward (benchmarks/attention.py)
+        from . import attention
+
+        attention.main(repeat)
     if "distributed" in sections:  # under mpiexec (benchmarks/distributed.py); skipped without mpi4py
         from . import distributed
 

@@ -685,6 +685,78 @@ _register("all_reduce", Kind.OPAQUE, _all_reduce_infer, _all_reduce,
           "addresses, fed at run time); op names the reduction", attrs=("op",))
 
 
+def _softmax_infer(x, *, log):
+    check(x.ndim >= 1 and x.dtype.is_floating_point, f"softmax: expected a floating tensor of rank >= 1, got {x}")
+    return x
+
+
+def _softmax(x, *, log):
+    m = x.max(-1, keepdims=True) if x.shape[-1] else x[..., :1]
+    shifted = x - m
+    e = np.exp(shifted)
+    total = e.sum(-1, keepdims=True)
+    return shifted - np.log(total) if log else e / total
+
+
+# a row kernel: max, then exp and sum, then the result, each row read in cache (not a chain of
+# two reductions and two elementwise kernels); softmax over another dim stays composed
+_register("softmax", Kind.OPAQUE, _softmax_infer, _softmax, "softmax over the last dim (log: log_softmax), one "
+          "kernel per row", attrs=("log",))
+
+
+def _layer_norm_infer(x, w, b, *, eps):
+    check(x.ndim >= 1 and x.dtype.is_floating_point and x.dtype is w.dtype is b.dtype
+          and w.shape == b.shape == x.shape[-1:],
+          f"layer_norm: expected x (..., N) and weight, bias (N,) of one floating dtype, got {x}, {w}, {b}")
+    return x
+
+
+def _normalized(x, eps):
+    """((x - mean) * rstd, rstd) per row of the last dim."""
+    centered = x - x.mean(-1, keepdims=True)
+    inv_std = 1 / np.sqrt((centered * centered).mean(-1, keepdims=True) + x.dtype.type(eps))
+    return centered * inv_std, inv_std
+
+
+def _layer_norm(x, w, b, *, eps):
+    if not x.shape[-1]:  # empty rows: nothing to normalize (and no mean of nothing to warn about)
+        return x.copy()
+    return _normalized(x, eps)[0] * w + b
+
+
+def _layer_norm_grad_infer(x, w, g, *, eps, wrt):
+    check(wrt in ("x", "w"), f"layer_norm_grad: wrt must be 'x' or 'w', got {wrt!r}")
+    check(g.shape == x.shape and g.dtype is x.dtype, f"layer_norm_grad: g {g} must match x {x}")
+    return _layer_norm_infer(x, w, w, eps=eps)
+
+
+def _layer_norm_grad(x, w, g, *, eps, wrt):
+    """wrt="x": rstd (g w - mean(g w) - xhat mean(g w xhat)); wrt="w": g xhat (dw before the sum over rows)."""
+    if not x.shape[-1]:
+        return x.copy()
+    xhat, inv_std = _normalized(x, eps)
+    if wrt == "w":
+        return g * xhat
+    gw = g * w
+    return inv_std * (gw - gw.mean(-1, keepdims=True) - xhat * (gw * xhat).mean(-1, keepdims=True))
+
+
+_register("layer_norm", Kind.OPAQUE, _layer_norm_infer, _layer_norm, "(x - mean) / sqrt(var + eps) * w + b over "
+          "the last dim, one kernel per row", attrs=("eps",))
+_register("layer_norm_grad", Kind.OPAQUE, _layer_norm_grad_infer, _layer_norm_grad, "layer_norm's input gradient for "
+          "an output gradient g (wrt x), or g * xhat (wrt w: summed over rows it is the weight's), one kernel per row",
+          attrs=("eps", "wrt"))
+
+
+def _register_attention() -> None:
+    from . import attention  # its own file: the fused attention primitives and their numpy kernels
+
+    attention.register()
+
+
+_register_attention()
+
+
 def table() -> str:
     """The primitive set as a Markdown table, grouped by kind (docs/primitives.md is this)."""
     lines = ["| kind | primitive | attributes | meaning |", "| --- | --- | --- | --- |"]

@@ -570,6 +570,57 @@ def _all_reduce(g, s, attrs, t):
     return apply("all_reduce", g, s[1], op="sum"), None
 
 
+def _last_columns(x, stop):
+    """x[..., :stop]"""
+    return apply("slice", x, starts=(0,) * x.ndim, stops=(*x.shape[:-1], stop), steps=(1,) * x.ndim)
+
+
+@rule("attention", "ScaledDotProductFlashAttentionForCpuBackward0", save=(0, 1, 2, 3), save_output=True)
+def _attention(g, s, attrs, t):
+    # the logsumexp column is read only by this backward: its gradient is taken as zero
+    q, k, v, bias, fwd = s
+    dout = _last_columns(g, v.shape[-1])
+    delta = apply("sum", mul(dout, _last_columns(fwd, v.shape[-1])), dims=(q.ndim - 1,), keepdim=False)
+    return (*(apply("attention_grad", q, k, v, bias, fwd, dout, delta, **attrs, wrt=wrt) if t[i][2] else None
+              for i, wrt in enumerate("qkv")), None)
+
+
+@rule("attention_probs", "SoftmaxBackward0", save=(0, 1), save_output=True)
+def _attention_probs(g, s, attrs, t):
+    """softmax's backward, then the scores' matmul's: dS = P (dP - rowsum(P dP)) * scale."""
+    q, k, p = s[0], s[1], s[-1]
+    shape = tuple(p.shape)
+    row = apply("expand", apply("sum", mul(p, g), dims=(p.ndim - 1,), keepdim=True), shape=shape)
+    ds = mul(mul(p, apply("sub", g, row)), full_like(p, attrs["scale"]))
+    return (apply("matmul", ds, k) if t[0][2] else None, apply("matmul", transpose_last(ds), q) if t[1][2] else None,
+            None)
+
+
+@rule("softmax", "SoftmaxBackward0", save=(0,), save_output=True)
+def _softmax(g, s, attrs, t):
+    """softmax: dx = p (g - rowsum(p g));  log_softmax: dx = g - softmax(x) rowsum(g), with
+    softmax(x) from the row kernel again (its exp vectorizes; exp(out) elementwise calls libm)."""
+    x, out = s[0], s[-1]
+    last = (out.ndim - 1,)
+    if attrs["log"]:
+        total = apply("expand", apply("sum", g, dims=last, keepdim=True), shape=tuple(g.shape))
+        return (apply("sub", g, mul(apply("softmax", x, log=False), total)),)
+    total = apply("expand", apply("sum", mul(out, g), dims=last, keepdim=True), shape=tuple(g.shape))
+    return (mul(out, apply("sub", g, total)),)
+
+
+@rule("layer_norm", "NativeLayerNormBackward0", save=(0, 1))
+def _layer_norm(g, s, attrs, t):
+    """dx and g * xhat from row kernels (each recomputes the row's mean and rstd from x); dw and db
+    are their sums over the leading dims."""
+    x, w = s[0], s[1]
+    lead = tuple(range(x.ndim - 1))
+    column_sum = lambda v: apply("sum", v, dims=lead, keepdim=False) if lead else v  # noqa: E731
+    grad = lambda wrt: apply("layer_norm_grad", x, w, g, eps=attrs["eps"], wrt=wrt)  # noqa: E731
+    return (grad("x") if t[0][2] else None, column_sum(grad("w")) if t[1][2] else None,
+            column_sum(g) if t[2][2] else None)
+
+
 def differentiable() -> list[str]:
     return sorted(RULES)
 

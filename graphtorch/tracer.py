@@ -58,6 +58,7 @@ class Tracer:
     guards: list[tuple] = field(default_factory=list)  # (what, fn, value): Python state the trace baked in
     arguments: dict[int, int] = field(default_factory=dict)  # id(placeholder) -> argument position
     views: dict[int, tuple] = field(default_factory=dict)  # id(view) -> (view, prim, base, attrs): may alias
+    outputs: dict[Node, Tensor] = field(default_factory=dict)  # node -> the tensor record made (attention_pattern)
 
     # ---------------------------------------------------------------- recording
     def input(self, name: str, t: Tensor) -> Tensor:
@@ -79,6 +80,7 @@ class Tracer:
             loc, origin = user_location(), self.origins[0] if self.origins else None
         node = self.graph.call(prim.name, nodes, attrs, loc=loc, origin=origin)
         out = self._tracer_tensor(node, False)
+        self.outputs[node] = out
         if prim.may_alias:  # eager may return a view of input 0: a write to it must reach the base
             self.views[id(out)] = (out, prim, inputs[0], attrs)
         return out

@@ -5,7 +5,8 @@
 - scatter_add: a copy of the base, then a thread per index adds with atomicAdd (an out-of-bounds
   index sets the error flag and adds nothing);
 - cumsum: a thread per line, a serial running sum (numpy's order);
-- rand: splitmix64(key + i), bit-exact with primitives.py and the LLVM backend.
+- rand: splitmix64(key + i), bit-exact with primitives.py and the LLVM backend;
+- attention, attention_probs, attention_grad (attention.py), softmax and layer_norm (rows.py): row kernels.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from .. import dtypes as dt
 from ..ir import Group, Node
 from ..primitives import Kind
 from . import scalar
+from .attention import emit_attention, emit_attention_grad, emit_attention_probs
 from .elementwise import BLOCK, emit_pointwise, grid_1d
 from .index import Index, unflatten
 from .kernel import Kernel, cuda_unsupported
+from .rows import emit_layer_norm, emit_softmax
 
 
 def emit_single(mod, group: Group) -> None:
@@ -134,4 +137,6 @@ def _rand(mod, group: Group, node: Node) -> None:
         k.store(node, "i", value)
 
 
-_OPAQUE = {"fold": _fold, "scatter_add": _scatter_add, "cumsum": _cumsum, "rand": _rand}
+_OPAQUE = {"fold": _fold, "scatter_add": _scatter_add, "cumsum": _cumsum, "rand": _rand,
+           "attention": emit_attention, "attention_probs": emit_attention_probs, "attention_grad": emit_attention_grad,
+           "softmax": emit_softmax, "layer_norm": emit_layer_norm, "layer_norm_grad": emit_layer_norm}

@@ -7,7 +7,7 @@ and single-node ones here, and matmul/conv2d from gemm.py and conv.py when they 
 import importlib.util
 
 from ..fusion import single_groups
-from . import collective, elementwise, opaque, reduction  # noqa: F401  (they register their lowerings)
+from . import attention, collective, elementwise, opaque, reduction, rows  # noqa: F401  (they register their lowerings)
 from .executable import Executable, build
 from .index import Index, emit_element, emit_epilogue
 from .module import LOWERINGS, LoweringContext

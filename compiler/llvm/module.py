@@ -452,11 +452,14 @@ def _share_helpers(modules: list[ir.Module], home: int) -> None:
 # between it and a neighbour that does too; splitting it would cost more in barriers (a few us
 # each, far more when another process holds the other core) than it saves
 PARALLEL_WORK = 1 << 17
+WORK: dict[str, Callable[[Node], int]] = {}  # primitive -> its work, where tensor sizes misjudge it (attention)
 
 
 def work(group: Group) -> int:
     """A rough size of a kernel's work, to decide whether threads pay off."""
-    anchor = group.anchor
+    anchor, root = group.anchor, group.outputs[0]
+    if root.op == "call" and root.target in WORK:
+        return WORK[root.target](root)
     if anchor is not None and anchor.prim.kind is Kind.OUT_FUSABLE:
         a, b = anchor.inputs
         depth = b.type.numel // b.type.shape[0] if anchor.target == "conv2d" else a.type.shape[-1]

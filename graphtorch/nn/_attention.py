@@ -1,7 +1,9 @@
 """Attention: scaled_dot_product_attention and multi_head_attention_forward (the functional forms).
 
-Both are compositions of matmul, masking and softmax, so they trace into ordinary primitives and
-the compiler fuses the mask and softmax into the score computation.
+Without dropout, scaled_dot_product_attention runs the fused attention primitives (one kernel per
+query row for the scores, the mask and the softmax: docs/attention.md); with dropout, broadcast batch
+dims or a mask that needs a gradient it is composed of matmul, masking and softmax, as
+multi_head_attention_forward is (while tracing, its softmax(q k^T) @ v is recognized and fused).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import math
 
 from .. import dtypes as dt
+from ..compiler.attention import SAVED_PROBS_LIMIT
 from ..dispatch import op
 from ..ops.creation import arange, zeros
 from ..ops.linalg import matmul
@@ -84,6 +87,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     if enable_gqa:
         key, value = _share_heads(key, query.shape[-3]), _share_heads(value, query.shape[-3])
+    bias = _fusable_bias(query, key, value, attn_mask) if dropout_p == 0.0 else None
+    if bias is not None:
+        return fused_attention(query, key, value, bias, scale, is_causal)
     scores = matmul(query, key.transpose(-2, -1)) * scale
     if attn_mask is not None and attn_mask.dtype is not dt.bool_:
         scores = scores + attn_mask
@@ -91,6 +97,41 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if dropout_p > 0.0:
         weights = dropout(weights, dropout_p)
     return matmul(weights, value)
+
+
+def _fusable_bias(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None) -> Tensor | None:
+    """The additive bias the fused kernel reads (q's rank, dims 1 or the scores'), or None where
+    the composed path must run: batch dims that broadcast, a mask that needs a gradient."""
+    if not query.dtype.is_floating_point or not query.ndim == key.ndim == value.ndim:
+        return None
+    if not query.shape[:-2] == key.shape[:-2] == value.shape[:-2] or key.shape[-2] != value.shape[-2]:
+        return None
+    if attn_mask is None:
+        return zeros(*(1,) * query.ndim, dtype=query.dtype, device=query.device)
+    scores = (*query.shape[:-1], key.shape[-2])
+    lead = (1,) * (query.ndim - attn_mask.ndim)
+    if attn_mask.requires_grad or attn_mask.ndim > query.ndim or not (
+            attn_mask.dtype is dt.bool_ or attn_mask.dtype is query.dtype):
+        return None
+    if not all(m in (1, s) for m, s in zip(lead + tuple(attn_mask.shape), scores)):
+        return None
+    if attn_mask.dtype is dt.bool_:
+        attn_mask = zeros(*attn_mask.shape, dtype=query.dtype, device=query.device).masked_fill(~attn_mask, NEG_INF)
+    return attn_mask.reshape(*lead, *attn_mask.shape)
+
+
+def fused_attention(query: Tensor, key: Tensor, value: Tensor, bias: Tensor, scale: float, causal: bool,
+                    masked_rows: str = "zero") -> Tensor:
+    """softmax(q k^T * scale + bias) v as one `attention` kernel (compiler/attention.py), which also
+    returns each row's logsumexp for the backward in a last column that is sliced off here; short
+    sequences run `attention_probs` (scores, mask and softmax in one kernel) and a matmul."""
+    from ..dispatch import apply
+
+    attrs = {"scale": float(scale), "causal": bool(causal), "masked_rows": masked_rows}
+    if query.shape[-2] * key.shape[-2] <= SAVED_PROBS_LIMIT:
+        return apply("matmul", apply("attention_probs", query, key, bias, **attrs), value)
+    out = apply("attention", query, key, value, bias, **attrs)
+    return out[..., :value.shape[-1]]
 
 
 # ---------------------------------------------------------------- multi-head attention

@@ -11,7 +11,8 @@ import warnings
 
 from .. import dtypes as dt
 from ..autograd.grad_mode import no_grad
-from ..dispatch import op
+from ..dispatch import apply, op
+from ..ops.creation import full
 from ..ops.elementwise import eq, erf, gt, rsqrt, sigmoid, tanh, where
 from ..ops.elementwise import relu as _relu
 from ..ops.indexing import index_select
@@ -241,6 +242,12 @@ def _update_running_stats(running_mean: Tensor, running_var: Tensor, mean: Tenso
         running_var.copy_(running_var * (1 - momentum) + var.detach().reshape(c) * (momentum * n / (n - 1)))
 
 
+def _row_layer_norm(input: Tensor, shape: tuple, weight: Tensor | None, bias: Tensor | None) -> bool:
+    """Over the last dim, with weight and bias (if any) of that shape and the input's dtype."""
+    return len(shape) == 1 and input.dtype.is_floating_point and all(
+        p is None or (tuple(p.shape) == shape and p.dtype is input.dtype) for p in (weight, bias))
+
+
 @op("NativeLayerNormBackward0", origin="layer_norm")
 def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
                eps: float = 1e-5) -> Tensor:
@@ -248,6 +255,10 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
     if tuple(input.shape[input.ndim - len(shape):]) != shape or len(shape) > input.ndim:
         raise RuntimeError(f"Given normalized_shape={list(shape)}, expected input with shape "
                            f"[*, {', '.join(map(str, shape))}], but got input of size{list(input.shape)}")
+    if _row_layer_norm(input, shape, weight, bias):  # one kernel per row (the layer_norm primitive)
+        constant = lambda v: full(shape, v, dtype=input.dtype, device=input.device)  # noqa: E731
+        return apply("layer_norm", input, constant(1.0) if weight is None else weight,
+                     constant(0.0) if bias is None else bias, eps=float(eps))
     dims = tuple(range(input.ndim - len(shape), input.ndim))
     centered = input - input.mean(dims, keepdim=True)
     out = centered * rsqrt((centered * centered).mean(dims, keepdim=True) + eps)

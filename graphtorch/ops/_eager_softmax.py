@@ -1,9 +1,9 @@
 """log_softmax eagerly as one op: one numpy expression forward, one VJP backward (LogSoftmaxBackward0).
 
-The composed form in ops/reduction.py (max, sub, exp, sum, log, sub: six dispatches and four
-backward nodes) stays the definition: it is what a traced step records, what runs on CUDA and
-for empty inputs, and what the backward runs with create_graph. This path computes the same
-numpy operations in the same order, so its values equal the composed form's bit for bit.
+The `softmax` primitive's numpy kernel (log=True; compiler/primitives.py: max, sub, exp, sum,
+log, sub) stays the definition: a traced step records that primitive (one row kernel), CUDA runs
+it, and so does the backward with create_graph. This path computes the same numpy operations in
+the same order, so its values equal the primitive's bit for bit.
 """
 
 from __future__ import annotations

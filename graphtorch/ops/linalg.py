@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .. import dispatch
 from .. import dtypes as dt
+from ..attention_pattern import fused_matmul
 from ..dispatch import apply, op
 from ..tensor import Tensor
 from .elementwise import broadcast_shapes, expand_to
@@ -60,6 +62,10 @@ def matmul(input, other) -> Tensor:
         raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {input.ndim}D and "
                            f"{other.ndim}D")
     _check_same_dtype(input, other)
+    if dispatch._tracer is not None:  # softmax(q k^T) @ v written out: one fused attention op
+        fused = fused_matmul(input, other)
+        if fused is not None:
+            return fused
     if input.ndim == 1 and other.ndim == 1:
         return dot(input, other)
     a = input.reshape(1, -1) if input.ndim == 1 else input

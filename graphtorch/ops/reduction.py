@@ -304,6 +304,8 @@ def softmax(input, dim=None, dtype=None) -> Tensor:
     if not input.dtype.is_floating_point:
         raise RuntimeError(f'"softmax_lastdim_kernel_impl" not implemented for \'{_pretty(input.dtype)}\'')
     d = _softmax_dim(input, dim)
+    if input.ndim and d == input.ndim - 1:  # one row kernel (compiler/primitives.py)
+        return apply("softmax", input, log=False)
     shifted = sub(input, apply("max", input, dims=(d,), keepdim=True).detach())
     e = exp(shifted)
     return div(e, expand_to(apply("sum", e, dims=(d,), keepdim=True), e.shape))
@@ -318,5 +320,7 @@ def log_softmax(input, dim=None, dtype=None) -> Tensor:
     d = _softmax_dim(input, dim)
     if _eager_softmax.applies(input):
         return _eager_softmax.log_softmax(input, d)  # one op instead of six (performance only)
+    if input.ndim and d == input.ndim - 1:  # traced or on CUDA: one row kernel
+        return apply("softmax", input, log=True)
     shifted = sub(input, apply("max", input, dims=(d,), keepdim=True).detach())
     return sub(shifted, log(apply("sum", exp(shifted), dims=(d,), keepdim=True)))

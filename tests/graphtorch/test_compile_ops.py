@@ -69,6 +69,13 @@ OPS = {
     "qr_svd_backward": (lambda a: (gt.linalg.qr(a).R.sum((-2, -1)) + gt.linalg.matrix_norm(a, "nuc")).unsqueeze(-1)
                         + (gt.linalg.svd(a, full_matrices=False).U ** 2).sum(-1),
                         lambda: (_x((2, 4, 3)).requires_grad_(),)),
+    "layer_norm_backward": (lambda a, w: F.layer_norm(a, (a.shape[-1],), w) + F.layer_norm(a, a.shape[-2:]),
+                            lambda: (_x().requires_grad_(), _x(ODD[-1:], 15).requires_grad_())),
+    # fused attention: 70 x 70 scores run the attention kernel and its attention_grad kernels, 8 x 8
+    # (short) attention_probs and a matmul
+    "attention_backward": (lambda q, k, v: gt.cat([F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                                   F.scaled_dot_product_attention(q[:, :, :8], k[:, :, :8], v[:, :, :8])], 2),
+                           lambda: tuple(_x((1, 2, 70, 4), 14 + i).requires_grad_() for i in range(3))),
 }
 
 

@@ -26,6 +26,10 @@ def idx(values):
     return tensor(np.array(values, dtype=np.int64))
 
 
+_BIAS = gt.tensor(np.where(np.arange(20).reshape(1, 4, 5) % 7 == 3, -np.inf, np.linspace(-1, 1, 20).reshape(1, 4, 5)))
+_BIAS[..., 2, :] = -np.inf  # a row masked whole: zeros, and no gradient
+
+
 # primitive -> list of (fn over graphtorch tensors, inputs); float64 arrays are differentiated
 CASES = {
     "add": [(lambda a, b: apply("add", a, b), [r(3, 5), r(3, 5, seed=1)])],
@@ -99,6 +103,16 @@ CASES = {
     "svd": [(lambda a, part=part: apply("svd", a, full_matrices=False, part=part) ** 2, [r(*shape)])
             for shape in [(4, 3), (2, 3, 5)] for part in ("U", "S", "Vh")],
     "cumprod": [(lambda a: apply("cumprod", a, dim=1), [r(3, 4)]), (lambda a: apply("cumprod", a, dim=0), [r(4)])],
+    # the output's first Dv columns (the logsumexp column is the backward's own: no gradient flows back
+    # through it); a bias with -inf entries (one row masked whole), causal rows; both backwards: the
+    # attention_grad kernels' numpy forms, and attention_probs' GEMM one
+    "attention": [(lambda q, k, v, causal=causal: apply("attention", q, k, v, _BIAS, scale=0.7, causal=causal, masked_rows="zero")
+                   [..., :3], [r(2, 4, 2), r(2, 5, 2, seed=1), r(2, 5, 3, seed=2)]) for causal in (False, True)],
+    "layer_norm": [(lambda x, w, b: apply("layer_norm", x, w, b, eps=1e-5), [r(3, 5), r(5, seed=1), r(5, seed=2)])],
+    "softmax": [(lambda a, log=log: apply("softmax", a, log=log), [r(3, 5)]) for log in (False, True)],
+    "attention_probs": [(lambda q, k, causal=causal: apply("attention_probs", q, k, _BIAS, scale=0.7, causal=causal,
+                                            masked_rows="zero"), [r(2, 4, 2), r(2, 5, 2, seed=1)])
+                        for causal in (False, True)],
 }
 
 

@@ -24,6 +24,8 @@ def test_every_primitive_is_documented_and_classified():
 def test_vjp_rules_name_existing_primitives():
     assert set(RULES) <= set(PRIMITIVES)
     no_rule = set(PRIMITIVES) - set(RULES)
-    # these produce integers or booleans, or are sources and data-dependent: no gradient flows
+    # these produce integers or booleans, or are sources and data-dependent: no gradient flows;
+    # attention_grad and layer_norm_grad are themselves gradients (no double backward)
     assert no_rule == {"logical_not", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "full",
-                       "iota", "rand", "argmax", "argmin", "nonzero", "argsort", "cumextreme_index"}
+                       "iota", "rand", "argmax", "argmin", "nonzero", "argsort", "cumextreme_index", "attention_grad",
+                       "layer_norm_grad"}

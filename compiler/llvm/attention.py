@@ -1,0 +1,333 @@
+"""Fused attention (compiler/attention.py) for the LLVM backend: a query row per loop step.
+
+Rows of q, k, v are vector values: a score is a vector multiply and a horizontal sum, the output
+row a vector accumulator in registers. exp is `fast_exp` in float32 (plain arithmetic, so the
+loops over a block of scores vectorize; with libm's expf the forward kernel took 2.2x as long).
+
+- attention: the row's scores, KEY_BLOCK keys at a time, go to a stack array; each block
+  updates the running max, the running sum and the accumulator (online softmax: the old sums are
+  rescaled by exp(m_old - m_new) once per block), so the (Tq, Tk) score matrix is never written,
+  whatever the sequence length. The row's logsumexp goes to the output's last column.
+- attention_probs (short sequences): the scores, then exp and sum, then the normalization,
+  written straight into the output row.
+- attention_grad: dq walks a query row's keys, dk and dv a key's query rows; each recomputes the
+  probability exp(score - logsumexp), never storing one.
+
+Causal rows stop at their own position. A row masked whole has logsumexp -inf (zeros, no
+gradient) or NaN with masked_rows="nan" (NaN propagates, as through the softmax written out).
+Threads split the rows; each row's sums run in key order.
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from ..ir import Node
+from . import scalar
+from .fast_exp import fast_exp
+from .host import lower_host
+from .index import i64, unflatten
+from .module import WORK, LoweringContext
+from .opaque import OPAQUE
+
+KEY_BLOCK = 64  # scores one query row holds at a time
+MAX_HEAD_DIM = 256  # rows are vector registers up to this width; wider heads run the numpy kernel
+REASSOC = ("reassoc",)  # a dot product's horizontal sum may add in any order (a tree)
+
+
+class _Var:
+    """A value kept in a stack slot (mem2reg makes it a register)."""
+
+    def __init__(self, ctx: LoweringContext, ty: ir.Type):
+        self.b, self.slot = ctx.builder, ctx.alloca(ty)
+
+    def get(self) -> ir.Value:
+        return self.b.load(self.slot)
+
+    def set(self, value: ir.Value) -> None:
+        self.b.store(value, self.slot)
+
+
+class _Attention:
+    """Shapes, addressing and the score of one (query, key) pair for an attention node. A row of
+    q, k, v or dout is one vector value (<D x float>): dot products are a vector multiply and a
+    horizontal sum, and the output row is a vector accumulator that stays in registers."""
+
+    def __init__(self, ctx: LoweringContext, node: Node):
+        self.ctx, self.b, self.node = ctx, ctx.builder, node
+        if node.target == "attention_probs":  # (q, k, bias): no v
+            (self.q, self.k, self.bias), self.v = node.inputs, node.inputs[1]
+        else:
+            self.q, self.k, self.v, self.bias = node.inputs[:4]
+        *batch, self.tq, self.d = self.q.type.shape
+        self.batch, self.tk, self.dv = tuple(batch), self.k.type.shape[-2], self.v.type.shape[-1]
+        self.heads = math.prod(self.batch)
+        self.dtype = self.q.type.dtype
+        self.f = scalar.reg_type(self.dtype)
+        self.causal, self.scale = node.attrs["causal"], node.attrs["scale"]
+        self.masked_nan = node.attrs["masked_rows"] == "nan"
+        self.bias_strides = _broadcast_strides(self.bias.type.shape)
+
+    def const(self, value: float) -> ir.Constant:
+        return ir.Constant(self.f, value)
+
+    def q_row(self, bh: ir.Value, i: ir.Value) -> ir.Value:
+        return self.b.add(self.b.mul(bh, i64(self.tq)), i)
+
+    def k_row(self, bh: ir.Value, j: ir.Value) -> ir.Value:
+        return self.b.add(self.b.mul(bh, i64(self.tk)), j)
+
+    # ---- rows as vectors
+    def row(self, node: Node, row: ir.Value, width: int) -> ir.Value:
+        """node's elements [row * width, row * width + width) as one vector."""
+        ptr = self.ctx.gep(node, self.b.mul(row, i64(width)))
+        return self.b.load(ptr, typ=ir.VectorType(self.f, width), align=self.dtype.itemsize)
+
+    def store_row(self, node: Node, flat: ir.Value, value: ir.Value) -> None:
+        self.b.store(value, self.ctx.gep(node, flat), align=self.dtype.itemsize)
+
+    def zeros(self, width: int) -> ir.Constant:
+        return ir.Constant(ir.VectorType(self.f, width), [0.0] * width)
+
+    def splat(self, x: ir.Value, width: int) -> ir.Value:
+        vec = ir.VectorType(self.f, width)
+        one = self.b.insert_element(ir.Constant(vec, ir.Undefined), x, i64(0))
+        return self.b.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                     ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width))
+
+    def axpy(self, acc: ir.Value, weight: ir.Value, row: ir.Value) -> ir.Value:
+        """acc + weight * row"""
+        return self.b.fadd(acc, self.b.fmul(self.splat(weight, row.type.count), row))
+
+    def dot(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        n, b = x.type.count, self.b
+        fn = scalar.function(b.module, f"llvm.vector.reduce.fadd.v{n}{'f64' if self.f == ir.DoubleType() else 'f32'}",
+                             self.f, [self.f, x.type])
+        return b.call(fn, [self.const(-0.0), b.fmul(x, y)], fastmath=REASSOC)
+
+    # ---- scores
+    def bias_base(self, bh: ir.Value) -> ir.Value:
+        b, at = self.b, i64(0)
+        for dim, stride in zip(unflatten(b, bh, self.batch), self.bias_strides[:-2]):
+            if stride:
+                at = b.add(at, b.mul(dim, i64(stride)))
+        return at
+
+    def score(self, bias_base: ir.Value, q_row: ir.Value, k_row: ir.Value, i: ir.Value, j: ir.Value) -> ir.Value:
+        """q_i . k_j * scale + bias[i, j], for the rows q_i, k_j as vectors"""
+        b, (si, sj) = self.b, self.bias_strides[-2:]
+        at = b.add(bias_base, b.add(b.mul(i, i64(si)), b.mul(j, i64(sj))))
+        return b.fadd(b.fmul(self.dot(q_row, k_row), self.const(self.scale)), self.ctx.load(self.bias, at))
+
+    def keys_of(self, i: ir.Value) -> ir.Value:
+        """How many keys query i sees: all, or up to its own position when causal."""
+        if not self.causal:
+            return i64(self.tk)
+        b, upto = self.b, self.b.add(i, i64(1))
+        return b.select(b.icmp_signed("<", upto, i64(self.tk)), upto, i64(self.tk))
+
+    def exp(self, x: ir.Value) -> ir.Value:
+        """exp without a libm call in float32 (fast_exp: the loops around it vectorize); libm's in float64."""
+        if self.f == ir.FloatType():
+            return fast_exp(self.b, x)
+        return scalar.emit(self.b, "exp", [x], self.dtype, self.dtype, {})
+
+    def maximum(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        return self.b.select(self.b.fcmp_ordered(">", x, y), x, y)
+
+
+def vectorizable(node: Node, v: Node | None = None) -> bool:
+    """float32/float64 rows no wider than MAX_HEAD_DIM: the generated kernel; else the numpy one."""
+    q, v = node.inputs[0], v or node.inputs[2]
+    return q.type.dtype.name in ("float32", "float64") and max(q.type.shape[-1], v.type.shape[-1]) <= MAX_HEAD_DIM
+
+
+def _broadcast_strides(shape: tuple[int, ...]) -> list[int]:
+    """Contiguous strides, 0 along size-1 dims (the bias broadcasts there)."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step if size != 1 else 0)
+        step *= size
+    return strides[::-1]
+
+
+# ---------------------------------------------------------------- forward
+
+
+def lower_attention(ctx: LoweringContext, node: Node) -> None:
+    if not vectorizable(node):
+        lower_host(ctx, node)
+        return
+    a, b = _Attention(ctx, node), ctx.builder
+    scores = ctx.alloca(ir.ArrayType(a.f, KEY_BLOCK))
+    acc, m, total = _Var(ctx, ir.VectorType(a.f, a.dv)), _Var(ctx, a.f), _Var(ctx, a.f)
+    lo, hi = ctx.thread_range(a.heads * a.tq)
+    with ctx.loop(lo, hi) as r:
+        bh, i = b.udiv(r, i64(a.tq)), b.urem(r, i64(a.tq))
+        m.set(a.const(-math.inf))
+        total.set(a.const(0.0))
+        acc.set(a.zeros(a.dv))
+        keys, row = a.keys_of(i), (bh, i, a.bias_base(bh), a.row(a.q, r, a.d))
+        with ctx.loop(0, b.udiv(b.add(keys, i64(KEY_BLOCK - 1)), i64(KEY_BLOCK))) as block:
+            _key_block(a, row, b.mul(block, i64(KEY_BLOCK)), keys, (acc, scores, m, total))
+        _store_row(a, r, acc.get(), m.get(), total.get())
+
+
+def _key_block(a: _Attention, row: tuple, j0: ir.Value, keys: ir.Value, state: tuple) -> None:
+    """Fold keys [j0, min(j0 + KEY_BLOCK, keys)) into the row's running max, sum and accumulator."""
+    ctx, b = a.ctx, a.b
+    bh, i, bias_base, q_row = row
+    acc, scores, m, total = state
+    score_at = lambda j: b.gep(scores, [i64(0), b.sub(j, j0)], inbounds=True)
+    end = b.add(j0, i64(KEY_BLOCK))
+    end = b.select(b.icmp_signed("<", end, keys), end, keys)
+    block_max = _Var(ctx, a.f)
+    block_max.set(a.const(-math.inf))
+    with ctx.loop(j0, end) as j:
+        s = a.score(bias_base, q_row, a.row(a.k, a.k_row(bh, j), a.d), i, j)
+        b.store(s, score_at(j))
+        block_max.set(a.maximum(block_max.get(), s))
+    m_new = a.maximum(m.get(), block_max.get())
+    with b.if_then(b.fcmp_ordered("!=", m_new, a.const(-math.inf))):  # else every score so far is masked
+        rescale = a.exp(b.fsub(m.get(), m_new))
+        block_sum = _Var(ctx, a.f)
+        block_sum.set(a.const(0.0))
+        with ctx.loop(j0, end) as j:  # the probabilities, in place of the scores (this loop vectorizes)
+            p = a.exp(b.fsub(b.load(score_at(j)), m_new))
+            b.store(p, score_at(j))
+            block_sum.set(b.fadd(block_sum.get(), p, flags=REASSOC))
+        total.set(b.fadd(b.fmul(total.get(), rescale), block_sum.get()))
+        acc.set(b.fmul(acc.get(), a.splat(rescale, a.dv)))
+        with ctx.loop(j0, end) as j:
+            acc.set(a.axpy(acc.get(), b.load(score_at(j)), a.row(a.v, a.k_row(bh, j), a.dv)))
+        m.set(m_new)
+
+
+def _store_row(a: _Attention, r: ir.Value, acc: ir.Value, m: ir.Value, total: ir.Value) -> None:
+    """out[r] = acc / total and the logsumexp; a fully masked row (total 0) gives zeros and -inf, or NaN."""
+    ctx, b, width = a.ctx, a.b, a.dv + 1
+    live = b.fcmp_unordered("!=", total, a.const(0.0))  # NaN stays live: it propagates as torch's does
+    inv = b.select(live, b.fdiv(a.const(1.0), total), a.const(math.nan if a.masked_nan else 0.0))
+    base = b.mul(r, i64(width))
+    a.store_row(a.node, base, b.fmul(acc, a.splat(inv, a.dv)))
+    log_total = scalar.emit(b, "log", [total], a.dtype, a.dtype, {})
+    ctx.store(a.node, b.add(base, i64(a.dv)), b.select(live, b.fadd(m, log_total), a.const(math.nan if a.masked_nan else -math.inf)))
+
+
+# ---------------------------------------------------------------- the probabilities alone
+
+
+def lower_attention_probs(ctx: LoweringContext, node: Node) -> None:
+    """P[r] = softmax of row r's scores, written straight into the output row: the scores, their
+    max, then exp and sum in one vectorized loop, then the normalization."""
+    if not vectorizable(node, v=node.inputs[1]):
+        lower_host(ctx, node)
+        return
+    a, b = _Attention(ctx, node), ctx.builder
+    m, total = _Var(ctx, a.f), _Var(ctx, a.f)
+    lo, hi = ctx.thread_range(a.heads * a.tq)
+    with ctx.loop(lo, hi) as r:
+        bh, i = b.udiv(r, i64(a.tq)), b.urem(r, i64(a.tq))
+        keys, q_row, bias_base, base = a.keys_of(i), a.row(a.q, r, a.d), a.bias_base(bh), b.mul(r, i64(a.tk))
+        at = lambda j: b.add(base, j)
+        m.set(a.const(-math.inf))
+        total.set(a.const(0.0))
+        with ctx.loop(0, keys) as j:
+            s = a.score(bias_base, q_row, a.row(a.k, a.k_row(bh, j), a.d), i, j)
+            ctx.store(node, at(j), s)
+            m.set(a.maximum(m.get(), s))
+        with ctx.loop(0, keys) as j:  # a row masked whole (max -inf) gives NaN here: fixed below
+            p = a.exp(b.fsub(ctx.load(node, at(j)), m.get()))
+            ctx.store(node, at(j), p)
+            total.set(b.fadd(total.get(), p, flags=REASSOC))
+        dead = b.fcmp_ordered("==", m.get(), a.const(-math.inf))
+        dead_value = a.const(math.nan if a.masked_nan else 0.0)
+        inv = b.fdiv(a.const(1.0), total.get())
+        with ctx.loop(0, keys) as j:
+            ctx.store(node, at(j), b.select(dead, dead_value, b.fmul(ctx.load(node, at(j)), inv)))
+        with ctx.loop(keys, a.tk) as j:  # past a causal row's end
+            ctx.store(node, at(j), b.select(dead, dead_value, a.const(0.0)))
+
+
+# ---------------------------------------------------------------- backward
+
+
+class _Grad(_Attention):
+    def __init__(self, ctx: LoweringContext, node: Node):
+        super().__init__(ctx, node)
+        self.fwd, self.dout, self.delta = node.inputs[4:7]
+        self.wrt = node.attrs["wrt"]
+
+    def lse(self, qr: ir.Value) -> ir.Value:
+        return self.ctx.load(self.fwd, self.b.add(self.b.mul(qr, i64(self.dv + 1)), i64(self.dv)))
+
+    def pair(self, at: tuple, rows: tuple, lse: ir.Value, qr: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(P_ij, dS_ij) for query i and key j: P = exp(score - lse), dS = P (dout_i . v_j - delta_i) * scale."""
+        b = self.b
+        bias_base, i, j = at
+        q_row, k_row, dout_row, v_row = rows
+        p = self.exp(b.fsub(self.score(bias_base, q_row, k_row, i, j), lse))
+        ds = b.fmul(p, b.fsub(self.dot(dout_row, v_row), self.ctx.load(self.delta, qr)))
+        return p, b.fmul(ds, self.const(self.scale))
+
+
+def lower_attention_grad(ctx: LoweringContext, node: Node) -> None:
+    if not vectorizable(node):
+        lower_host(ctx, node)
+        return
+    g = _Grad(ctx, node)
+    if g.wrt == "q":
+        _grad_q(g)
+    else:
+        _grad_kv(g)
+
+
+def _grad_q(g: _Grad) -> None:
+    """dq_i = sum over keys j of dS_ij k_j"""
+    ctx, b = g.ctx, g.b
+    acc = _Var(ctx, ir.VectorType(g.f, g.d))
+    lo, hi = ctx.thread_range(g.heads * g.tq)
+    with ctx.loop(lo, hi) as r:
+        bh, i = b.udiv(r, i64(g.tq)), b.urem(r, i64(g.tq))
+        acc.set(g.zeros(g.d))
+        lse, bias_base = g.lse(r), g.bias_base(bh)
+        q_row, dout_row = g.row(g.q, r, g.d), g.row(g.dout, r, g.dv)
+        # a row masked whole has lse -inf: no gradient (NaN when masked_rows="nan": it propagates)
+        with b.if_then(b.fcmp_unordered("!=", lse, g.const(-math.inf))), ctx.loop(0, g.keys_of(i)) as j:
+            k_row = g.row(g.k, g.k_row(bh, j), g.d)
+            _, ds = g.pair((bias_base, i, j), (q_row, k_row, dout_row, g.row(g.v, g.k_row(bh, j), g.dv)), lse, r)
+            acc.set(g.axpy(acc.get(), ds, k_row))
+        g.store_row(g.node, b.mul(r, i64(g.d)), acc.get())
+
+
+def _grad_kv(g: _Grad) -> None:
+    """dk_j = sum over queries i of dS_ij q_i;  dv_j = sum over queries i of P_ij dout_i"""
+    ctx, b = g.ctx, g.b
+    width = g.d if g.wrt == "k" else g.dv
+    acc = _Var(ctx, ir.VectorType(g.f, width))
+    lo, hi = ctx.thread_range(g.heads * g.tk)
+    with ctx.loop(lo, hi) as r:
+        bh, j = b.udiv(r, i64(g.tk)), b.urem(r, i64(g.tk))
+        acc.set(g.zeros(width))
+        bias_base, k_row, v_row = g.bias_base(bh), g.row(g.k, r, g.d), g.row(g.v, r, g.dv)
+        with ctx.loop(j if g.causal else i64(0), g.tq) as i:  # causal: only queries at or after key j see it
+            qr = g.q_row(bh, i)
+            lse = g.lse(qr)
+            with b.if_then(b.fcmp_unordered("!=", lse, g.const(-math.inf))):
+                q_row, dout_row = g.row(g.q, qr, g.d), g.row(g.dout, qr, g.dv)
+                p, ds = g.pair((bias_base, i, j), (q_row, k_row, dout_row, v_row), lse, qr)
+                acc.set(g.axpy(acc.get(), p, dout_row) if g.wrt == "v" else g.axpy(acc.get(), ds, q_row))
+        g.store_row(g.node, b.mul(r, i64(width)), acc.get())
+
+
+def _work(node: Node) -> int:
+    """Multiply-adds / 16, as module.work counts a matmul's: scores plus the weighted sum."""
+    q, k = node.inputs[:2]
+    dv = 0 if node.target == "attention_probs" else node.inputs[2].type.shape[-1]
+    return q.type.numel // q.type.shape[-1] * k.type.shape[-2] * (q.type.shape[-1] + dv) // 16
+
+
+WORK["attention"] = WORK["attention_probs"] = WORK["attention_grad"] = _work
+OPAQUE.update(attention=lower_attention, attention_probs=lower_attention_probs, attention_grad=lower_attention_grad)
