@@ -1,7 +1,7 @@
 """Fused attention (compiler/attention.py) for the LLVM backend: a query row per loop step.
 
 Rows of q, k, v are vector values: a score is a vector multiply and a horizontal sum, the output
-row a vector accumulator in registers. exp is `fast_exp` in float32 (plain arithmetic, so the
+row a vector accumulator in registers. exp is `vecmath.exp` in float32 (plain arithmetic, so the
 loops over a block of scores vectorize; with libm's expf the forward kernel took 2.2x as long).
 
 - attention: the row's scores, KEY_BLOCK keys at a time, go to a stack array; each block
@@ -25,8 +25,7 @@ import math
 from llvmlite import ir
 
 from ..ir import Node
-from . import scalar
-from .fast_exp import fast_exp
+from . import scalar, vecmath
 from .host import lower_host
 from .index import i64, unflatten
 from .module import WORK, LoweringContext
@@ -129,9 +128,9 @@ class _Attention:
         return b.select(b.icmp_signed("<", upto, i64(self.tk)), upto, i64(self.tk))
 
     def exp(self, x: ir.Value) -> ir.Value:
-        """exp without a libm call in float32 (fast_exp: the loops around it vectorize); libm's in float64."""
+        """exp without a libm call in float32 (vecmath.exp: the loops around it vectorize); libm's in float64."""
         if self.f == ir.FloatType():
-            return fast_exp(self.b, x)
+            return vecmath.exp(self.b, x)
         return scalar.emit(self.b, "exp", [x], self.dtype, self.dtype, {})
 
     def maximum(self, x: ir.Value, y: ir.Value) -> ir.Value:

@@ -2,7 +2,7 @@
 instead of a chain of reduction and elementwise kernels each reading it from memory.
 
 - softmax / log_softmax (the `softmax` primitive): the max; exp(x - max) and its sum (stored for
-  softmax); the result. float32 uses fast_exp, so the second pass vectorizes; float64 libm's exp.
+  softmax); the result. float32 uses vecmath.exp (no libm call), so the second pass vectorizes; float64 libm's exp.
 - layer_norm: the mean; the variance of x - mean (two passes, as the numpy kernel, not
   E[x^2] - mean^2); (x - mean) * rstd * w + b.
 
@@ -14,8 +14,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..ir import Node
-from . import scalar
-from .fast_exp import fast_exp
+from . import scalar, vecmath
 from .host import lower_host
 from .index import i64
 from .module import LoweringContext
@@ -32,7 +31,7 @@ def lower_softmax(ctx: LoweringContext, node: Node) -> None:
         return
     b, n = ctx.builder, node.type.shape[-1]
     f = scalar.reg_type(d)
-    exp = (lambda v: fast_exp(b, v)) if f == ir.FloatType() else (lambda v: scalar.emit(b, "exp", [v], d, d, {}))
+    exp = (lambda v: vecmath.exp(b, v)) if f == ir.FloatType() else (lambda v: scalar.emit(b, "exp", [v], d, d, {}))
     top, total = ctx.alloca(f), ctx.alloca(f)
     lo, hi = ctx.thread_range(node.type.numel // n if n else 0)
     with ctx.loop(lo, hi) as r:
