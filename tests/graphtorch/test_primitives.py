@@ -26,4 +26,5 @@ def test_vjp_rules_name_existing_primitives():
     no_rule = set(PRIMITIVES) - set(RULES)
     # these produce integers or booleans, or are sources and data-dependent: no gradient flows
     assert no_rule == {"logical_not", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "full",
-                       "iota", "rand", "argmax", "argmin", "nonzero", "argsort", "cumextreme_index"}
+                       "iota", "rand", "argmax", "argmin", "nonzero", "argsort", "cumextreme_index",
+                       "max_pool_index"}
