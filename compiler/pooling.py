@@ -197,19 +197,24 @@ def avg_pool(x: np.ndarray, **attrs) -> np.ndarray:
 def _divide(total: np.ndarray, div: np.ndarray) -> np.ndarray:
     if total.dtype.kind == "f":
         return total / div.astype(total.dtype)
-    return np.sign(total) * (np.abs(total) // div)  # C's integer division: toward zero
+    wide = total.astype(np.int64)  # in 64 bits, as the kernels divide: no abs(-128) overflow in int8
+    quotient = np.sign(wide) * np.sign(div) * (np.abs(wide) // np.abs(div))  # C's: toward zero
+    return quotient.astype(total.dtype)
 
 
 def avg_pool_grad(g: np.ndarray, *, size, **attrs) -> np.ndarray:
-    """Each output's share g / divisor added to its window's taps; taps in reverse order, so
-    every input element receives its shares in the order of the outputs."""
+    """Each output's share g / divisor added to its window's taps, every input element receiving
+    its shares in the order of the outputs: taps in reverse order (a later output reaches an element
+    through an earlier tap), output rows one block at a time when two rows share a start."""
     share = _divide(g, divisors(attrs, size))
     out = np.zeros((*g.shape[:2], *size), g.dtype)
     ah, aw = axes(attrs, size)
     (ph, vh), (pw, vw) = ah.positions(), aw.positions()
-    for i in reversed(range(ph.shape[1])):
-        for j in reversed(range(pw.shape[1])):
-            rows, cols = np.nonzero(vh[:, i])[0], np.nonzero(vw[:, j])[0]
-            part = share[:, :, rows][:, :, :, cols]
-            np.add.at(out, (slice(None), slice(None), ph[rows, i][:, None], pw[cols, j][None, :]), part)
+    distinct = len(set(ph[:, 0])) == ah.out
+    for block in [np.arange(ah.out)] if distinct else np.arange(ah.out)[:, None]:
+        for i in reversed(range(ph.shape[1])):
+            for j in reversed(range(pw.shape[1])):
+                rows, cols = block[vh[block, i]], np.nonzero(vw[:, j])[0]
+                part = share[:, :, rows][:, :, :, cols]
+                np.add.at(out, (slice(None), slice(None), ph[rows, i][:, None], pw[cols, j][None, :]), part)
     return out
