@@ -173,5 +173,16 @@ def _checked(emit):
     return run
 
 
+def emit_conv_pool(mod, group: Group) -> None:
+    """A "conv2d_pool" group (compiler/conv_pool.py): the conv kernel (epilogue included) into a
+    scratch buffer, then the max_pool kernel from it."""
+    from .conv import emit_conv2d
+
+    pool = group.outputs[0]
+    act = pool.inputs[0]
+    emit_conv2d(mod, Group(group.id, "conv2d", group.nodes[:-1], group.inputs, [act], group.anchor))
+    KERNELS["max_pool"](mod, Group(group.id, "single", [pool], [act], [pool]), pool)
+
+
 KERNELS = {"max_pool": _checked(_max_forward), "max_pool_index": _checked(_max_forward),
            "avg_pool": _checked(_avg_forward), "max_pool_grad": _checked(_grad), "avg_pool_grad": _checked(_grad)}
