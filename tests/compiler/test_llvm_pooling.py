@@ -75,14 +75,20 @@ def test_avg_pool_and_gradient(shape, attrs, include_pad, divisor, threads):
         assert_match(g, *inputs(g, dt.float32, specials=False), num_threads=threads)
 
 
-def test_ties_and_nan_follow_the_numpy_scan():
-    shape, attrs = (2, 3, 9, 9), window((9, 9), (3, 3), (1, 1), (1, 1))
+@pytest.mark.parametrize("attrs", [window((9, 9), (3, 3), (1, 1), (1, 1)), window((9, 9), (2, 2), (2, 2)),
+                                   window((9, 9), (2, 3), (3, 3), (1, 0), ceil_mode=True)], ids=str)
+def test_ties_nan_and_negative_zero_follow_the_numpy_scan(attrs):
+    """Overlapping windows scatter; disjoint ones store each tap's element after the scan."""
+    shape = (2, 3, 9, 9)
     x = RNG.integers(0, 3, shape).astype(np.float32)
     x[0, 0, 4, 4] = x[0, 0, 4, 5] = x[1, 2, 0, 0] = np.nan
     x[1, 1] = -np.inf
     for prim in ("max_pool", "max_pool_index", "max_pool_grad"):
         g = graph(prim, shape, attrs)
-        assert_match(g, x, *inputs(g, dt.float32)[1:])
+        gy = inputs(g, dt.float32)[1:]
+        if gy:
+            gy[0].flat[::3] = -0.0
+        assert_match(g, x, *gy)
 
 
 @pytest.mark.parametrize("d", [dt.float64, dt.int64, dt.int32, dt.uint8, dt.int8])
