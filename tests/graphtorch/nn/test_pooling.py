@@ -49,8 +49,11 @@ def test_avg_pool2d_values_and_gradients(shape, kwargs):
     compare(lambda lib, x: lib.nn.functional.avg_pool2d(x, **kwargs), randn(*shape), rtol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs", [dict(kernel_size=3), dict(kernel_size=4, stride=3, padding=2, dilation=1,
-                                                                ceil_mode=True), dict(kernel_size=2, dilation=3)])
+MAX_1D = [dict(kernel_size=3), dict(kernel_size=4, stride=3, padding=2, dilation=1, ceil_mode=True),
+          dict(kernel_size=2, dilation=3)]
+
+
+@pytest.mark.parametrize("kwargs", MAX_1D)
 def test_max_pool1d(kwargs):
     compare(lambda lib, x: lib.nn.functional.max_pool1d(x, **kwargs, return_indices=True), randn(2, 5, 13))
 
@@ -161,3 +164,26 @@ def test_zero_sized_adaptive_output_is_empty():
 BAD += [("max_pool2d", (1, 1, 4, 4), dict(kernel_size=0, stride=1)),
         ("max_pool2d", (1, 1, 4, 4), dict(kernel_size=2, dilation=0)),
         ("avg_pool2d", (1, 1, 4, 4), dict(kernel_size=2, stride=-1))]
+
+
+COMPILED = [("max_pool2d", MAX_2D[2]), ("max_pool2d", MAX_2D[7]), ("max_pool2d", MAX_2D[8]),
+            ("avg_pool2d", AVG_2D[5]), ("avg_pool2d", AVG_2D[6]), ("max_pool1d", ((2, 5, 13), MAX_1D[1])),
+            ("adaptive_max_pool2d", ((2, 3, 7, 10), dict(output_size=(3, 4)))),
+            ("adaptive_avg_pool2d", ((1, 2, 4, 6), dict(output_size=(6, 9))))]
+
+
+@pytest.mark.parametrize("name,case", COMPILED, ids=str)
+def test_compiled_equals_eager_forward_and_backward(name, case):
+    """The LLVM kernels (tests/compiler/test_llvm_pooling.py checks them bit for bit) through the user API."""
+    shape, kwargs = case
+    fn = getattr(F, name)
+    x = gt.tensor(randn(*shape), requires_grad=True)
+    v = gt.tensor(randn(*fn(x.detach(), **kwargs).shape, seed=4))
+    eager_out = fn(x, **kwargs)
+    (eager_grad,) = gt.autograd.grad((eager_out * v).sum(), x)
+    compiled = gt.compile(lambda a: fn(a, **kwargs) * v)
+    for _ in range(2):  # the first call runs eagerly
+        out = compiled(x)
+    (grad,) = gt.autograd.grad(out.sum(), x)
+    np.testing.assert_array_equal(out.detach().numpy(), (eager_out * v).detach().numpy())
+    np.testing.assert_array_equal(grad.numpy(), eager_grad.numpy())
