@@ -26,6 +26,10 @@ def idx(values):
     return tensor(np.array(values, dtype=np.int64))
 
 
+_POOL = dict(out=(4, 3), kernel=(3, 2), stride=(2, 2), padding=(1, 1), dilation=(1, 2), adaptive=False)
+_AVG = dict(_POOL, dilation=(1, 1), count_include_pad=False, divisor=0)
+_ADAPTIVE = dict(out=(3, 4), kernel=(0, 0), stride=(0, 0), padding=(0, 0), dilation=(1, 1), adaptive=True)
+
 # primitive -> list of (fn over graphtorch tensors, inputs); float64 arrays are differentiated
 CASES = {
     "add": [(lambda a, b: apply("add", a, b), [r(3, 5), r(3, 5, seed=1)])],
@@ -94,6 +98,14 @@ CASES = {
     # cholesky reads the lower triangle: differentiate through a symmetric function of a
     "cholesky": [(lambda a: apply("cholesky", a @ a.transpose(-1, -2) + gt.eye(3, dtype=gt.float64) * 3), [r(3, 3)])],
     "cumprod": [(lambda a: apply("cumprod", a, dim=1), [r(3, 4)]), (lambda a: apply("cumprod", a, dim=0), [r(4)])],
+    # pooling (compiler/pooling.py): distinct values, so the max is differentiable; the gradients'
+    # own VJPs (double backward) by differentiating them in the output gradient g
+    "max_pool": [(lambda a: apply("max_pool", a, **_POOL), [r(2, 2, 7, 6)]),
+                 (lambda a: apply("max_pool", a, **_ADAPTIVE), [r(1, 2, 5, 7)])],
+    "max_pool_grad": [(lambda x, g: apply("max_pool_grad", x, g, **_POOL), [gt.tensor(r(2, 2, 7, 6)), r(2, 2, 4, 3)])],
+    "avg_pool": [(lambda a: apply("avg_pool", a, **_AVG), [r(2, 2, 7, 6)]),
+                 (lambda a: apply("avg_pool", a, **_ADAPTIVE, count_include_pad=False, divisor=0), [r(1, 2, 5, 7)])],
+    "avg_pool_grad": [(lambda g: apply("avg_pool_grad", g, **_AVG, size=(7, 6)), [r(2, 2, 4, 3)])],
 }
 
 
