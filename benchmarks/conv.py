@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from . import pooling
+
 # (name, input shape, weight shape, padding): LeNet b64's two convolutions, the ResNet's 3x3
 CONVS = [
     ("lenet conv1 5x5 1->6", (64, 1, 32, 32), (6, 1, 5, 5), 0),
@@ -134,6 +136,7 @@ def _section(repeat: int, threads: int) -> None:
             gflops = flops / us / 1e3
             print(f"{name:24s} {threads} thread(s) {what:11s} {us:8.1f} us {gflops:6.1f} GFLOP/s = "
                   f"{gflops / gemm:4.0%} of the gemm [{lowering}]", flush=True)
+    pooling.section(repeat, threads)  # the pooling kernels' GB/s next to the convolutions
 
 
 if __name__ == "__main__":

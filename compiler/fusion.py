@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from . import conv_lowering
+from . import conv_lowering, conv_pool
 from .errors import GraphtorchCompileError
 from .ir import Graph, Group, Node, format_node
 from .primitives import Kind
@@ -109,8 +109,10 @@ def _reaches(a: Node, n: Node, members: list[Node]) -> bool:
 def format_group(g: Group) -> str:
     head = (f"group {g.id} [{g.pattern}] {label(g)}: {len(g.nodes)} nodes, root {g.outputs[0].name}, "
             f"inputs ({', '.join(i.name for i in g.inputs)})")
-    if g.pattern == "conv2d" and g.anchor is not None:
+    if g.pattern in ("conv2d", "conv2d_pool") and g.anchor is not None:
         head += f"\n    lowering: {conv_lowering.choose(g.anchor)}"
+        if g.pattern == "conv2d_pool":
+            head += f"; max_pool over chunks of {conv_pool.chunk_size(g)} images, the activation in scratch"
     return "\n".join([head] + [f"    {format_node(n)}" for n in g.nodes])
 
 
@@ -123,9 +125,22 @@ def fuse(graph: Graph, *, max_group_size: int = MAX_GROUP_SIZE) -> FusionPlan:
     for n in f.calls:
         if f.root_of(n) is n:
             f.try_grow(n)
-    plan = f.plan()
+    plan = _with_conv_pools(f.plan(), f)
     check_plan(graph, plan.groups)
     return plan
+
+
+def _with_conv_pools(plan: FusionPlan, f: _Fuser) -> FusionPlan:
+    """conv2d + epilogue + max_pool merged where the activation has no other reader (conv_pool.py)."""
+    groups, refused = conv_pool.fuse_conv_pool(plan.groups, f.users, f.outputs)
+    pooled = {g.outputs[0] for g in groups if g.pattern == "conv2d_pool"}
+    by_root = {g.outputs[0]: g for g in groups}
+    by_root.update({g.outputs[0].inputs[0]: g for g in groups if g.pattern == "conv2d_pool"})  # the old root
+    rejections = [r for r in plan.rejections if r.consumer not in pooled]
+    for r in rejections:
+        r.group = by_root.get(r.group.outputs[0]) if r.group else None
+    rejections += [Rejection(act, pool, why, by_root[act]) for act, pool, why in refused]
+    return FusionPlan(groups, rejections)
 
 
 class _Fuser:

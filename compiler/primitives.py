@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dtypes as dt
+from . import pooling
 from .dtypes import DType, TensorType
 
 
@@ -471,6 +472,20 @@ _register("matmul", Kind.OUT_FUSABLE, _matmul_infer, _matmul, "(..., M, K) @ (..
 _register("conv2d", Kind.OUT_FUSABLE, _conv2d_infer, _conv2d,
           "cross-correlation, zero padding, no bias (bias is an elementwise epilogue)",
           attrs=("stride", "padding", "dilation", "groups"))
+
+
+# ---------------------------------------------------------------- pooling (windowed reductions, pooling.py)
+
+_register("max_pool", Kind.OPAQUE, pooling.pool_infer, pooling.max_pool,
+          "max over each window, read in place (padding never read; NaN wins)", attrs=pooling.POOL_ATTRS)
+_register("max_pool_index", Kind.OPAQUE, pooling.index_infer, pooling.max_pool_index,
+          "flat index h*W+w of each window's max (torch's return_indices)", attrs=pooling.POOL_ATTRS)
+_register("max_pool_grad", Kind.OPAQUE, pooling.max_grad_infer, pooling.max_pool_grad,
+          "(x, g): g added at each window's argmax, recomputed from x", attrs=pooling.POOL_ATTRS)
+_register("avg_pool", Kind.OPAQUE, pooling.pool_infer, pooling.avg_pool,
+          "sum of each window's taps inside the input / divisor (torch's avg_pool rule)", attrs=pooling.AVG_ATTRS)
+_register("avg_pool_grad", Kind.OPAQUE, pooling.avg_grad_infer, pooling.avg_pool_grad,
+          "g / divisor added over each window: the adjoint of avg_pool", attrs=pooling.AVG_ATTRS + ("size",))
 
 
 # ---------------------------------------------------------------- opaque

@@ -626,3 +626,32 @@ def differentiable() -> list[str]:
 
 
 __all__ = ["RULES", "Rule", "differentiable"]
+
+
+# ---------------------------------------------------------------- pooling (compiler/pooling.py)
+
+
+@rule("max_pool", "MaxPool2DWithIndicesBackward0", save=(0,))
+def _max_pool(g, s, attrs, t):
+    return (apply("max_pool_grad", s[0], g, **attrs),)
+
+
+@rule("max_pool_grad", "MaxPool2DWithIndicesBackwardBackward0", save=(0,))
+def _max_pool_grad(g, s, attrs, t):
+    """Linear in the output gradient: its adjoint reads g at each window's argmax."""
+    n, c, h, w = t[0][0]
+    index = apply("max_pool_index", s[0], **attrs)
+    oh, ow = index.shape[2:]
+    picked = apply("gather", apply("reshape", g, shape=(n, c, h * w)),
+                   apply("reshape", index, shape=(n, c, oh * ow)), dim=2)
+    return None, apply("reshape", picked, shape=(n, c, oh, ow))
+
+
+@rule("avg_pool", "AvgPool2DBackward0")
+def _avg_pool(g, s, attrs, t):
+    return (apply("avg_pool_grad", g, size=tuple(t[0][0][2:]), **attrs),)
+
+
+@rule("avg_pool_grad", "AvgPool2DBackwardBackward0")
+def _avg_pool_grad(g, s, attrs, t):
+    return (apply("avg_pool", g, **{k: v for k, v in attrs.items() if k != "size"}),)

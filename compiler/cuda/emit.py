@@ -67,13 +67,13 @@ def emit(graph: Graph, groups: list[Group], *, name: str = "graph") -> CudaModul
 
 
 def _emitter_for(group: Group):
-    from . import conv, elementwise, gemm, reduction, single
+    from . import conv, elementwise, gemm, pooling, reduction, single
 
     kind = group.pattern.split(":")[0]
     if kind in ("single", "opaque", "injective"):
         return single.emit_single
     table = {"elementwise": elementwise.emit_group, "reduction": reduction.emit_group,
-             "matmul": gemm.emit_matmul, "conv2d": conv.emit_conv2d}
+             "matmul": gemm.emit_matmul, "conv2d": conv.emit_conv2d, "conv2d_pool": pooling.emit_conv_pool}
     if kind not in table:
         raise GraphtorchCompileError("GT050", f"group {group.id} has pattern {group.pattern!r}, which the CUDA backend "
                                      f"does not know (known: {', '.join(sorted(table))}, single)",

@@ -25,7 +25,7 @@ from .rows import emit_layer_norm, emit_softmax
 
 
 def emit_single(mod, group: Group) -> None:
-    from . import conv, gemm, reduction
+    from . import conv, gemm, pooling, reduction
 
     node = group.outputs[0]
     kind = node.prim.kind
@@ -37,6 +37,8 @@ def emit_single(mod, group: Group) -> None:
         emit(mod, anchored)
     elif node.target in _OPAQUE:
         _OPAQUE[node.target](mod, group, node)
+    elif node.target in pooling.KERNELS:
+        pooling.KERNELS[node.target](mod, group, node)
     else:
         raise cuda_unsupported(node, "no CUDA kernel exists for this primitive yet")
 

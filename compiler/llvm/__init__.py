@@ -12,7 +12,7 @@ from .executable import Executable, build
 from .index import Index, emit_element, emit_epilogue
 from .module import LOWERINGS, LoweringContext
 
-for _name in ("gemm", "conv"):
+for _name in ("gemm", "conv", "conv_pool"):
     if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
         importlib.import_module(f"{__name__}.{_name}")
 

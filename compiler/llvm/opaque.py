@@ -21,6 +21,7 @@ from .elementwise import lower_elementwise
 from .host import lower_host
 from .index import Index, emit_epilogue, i64, unflatten
 from .module import LOWERINGS, LoweringContext
+from .pooling import KERNELS as POOLING_KERNELS
 from .reduction import lower_reduction
 
 
@@ -164,7 +165,7 @@ def _scatter_positions(b, node, idx, src, p, wrapped):
     return at, Index(b, src.type.shape, dims=dims).flat()
 
 
-OPAQUE = {"rand": _rand, "cumsum": _cumsum, "fold": _fold, "scatter_add": _scatter_add}
+OPAQUE = {"rand": _rand, "cumsum": _cumsum, "fold": _fold, "scatter_add": _scatter_add, **POOLING_KERNELS}
 
 
 # ---------------------------------------------------------------- matmul fallback

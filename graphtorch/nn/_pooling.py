@@ -1,18 +1,13 @@
-"""Pooling: max_pool2d, avg_pool2d, adaptive_avg_pool2d as pad -> unfold -> reduce.
+"""Pooling: max/avg, 1-d and 2-d, plain and adaptive, as the windowed-reduction primitives.
 
-Windows come from the `unfold` primitive (N, C, OH, OW, KH, KW). Max pooling picks one element per
-window with argmax + gather, so its gradient goes to that element only, as in torch.
+Every op here checks its arguments as torch does, works out the window geometry (output size,
+ceil_mode) and calls one primitive (compiler/pooling.py: max_pool, max_pool_index, avg_pool),
+which reads the input in place; 1-d pooling is 2-d pooling over (.., 1, L).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from .. import dtypes as dt
-from ..autograd.grad_mode import is_grad_enabled
 from ..dispatch import apply, op
-from ..ops.creation import tensor
-from ..ops.shape import cat
 from ..tensor import Tensor
 from ._utils import _pair, _single
 
@@ -31,118 +26,96 @@ def _geometry(input: Tensor, kernel_size, stride, padding, dilation, ceil_mode: 
     p, d = _pair(padding), _pair(dilation)
     if input.ndim not in (3, 4):
         raise RuntimeError(f"non-empty 3D or 4D (batch mode) tensor expected for input, but got: {list(input.shape)}")
-    if any(v <= 0 for v in k + s + d):
-        raise RuntimeError(f"kernel_size, stride and dilation must be greater than zero, but got kernel_size={k}, "
-                           f"stride={s} and dilation={d}")
+    _check_positive(k, s, d)
     h, w = input.shape[-2:]
     out = tuple(pool_output_size(n, *a, ceil_mode) for n, a in zip((h, w), zip(k, s, p, d)))
     if min(out) < 1:
         c = input.shape[-3]
         raise RuntimeError(f"Given input size: ({c}x{h}x{w}). Calculated output size: ({c}x{out[0]}x{out[1]}). "
                            "Output size is too small")
-    # padding after the input: enough for the last (ceil_mode) window, never less than needed
-    hi = tuple(max(0, (o - 1) * si + di * (ki - 1) + 1 - n - pi) for o, si, di, ki, n, pi in zip(out, s, d, k, (h, w), p))
-    return k, s, p, d, out, hi
+    return k, s, p, d, out
 
 
-def _windows(x: Tensor, k, s, p, d, hi, value) -> Tensor:
-    if any(p) or any(hi):
-        x = apply("pad", x, pads=((0, 0), (0, 0), (p[0], hi[0]), (p[1], hi[1])), value=value)
-    return apply("unfold", x, kernel=k, stride=s, dilation=d)
+def _check_positive(k, s, d) -> None:
+    """torch's checks, in its order and words."""
+    if 0 in s:
+        raise RuntimeError("stride should not be zero")
+    for what, (a, b), (na, nb) in [("kernel size", k, ("kH", "kW")), ("stride", s, ("dH", "dW")),
+                                   ("dilation", d, ("dilationH", "dilationW"))]:
+        if a <= 0 or b <= 0:
+            raise RuntimeError(f"{what} should be greater than zero, but got {na}: {a} {nb}: {b}")
 
 
-def _lowest(dtype: dt.DType):
-    return float("-inf") if dtype.is_floating_point else int(np.iinfo(dtype.np).min)
+def _attrs(k, s, p, d, out, adaptive: bool = False) -> dict:
+    """The pooling primitives' window attributes (compiler/pooling.py)."""
+    return dict(out=tuple(out), kernel=tuple(k), stride=tuple(s), padding=tuple(p), dilation=tuple(d),
+                adaptive=adaptive)
+
+
+def _batched(input: Tensor) -> Tensor:
+    return input.unsqueeze(0) if input.ndim == 3 else input
+
+
+def _unbatched(input: Tensor, out: Tensor) -> Tensor:
+    return out.squeeze(0) if input.ndim == 3 else out
 
 
 @op("MaxPool2DWithIndicesBackward0", origin="max_pool2d")
 def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                return_indices: bool = False):
-    k, s, p, d, out, hi = _geometry(input, kernel_size, stride, padding, dilation, ceil_mode)
+    k, s, p, d, out = _geometry(input, kernel_size, stride, padding, dilation, ceil_mode)
     for pi, ki, di in zip(p, k, d):
         if pi > ((ki - 1) * di + 1) // 2:
             raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={pi}, "
                                f"kernel_size={ki} and dilation={di}")
-    x = input.unsqueeze(0) if input.ndim == 3 else input
-    win = _windows(x, k, s, p, d, hi, _lowest(x.dtype))
-    n, c, oh, ow = win.shape[:4]
-    win = win.reshape(n, c, oh, ow, k[0] * k[1])
-    if return_indices or (is_grad_enabled() and input.requires_grad):
-        # the max picked by argmax: its gradient goes to that one element per window, as torch's
-        arg = apply("argmax", win, dim=4, keepdim=True)
-        values = apply("gather", win, arg, dim=4).reshape(n, c, oh, ow)
-    else:  # no gradient, no indices: a plain max reduction (the same values, NaN included)
-        values = apply("max", win, dims=(4,), keepdim=False)
-    if input.ndim == 3:
-        values = values.squeeze(0)
+    return _max_pool(input, _attrs(k, s, p, d, out), return_indices)
+
+
+def _max_pool(input: Tensor, attrs: dict, return_indices: bool):
+    x = _batched(input)
+    values = _unbatched(input, apply("max_pool", x, **attrs))
     if not return_indices:
         return values
-    indices = _flat_indices(arg.reshape(n, c, oh, ow), k, s, p, d, input.shape[-1])
-    return values, indices.squeeze(0) if input.ndim == 3 else indices
-
-
-def _flat_indices(karg: Tensor, k, s, p, d, width: int) -> Tensor:
-    """Window-local argmax -> row * W + col in the unpadded input (torch's return_indices)."""
-    shape = tuple(karg.shape)
-    oh = apply("iota", shape=shape, dim=2, dtype=dt.int64)
-    ow = apply("iota", shape=shape, dim=3, dtype=dt.int64)
-    row = oh * s[0] - p[0] + (karg // k[1]) * d[0]
-    col = ow * s[1] - p[1] + (karg % k[1]) * d[1]
-    return row * width + col
+    return values, _unbatched(input, apply("max_pool_index", x, **attrs))
 
 
 @op("AvgPool2DBackward0", origin="avg_pool2d")
 def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:
-    k, s, p, d, out, hi = _geometry(input, kernel_size, stride, padding, 1, ceil_mode)
+    k, s, p, d, out = _geometry(input, kernel_size, stride, padding, 1, ceil_mode)
     for pi, ki in zip(p, k):
         if pi > ki // 2:
-            raise RuntimeError(f"pad should be at most half of kernel size, but got pad={pi} and kernel_size={ki}")
+            raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={pi}, "
+                               f"kernel_size={ki} and dilation=1")
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("divisor must be not zero")
-    x = input.unsqueeze(0) if input.ndim == 3 else input
-    sums = apply("sum", _windows(x, k, s, p, d, hi, 0.0), dims=(4, 5), keepdim=False)
-    if divisor_override is not None:
-        result = sums / divisor_override
-    else:
-        counts = _window_counts(tuple(x.shape[-2:]), k, s, p, out, count_include_pad)
-        result = sums / tensor(counts, dtype=sums.dtype)
-    return result.squeeze(0) if input.ndim == 3 else result
+    attrs = _attrs(k, s, p, d, out)
+    result = apply("avg_pool", _batched(input), **attrs, count_include_pad=bool(count_include_pad),
+                   divisor=int(divisor_override or 0))
+    return _unbatched(input, result)
 
 
-def _window_counts(size, k, s, p, out, count_include_pad: bool) -> np.ndarray:
-    """The divisor of each output position: a constant that depends only on shapes (torch's rule)."""
-    per_dim = []
-    for n, ki, si, pi, o in zip(size, k, s, p, out):
-        start = np.arange(o) * si - pi
-        end = np.minimum(start + ki, n + pi)
-        if count_include_pad:
-            per_dim.append(end - start)
-        else:
-            per_dim.append(np.minimum(end, n) - np.maximum(start, 0))
-    return np.outer(per_dim[0], per_dim[1]).astype(np.float64)
+def _adaptive_size(input: Tensor, output_size, name: str) -> tuple[int, int]:
+    if input.ndim not in (3, 4):
+        got = "but got" if name.startswith("adaptive_avg") else "but got:"  # torch's two spellings
+        raise RuntimeError(f"{name}(): Expected 3D or 4D tensor, {got} {list(input.shape)}")
+    h, w = input.shape[-2:]
+    out = tuple(n if o is None else o for o, n in zip(_pair(output_size), (h, w)))
+    if min(out) < 0:
+        raise RuntimeError(f"{name}: elements of output_size must be greater than or equal to 0 but received "
+                           f"{{{out[0]}, {out[1]}}}")
+    return out
+
+
+def _adaptive_attrs(out) -> dict:
+    return _attrs((0, 0), (0, 0), (0, 0), (1, 1), out, adaptive=True)
 
 
 @op("AdaptiveAvgPool2DBackward0", origin="adaptive_avg_pool2d")
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
-    if input.ndim not in (3, 4):
-        raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
-    h, w = input.shape[-2:]
-    oh, ow = (n if o is None else o for o, n in zip(_pair(output_size), (h, w)))
-    if h % oh == 0 and w % ow == 0:
-        return avg_pool2d(input, (h // oh, w // ow))
-    # windows of different sizes: average rows, then columns (a rectangle's mean is separable)
-    x = _adaptive_mean(input, input.ndim - 2, oh)
-    return _adaptive_mean(x, input.ndim - 1, ow)
-
-
-def _adaptive_mean(x: Tensor, dim: int, out: int) -> Tensor:
-    n = x.shape[dim]
-    parts = []
-    for i in range(out):
-        start, end = (i * n) // out, -(-(i + 1) * n // out)
-        parts.append(x.narrow(dim, start, end - start).mean(dim, keepdim=True))
-    return cat(parts, dim)
+    out = _adaptive_size(input, output_size, "adaptive_avg_pool2d")
+    result = apply("avg_pool", _batched(input), **_adaptive_attrs(out), count_include_pad=False, divisor=0)
+    return _unbatched(input, result)
 
 
 # ---------------------------------------------------------------- 1-d pooling and adaptive max
@@ -184,25 +157,6 @@ def adaptive_avg_pool1d(input: Tensor, output_size) -> Tensor:
 
 @op("AdaptiveMaxPool2DBackward0", origin="adaptive_max_pool2d")
 def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
-    """Windows [floor(i n / out), ceil((i + 1) n / out)) per dim: equal windows go through max_pool2d
-    (indices included); uneven ones take the max over rows, then columns (max is separable)."""
-    if input.ndim not in (3, 4):
-        raise RuntimeError(f"adaptive_max_pool2d(): Expected 3D or 4D tensor, but got: {list(input.shape)}")
-    h, w = input.shape[-2:]
-    oh, ow = (n if o is None else o for o, n in zip(_pair(output_size), (h, w)))
-    if h % oh == 0 and w % ow == 0:
-        return max_pool2d(input, (h // oh, w // ow), return_indices=return_indices)
-    if return_indices:
-        raise NotImplementedError(f"graphtorch: adaptive_max_pool2d(return_indices=True) needs the input size "
-                                  f"{(h, w)} to be a multiple of the output size {(oh, ow)}")
-    x = _adaptive_max(input, input.ndim - 2, oh)
-    return _adaptive_max(x, input.ndim - 1, ow)
-
-
-def _adaptive_max(x: Tensor, dim: int, out: int) -> Tensor:
-    n = x.shape[dim]
-    parts = []
-    for i in range(out):
-        start, end = (i * n) // out, -(-(i + 1) * n // out)
-        parts.append(x.narrow(dim, start, end - start).max(dim, keepdim=True).values)
-    return cat(parts, dim)
+    """Windows [floor(i n / out), ceil((i + 1) n / out)) per dim, any sizes, indices included."""
+    out = _adaptive_size(input, output_size, "adaptive_max_pool2d")
+    return _max_pool(input, _adaptive_attrs(out), return_indices)

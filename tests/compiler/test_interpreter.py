@@ -16,6 +16,8 @@ from graphtorch.compiler.primitives import PRIMITIVES, Kind
 F, B, I = dt.float32, dt.bool_, dt.int64
 T = TensorType
 
+_POOL = dict(out=(4, 3), kernel=(3, 2), stride=(2, 2), padding=(1, 1), dilation=(1, 2), adaptive=False)
+
 # primitive -> (input types, attrs); odd shapes on purpose
 CASES: dict[str, tuple[list[TensorType], dict]] = {
     "cast": ([T((3, 5), F)], dict(dtype=dt.int32)),
@@ -59,6 +61,11 @@ CASES: dict[str, tuple[list[TensorType], dict]] = {
                         T((2, 3, 3), F), T((2, 3), F)], dict(scale=0.5, causal=False, masked_rows="zero", wrt="k")),
     "cumprod": ([T((3, 5), F)], dict(dim=0)),
     "cumextreme_index": ([T((3, 5), F)], dict(dim=1, largest=False)),
+    "max_pool": ([T((2, 3, 7, 6), F)], dict(_POOL)),
+    "max_pool_index": ([T((2, 3, 7, 6), F)], dict(_POOL)),
+    "max_pool_grad": ([T((2, 3, 7, 6), F), T((2, 3, 4, 3), F)], dict(_POOL)),
+    "avg_pool": ([T((2, 3, 7, 6), F)], dict(_POOL, dilation=(1, 1), count_include_pad=False, divisor=0)),
+    "avg_pool_grad": ([T((2, 3, 4, 3), F)], dict(_POOL, dilation=(1, 1), count_include_pad=True, divisor=0, size=(7, 6))),
 }
 # a collective needs MPI and its handles: tests/graphtorch/distributed runs it under mpiexec
 NEEDS_MPI = {"all_reduce"}

@@ -234,12 +234,12 @@ def test_lenet_llvm_train_step_and_dump_dir(tmp_path):
     assert any(n.endswith(".ll") for n in names)
 
 
-def test_explain_names_fusion_groups_and_why_pooling_did_not_fuse():
+def test_explain_names_fusion_groups_and_the_pools_fused_into_the_convs():
     with gt.no_grad():
         report = gt.explain(LeNet().eval(), _input((2, 1, 32, 32)))
     text = str(report)
-    assert "conv2d + bias + relu" in text and "matmul + bias + relu" in text
-    assert "from max_pool2d" in text and "cannot fuse" in text
+    assert text.count("[conv2d_pool] conv2d + bias + relu + max_pool2d") == 2 and "matmul + bias + relu" in text
+    assert "max_pool over chunks of 2 images" in text and "cannot fuse" in text
     assert "input 0: float32 [2, 1, 32, 32]" in text
     assert report.memory["compiled arena"] < report.memory["eager, all intermediates"]
 

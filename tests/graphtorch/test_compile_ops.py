@@ -48,6 +48,9 @@ OPS = {
                            + a.cumsum(1), lambda: (_x(),)),
     "conv_pool": (lambda a, w: F.avg_pool2d(F.max_pool2d(F.conv2d(a, w, padding=1, stride=2, dilation=1), 2, ceil_mode=True), 1)
                   , lambda: (_x((2, 3, 9, 11), 8), _x((4, 3, 3, 3), 9))),
+    "pools_backward": (lambda a: F.max_pool2d(a, 3, 2, 1, return_indices=True)[1].float().sum()
+                       + F.adaptive_max_pool2d(a, (2, 3)).sum() + F.avg_pool2d(a, 2, ceil_mode=True).sum(),
+                       lambda: (_x((2, 3, 9, 11), 14).requires_grad_(),)),
     "conv_groups_fold": (lambda a, w: F.unfold(F.conv2d(a, w, groups=2, dilation=2), 2).sum(), lambda: (_x((1, 4, 9, 9), 10),
                                                                                                      _x((6, 2, 2, 2), 11))),
     # inputs that require grad: the compiled backward too (a strided conv's input gradient: one

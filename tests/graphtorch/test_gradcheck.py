@@ -29,6 +29,9 @@ def idx(values):
 _BIAS = gt.tensor(np.where(np.arange(20).reshape(1, 4, 5) % 7 == 3, -np.inf, np.linspace(-1, 1, 20).reshape(1, 4, 5)))
 _BIAS[..., 2, :] = -np.inf  # a row masked whole: zeros, and no gradient
 
+_POOL = dict(out=(4, 3), kernel=(3, 2), stride=(2, 2), padding=(1, 1), dilation=(1, 2), adaptive=False)
+_AVG = dict(_POOL, dilation=(1, 1), count_include_pad=False, divisor=0)
+_ADAPTIVE = dict(out=(3, 4), kernel=(0, 0), stride=(0, 0), padding=(0, 0), dilation=(1, 1), adaptive=True)
 
 # primitive -> list of (fn over graphtorch tensors, inputs); float64 arrays are differentiated
 CASES = {
@@ -113,6 +116,14 @@ CASES = {
     "attention_probs": [(lambda q, k, causal=causal: apply("attention_probs", q, k, _BIAS, scale=0.7, causal=causal,
                                             masked_rows="zero"), [r(2, 4, 2), r(2, 5, 2, seed=1)])
                         for causal in (False, True)],
+    # pooling (compiler/pooling.py): distinct values, so the max is differentiable; the gradients'
+    # own VJPs (double backward) by differentiating them in the output gradient g
+    "max_pool": [(lambda a: apply("max_pool", a, **_POOL), [r(2, 2, 7, 6)]),
+                 (lambda a: apply("max_pool", a, **_ADAPTIVE), [r(1, 2, 5, 7)])],
+    "max_pool_grad": [(lambda x, g: apply("max_pool_grad", x, g, **_POOL), [gt.tensor(r(2, 2, 7, 6)), r(2, 2, 4, 3)])],
+    "avg_pool": [(lambda a: apply("avg_pool", a, **_AVG), [r(2, 2, 7, 6)]),
+                 (lambda a: apply("avg_pool", a, **_ADAPTIVE, count_include_pad=False, divisor=0), [r(1, 2, 5, 7)])],
+    "avg_pool_grad": [(lambda g: apply("avg_pool_grad", g, **_AVG, size=(7, 6)), [r(2, 2, 4, 3)])],
 }
 
 

@@ -28,4 +28,4 @@ def test_vjp_rules_name_existing_primitives():
     # attention_grad and layer_norm_grad are themselves gradients (no double backward)
     assert no_rule == {"logical_not", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "full",
                        "iota", "rand", "argmax", "argmin", "nonzero", "argsort", "cumextreme_index", "attention_grad",
-                       "layer_norm_grad"}
+                       "layer_norm_grad", "max_pool_index"}
