@@ -10,7 +10,7 @@ and the veto recorded with its reason, when the merged group would break a patte
 - "matmul"/"conv2d": one out-fusable anchor, injective-only prologues on its operands, an
   elementwise-only epilogue (bias, relu), side operands elementwise/injective from group inputs;
 - "reduction": one reduction anchor, an elementwise/injective prologue, an elementwise epilogue
-  (plus `gather` at the reduced index: max_pool2d's argmax + gather);
+  (plus `gather` at the reduced index: an argmax + gather, as max/min with indices);
 - "elementwise": elementwise and injective nodes only; "single": an opaque node alone;
 
 or when a member would be used outside the group, a path outside the group would join two
@@ -66,7 +66,7 @@ class FusionPlan:
 
 
 def describe(n: Node) -> str:
-    """`%12 (unfold, from max_pool2d at lenet.py:20)`"""
+    """`%12 (max_pool, from max_pool2d at lenet.py:20)`"""
     what = n.target if n.op == "call" else n.op
     origin = f", from {n.origin}" if n.origin else ""
     at = f" at {n.loc}" if n.loc else ""

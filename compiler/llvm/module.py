@@ -370,8 +370,8 @@ SPLIT_MIN_COST = 40  # below this, forking a worker costs about what it saves
 UNROLLED_COST_FACTOR = 3
 # Only these kernels ran faster with LLVM's loop unroller, which costs a third of a training
 # step's compile time: opaque and injective ops alone (gather, scatter_add: 14.3 vs 12.3 ms for
-# the LeNet step) and reductions over a few elements each (max-pool windows: 700 vs 470 us for
-# LeNet inference's first pool); they get a module where it runs
+# the LeNet step) and reductions over a few elements each (unfold windows: 700 vs 470 us for
+# LeNet inference's first pool when max-pool was an unfold + max); they get a module where it runs
 SHORT_REDUCTION = 16  # reduced elements per output
 
 

@@ -155,7 +155,7 @@ def _scatter_positions(b, node, idx, src, p, wrapped):
     """(output flat index, src flat index) of idx position p, whose index value is `wrapped`."""
     dim, shape = node.attrs["dim"], node.type.shape
     if idx.type.shape == src.type.shape and idx.type.shape[:dim] + idx.type.shape[dim + 1:] == shape[:dim] + shape[dim + 1:]:
-        # idx spans the output but along dim (max_pool2d's argmax): no unflatten, one multiply-add
+        # idx spans the output but along dim (an argmax's scatter): no unflatten, one multiply-add
         post = math.prod(shape[dim + 1:])
         n = idx.type.shape[dim]
         outer, rest = b.udiv(p, i64(n * post)), b.urem(p, i64(post))
