@@ -32,8 +32,8 @@ def section(repeat: int, threads: int) -> None:
     for name, shape, op in POOLS:
         x = graphtorch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32)).requires_grad_()
         fn = graphtorch.compile(lambda a, op=op: (op(F, a) * 1.5).sum())
-        for exe in _timed_calls(fn, (x,), repeat, backward=True):
-            for group, us in exe.kernel_times():
+        for times in _timed_calls(fn, (x,), repeat, backward=True):
+            for group, us in times:
                 node = group.outputs[0]
                 if node.target in PRIMITIVES:
                     print(f"{name:24s} {threads} thread(s) {node.target:13s} {us:8.1f} us "
