@@ -152,6 +152,8 @@ def _taps(x: np.ndarray, attrs: dict) -> Iterator[tuple[np.ndarray, np.ndarray, 
 
 def max_scan(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
     """(max, flat index h*W+w of the winning tap, -1 where no tap is inside) by torch's scan rule."""
+    if tiles(attrs, x.shape[2:]):
+        return _tiled_max_scan(x, attrs)
     shape = (*x.shape[:2], *attrs["out"])
     best = np.full(shape, _lowest(x.dtype), x.dtype)
     arg = np.full(shape, -1, np.int64)
@@ -161,6 +163,58 @@ def max_scan(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
         best = np.where(wins, v, best)
         arg = np.where(wins, at, arg)
     return best, arg
+
+
+def tiles(attrs: dict, size: tuple[int, int]) -> bool:
+    """Whether the windows are disjoint tiles inside the input (kernel == stride, no padding or
+    dilation, the common MaxPool2d(k)): then every input element is in at most one window."""
+    return (not attrs["adaptive"] and tuple(attrs["kernel"]) == tuple(attrs["stride"])
+            and not any(attrs["padding"]) and tuple(attrs["dilation"]) == (1, 1)
+            and all(o * k <= n for o, k, n in zip(attrs["out"], attrs["kernel"], size)))
+
+
+def _tile_view(x: np.ndarray, attrs: dict) -> np.ndarray:
+    """(N, C, OH, OW, KH*KW): each tile's taps in row-major tap order (a copy, for the reductions)."""
+    (oh, ow), (kh, kw) = attrs["out"], attrs["kernel"]
+    tiled = x[:, :, :oh * kh, :ow * kw].reshape(*x.shape[:2], oh, kh, ow, kw)
+    return tiled.transpose(0, 1, 2, 4, 3, 5).reshape(*x.shape[:2], oh, ow, kh * kw)
+
+
+def _tile_winners(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(taps, winning tap number) per tile, by the scan rule in one pass: argmax picks the first
+    maximum as the scan does; a tile holding a NaN takes its last NaN (every later NaN wins)."""
+    taps = _tile_view(x, attrs)
+    tap = np.argmax(taps, axis=-1)  # argmax stops at the first NaN: replaced below where one is
+    if x.dtype.kind == "f":
+        nan = np.isnan(taps)
+        has_nan = nan.any(axis=-1)
+        if has_nan.any():
+            last_nan = taps.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+            tap = np.where(has_nan, last_nan, tap)
+    return taps, tap
+
+
+def _tiled_max_scan(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
+    taps, tap = _tile_winners(x, attrs)
+    best = np.take_along_axis(taps, tap[..., None], axis=-1)[..., 0]
+    (oh, ow), (kh, kw) = attrs["out"], attrs["kernel"]
+    rows = np.arange(oh)[:, None] * kh + tap // kw
+    cols = np.arange(ow)[None, :] * kw + tap % kw
+    return best, (rows * x.shape[3] + cols).astype(np.int64)
+
+
+def _tiled_max_pool_grad(x: np.ndarray, g: np.ndarray, attrs: dict) -> np.ndarray:
+    """max_pool_grad over disjoint tiles: each element gets at most one gradient, 0 + g (so -0.0
+    lands as 0.0, as the scattered sum would), placed through the tile layout in one pass."""
+    n, c, h, w = x.shape
+    (oh, ow), (kh, kw) = attrs["out"], attrs["kernel"]
+    tap = _tile_winners(x, attrs)[1]
+    tiles_out = np.zeros((n, c, oh, ow, kh * kw), g.dtype)
+    np.put_along_axis(tiles_out, tap[..., None], g[..., None] + np.zeros((), g.dtype), axis=-1)
+    out = np.zeros(x.shape, g.dtype)
+    tiled = tiles_out.reshape(n, c, oh, ow, kh, kw).transpose(0, 1, 2, 4, 3, 5)
+    out[:, :, :oh * kh, :ow * kw] = tiled.reshape(n, c, oh * kh, ow * kw)
+    return out
 
 
 def _lowest(dtype: np.dtype):
@@ -177,13 +231,16 @@ def max_pool_index(x: np.ndarray, **attrs) -> np.ndarray:
 
 def max_pool_grad(x: np.ndarray, g: np.ndarray, **attrs) -> np.ndarray:
     """Each output's gradient added to its window's winner, in output order (np.add.at's)."""
+    if tiles(attrs, x.shape[2:]):
+        return _tiled_max_pool_grad(x, g, attrs)
     arg = max_scan(x, attrs)[1]
     n, c, h, w = x.shape
     out = np.zeros((n * c, h * w), g.dtype)
-    planes = np.broadcast_to(np.arange(n * c)[:, None], (n * c, arg[0, 0].size))
-    arg = arg.reshape(n * c, -1)
+    per_plane = arg.shape[2] * arg.shape[3]  # spelled out: N*C may be 0, and reshape(0, -1) fails
+    planes = np.broadcast_to(np.arange(n * c)[:, None], (n * c, per_plane))
+    arg = arg.reshape(n * c, per_plane)
     won = arg >= 0
-    np.add.at(out, (planes[won], arg[won]), g.reshape(n * c, -1)[won])
+    np.add.at(out, (planes[won], arg[won]), g.reshape(n * c, per_plane)[won])
     return out.reshape(x.shape)
 
 
