@@ -167,53 +167,57 @@ def max_scan(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def tiles(attrs: dict, size: tuple[int, int]) -> bool:
     """Whether the windows are disjoint tiles inside the input (kernel == stride, no padding or
-    dilation, the common MaxPool2d(k)): then every input element is in at most one window."""
+    dilation, the common MaxPool2d(k)): then every input element is in at most one window.
+    Tap numbers are int16: a larger kernel takes the general scan."""
     return (not attrs["adaptive"] and tuple(attrs["kernel"]) == tuple(attrs["stride"])
+            and attrs["kernel"][0] * attrs["kernel"][1] <= np.iinfo(np.int16).max
             and not any(attrs["padding"]) and tuple(attrs["dilation"]) == (1, 1)
             and all(o * k <= n for o, k, n in zip(attrs["out"], attrs["kernel"], size)))
 
 
-def _tile_view(x: np.ndarray, attrs: dict) -> np.ndarray:
-    """(N, C, OH, OW, KH*KW): each tile's taps in row-major tap order (a copy, for the reductions)."""
+def _tile_taps(x: np.ndarray, attrs: dict) -> Iterator[np.ndarray]:
+    """Per tap, in row-major tap order: the (N, C, OH, OW) strided view of that tap in every tile."""
     (oh, ow), (kh, kw) = attrs["out"], attrs["kernel"]
-    tiled = x[:, :, :oh * kh, :ow * kw].reshape(*x.shape[:2], oh, kh, ow, kw)
-    return tiled.transpose(0, 1, 2, 4, 3, 5).reshape(*x.shape[:2], oh, ow, kh * kw)
+    for i in range(kh):
+        for j in range(kw):
+            yield x[:, :, i:oh * kh:kh, j:ow * kw:kw]
 
 
 def _tile_winners(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(taps, winning tap number) per tile, by the scan rule in one pass: argmax picks the first
-    maximum as the scan does; a tile holding a NaN takes its last NaN (every later NaN wins)."""
-    taps = _tile_view(x, attrs)
-    tap = np.argmax(taps, axis=-1)  # argmax stops at the first NaN: replaced below where one is
-    if x.dtype.kind == "f":
-        nan = np.isnan(taps)
-        has_nan = nan.any(axis=-1)
-        if has_nan.any():
-            last_nan = taps.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
-            tap = np.where(has_nan, last_nan, tap)
-    return taps, tap
+    """(max, winning tap number) per tile by the scan rule: a tap wins when greater than the best
+    so far or NaN. Each tap is copied out of its strided view once (np.where on strided operands
+    and masked copies run several times slower); the tap number is blended with integer masks."""
+    taps = _tile_taps(x, attrs)
+    best = np.array(next(taps))
+    tap = np.zeros(best.shape, np.int16)  # kernel*kernel taps fit: tiles lie inside the input
+    for t, view in enumerate(taps, start=1):
+        v = np.ascontiguousarray(view)
+        wins = v > best
+        if x.dtype.kind == "f":
+            wins |= v != v
+        best = np.where(wins, v, best)
+        tap ^= (tap ^ t) & -wins.view(np.int8).astype(np.int16)  # t where wins, else tap
+    return best, tap
 
 
 def _tiled_max_scan(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
-    taps, tap = _tile_winners(x, attrs)
-    best = np.take_along_axis(taps, tap[..., None], axis=-1)[..., 0]
+    best, tap = _tile_winners(x, attrs)
     (oh, ow), (kh, kw) = attrs["out"], attrs["kernel"]
-    rows = np.arange(oh)[:, None] * kh + tap // kw
-    cols = np.arange(ow)[None, :] * kw + tap % kw
-    return best, (rows * x.shape[3] + cols).astype(np.int64)
+    width = x.shape[3]
+    corner = (np.arange(oh)[:, None] * kh * width + np.arange(ow)[None, :] * kw).astype(np.int64)
+    offset = np.array([i * width + j for i in range(kh) for j in range(kw)], np.int64)
+    return best, corner + offset[tap]
 
 
 def _tiled_max_pool_grad(x: np.ndarray, g: np.ndarray, attrs: dict) -> np.ndarray:
     """max_pool_grad over disjoint tiles: each element gets at most one gradient, 0 + g (so -0.0
-    lands as 0.0, as the scattered sum would), placed through the tile layout in one pass."""
-    n, c, h, w = x.shape
-    (oh, ow), (kh, kw) = attrs["out"], attrs["kernel"]
+    lands as 0.0, as the scattered sum would), written tap by tap through strided views."""
     tap = _tile_winners(x, attrs)[1]
-    tiles_out = np.zeros((n, c, oh, ow, kh * kw), g.dtype)
-    np.put_along_axis(tiles_out, tap[..., None], g[..., None] + np.zeros((), g.dtype), axis=-1)
+    share = g + np.zeros((), g.dtype)
     out = np.zeros(x.shape, g.dtype)
-    tiled = tiles_out.reshape(n, c, oh, ow, kh, kw).transpose(0, 1, 2, 4, 3, 5)
-    out[:, :, :oh * kh, :ow * kw] = tiled.reshape(n, c, oh * kh, ow * kw)
+    zero = np.zeros((), g.dtype)
+    for t, view in enumerate(_tile_taps(out, attrs)):
+        view[...] = np.where(tap == t, share, zero)
     return out
 
 
