@@ -471,9 +471,9 @@ def _conv_out(size, k, s, p, d) -> int:
 
 def _scatter_is_smaller(x_shape, w_shape, stride, padding, dilation) -> bool:
     """Whether the per-tap products (N*O*KH*KW*H*W) are fewer than im2col's columns
-    (N*C*KH*KW*OH*OW): so for a heavily padded convolution with fewer outputs than inputs
-    channels, such as the input gradient of a strided-1 convolution."""
-    (n, c, h, wd), (o, _, kh, kw) = x_shape, w_shape
+    (N*C*KH*KW*OH*OW): so for a heavily padded convolution with fewer output than input
+    channels, such as the input gradient of a stride-1 convolution. N and KH*KW cancel."""
+    (_, c, h, wd), (o, _, kh, kw) = x_shape, w_shape
     oh = _conv_out(h, kh, stride[0], padding[0], dilation[0])
     ow = _conv_out(wd, kw, stride[1], padding[1], dilation[1])
     return o * h * wd < c * oh * ow
