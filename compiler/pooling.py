@@ -15,6 +15,8 @@ wins when it is greater than the best so far or NaN (so the first maximum wins a
 NaN wins), and a window whose taps are all outside has no winner (its gradient goes nowhere).
 Sums run in tap order; a gradient adds into an input element in the order of the outputs.
 The backends (llvm/pooling.py, cuda/pooling.py) follow these rules tap for tap.
+Disjoint tiles (kernel == stride, no padding or dilation: MaxPool2d(k)) take a faster numpy path
+that gives the same bits: each tap read as one strided view, not a gathered copy per window.
 """
 
 from __future__ import annotations
