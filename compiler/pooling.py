@@ -15,6 +15,8 @@ wins when it is greater than the best so far or NaN (so the first maximum wins a
 NaN wins), and a window whose taps are all outside has no winner (its gradient goes nowhere).
 Sums run in tap order; a gradient adds into an input element in the order of the outputs.
 The backends (llvm/pooling.py, cuda/pooling.py) follow these rules tap for tap.
+Disjoint tiles (kernel == stride, no padding or dilation: MaxPool2d(k)) take a faster numpy path
+that gives the same bits: each tap read as one strided view, not a gathered copy per window.
 """
 
 from __future__ import annotations
@@ -152,6 +154,8 @@ def _taps(x: np.ndarray, attrs: dict) -> Iterator[tuple[np.ndarray, np.ndarray, 
 
 def max_scan(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
     """(max, flat index h*W+w of the winning tap, -1 where no tap is inside) by torch's scan rule."""
+    if tiles(attrs, x.shape[2:]):
+        return _tiled_max_scan(x, attrs)
     shape = (*x.shape[:2], *attrs["out"])
     best = np.full(shape, _lowest(x.dtype), x.dtype)
     arg = np.full(shape, -1, np.int64)
@@ -161,6 +165,62 @@ def max_scan(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
         best = np.where(wins, v, best)
         arg = np.where(wins, at, arg)
     return best, arg
+
+
+def tiles(attrs: dict, size: tuple[int, int]) -> bool:
+    """Whether the windows are disjoint tiles inside the input (kernel == stride, no padding or
+    dilation, the common MaxPool2d(k)): then every input element is in at most one window.
+    Tap numbers are int16: a larger kernel takes the general scan."""
+    return (not attrs["adaptive"] and tuple(attrs["kernel"]) == tuple(attrs["stride"])
+            and attrs["kernel"][0] * attrs["kernel"][1] <= np.iinfo(np.int16).max
+            and not any(attrs["padding"]) and tuple(attrs["dilation"]) == (1, 1)
+            and all(o * k <= n for o, k, n in zip(attrs["out"], attrs["kernel"], size)))
+
+
+def _tile_taps(x: np.ndarray, attrs: dict) -> Iterator[np.ndarray]:
+    """Per tap, in row-major tap order: the (N, C, OH, OW) strided view of that tap in every tile."""
+    (oh, ow), (kh, kw) = attrs["out"], attrs["kernel"]
+    for i in range(kh):
+        for j in range(kw):
+            yield x[:, :, i:oh * kh:kh, j:ow * kw:kw]
+
+
+def _tile_winners(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(max, winning tap number) per tile by the scan rule: a tap wins when greater than the best
+    so far or NaN. Each tap is copied out of its strided view once (np.where on strided operands
+    and masked copies run several times slower); the tap number is blended with integer masks."""
+    taps = _tile_taps(x, attrs)
+    best = np.array(next(taps))
+    tap = np.zeros(best.shape, np.int16)  # kernel*kernel taps fit: tiles lie inside the input
+    for t, view in enumerate(taps, start=1):
+        v = np.ascontiguousarray(view)
+        wins = v > best
+        if x.dtype.kind == "f":
+            wins |= v != v
+        best = np.where(wins, v, best)
+        tap ^= (tap ^ t) & -wins.view(np.int8).astype(np.int16)  # t where wins, else tap
+    return best, tap
+
+
+def _tiled_max_scan(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
+    best, tap = _tile_winners(x, attrs)
+    (oh, ow), (kh, kw) = attrs["out"], attrs["kernel"]
+    width = x.shape[3]
+    corner = (np.arange(oh)[:, None] * kh * width + np.arange(ow)[None, :] * kw).astype(np.int64)
+    offset = np.array([i * width + j for i in range(kh) for j in range(kw)], np.int64)
+    return best, corner + offset[tap]
+
+
+def _tiled_max_pool_grad(x: np.ndarray, g: np.ndarray, attrs: dict) -> np.ndarray:
+    """max_pool_grad over disjoint tiles: each element gets at most one gradient, 0 + g (so -0.0
+    lands as 0.0, as the scattered sum would), written tap by tap through strided views."""
+    tap = _tile_winners(x, attrs)[1]
+    share = g + np.zeros((), g.dtype)
+    out = np.zeros(x.shape, g.dtype)
+    zero = np.zeros((), g.dtype)
+    for t, view in enumerate(_tile_taps(out, attrs)):
+        view[...] = np.where(tap == t, share, zero)
+    return out
 
 
 def _lowest(dtype: np.dtype):
@@ -177,13 +237,16 @@ def max_pool_index(x: np.ndarray, **attrs) -> np.ndarray:
 
 def max_pool_grad(x: np.ndarray, g: np.ndarray, **attrs) -> np.ndarray:
     """Each output's gradient added to its window's winner, in output order (np.add.at's)."""
+    if tiles(attrs, x.shape[2:]):
+        return _tiled_max_pool_grad(x, g, attrs)
     arg = max_scan(x, attrs)[1]
     n, c, h, w = x.shape
     out = np.zeros((n * c, h * w), g.dtype)
-    planes = np.broadcast_to(np.arange(n * c)[:, None], (n * c, arg[0, 0].size))
-    arg = arg.reshape(n * c, -1)
+    per_plane = arg.shape[2] * arg.shape[3]  # spelled out: N*C may be 0, and reshape(0, -1) fails
+    planes = np.broadcast_to(np.arange(n * c)[:, None], (n * c, per_plane))
+    arg = arg.reshape(n * c, per_plane)
     won = arg >= 0
-    np.add.at(out, (planes[won], arg[won]), g.reshape(n * c, -1)[won])
+    np.add.at(out, (planes[won], arg[won]), g.reshape(n * c, per_plane)[won])
     return out.reshape(x.shape)
 
 

@@ -170,7 +170,24 @@ def _where_infer(c, a, b):
     return _same((a, b), "where")
 
 
-_register("where", Kind.ELEMENTWISE, _where_infer, np.where, "c ? a : b")
+_BLEND_MIN_SIZE = 4096  # below this np.where's single call beats the blend's five
+
+
+def _where(c, a, b):
+    """np.where's values, bit for bit; on large inputs as an integer blend b ^ ((a ^ b) & mask):
+    np.where branches per element and runs ~5x slower on an unpredictable condition (relu's)."""
+    if c.size < _BLEND_MIN_SIZE or a.dtype != b.dtype or a.dtype.itemsize not in (1, 2, 4, 8):
+        return np.where(c, a, b)
+    bits = np.dtype(f"u{a.dtype.itemsize}")
+    ai, bi = a.view(bits), b.view(bits)
+    mask = -c.view(np.uint8).astype(bits)  # all ones where c, else 0
+    out = np.bitwise_xor(ai, bi)
+    out &= mask
+    out ^= bi
+    return out.view(a.dtype)
+
+
+_register("where", Kind.ELEMENTWISE, _where_infer, _where, "c ? a : b")
 _register("cast", Kind.ELEMENTWISE, lambda x, *, dtype: TensorType(x.shape, dtype),
           lambda x, *, dtype: x.astype(dtype.np), "convert to dtype (floats truncate toward 0)",
           attrs=("dtype",))
@@ -439,6 +456,8 @@ def _conv2d_infer(x, w, *, stride, padding, dilation, groups):
 
 
 def _conv2d(x, w, *, stride, padding, dilation, groups):
+    if _scatter_is_smaller(x.shape, w.shape, stride, padding, dilation):
+        return _conv2d_scatter(x, w, stride, padding, dilation, groups)
     x = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
     win = _unfold(x, kernel=w.shape[2:], stride=stride, dilation=dilation)  # N,C,OH,OW,KH,KW
     wm = w.reshape(groups, w.shape[0] // groups, -1)  # G, O/G, C/G*KH*KW
@@ -461,6 +480,48 @@ def _conv2d_one_gemm(win, wm):
     out = np.matmul(cols.reshape(groups, n * oh * ow, -1), wm.transpose(0, 2, 1))  # G, N*OH*OW, O/G
     out = out.reshape(groups, n, oh, ow, og).transpose(1, 0, 4, 2, 3)
     return np.ascontiguousarray(out).reshape(n, groups * og, oh, ow)
+
+
+def _conv_out(size, k, s, p, d) -> int:
+    return _window_out(size + 2 * p, k, s, d)
+
+
+def _scatter_is_smaller(x_shape, w_shape, stride, padding, dilation) -> bool:
+    """Whether the per-tap products (N*O*KH*KW*H*W) are fewer than im2col's columns
+    (N*C*KH*KW*OH*OW): so for a heavily padded convolution with fewer output than input
+    channels, such as the input gradient of a stride-1 convolution. N and KH*KW cancel."""
+    (_, c, h, wd), (o, _, kh, kw) = x_shape, w_shape
+    oh = _conv_out(h, kh, stride[0], padding[0], dilation[0])
+    ow = _conv_out(wd, kw, stride[1], padding[1], dilation[1])
+    return o * h * wd < c * oh * ow
+
+
+def _conv2d_scatter(x, w, stride, padding, dilation, groups):
+    """conv2d as one GEMM of every tap's weights with the unpadded input, then each tap's product
+    added at its shifted output positions (col2im): no padded copy and no im2col columns."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    oh, ow = (_conv_out(h, kh, stride[0], padding[0], dilation[0]), _conv_out(wd, kw, stride[1], padding[1], dilation[1]))
+    xm = x.reshape(n, groups, cg, h * wd).transpose(1, 2, 0, 3).reshape(groups, cg, n * h * wd)
+    wm = w.reshape(groups, og, cg, kh * kw).transpose(0, 3, 1, 2).reshape(groups, kh * kw * og, cg)
+    taps = _matmul(wm, xm).reshape(groups, kh, kw, og, n, h, wd)
+    out = np.zeros((groups, og, n, oh, ow), x.dtype)
+    for i in range(kh):
+        rows, urows = _tap_span(i, oh, h, stride[0], padding[0], dilation[0])
+        for j in range(kw):
+            cols, ucols = _tap_span(j, ow, wd, stride[1], padding[1], dilation[1])
+            out[:, :, :, rows, cols] += taps[:, i, j, :, :, urows, ucols]
+    return np.ascontiguousarray(out.transpose(2, 0, 1, 3, 4)).reshape(n, o, oh, ow)
+
+
+def _tap_span(i: int, out: int, size: int, s: int, p: int, d: int) -> tuple[slice, slice]:
+    """The outputs y whose tap i reads inside the input (u = y*s + i*d - p in [0, size)), and those u."""
+    lo = max(0, -(-(p - i * d) // s))
+    hi = min(out, (size - 1 + p - i * d) // s + 1) if size - 1 + p - i * d >= 0 else 0
+    hi = max(hi, lo)
+    u = lo * s + i * d - p
+    return slice(lo, hi), slice(u, u + (hi - lo - 1) * s + 1 if hi > lo else u, s)
 
 
 def _matmul(a, b):

@@ -214,7 +214,8 @@ def _cast(g, s, attrs, t):
 def _where(g, s, attrs, t):
     c = s[0]
     z = zeros(g.shape, g.dtype)
-    return None, apply("where", c, g, z), apply("where", c, z, g)
+    # only the branches that need a gradient: relu's zero branch does not (half its backward)
+    return (None, apply("where", c, g, z) if t[1][2] else None, apply("where", c, z, g) if t[2][2] else None)
 
 
 # ---------------------------------------------------------------- layout
