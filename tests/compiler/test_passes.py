@@ -157,6 +157,28 @@ def test_transposed_matmul_result_becomes_matmul_of_transposed_operands():
     assert_same_results(g, out)
 
 
+def test_matmul_by_zeros_folds_and_drops_out_of_its_sum():
+    """A recurrent layer's zero initial state: h0 @ W and dgates^T @ h0 vanish, and so does the add."""
+    g = Graph()
+    h, w, y = g.input("h", f32(4, 3)), g.input("w", f32(3, 5)), g.input("y", f32(4, 5))
+    zeros = g.call("full", [], dict(shape=(3, 4), value=0.0, dtype=dt.float32))
+    left = g.call("matmul", [g.call("permute", [zeros], dict(dims=(1, 0))), w])  # (4, 3) zeros @ w
+    right = g.call("matmul", [h, g.call("expand", [scalar(g, 0.0, w)], dict(shape=(3, 5)))])
+    kept = g.call("matmul", [h, w])
+    g.outputs = [g.call("exp", [g.call("add", [left, y])]), g.call("add", [kept, right]), right]
+    out = cleanup.optimize(g)
+    assert _count(out, "matmul") == 1 and _count(out, "add") == 0
+    assert out.outputs[2].target == "full" and out.outputs[2].type == right.type  # an output stays a call
+    assert_same_results(g, out)
+
+
+def test_matmul_by_nonzero_splat_is_kept():
+    g = Graph()
+    h, w = g.input("h", f32(4, 3)), g.input("w", f32(3, 5))
+    g.outputs = [g.call("matmul", [h, g.call("expand", [scalar(g, 2.0, w)], dict(shape=(3, 5)))])]
+    assert _count(cleanup.optimize(g), "matmul") == 1
+
+
 def test_outputs_stay_call_nodes():
     g = Graph()
     x = g.input("x", f32(3))

@@ -197,6 +197,45 @@ def test_compiled_lstm_step_equals_eager():
         assert_same(a, b, rtol=1e-5, atol=1e-6)
 
 
+def _matmuls(artifacts, stage: str) -> list:
+    graph = artifacts.traced if stage == "traced" else artifacts.optimized
+    return [n for n in graph.nodes if n.op == "call" and n.target == "matmul"]
+
+
+def _fused_matmuls(artifacts) -> list:
+    return [n for g in artifacts.fusion.groups for n in g.nodes if n.target == "matmul"]
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_compiled_step_from_zero_state_equals_torch_and_drops_the_zero_matmuls(kind):
+    """The zero initial state's h0 @ W_hh^T and its weight-gradient term fold away (one of each per
+    layer) in the fused graph; losses and gradients still equal eager and torch."""
+    (g, t), layers = both(kind, 3, 5, num_layers=2, batch_first=True), 2
+    copy_weights(g, t)
+    x, y = randn(4, 6, 3), randn(4, 5, seed=1)
+
+    def step(lib, model, x, y):
+        for p in model.parameters():
+            p.grad = None
+        loss = (model(x)[0][:, -1] - y).square().mean()
+        loss.backward()
+        return loss
+
+    compiled = gt.compile(lambda x, y: step(gt, g, x, y))
+    compiled(gt.tensor(x), gt.tensor(y))
+    got = compiled(gt.tensor(x), gt.tensor(y))
+    want = step(torch, t, torch.tensor(x), torch.tensor(y))
+    assert_same(got, want, rtol=1e-5, atol=1e-6)
+    tparams = dict(t.named_parameters())
+    for name, p in g.named_parameters():
+        assert_same(p.grad, tparams[name].grad, rtol=1e-4, atol=1e-6, what=f"gradient of {name}")
+    entry = next(iter(compiled.entries.values()))
+    parts = [e.artifacts for e in (entry.forward, entry.backward) if e is not None]
+    traced, fused = (sum(len(f(a)) for a in parts) for f in (lambda a: _matmuls(a, "traced"), _fused_matmuls))
+    assert traced - fused == 2 * layers
+    assert not any(i.op == "call" and i.target == "full" for n in sum(map(_fused_matmuls, parts), []) for i in n.inputs)
+
+
 def test_compiled_gru_bidirectional_equals_eager():
     gru = nn.GRU(3, 4, num_layers=2, bidirectional=True)
     compiled = gt.compile(gru)
