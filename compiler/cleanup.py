@@ -22,6 +22,7 @@ import numpy as np
 
 from .interpreter import evaluate
 from .ir import Graph, Node, freeze, rewrite
+from .matmul_sums import fuse_matmul_sums
 from .primitives import Kind
 
 Pass = Callable[[Graph], Graph]
@@ -350,6 +351,7 @@ def fingerprint(graph: Graph) -> tuple:
 PASSES: list[tuple[str, Pass]] = [
     ("fold_constants", fold_constants),
     ("simplify", simplify),
+    ("fuse_matmul_sums", fuse_matmul_sums),
     ("cse", cse),
     ("dce", dce),
 ]

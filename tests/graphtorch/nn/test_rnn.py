@@ -207,12 +207,12 @@ def _fused_matmuls(artifacts) -> list:
 
 
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
-def test_compiled_step_from_zero_state_equals_torch_and_drops_the_zero_matmuls(kind):
-    """The zero initial state's h0 @ W_hh^T and its weight-gradient term fold away (one of each per
-    layer) in the fused graph; losses and gradients still equal eager and torch."""
-    (g, t), layers = both(kind, 3, 5, num_layers=2, batch_first=True), 2
+def test_compiled_step_folds_zero_state_and_stacks_weight_gradients(kind):
+    """In the fused graph, the zero initial state's h0 @ W_hh^T and its weight-gradient term fold away
+    and the other steps' weight-gradient GEMMs become one per layer; losses and gradients equal torch's."""
+    (g, t), layers = both(kind, 3, 6, num_layers=2, batch_first=True), 2
     copy_weights(g, t)
-    x, y = randn(4, 6, 3), randn(4, 5, seed=1)
+    x, y = randn(4, 6, 3), randn(4, 6, seed=1)
 
     def step(lib, model, x, y):
         for p in model.parameters():
@@ -232,7 +232,11 @@ def test_compiled_step_from_zero_state_equals_torch_and_drops_the_zero_matmuls(k
     entry = next(iter(compiled.entries.values()))
     parts = [e.artifacts for e in (entry.forward, entry.backward) if e is not None]
     traced, fused = (sum(len(f(a)) for a in parts) for f in (lambda a: _matmuls(a, "traced"), _fused_matmuls))
-    assert traced - fused == 2 * layers
+    steps, batch = x.shape[1], x.shape[0]
+    # per layer: h0 @ W_hh^T folds; the T - 1 other weight-gradient terms become one GEMM over T - 1 steps
+    assert traced - fused == layers * steps
+    stacked = [n for n in sum(map(_fused_matmuls, parts), []) if n.inputs[1].type.shape[0] == (steps - 1) * batch]
+    assert len(stacked) == layers and all(n.inputs[1].target == "concat" for n in stacked)
     assert not any(i.op == "call" and i.target == "full" for n in sum(map(_fused_matmuls, parts), []) for i in n.inputs)
 
 
