@@ -10,6 +10,7 @@ Decisions worth knowing:
 - `rand` is never merged or folded: two draws are two draws.
 - A graph output stays a call node: simplifications that would make an output an input or a
   constant are skipped, so backends always write outputs into fresh buffers from a kernel.
+- `x @ 0 -> 0` (a zeros operand of matmul) assumes the other operand finite, as -ffast-math.
 - `x + 0 -> x` turns `-0.0 + 0.0` into `-0.0` where IEEE gives `0.0` (as -ffast-math's nsz).
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from .interpreter import evaluate
 from .ir import Graph, Node, freeze, rewrite
+from .matmul_sums import fuse_matmul_sums
 from .primitives import Kind
 
 Pass = Callable[[Graph], Graph]
@@ -162,7 +164,7 @@ def _splat(n: Node) -> object | None:
 
 
 def simplify(graph: Graph) -> Graph:
-    """x*1, 1*x, x+0, 0+x, x-0, x/1, --x; layout ops that compose or do nothing (permute, reshape,
+    """x*1, 1*x, x+0, 0+x, x-0, x/1, --x, x @ 0; layout ops that compose or do nothing (permute, reshape,
     expand, pad, slice); casts to the same dtype; copies; a transposed matmul result whose
     matmul has no other user becomes the matmul of the transposed operands."""
     outputs = set(graph.outputs)
@@ -247,6 +249,16 @@ def _same_shape(n: Node, ins: list[Node], g: Graph) -> Node | None:
     return ins[0] if ins[0].type.shape == n.type.shape else None
 
 
+def _zero_matmul(n: Node, ins: list[Node], g: Graph) -> Node | None:
+    """A matmul by an all-zero operand is zeros of its type: a recurrent layer's zero initial state
+    makes h0 @ W_hh^T and its weight-gradient term dgates^T @ h0, which then drop out of their sums
+    (0 + y -> y). Like -ffast-math, this assumes the other operand finite (inf * 0 would be NaN)."""
+    if not any(_is(i, 0) for i in ins):
+        return None
+    zero = np.zeros((), n.type.dtype.np).item()
+    return g.call("full", [], dict(shape=n.type.shape, value=zero, dtype=n.type.dtype), n.loc, n.origin)
+
+
 def _cast(n: Node, ins: list[Node], g: Graph) -> Node | None:
     return ins[0] if ins[0].type.dtype is n.attrs["dtype"] else None
 
@@ -264,6 +276,7 @@ _RULES = {
     "pad": _same_shape,
     "slice": _same_shape,
     "copy": lambda n, ins, g: ins[0],
+    "matmul": _zero_matmul,
 }
 
 
@@ -338,6 +351,7 @@ def fingerprint(graph: Graph) -> tuple:
 PASSES: list[tuple[str, Pass]] = [
     ("fold_constants", fold_constants),
     ("simplify", simplify),
+    ("fuse_matmul_sums", fuse_matmul_sums),
     ("cse", cse),
     ("dce", dce),
 ]

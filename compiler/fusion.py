@@ -210,6 +210,9 @@ class _Fuser:
         if p is None:
             self._reject_no_postdominator(n)
             return
+        if n.target == "concat" and p.target == "permute":  # written transposed, it reads many strided rows
+            self._reject(n, p, f"{n.name} (concat) is written in its own layout: a GEMM reads the transpose in place")
+            return
         k = self.index[n]
         path = (self.desc[k] & self.anc[self.index[p]]) | (1 << self.index[p])
         merged = self.members[self.gid[k]]
@@ -291,6 +294,9 @@ class _Fuser:
                 if m.prim.kind is not Kind.INJECTIVE:
                     return m, (f"a {a.target} ({a.name}) takes only injective prologues on its operands "
                                f"(a transpose, an expand), and {m.name} is {m.target}")
+                if m.target == "concat":  # a per-element choice of source in the GEMM's inner loop
+                    return m, (f"a {a.target} ({a.name}) reads a concat ({m.name}) faster as one buffer: "
+                               "the concat is its own kernel")
             for m in self._nodes(epilogue):
                 if m.prim.kind is not Kind.ELEMENTWISE:
                     return m, f"an out-fusable group takes only an elementwise epilogue, and {m.name} is {m.target}"

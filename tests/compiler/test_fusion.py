@@ -229,3 +229,18 @@ def test_fused_dump_names_each_convs_lowering():
     (group,) = fuse(g).groups
     assert f"lowering: {conv_lowering.choose(conv)}" in format_group(group)
     assert "lowering: im2col (cost per image: im2col " in format_group(group)  # the only one for a strided, dilated conv
+
+
+def test_a_gemm_reads_a_concatenation_as_its_own_buffer():
+    """Stacked weight gradients: the concats are their own kernels (not an element-wise choice of
+    source inside the GEMM), and the transpose of one stays in the GEMM, read in place."""
+    g = Graph()
+    ds, hs = [g.input(f"d{t}", f32(4, 6)) for t in range(3)], [g.input(f"h{t}", f32(4, 3)) for t in range(3)]
+    rows = g.call("concat", ds, dict(dim=0))
+    left = g.call("permute", [rows], dict(dims=(1, 0)))
+    g.outputs = [g.call("matmul", [left, g.call("concat", hs, dict(dim=0))])]
+    plan = fuse(g)
+    targets = sorted(tuple(n.target for n in grp.nodes) for grp in plan.groups)
+    assert targets == [("concat",), ("concat",), ("permute", "matmul")]
+    assert any("concat" in r.reason and "read" in r.reason for r in plan.rejections)
+    check_plan(g, plan.groups)

@@ -197,6 +197,49 @@ def test_compiled_lstm_step_equals_eager():
         assert_same(a, b, rtol=1e-5, atol=1e-6)
 
 
+def _matmuls(artifacts, stage: str) -> list:
+    graph = artifacts.traced if stage == "traced" else artifacts.optimized
+    return [n for n in graph.nodes if n.op == "call" and n.target == "matmul"]
+
+
+def _fused_matmuls(artifacts) -> list:
+    return [n for g in artifacts.fusion.groups for n in g.nodes if n.target == "matmul"]
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_compiled_step_folds_zero_state_and_stacks_weight_gradients(kind):
+    """In the fused graph, the zero initial state's h0 @ W_hh^T and its weight-gradient term fold away
+    and the other steps' weight-gradient GEMMs become one per layer; losses and gradients equal torch's."""
+    (g, t), layers = both(kind, 3, 6, num_layers=2, batch_first=True), 2
+    copy_weights(g, t)
+    x, y = randn(4, 6, 3), randn(4, 6, seed=1)
+
+    def step(lib, model, x, y):
+        for p in model.parameters():
+            p.grad = None
+        loss = (model(x)[0][:, -1] - y).square().mean()
+        loss.backward()
+        return loss
+
+    compiled = gt.compile(lambda x, y: step(gt, g, x, y))
+    compiled(gt.tensor(x), gt.tensor(y))
+    got = compiled(gt.tensor(x), gt.tensor(y))
+    want = step(torch, t, torch.tensor(x), torch.tensor(y))
+    assert_same(got, want, rtol=1e-5, atol=1e-6)
+    tparams = dict(t.named_parameters())
+    for name, p in g.named_parameters():
+        assert_same(p.grad, tparams[name].grad, rtol=1e-4, atol=1e-6, what=f"gradient of {name}")
+    entry = next(iter(compiled.entries.values()))
+    parts = [e.artifacts for e in (entry.forward, entry.backward) if e is not None]
+    traced, fused = (sum(len(f(a)) for a in parts) for f in (lambda a: _matmuls(a, "traced"), _fused_matmuls))
+    steps, batch = x.shape[1], x.shape[0]
+    # per layer: h0 @ W_hh^T folds; the T - 1 other weight-gradient terms become one GEMM over T - 1 steps
+    assert traced - fused == layers * steps
+    stacked = [n for n in sum(map(_fused_matmuls, parts), []) if n.inputs[1].type.shape[0] == (steps - 1) * batch]
+    assert len(stacked) == layers and all(n.inputs[1].target == "concat" for n in stacked)
+    assert not any(i.op == "call" and i.target == "full" for n in sum(map(_fused_matmuls, parts), []) for i in n.inputs)
+
+
 def test_compiled_gru_bidirectional_equals_eager():
     gru = nn.GRU(3, 4, num_layers=2, bidirectional=True)
     compiled = gt.compile(gru)
