@@ -208,11 +208,16 @@ BRow = Callable[[ir.IRBuilder, ir.Value, ir.Value, list], ir.Value]
 CRow = Callable[[ir.IRBuilder, ir.Value, int, ir.Value, list], ir.Value]
 
 
+# a_elem(builder, a argument, row i (a Python int), depth index p, extra arguments) -> pointer to A[i, p]
+AElem = Callable[[ir.IRBuilder, ir.Value, int, ir.Value, list], ir.Value]
+
+
 def tile_kernel(module: ir.Module, lay: Layout, name: str, extra: list[ir.Type], b_row: BRow,
-                b_align: int, c_row: CRow | None = None) -> ir.Function:
+                b_align: int, c_row: CRow | None = None, a_elem: AElem | None = None) -> ir.Function:
     """`void (i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, *extra)`: C[:MR, :NR] (+)= A @ B
-    with A a packed panel (kc columns of MR values) and row p of B found by `b_row` (aligned to
-    b_align bytes): the GEMM's packed panel, or a direct convolution's stretch of the input.
+    with A a packed panel (kc columns of MR values), or where `a_elem` says (a small GEMM's A read
+    in place), and row p of B found by `b_row` (aligned to b_align bytes): the GEMM's packed panel,
+    or a direct convolution's stretch of the input.
     Row i of C is at c + i*ldc, or where `c_row` says (a transposed convolution's scatter)."""
     if name in module.globals:
         return module.globals[name]
@@ -241,7 +246,8 @@ def tile_kernel(module: ir.Module, lay: Layout, name: str, extra: list[ir.Type],
     bvec = [b.load(elem_ptr(b, row, i64(h * lay.width), lay), typ=lay.vec, align=b_align) for h in range(2)]
     zeros = ir.Constant(ir.VectorType(I32, lay.width), None)
     for i in range(lay.mr):
-        a = b.load(elem_ptr(b, ap, b.add(b.mul(p, i64(lay.mr)), i64(i)), lay), typ=lay.scalar, align=lay.itemsize)
+        a_ptr = a_elem(b, ap, i, p, list(fn.args[6:])) if a_elem else elem_ptr(b, ap, b.add(b.mul(p, i64(lay.mr)), i64(i)), lay)
+        a = b.load(a_ptr, typ=lay.scalar, align=lay.itemsize)
         abc = b.shuffle_vector(b.insert_element(ir.Constant(lay.vec, ir.Undefined), a, ir.Constant(I32, 0)),
                                ir.Constant(lay.vec, ir.Undefined), zeros)
         for h in range(2):
@@ -421,7 +427,89 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
         tile_epilogue = None
         if epilogue is not None:
             tile_epilogue = lambda bb, r0, r1, c0, c1, bi=bi: epilogue(bb, bi, r0, r1, c0, c1)
-        emit_gemm(b, lay, am, bmat, c, i64(spec.n), spec.k, rows, cols, workspace, (spec.m, spec.n), tile_epilogue)
+        if is_small(spec):
+            emit_small_gemm(b, spec, am, bmat, c, rows, cols, workspace, tile_epilogue)
+        else:
+            emit_gemm(b, lay, am, bmat, c, i64(spec.n), spec.k, rows, cols, workspace, (spec.m, spec.n), tile_epilogue)
+
+
+# ---------------------------------------------------------------- small GEMMs: A read in place
+
+SMALL_MAX_K = 64  # up to this depth a strip of MR rows of A (and a B panel) stays in L1 unpacked
+SMALL_MAX_MN = 64 * 64  # and C this small: per-head attention and its gradients, not the big linears
+
+
+def is_small(spec: GemmSpec) -> bool:
+    """Small products (the attention's per-head matmuls) lose more to packing than they gain: the
+    micro-kernel reads A in place, and B too when its rows are contiguous whole NR-wide panels."""
+    return spec.k <= SMALL_MAX_K and spec.m * spec.n <= SMALL_MAX_MN
+
+
+def direct_b(spec: GemmSpec) -> bool:
+    """B's panels are read in place: unit column stride and no partial panel (which packing pads)."""
+    return spec.strides[1][2] == 1 and spec.n % spec.layout.nr == 0
+
+
+def emit_small_gemm(b: ir.IRBuilder, spec: GemmSpec, a: Matrix, bm: Matrix, c: ir.Value,
+                    rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value], workspace: ir.Value,
+                    epilogue: Epilogue | None = None) -> None:
+    """C[rows, cols] = A[rows, :] @ B[:, cols] (C dense m x n) without packing A, and B only when
+    its panels cannot be read in place; the whole K in one pass (K <= SMALL_MAX_K)."""
+    lay = spec.layout
+    nb, na, _ = _workspace_parts(spec.m, spec.n, spec.k, lay)
+    tile = elem_ptr(b, workspace, i64(nb + na), lay)
+    (m0, m1), (n0, n1) = rows, cols
+    if direct_b(spec):
+        b_ptr, ldb = elem_ptr(b, bm.ptr, n0, lay), bm.rs  # panel j starts at column n0 + j
+    else:
+        b_src = elem_ptr(b, bm.ptr, b.mul(n0, bm.cs), lay)
+        b.call(_pack_function(b.module, lay, lay.nr), [b_src, bm.cs, bm.rs, b.sub(n1, n0), i64(spec.k), workspace])
+        b_ptr, ldb = workspace, i64(lay.nr)
+    a_ptr = elem_ptr(b, a.ptr, b.mul(m0, a.rs), lay)
+    c_ptr = elem_ptr(b, c, b.add(b.mul(m0, i64(spec.n)), n0), lay)
+    b.call(_small_macro_kernel(b.module, lay, direct_b(spec)),
+           [b.sub(m1, m0), b.sub(n1, n0), i64(spec.k), a_ptr, a.rs, a.cs, b_ptr, ldb, c_ptr, i64(spec.n), tile])
+    if epilogue is not None:
+        epilogue(b, m0, m1, n0, n1)
+
+
+def _small_micro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
+    """`void (i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, i64 a_rs, i64 a_cs, i64 rows, i64 ldb)`:
+    the micro-kernel with A[i, p] = a[min(i, rows - 1) * a_rs + p * a_cs] (an edge tile's missing
+    rows re-read the last valid one: never out of bounds) and row p of B at b + p * ldb."""
+
+    def a_elem(b, ap, i, p, extra):
+        a_rs, a_cs, rows, _ = extra
+        row = min_i64(b, i64(i), b.sub(rows, i64(1)))
+        return elem_ptr(b, ap, b.add(b.mul(row, a_rs), b.mul(p, a_cs)), lay)
+
+    return tile_kernel(module, lay, f"gt_gemm_small_ukernel_{lay.name}_{lay.mr}x{lay.nr}", [I64] * 4,
+                       lambda b, bp, p, extra: elem_ptr(b, bp, b.mul(p, extra[3]), lay), lay.itemsize,
+                       a_elem=a_elem)
+
+
+def _small_macro_kernel(module: ir.Module, lay: Layout, b_in_place: bool) -> ir.Function:
+    """`void (i64 m, i64 n, i64 k, ptr a, i64 a_rs, i64 a_cs, ptr b, i64 ldb, ptr c, i64 ldc, ptr tile)`:
+    C[:m, :n] = A @ B tile by tile. B panel j starts at b + j*NR (in place) or b + j*k (packed)."""
+
+    def emit(b, m, n, k, a, a_rs, a_cs, bp, ldb, c, ldc, tile):
+        uk, store = _small_micro_kernel(module, lay), ir.Constant(I1, 0)
+        with loop(b, 0, n, lay.nr) as jr:
+            ncols = min_i64(b, i64(lay.nr), b.sub(n, jr))
+            b_panel = elem_ptr(b, bp, jr if b_in_place else b.mul(jr, k), lay)
+            with loop(b, 0, m, lay.mr) as ir_:
+                nrows = min_i64(b, i64(lay.mr), b.sub(m, ir_))
+                a_strip, c_tile = elem_ptr(b, a, b.mul(ir_, a_rs), lay), elem_ptr(b, c, b.add(b.mul(ir_, ldc), jr), lay)
+                full = b.and_(b.icmp_signed("==", nrows, i64(lay.mr)), b.icmp_signed("==", ncols, i64(lay.nr)))
+                with b.if_else(full) as (then, otherwise):
+                    with then:
+                        b.call(uk, [k, a_strip, b_panel, c_tile, ldc, store, a_rs, a_cs, nrows, ldb])
+                    with otherwise:
+                        b.call(uk, [k, a_strip, b_panel, tile, i64(lay.nr), store, a_rs, a_cs, nrows, ldb])
+                        _copy_tile(b, lay, tile, c_tile, ldc, nrows, ncols, store)
+
+    name = f"gt_gemm_small_macro_{lay.name}_{'direct' if b_in_place else 'packed'}"
+    return _shared_function(module, name, [I64, I64, I64, PTR, I64, I64, PTR, I64, PTR, I64, PTR], emit)
 
 
 # ---------------------------------------------------------------- few rows: matrix-vector products

@@ -5,6 +5,7 @@ Two levels: the kernel alone (a module of one GEMM, JIT'd here, called per threa
 """
 
 import ctypes
+import mmap
 
 import numpy as np
 import pytest
@@ -13,7 +14,14 @@ from llvm_helpers import compiled, interpret
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.ir import Graph, Group
-from graphtorch.compiler.llvm.gemm import GemmSpec, build_gemm_module, workspace_bytes
+from graphtorch.compiler.llvm.gemm import (
+    GEMV_MAX_M,
+    GemmSpec,
+    build_gemm_module,
+    direct_b,
+    is_small,
+    workspace_bytes,
+)
 from graphtorch.runtime import compile_ir
 
 KERNEL = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_int64, ctypes.c_int64)
@@ -114,6 +122,73 @@ def test_kernel_propagates_nan_and_inf():
     got = run_gemm(GemmSpec.dense(8, 18, 9), a, b)
     want = np.matmul(a, b)
     assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+
+
+# ---------------------------------------------------------------- small GEMMs: A (and B) read in place
+
+
+def guarded(x: np.ndarray) -> np.ndarray:
+    """A copy of x ending right before an inaccessible page: a read past its end crashes the test."""
+    page = mmap.PAGESIZE
+    size = _round_up(max(x.nbytes, 1), page) + page
+    buf = mmap.mmap(-1, size)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))  # the export keeps buf mapped
+    assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(base + size - page), ctypes.c_size_t(page), 0) == 0  # PROT_NONE
+    out = np.frombuffer(buf, np.uint8, count=x.nbytes, offset=size - page - x.nbytes).view(x.dtype).reshape(x.shape)
+    out[...] = x
+    return out
+
+
+def _round_up(x: int, to: int) -> int:
+    return -(-x // to) * to
+
+
+def run_small_gemm(spec: GemmSpec, a: np.ndarray, b: np.ndarray, nthreads: int) -> np.ndarray:
+    """run_gemm with guarded operands and a sentinel margin around the output: asserts nothing
+    outside C is written and every element of C is."""
+    native = compile_ir(str(build_gemm_module(spec)), cache=False)
+    fn = KERNEL(native.address("gemm"))
+    a, b, margin = guarded(a), guarded(b), 64
+    padded = np.full(spec.batch * spec.m * spec.n + 2 * margin, 7.0, a.dtype)
+    for tid in range(nthreads):
+        ws = np.empty(workspace_bytes(spec) + 64, np.uint8)
+        fn(a.ctypes.data, b.ctypes.data, padded[margin:].ctypes.data, ws.ctypes.data + (-ws.ctypes.data) % 64, tid, nthreads)
+    assert np.all(padded[:margin] == 7.0) and np.all(padded[-margin:] == 7.0)
+    return padded[margin:-margin].reshape(spec.batch, spec.m, spec.n)
+
+
+SMALL_CASES = [  # (m, n, k, batch): the GPT's per-head shapes, tile edges, 1s and the size limits
+    (32, 32, 16, 9), (32, 16, 32, 4), (1, 1, 1, 1), (5, 16, 3, 2), (6, 32, 64, 1), (7, 17, 9, 3),
+    (13, 48, 1, 5), (64, 64, 64, 2), (70, 48, 33, 1), (33, 70, 40, 7), (2, 5, 64, 8), (19, 31, 0, 2),
+]
+
+
+@pytest.mark.parametrize("m,n,k,batch", SMALL_CASES)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_small_gemm_in_place_matches_numpy(m, n, k, batch, trans_a, trans_b):
+    a, b, a_log, b_log = operands(m, n, k, batch=batch, trans_a=trans_a, trans_b=trans_b, seed=m + n + k)
+    spec = GemmSpec.dense(m, n, k, trans_a=trans_a, trans_b=trans_b, batch=batch)
+    if m > GEMV_MAX_M:  # fewer rows take the matrix-vector path
+        assert is_small(spec)
+    assert direct_b(spec) == ((not trans_b or k == 1) and n % 16 == 0)  # a k=1 transpose is contiguous too
+    got = run_small_gemm(spec, a, b, nthreads=2)
+    assert_gemm_close(got, a_log, b_log, k)
+    assert np.array_equal(run_small_gemm(spec, a, b, nthreads=3), got)
+
+
+@pytest.mark.parametrize("m,n,k,batch", [(32, 16, 32, 3), (9, 8, 5, 2), (31, 12, 64, 1)])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
+def test_small_gemm_fp64(m, n, k, batch, trans_a, trans_b):
+    a, b, a_log, b_log = operands(m, n, k, batch=batch, trans_a=trans_a, trans_b=trans_b, dtype=np.float64)
+    spec = GemmSpec.dense(m, n, k, trans_a=trans_a, trans_b=trans_b, batch=batch, dtype="f64")
+    assert is_small(spec) and direct_b(spec) == (not trans_b and n % 8 == 0)
+    got = run_small_gemm(spec, a, b, nthreads=2)
+    np.testing.assert_allclose(got, reference(a_log, b_log), rtol=1e-12, atol=1e-12 * np.sqrt(k))
+
+
+def test_small_gemm_limits():
+    assert is_small(GemmSpec.dense(64, 64, 64)) and not is_small(GemmSpec.dense(64, 64, 65))
+    assert not is_small(GemmSpec.dense(512, 64, 64))  # the big linears keep their packed A
 
 
 # ---------------------------------------------------------------- the "matmul" group lowering
