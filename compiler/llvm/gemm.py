@@ -19,7 +19,9 @@ per constant shape; a call site is three loops. The epilogue runs per block rath
 for the same reason: inside the tile loops, a vectorized relu made the module optimize 6x slower.
 Operands are read through (row, column) element strides, so a transposed operand (x @ W^T) or
 a broadcast batch (stride 0) is read in place: packing is the only copy. With at most
-GEMV_MAX_M rows of A (batch-1 inference) nothing is packed: B is streamed once per row.
+GEMV_MAX_M rows of A (batch-1 inference) nothing is packed: B is streamed once per row. With a
+small C (at most SMALL_MAX_MN elements: per-head attention, small weight gradients) A is not packed
+either: the micro-kernel reads it in place, and B too when its rows hold whole contiguous panels.
 """
 
 from __future__ import annotations
@@ -126,7 +128,10 @@ def workspace_elements(m: int, n: int, k: int, layout: Layout) -> int:
 
 
 def workspace_bytes(spec: GemmSpec) -> int:
-    return workspace_elements(spec.m, spec.n, spec.k, spec.layout) * spec.layout.itemsize
+    elements = workspace_elements(spec.m, spec.n, spec.k, spec.layout)
+    if is_small(spec):
+        elements = max(elements, _small_workspace_elements(spec))
+    return elements * spec.layout.itemsize
 
 
 def _workspace_parts(m: int, n: int, k: int, lay: Layout) -> tuple[int, int, int]:
@@ -435,14 +440,21 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
 
 # ---------------------------------------------------------------- small GEMMs: A read in place
 
-SMALL_MAX_K = 64  # up to this depth a strip of MR rows of A (and a B panel) stays in L1 unpacked
-SMALL_MAX_MN = 64 * 64  # and C this small: per-head attention and its gradients, not the big linears
+SMALL_MAX_MN = 64 * 64  # C this small: per-head attention, its gradients, small weight gradients
+SMALL_MAX_K = 1024  # measured on one core: unpacked beats packed up to here (64x64x1024 96 vs 77 GF/s)
 
 
 def is_small(spec: GemmSpec) -> bool:
-    """Small products (the attention's per-head matmuls) lose more to packing than they gain: the
-    micro-kernel reads A in place, and B too when its rows are contiguous whole NR-wide panels."""
+    """Small outputs (the attention's per-head matmuls, a 64x64 weight gradient) lose more to packing
+    than they gain: each thread would pack all of B for a few tiles. The micro-kernel reads A in
+    place instead, and B too when its rows are contiguous whole NR-wide panels."""
     return spec.k <= SMALL_MAX_K and spec.m * spec.n <= SMALL_MAX_MN
+
+
+def _small_workspace_elements(spec: GemmSpec) -> int:
+    """The scratch edge tile (a multiple of 64 bytes), then all of K x N of B packed."""
+    lay = spec.layout
+    return lay.mr * lay.nr + max(spec.k, 1) * _round_up(spec.n, lay.nr)
 
 
 def direct_b(spec: GemmSpec) -> bool:
@@ -454,17 +466,17 @@ def emit_small_gemm(b: ir.IRBuilder, spec: GemmSpec, a: Matrix, bm: Matrix, c: i
                     rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value], workspace: ir.Value,
                     epilogue: Epilogue | None = None) -> None:
     """C[rows, cols] = A[rows, :] @ B[:, cols] (C dense m x n) without packing A, and B only when
-    its panels cannot be read in place; the whole K in one pass (K <= SMALL_MAX_K)."""
+    its panels cannot be read in place; the whole K in one pass (K <= SMALL_MAX_K).
+    `workspace`: _small_workspace_elements(spec), 64-byte aligned."""
     lay = spec.layout
-    nb, na, _ = _workspace_parts(spec.m, spec.n, spec.k, lay)
-    tile = elem_ptr(b, workspace, i64(nb + na), lay)
+    tile, packed_b = workspace, elem_ptr(b, workspace, i64(lay.mr * lay.nr), lay)
     (m0, m1), (n0, n1) = rows, cols
     if direct_b(spec):
         b_ptr, ldb = elem_ptr(b, bm.ptr, n0, lay), bm.rs  # panel j starts at column n0 + j
     else:
         b_src = elem_ptr(b, bm.ptr, b.mul(n0, bm.cs), lay)
-        b.call(_pack_function(b.module, lay, lay.nr), [b_src, bm.cs, bm.rs, b.sub(n1, n0), i64(spec.k), workspace])
-        b_ptr, ldb = workspace, i64(lay.nr)
+        b.call(_pack_function(b.module, lay, lay.nr), [b_src, bm.cs, bm.rs, b.sub(n1, n0), i64(spec.k), packed_b])
+        b_ptr, ldb = packed_b, i64(lay.nr)
     a_ptr = elem_ptr(b, a.ptr, b.mul(m0, a.rs), lay)
     c_ptr = elem_ptr(b, c, b.add(b.mul(m0, i64(spec.n)), n0), lay)
     b.call(_small_macro_kernel(b.module, lay, direct_b(spec)),

@@ -65,9 +65,11 @@ def test_kernel_matches_numpy_on_odd_sizes(m, n, k):
 
 @pytest.mark.parametrize("trans_a,trans_b", [(True, False), (False, True), (True, True)])
 def test_kernel_reads_transposed_operands_in_place(trans_a, trans_b):
-    m, n, k = 37, 29, 270  # two K blocks, edge tiles in both directions
+    m, n, k = 37, 129, 270  # two K blocks, edge tiles in both directions, too big for the small path
     a, b, a_log, b_log = operands(m, n, k, trans_a=trans_a, trans_b=trans_b)
-    got = run_gemm(GemmSpec.dense(m, n, k, trans_a=trans_a, trans_b=trans_b), a, b)
+    spec = GemmSpec.dense(m, n, k, trans_a=trans_a, trans_b=trans_b)
+    assert not is_small(spec)
+    got = run_gemm(spec, a, b)
     assert_gemm_close(got, a_log, b_log, k)
 
 
@@ -96,9 +98,11 @@ def test_few_rows_stream_b_in_place(m, trans_a, trans_b):
 
 
 def test_kernel_fp64():
-    m, n, k = 23, 19, 140
+    m, n, k = 23, 190, 140  # two K blocks of the packed path
     a, b, _, _ = operands(m, n, k, dtype=np.float64)
-    got = run_gemm(GemmSpec.dense(m, n, k, dtype="f64"), a, b)
+    spec = GemmSpec.dense(m, n, k, dtype="f64")
+    assert not is_small(spec)
+    got = run_gemm(spec, a, b)
     np.testing.assert_allclose(got, reference(a, b), rtol=1e-12, atol=1e-12 * np.sqrt(k))
 
 
@@ -160,6 +164,7 @@ def run_small_gemm(spec: GemmSpec, a: np.ndarray, b: np.ndarray, nthreads: int) 
 SMALL_CASES = [  # (m, n, k, batch): the GPT's per-head shapes, tile edges, 1s and the size limits
     (32, 32, 16, 9), (32, 16, 32, 4), (1, 1, 1, 1), (5, 16, 3, 2), (6, 32, 64, 1), (7, 17, 9, 3),
     (13, 48, 1, 5), (64, 64, 64, 2), (70, 48, 33, 1), (33, 70, 40, 7), (2, 5, 64, 8), (19, 31, 0, 2),
+    (65, 63, 300, 1), (9, 32, 1024, 2),  # K beyond the packed path's K block: all of B packed at once
 ]
 
 
@@ -176,7 +181,7 @@ def test_small_gemm_in_place_matches_numpy(m, n, k, batch, trans_a, trans_b):
     assert np.array_equal(run_small_gemm(spec, a, b, nthreads=3), got)
 
 
-@pytest.mark.parametrize("m,n,k,batch", [(32, 16, 32, 3), (9, 8, 5, 2), (31, 12, 64, 1)])
+@pytest.mark.parametrize("m,n,k,batch", [(32, 16, 32, 3), (9, 8, 5, 2), (31, 12, 64, 1), (64, 64, 512, 1)])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
 def test_small_gemm_fp64(m, n, k, batch, trans_a, trans_b):
     a, b, a_log, b_log = operands(m, n, k, batch=batch, trans_a=trans_a, trans_b=trans_b, dtype=np.float64)
@@ -187,7 +192,7 @@ def test_small_gemm_fp64(m, n, k, batch, trans_a, trans_b):
 
 
 def test_small_gemm_limits():
-    assert is_small(GemmSpec.dense(64, 64, 64)) and not is_small(GemmSpec.dense(64, 64, 65))
+    assert is_small(GemmSpec.dense(64, 64, 1024)) and not is_small(GemmSpec.dense(64, 64, 1025))
     assert not is_small(GemmSpec.dense(512, 64, 64))  # the big linears keep their packed A
 
 
