@@ -677,19 +677,34 @@ def lower_matmul(ctx: LoweringContext, group: Group) -> None:
     lead = len(batch_dims)
     views = [operand_view(ctx, x) for x in anchor.inputs]
     strides = [v.merged(lead) for v in views]
+    outer, outer_strides = 1, [0, 0]
+    if None in strides and lead >= 2 and None not in (splits := [_split_batch(v, lead) for v in views]):
+        # attention heads (batch, heads) permuted out of (batch, tokens, heads, width): a loop over
+        # the first batch dim reads them in place instead of copying both operands
+        outer, outer_strides, strides = batch_dims[0], [s[0] for s in splits], [s[1] for s in splits]
     for i, st in enumerate(strides):
         if st is None:  # batch dims that are no single stride (a permuted batch): copy that operand
             views[i] = operand_view(ctx, anchor.inputs[i], copy=True)
             strides[i] = views[i].merged(lead)
-    spec = GemmSpec(m, n, k, dtype.short, math.prod(batch_dims), strides[0], strides[1])
+    spec = GemmSpec(m, n, k, dtype.short, math.prod(batch_dims) // max(outer, 1), strides[0], strides[1])
     c = output_buffer(ctx, group)
-    epilogue = None
-    if root is not anchor:
-        def epilogue(b, bi, r0, r1, c0, c1):
-            base = b.mul(bi, i64(m))
-            emit_epilogue(ctx, group, c, (b.add(base, r0), b.add(base, r1)), (c0, c1))
     ws = ctx.workspace(workspace_bytes(spec), per_thread=True)
-    emit_matmul(ctx.builder, spec, views[0].ptr, views[1].ptr, c, ws, ctx.tid, ctx.nthreads, epilogue)
+    b, lay = ctx.builder, spec.layout
+    with loop(b, 0, outer) as o:
+        epilogue = None
+        if root is not anchor:
+            def epilogue(bb, bi, r0, r1, c0, c1):
+                base = bb.mul(bb.add(bb.mul(o, i64(spec.batch)), bi), i64(m))
+                emit_epilogue(ctx, group, c, (bb.add(base, r0), bb.add(base, r1)), (c0, c1))
+        a_ptr, b_ptr = (elem_ptr(b, v.ptr, b.mul(o, i64(s)), lay) for v, s in zip(views, outer_strides))
+        out = elem_ptr(b, c, b.mul(o, i64(spec.batch * m * n)), lay)
+        emit_matmul(b, spec, a_ptr, b_ptr, out, ws, ctx.tid, ctx.nthreads, epilogue)
+
+
+def _split_batch(view: View, lead: int) -> tuple[int, tuple[int, ...]] | None:
+    """(the stride of batch dim 0, the strides with batch dims [1, lead) merged), or None."""
+    inner = View(view.ptr, view.shape[1:], view.strides[1:]).merged(lead - 1)
+    return None if inner is None else (view.strides[0], inner)
 
 
 LOWERINGS["matmul"] = lower_matmul
