@@ -301,7 +301,8 @@ def test_single_matmul_group_and_integer_fallback():
 
 
 def test_operands_that_are_no_strided_view_are_copied():
-    """A padded operand and a permuted batch cannot be read through strides: the lowering copies them."""
+    """A padded operand cannot be read through strides: the lowering copies it (the permuted batch
+    of `a` loops over its first batch dim)."""
     g = Graph()
     d = dt.float32
     a = g.input("a", TensorType((3, 2, 5, 6), d))  # batch dims swapped below: no single batch stride
@@ -316,6 +317,26 @@ def test_operands_that_are_no_strided_view_are_copied():
     (got,) = compiled(g, *args, groups=group_of(g, mm))
     (want,) = interpret(g, *args)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,heads,tokens,width", [(3, 2, 7, 5), (2, 4, 32, 16)])
+def test_heads_permuted_out_of_tokens_read_in_place_with_epilogue(batch, heads, tokens, width):
+    """q @ k^T as attention makes it: (batch, heads) batch dims of no single stride loop over batch;
+    the epilogue (a scale) must find each outer batch's block of the output."""
+    g = Graph()
+    d = dt.float32
+    q = g.input("q", TensorType((batch, tokens, heads, width), d))
+    k = g.input("k", TensorType((batch, tokens, heads, width), d))
+    q_op = g.call("permute", [q], {"dims": (0, 2, 1, 3)})
+    k_op = g.call("permute", [k], {"dims": (0, 2, 3, 1)})
+    mm = g.call("matmul", [q_op, k_op])
+    scale = g.call("full", [], {"shape": (batch, heads, tokens, tokens), "value": 0.25, "dtype": d})
+    g.outputs = [g.call("mul", [mm, scale])]
+    rng = np.random.default_rng(5)
+    args = [rng.standard_normal(i.type.shape).astype(np.float32) for i in g.inputs]
+    (got,) = compiled(g, *args, groups=group_of(g, mm), num_threads=2)
+    want = 0.25 * np.matmul(args[0].transpose(0, 2, 1, 3), args[1].transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(width))
 
 
 def test_sliced_operand_read_in_place():
