@@ -656,7 +656,30 @@ def _strided(ctx: LoweringContext, node: Node) -> View | None:
         return View(ptr, shape, tuple(s * step for s, step in zip(src.strides, a["steps"])))
     if src.strides == tuple(index.strides(src.shape)):  # reshape of a dense view stays dense
         return View(src.ptr, shape, tuple(index.strides(shape)))
-    return None
+    strides = reshaped_strides(src.shape, src.strides, shape)  # e.g. heads split out of a sliced qkv
+    return None if strides is None else View(src.ptr, shape, strides)
+
+
+def reshaped_strides(old: tuple[int, ...], strides: tuple[int, ...], new: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Strides that read `new` from a strided view of shape `old` in row-major order, or None when
+    the reshape needs a copy: each run of old dims that is contiguous among itself must be an
+    exact run of new dims."""
+    if math.prod(old) == 0:
+        return tuple(index.strides(new))
+    out, j = [0] * len(new), len(new) - 1
+    run_size, base = 1, None
+    for i in reversed(range(len(old))):
+        base = strides[i] if base is None else base
+        run_size *= old[i]
+        if i > 0 and (old[i - 1] == 1 or strides[i - 1] == run_size * base):
+            continue  # old dim i-1 continues this contiguous run
+        done = 1
+        while j >= 0 and (done < run_size or new[j] == 1):
+            out[j], done, j = done * base, done * new[j], j - 1
+        if done != run_size:
+            return None
+        run_size, base = 1, None
+    return tuple(out) if j < 0 else None
 
 
 def output_buffer(ctx: LoweringContext, group: Group) -> ir.Value:

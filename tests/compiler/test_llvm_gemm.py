@@ -20,6 +20,7 @@ from graphtorch.compiler.llvm.gemm import (
     build_gemm_module,
     direct_b,
     is_small,
+    reshaped_strides,
     workspace_bytes,
 )
 from graphtorch.runtime import compile_ir
@@ -337,6 +338,31 @@ def test_heads_permuted_out_of_tokens_read_in_place_with_epilogue(batch, heads, 
     (got,) = compiled(g, *args, groups=group_of(g, mm), num_threads=2)
     want = 0.25 * np.matmul(args[0].transpose(0, 2, 1, 3), args[1].transpose(0, 2, 3, 1))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(width))
+
+
+def test_reshaped_strides_read_what_numpy_reshape_gives():
+    """Random permuted, strided views reshaped at random: when strides are found they read numpy's
+    reshape; a reshape that merges dims of no common stride needs a copy (None)."""
+    rng, found = np.random.default_rng(0), 0
+    for _ in range(500):
+        x = np.arange(int(np.prod(shape := rng.integers(1, 4, rng.integers(1, 5))))).reshape(shape)
+        x = x.transpose(rng.permutation(x.ndim))[tuple(slice(None, None, int(rng.integers(1, 3))) for _ in shape)]
+        new = tuple(int(d) for d in rng.permutation(_factors(x.size)))
+        strides = reshaped_strides(x.shape, tuple(s // x.itemsize for s in x.strides), new)
+        if strides is not None:
+            found += 1
+            view = np.lib.stride_tricks.as_strided(x, new, tuple(s * x.itemsize for s in strides))
+            assert np.array_equal(view, x.reshape(new)), (x.shape, x.strides, new)
+    assert found > 100
+    assert reshaped_strides((2, 3), (1, 2), (6,)) is None  # a transposed matrix flattened
+
+
+def _factors(n: int) -> list[int]:
+    out = [1]
+    for p in range(2, n + 1):
+        while n % p == 0:
+            out, n = out + [p], n // p
+    return out
 
 
 def test_sliced_operand_read_in_place():
