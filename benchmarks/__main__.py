@@ -215,9 +215,10 @@ print(time.perf_counter() - t0)
 
 
 def bench_gemm(repeat: int) -> None:
-    from . import gemm
+    from . import gemm, small_gemm
 
     gemm.main(repeat=repeat)
+    small_gemm.main(repeat)
 
 
 SECTIONS = ("inference", "training", "overhead", "eager", "gemm", "conv", "compile", "inspection", "transformer",

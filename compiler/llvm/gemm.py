@@ -19,7 +19,9 @@ per constant shape; a call site is three loops. The epilogue runs per block rath
 for the same reason: inside the tile loops, a vectorized relu made the module optimize 6x slower.
 Operands are read through (row, column) element strides, so a transposed operand (x @ W^T) or
 a broadcast batch (stride 0) is read in place: packing is the only copy. With at most
-GEMV_MAX_M rows of A (batch-1 inference) nothing is packed: B is streamed once per row.
+GEMV_MAX_M rows of A (batch-1 inference) nothing is packed: B is streamed once per row. With a
+small C (at most SMALL_MAX_MN elements: per-head attention, small weight gradients) A is not packed
+either: the micro-kernel reads it in place, and B too when its rows hold whole contiguous panels.
 """
 
 from __future__ import annotations
@@ -126,7 +128,10 @@ def workspace_elements(m: int, n: int, k: int, layout: Layout) -> int:
 
 
 def workspace_bytes(spec: GemmSpec) -> int:
-    return workspace_elements(spec.m, spec.n, spec.k, spec.layout) * spec.layout.itemsize
+    elements = workspace_elements(spec.m, spec.n, spec.k, spec.layout)
+    if is_small(spec):
+        elements = max(elements, _small_workspace_elements(spec))
+    return elements * spec.layout.itemsize
 
 
 def _workspace_parts(m: int, n: int, k: int, lay: Layout) -> tuple[int, int, int]:
@@ -208,11 +213,16 @@ BRow = Callable[[ir.IRBuilder, ir.Value, ir.Value, list], ir.Value]
 CRow = Callable[[ir.IRBuilder, ir.Value, int, ir.Value, list], ir.Value]
 
 
+# a_elem(builder, a argument, row i (a Python int), depth index p, extra arguments) -> pointer to A[i, p]
+AElem = Callable[[ir.IRBuilder, ir.Value, int, ir.Value, list], ir.Value]
+
+
 def tile_kernel(module: ir.Module, lay: Layout, name: str, extra: list[ir.Type], b_row: BRow,
-                b_align: int, c_row: CRow | None = None) -> ir.Function:
+                b_align: int, c_row: CRow | None = None, a_elem: AElem | None = None) -> ir.Function:
     """`void (i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, *extra)`: C[:MR, :NR] (+)= A @ B
-    with A a packed panel (kc columns of MR values) and row p of B found by `b_row` (aligned to
-    b_align bytes): the GEMM's packed panel, or a direct convolution's stretch of the input.
+    with A a packed panel (kc columns of MR values), or where `a_elem` says (a small GEMM's A read
+    in place), and row p of B found by `b_row` (aligned to b_align bytes): the GEMM's packed panel,
+    or a direct convolution's stretch of the input.
     Row i of C is at c + i*ldc, or where `c_row` says (a transposed convolution's scatter)."""
     if name in module.globals:
         return module.globals[name]
@@ -241,7 +251,8 @@ def tile_kernel(module: ir.Module, lay: Layout, name: str, extra: list[ir.Type],
     bvec = [b.load(elem_ptr(b, row, i64(h * lay.width), lay), typ=lay.vec, align=b_align) for h in range(2)]
     zeros = ir.Constant(ir.VectorType(I32, lay.width), None)
     for i in range(lay.mr):
-        a = b.load(elem_ptr(b, ap, b.add(b.mul(p, i64(lay.mr)), i64(i)), lay), typ=lay.scalar, align=lay.itemsize)
+        a_ptr = a_elem(b, ap, i, p, list(fn.args[6:])) if a_elem else elem_ptr(b, ap, b.add(b.mul(p, i64(lay.mr)), i64(i)), lay)
+        a = b.load(a_ptr, typ=lay.scalar, align=lay.itemsize)
         abc = b.shuffle_vector(b.insert_element(ir.Constant(lay.vec, ir.Undefined), a, ir.Constant(I32, 0)),
                                ir.Constant(lay.vec, ir.Undefined), zeros)
         for h in range(2):
@@ -421,7 +432,96 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
         tile_epilogue = None
         if epilogue is not None:
             tile_epilogue = lambda bb, r0, r1, c0, c1, bi=bi: epilogue(bb, bi, r0, r1, c0, c1)
-        emit_gemm(b, lay, am, bmat, c, i64(spec.n), spec.k, rows, cols, workspace, (spec.m, spec.n), tile_epilogue)
+        if is_small(spec):
+            emit_small_gemm(b, spec, am, bmat, c, rows, cols, workspace, tile_epilogue)
+        else:
+            emit_gemm(b, lay, am, bmat, c, i64(spec.n), spec.k, rows, cols, workspace, (spec.m, spec.n), tile_epilogue)
+
+
+# ---------------------------------------------------------------- small GEMMs: A read in place
+
+SMALL_MAX_MN = 64 * 64  # C this small: per-head attention, its gradients, small weight gradients
+SMALL_MAX_K = 1024  # measured on one core: unpacked beats packed up to here (64x64x1024 96 vs 77 GF/s)
+
+
+def is_small(spec: GemmSpec) -> bool:
+    """Small outputs (the attention's per-head matmuls, a 64x64 weight gradient) lose more to packing
+    than they gain: each thread would pack all of B for a few tiles. The micro-kernel reads A in
+    place instead, and B too when its rows are contiguous whole NR-wide panels."""
+    return spec.k <= SMALL_MAX_K and spec.m * spec.n <= SMALL_MAX_MN
+
+
+def _small_workspace_elements(spec: GemmSpec) -> int:
+    """The scratch edge tile (a multiple of 64 bytes), then all of K x N of B packed."""
+    lay = spec.layout
+    return lay.mr * lay.nr + max(spec.k, 1) * _round_up(spec.n, lay.nr)
+
+
+def direct_b(spec: GemmSpec) -> bool:
+    """B's panels are read in place: unit column stride and no partial panel (which packing pads)."""
+    return spec.strides[1][2] == 1 and spec.n % spec.layout.nr == 0
+
+
+def emit_small_gemm(b: ir.IRBuilder, spec: GemmSpec, a: Matrix, bm: Matrix, c: ir.Value,
+                    rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value], workspace: ir.Value,
+                    epilogue: Epilogue | None = None) -> None:
+    """C[rows, cols] = A[rows, :] @ B[:, cols] (C dense m x n) without packing A, and B only when
+    its panels cannot be read in place; the whole K in one pass (K <= SMALL_MAX_K).
+    `workspace`: _small_workspace_elements(spec), 64-byte aligned."""
+    lay = spec.layout
+    tile, packed_b = workspace, elem_ptr(b, workspace, i64(lay.mr * lay.nr), lay)
+    (m0, m1), (n0, n1) = rows, cols
+    if direct_b(spec):
+        b_ptr, ldb = elem_ptr(b, bm.ptr, n0, lay), bm.rs  # panel j starts at column n0 + j
+    else:
+        b_src = elem_ptr(b, bm.ptr, b.mul(n0, bm.cs), lay)
+        b.call(_pack_function(b.module, lay, lay.nr), [b_src, bm.cs, bm.rs, b.sub(n1, n0), i64(spec.k), packed_b])
+        b_ptr, ldb = packed_b, i64(lay.nr)
+    a_ptr = elem_ptr(b, a.ptr, b.mul(m0, a.rs), lay)
+    c_ptr = elem_ptr(b, c, b.add(b.mul(m0, i64(spec.n)), n0), lay)
+    b.call(_small_macro_kernel(b.module, lay, direct_b(spec)),
+           [b.sub(m1, m0), b.sub(n1, n0), i64(spec.k), a_ptr, a.rs, a.cs, b_ptr, ldb, c_ptr, i64(spec.n), tile])
+    if epilogue is not None:
+        epilogue(b, m0, m1, n0, n1)
+
+
+def _small_micro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
+    """`void (i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate, i64 a_rs, i64 a_cs, i64 rows, i64 ldb)`:
+    the micro-kernel with A[i, p] = a[min(i, rows - 1) * a_rs + p * a_cs] (an edge tile's missing
+    rows re-read the last valid one: never out of bounds) and row p of B at b + p * ldb."""
+
+    def a_elem(b, ap, i, p, extra):
+        a_rs, a_cs, rows, _ = extra
+        row = min_i64(b, i64(i), b.sub(rows, i64(1)))
+        return elem_ptr(b, ap, b.add(b.mul(row, a_rs), b.mul(p, a_cs)), lay)
+
+    return tile_kernel(module, lay, f"gt_gemm_small_ukernel_{lay.name}_{lay.mr}x{lay.nr}", [I64] * 4,
+                       lambda b, bp, p, extra: elem_ptr(b, bp, b.mul(p, extra[3]), lay), lay.itemsize,
+                       a_elem=a_elem)
+
+
+def _small_macro_kernel(module: ir.Module, lay: Layout, b_in_place: bool) -> ir.Function:
+    """`void (i64 m, i64 n, i64 k, ptr a, i64 a_rs, i64 a_cs, ptr b, i64 ldb, ptr c, i64 ldc, ptr tile)`:
+    C[:m, :n] = A @ B tile by tile. B panel j starts at b + j*NR (in place) or b + j*k (packed)."""
+
+    def emit(b, m, n, k, a, a_rs, a_cs, bp, ldb, c, ldc, tile):
+        uk, store = _small_micro_kernel(module, lay), ir.Constant(I1, 0)
+        with loop(b, 0, n, lay.nr) as jr:
+            ncols = min_i64(b, i64(lay.nr), b.sub(n, jr))
+            b_panel = elem_ptr(b, bp, jr if b_in_place else b.mul(jr, k), lay)
+            with loop(b, 0, m, lay.mr) as ir_:
+                nrows = min_i64(b, i64(lay.mr), b.sub(m, ir_))
+                a_strip, c_tile = elem_ptr(b, a, b.mul(ir_, a_rs), lay), elem_ptr(b, c, b.add(b.mul(ir_, ldc), jr), lay)
+                full = b.and_(b.icmp_signed("==", nrows, i64(lay.mr)), b.icmp_signed("==", ncols, i64(lay.nr)))
+                with b.if_else(full) as (then, otherwise):
+                    with then:
+                        b.call(uk, [k, a_strip, b_panel, c_tile, ldc, store, a_rs, a_cs, nrows, ldb])
+                    with otherwise:
+                        b.call(uk, [k, a_strip, b_panel, tile, i64(lay.nr), store, a_rs, a_cs, nrows, ldb])
+                        _copy_tile(b, lay, tile, c_tile, ldc, nrows, ncols, store)
+
+    name = f"gt_gemm_small_macro_{lay.name}_{'direct' if b_in_place else 'packed'}"
+    return _shared_function(module, name, [I64, I64, I64, PTR, I64, I64, PTR, I64, PTR, I64, PTR], emit)
 
 
 # ---------------------------------------------------------------- few rows: matrix-vector products
@@ -556,7 +656,30 @@ def _strided(ctx: LoweringContext, node: Node) -> View | None:
         return View(ptr, shape, tuple(s * step for s, step in zip(src.strides, a["steps"])))
     if src.strides == tuple(index.strides(src.shape)):  # reshape of a dense view stays dense
         return View(src.ptr, shape, tuple(index.strides(shape)))
-    return None
+    strides = reshaped_strides(src.shape, src.strides, shape)  # e.g. heads split out of a sliced qkv
+    return None if strides is None else View(src.ptr, shape, strides)
+
+
+def reshaped_strides(old: tuple[int, ...], strides: tuple[int, ...], new: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Strides that read `new` from a strided view of shape `old` in row-major order, or None when
+    the reshape needs a copy: each run of old dims that is contiguous among itself must be an
+    exact run of new dims."""
+    if math.prod(old) == 0:
+        return tuple(index.strides(new))
+    out, j = [0] * len(new), len(new) - 1
+    run_size, base = 1, None
+    for i in reversed(range(len(old))):
+        base = strides[i] if base is None else base
+        run_size *= old[i]
+        if i > 0 and (old[i - 1] == 1 or strides[i - 1] == run_size * base):
+            continue  # old dim i-1 continues this contiguous run
+        done = 1
+        while j >= 0 and (done < run_size or new[j] == 1):
+            out[j], done, j = done * base, done * new[j], j - 1
+        if done != run_size:
+            return None
+        run_size, base = 1, None
+    return tuple(out) if j < 0 else None
 
 
 def output_buffer(ctx: LoweringContext, group: Group) -> ir.Value:
@@ -577,19 +700,34 @@ def lower_matmul(ctx: LoweringContext, group: Group) -> None:
     lead = len(batch_dims)
     views = [operand_view(ctx, x) for x in anchor.inputs]
     strides = [v.merged(lead) for v in views]
+    outer, outer_strides = 1, [0, 0]
+    if None in strides and lead >= 2 and None not in (splits := [_split_batch(v, lead) for v in views]):
+        # attention heads (batch, heads) permuted out of (batch, tokens, heads, width): a loop over
+        # the first batch dim reads them in place instead of copying both operands
+        outer, outer_strides, strides = batch_dims[0], [s[0] for s in splits], [s[1] for s in splits]
     for i, st in enumerate(strides):
         if st is None:  # batch dims that are no single stride (a permuted batch): copy that operand
             views[i] = operand_view(ctx, anchor.inputs[i], copy=True)
             strides[i] = views[i].merged(lead)
-    spec = GemmSpec(m, n, k, dtype.short, math.prod(batch_dims), strides[0], strides[1])
+    spec = GemmSpec(m, n, k, dtype.short, math.prod(batch_dims) // max(outer, 1), strides[0], strides[1])
     c = output_buffer(ctx, group)
-    epilogue = None
-    if root is not anchor:
-        def epilogue(b, bi, r0, r1, c0, c1):
-            base = b.mul(bi, i64(m))
-            emit_epilogue(ctx, group, c, (b.add(base, r0), b.add(base, r1)), (c0, c1))
     ws = ctx.workspace(workspace_bytes(spec), per_thread=True)
-    emit_matmul(ctx.builder, spec, views[0].ptr, views[1].ptr, c, ws, ctx.tid, ctx.nthreads, epilogue)
+    b, lay = ctx.builder, spec.layout
+    with loop(b, 0, outer) as o:
+        epilogue = None
+        if root is not anchor:
+            def epilogue(bb, bi, r0, r1, c0, c1):
+                base = bb.mul(bb.add(bb.mul(o, i64(spec.batch)), bi), i64(m))
+                emit_epilogue(ctx, group, c, (bb.add(base, r0), bb.add(base, r1)), (c0, c1))
+        a_ptr, b_ptr = (elem_ptr(b, v.ptr, b.mul(o, i64(s)), lay) for v, s in zip(views, outer_strides))
+        out = elem_ptr(b, c, b.mul(o, i64(spec.batch * m * n)), lay)
+        emit_matmul(b, spec, a_ptr, b_ptr, out, ws, ctx.tid, ctx.nthreads, epilogue)
+
+
+def _split_batch(view: View, lead: int) -> tuple[int, tuple[int, ...]] | None:
+    """(the stride of batch dim 0, the strides with batch dims [1, lead) merged), or None."""
+    inner = View(view.ptr, view.shape[1:], view.strides[1:]).merged(lead - 1)
+    return None if inner is None else (view.strides[0], inner)
 
 
 LOWERINGS["matmul"] = lower_matmul

@@ -5,6 +5,7 @@ Two levels: the kernel alone (a module of one GEMM, JIT'd here, called per threa
 """
 
 import ctypes
+import mmap
 
 import numpy as np
 import pytest
@@ -13,7 +14,15 @@ from llvm_helpers import compiled, interpret
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.ir import Graph, Group
-from graphtorch.compiler.llvm.gemm import GemmSpec, build_gemm_module, workspace_bytes
+from graphtorch.compiler.llvm.gemm import (
+    GEMV_MAX_M,
+    GemmSpec,
+    build_gemm_module,
+    direct_b,
+    is_small,
+    reshaped_strides,
+    workspace_bytes,
+)
 from graphtorch.runtime import compile_ir
 
 KERNEL = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_int64, ctypes.c_int64)
@@ -57,9 +66,11 @@ def test_kernel_matches_numpy_on_odd_sizes(m, n, k):
 
 @pytest.mark.parametrize("trans_a,trans_b", [(True, False), (False, True), (True, True)])
 def test_kernel_reads_transposed_operands_in_place(trans_a, trans_b):
-    m, n, k = 37, 29, 270  # two K blocks, edge tiles in both directions
+    m, n, k = 37, 129, 270  # two K blocks, edge tiles in both directions, too big for the small path
     a, b, a_log, b_log = operands(m, n, k, trans_a=trans_a, trans_b=trans_b)
-    got = run_gemm(GemmSpec.dense(m, n, k, trans_a=trans_a, trans_b=trans_b), a, b)
+    spec = GemmSpec.dense(m, n, k, trans_a=trans_a, trans_b=trans_b)
+    assert not is_small(spec)
+    got = run_gemm(spec, a, b)
     assert_gemm_close(got, a_log, b_log, k)
 
 
@@ -88,9 +99,11 @@ def test_few_rows_stream_b_in_place(m, trans_a, trans_b):
 
 
 def test_kernel_fp64():
-    m, n, k = 23, 19, 140
+    m, n, k = 23, 190, 140  # two K blocks of the packed path
     a, b, _, _ = operands(m, n, k, dtype=np.float64)
-    got = run_gemm(GemmSpec.dense(m, n, k, dtype="f64"), a, b)
+    spec = GemmSpec.dense(m, n, k, dtype="f64")
+    assert not is_small(spec)
+    got = run_gemm(spec, a, b)
     np.testing.assert_allclose(got, reference(a, b), rtol=1e-12, atol=1e-12 * np.sqrt(k))
 
 
@@ -114,6 +127,74 @@ def test_kernel_propagates_nan_and_inf():
     got = run_gemm(GemmSpec.dense(8, 18, 9), a, b)
     want = np.matmul(a, b)
     assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+
+
+# ---------------------------------------------------------------- small GEMMs: A (and B) read in place
+
+
+def guarded(x: np.ndarray) -> np.ndarray:
+    """A copy of x ending right before an inaccessible page: a read past its end crashes the test."""
+    page = mmap.PAGESIZE
+    size = _round_up(max(x.nbytes, 1), page) + page
+    buf = mmap.mmap(-1, size)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))  # the export keeps buf mapped
+    assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(base + size - page), ctypes.c_size_t(page), 0) == 0  # PROT_NONE
+    out = np.frombuffer(buf, np.uint8, count=x.nbytes, offset=size - page - x.nbytes).view(x.dtype).reshape(x.shape)
+    out[...] = x
+    return out
+
+
+def _round_up(x: int, to: int) -> int:
+    return -(-x // to) * to
+
+
+def run_small_gemm(spec: GemmSpec, a: np.ndarray, b: np.ndarray, nthreads: int) -> np.ndarray:
+    """run_gemm with guarded operands and a sentinel margin around the output: asserts nothing
+    outside C is written and every element of C is."""
+    native = compile_ir(str(build_gemm_module(spec)), cache=False)
+    fn = KERNEL(native.address("gemm"))
+    a, b, margin = guarded(a), guarded(b), 64
+    padded = np.full(spec.batch * spec.m * spec.n + 2 * margin, 7.0, a.dtype)
+    for tid in range(nthreads):
+        ws = np.empty(workspace_bytes(spec) + 64, np.uint8)
+        fn(a.ctypes.data, b.ctypes.data, padded[margin:].ctypes.data, ws.ctypes.data + (-ws.ctypes.data) % 64, tid, nthreads)
+    assert np.all(padded[:margin] == 7.0) and np.all(padded[-margin:] == 7.0)
+    return padded[margin:-margin].reshape(spec.batch, spec.m, spec.n)
+
+
+SMALL_CASES = [  # (m, n, k, batch): the GPT's per-head shapes, tile edges, 1s and the size limits
+    (32, 32, 16, 9), (32, 16, 32, 4), (1, 1, 1, 1), (5, 16, 3, 2), (6, 32, 64, 1), (7, 17, 9, 3),
+    (13, 48, 1, 5), (64, 64, 64, 2), (70, 48, 33, 1), (33, 70, 40, 7), (2, 5, 64, 8), (19, 31, 0, 2),
+    (65, 63, 300, 1), (9, 32, 1024, 2),  # K beyond the packed path's K block: all of B packed at once
+]
+
+
+@pytest.mark.parametrize("m,n,k,batch", SMALL_CASES)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_small_gemm_in_place_matches_numpy(m, n, k, batch, trans_a, trans_b):
+    a, b, a_log, b_log = operands(m, n, k, batch=batch, trans_a=trans_a, trans_b=trans_b, seed=m + n + k)
+    spec = GemmSpec.dense(m, n, k, trans_a=trans_a, trans_b=trans_b, batch=batch)
+    if m > GEMV_MAX_M:  # fewer rows take the matrix-vector path
+        assert is_small(spec)
+    assert direct_b(spec) == ((not trans_b or k == 1) and n % 16 == 0)  # a k=1 transpose is contiguous too
+    got = run_small_gemm(spec, a, b, nthreads=2)
+    assert_gemm_close(got, a_log, b_log, k)
+    assert np.array_equal(run_small_gemm(spec, a, b, nthreads=3), got)
+
+
+@pytest.mark.parametrize("m,n,k,batch", [(32, 16, 32, 3), (9, 8, 5, 2), (31, 12, 64, 1), (64, 64, 512, 1)])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
+def test_small_gemm_fp64(m, n, k, batch, trans_a, trans_b):
+    a, b, a_log, b_log = operands(m, n, k, batch=batch, trans_a=trans_a, trans_b=trans_b, dtype=np.float64)
+    spec = GemmSpec.dense(m, n, k, trans_a=trans_a, trans_b=trans_b, batch=batch, dtype="f64")
+    assert is_small(spec) and direct_b(spec) == (not trans_b and n % 8 == 0)
+    got = run_small_gemm(spec, a, b, nthreads=2)
+    np.testing.assert_allclose(got, reference(a_log, b_log), rtol=1e-12, atol=1e-12 * np.sqrt(k))
+
+
+def test_small_gemm_limits():
+    assert is_small(GemmSpec.dense(64, 64, 1024)) and not is_small(GemmSpec.dense(64, 64, 1025))
+    assert not is_small(GemmSpec.dense(512, 64, 64))  # the big linears keep their packed A
 
 
 # ---------------------------------------------------------------- the "matmul" group lowering
@@ -221,7 +302,8 @@ def test_single_matmul_group_and_integer_fallback():
 
 
 def test_operands_that_are_no_strided_view_are_copied():
-    """A padded operand and a permuted batch cannot be read through strides: the lowering copies them."""
+    """A padded operand cannot be read through strides: the lowering copies it (the permuted batch
+    of `a` loops over its first batch dim)."""
     g = Graph()
     d = dt.float32
     a = g.input("a", TensorType((3, 2, 5, 6), d))  # batch dims swapped below: no single batch stride
@@ -236,6 +318,51 @@ def test_operands_that_are_no_strided_view_are_copied():
     (got,) = compiled(g, *args, groups=group_of(g, mm))
     (want,) = interpret(g, *args)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,heads,tokens,width", [(3, 2, 7, 5), (2, 4, 32, 16)])
+def test_heads_permuted_out_of_tokens_read_in_place_with_epilogue(batch, heads, tokens, width):
+    """q @ k^T as attention makes it: (batch, heads) batch dims of no single stride loop over batch;
+    the epilogue (a scale) must find each outer batch's block of the output."""
+    g = Graph()
+    d = dt.float32
+    q = g.input("q", TensorType((batch, tokens, heads, width), d))
+    k = g.input("k", TensorType((batch, tokens, heads, width), d))
+    q_op = g.call("permute", [q], {"dims": (0, 2, 1, 3)})
+    k_op = g.call("permute", [k], {"dims": (0, 2, 3, 1)})
+    mm = g.call("matmul", [q_op, k_op])
+    scale = g.call("full", [], {"shape": (batch, heads, tokens, tokens), "value": 0.25, "dtype": d})
+    g.outputs = [g.call("mul", [mm, scale])]
+    rng = np.random.default_rng(5)
+    args = [rng.standard_normal(i.type.shape).astype(np.float32) for i in g.inputs]
+    (got,) = compiled(g, *args, groups=group_of(g, mm), num_threads=2)
+    want = 0.25 * np.matmul(args[0].transpose(0, 2, 1, 3), args[1].transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(width))
+
+
+def test_reshaped_strides_read_what_numpy_reshape_gives():
+    """Random permuted, strided views reshaped at random: when strides are found they read numpy's
+    reshape; a reshape that merges dims of no common stride needs a copy (None)."""
+    rng, found = np.random.default_rng(0), 0
+    for _ in range(500):
+        x = np.arange(int(np.prod(shape := rng.integers(1, 4, rng.integers(1, 5))))).reshape(shape)
+        x = x.transpose(rng.permutation(x.ndim))[tuple(slice(None, None, int(rng.integers(1, 3))) for _ in shape)]
+        new = tuple(int(d) for d in rng.permutation(_factors(x.size)))
+        strides = reshaped_strides(x.shape, tuple(s // x.itemsize for s in x.strides), new)
+        if strides is not None:
+            found += 1
+            view = np.lib.stride_tricks.as_strided(x, new, tuple(s * x.itemsize for s in strides))
+            assert np.array_equal(view, x.reshape(new)), (x.shape, x.strides, new)
+    assert found > 100
+    assert reshaped_strides((2, 3), (1, 2), (6,)) is None  # a transposed matrix flattened
+
+
+def _factors(n: int) -> list[int]:
+    out = [1]
+    for p in range(2, n + 1):
+        while n % p == 0:
+            out, n = out + [p], n // p
+    return out
 
 
 def test_sliced_operand_read_in_place():
