@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import models
+from . import loop_overhead, models
 
 
 def _median_us(repeat: int, fn, *args) -> float:
@@ -39,15 +39,7 @@ def _glue_step(fw, params):
 
 
 def main(repeat: int) -> None:
-    import graphtorch
-
-    frameworks = {"gt": graphtorch}
-    try:
-        import torch
-
-        frameworks["torch"] = torch
-    except ImportError:
-        pass
+    frameworks = loop_overhead.frameworks()
     rng = np.random.default_rng(0)
     logits, classes = rng.standard_normal((128, 10)).astype(np.float32), rng.integers(0, 10, 128)
     out, target = rng.standard_normal((100, 1)).astype(np.float32), rng.standard_normal((100, 1)).astype(np.float32)

@@ -101,16 +101,22 @@ def bench_scheduler(repeat: int, frameworks: dict, steps: int = 30) -> None:
     print(f"{'sin-mlp step + cosine lr':28s} " + " | ".join(cells) + f" | recompiles in {steps} steps: {recompiles}")
 
 
-def main(repeat: int) -> None:
+def frameworks() -> dict:
+    """{"gt": graphtorch, "torch": torch} (torch where it is installed)."""
     import graphtorch
 
-    frameworks = {"gt": graphtorch}
+    found = {"gt": graphtorch}
     try:
         import torch
 
-        frameworks["torch"] = torch
+        found["torch"] = torch
     except ImportError:
         pass
-    bench_dispatch(repeat, frameworks)
-    bench_optimizer_step(repeat, frameworks)
-    bench_scheduler(repeat, frameworks)
+    return found
+
+
+def main(repeat: int) -> None:
+    found = frameworks()
+    bench_dispatch(repeat, found)
+    bench_optimizer_step(repeat, found)
+    bench_scheduler(repeat, found)
