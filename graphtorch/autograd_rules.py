@@ -643,9 +643,12 @@ def _max_pool_grad(g, s, attrs, t):
     n, c, h, w = t[0][0]
     index = apply("max_pool_index", s[0], **attrs)
     oh, ow = index.shape[2:]
+    tapless = apply("lt", index, full_like(index, 0))  # -1: a dilated window with no tap in the input
+    index = apply("where", tapless, full_like(index, 0), index)
     picked = apply("gather", apply("reshape", g, shape=(n, c, h * w)),
                    apply("reshape", index, shape=(n, c, oh * ow)), dim=2)
-    return None, apply("reshape", picked, shape=(n, c, oh, ow))
+    picked = apply("reshape", picked, shape=(n, c, oh, ow))
+    return None, apply("where", tapless, full_like(picked, 0), picked)
 
 
 @rule("avg_pool", "AvgPool2DBackward0")

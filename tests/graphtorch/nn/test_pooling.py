@@ -129,6 +129,17 @@ def test_double_backward_matches_torch(op):
         np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-12)
 
 
+def test_double_backward_of_a_window_with_no_tap_inside_is_zero():
+    """Dilation 5 over 4 elements with padding 1: the one window's taps (-1 and 4) both miss the
+    input, so no input gradient depends on its output gradient (its argmax index is -1)."""
+    x = gt.tensor([[[1.0, 2.0, 3.0, 4.0]]], dtype=gt.float64, requires_grad=True)
+    y = F.max_pool1d(x, 2, stride=1, padding=1, dilation=5)
+    gy = gt.ones_like(y).requires_grad_()
+    (gx,) = gt.autograd.grad(y, x, gy, create_graph=True)
+    (ggy,) = gt.autograd.grad((gx * gt.tensor([[[5.0, 6.0, 7.0, 8.0]]], dtype=gt.float64)).sum(), gy)
+    assert y.item() == -np.inf and gx.abs().sum().item() == 0 and ggy.item() == 0
+
+
 def test_max_pool_grad_fn_name():
     x = gt.tensor(randn(1, 1, 4, 4), requires_grad=True)
     assert F.max_pool2d(x, 2).grad_fn.name() == "MaxPool2DWithIndicesBackward0"
