@@ -121,6 +121,19 @@ def compare(fn, *arrays, grad: bool = True, rtol: float = 1e-6, atol: float = 1e
     return got, want
 
 
+def loss_eager_then_compiled(model, loss_fn, x, y) -> list[tuple[float, np.ndarray, str]]:
+    """(loss, model.weight's gradient, the loss's grad_fn name) from loss_fn eagerly, from its
+    compiled version's first call (which runs eagerly) and from its compiled call."""
+    compiled = gt.compile(loss_fn)
+    results = []
+    for fn in (loss_fn, compiled, compiled):
+        model.weight.grad = None
+        loss = fn(x, y)
+        loss.backward()
+        results.append((loss.item(), model.weight.grad.numpy().copy(), loss.grad_fn.name()))
+    return results
+
+
 def lenet_train_step():
     """(model, step): the digits LeNet and an SGD-momentum training step over it, seeded."""
     import lenet_digits  # examples/ is on pytest's pythonpath

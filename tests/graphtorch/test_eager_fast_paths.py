@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import compare, gradcheck, raises_like, randn
+from conftest import compare, gradcheck, loss_eager_then_compiled, raises_like, randn
 
 import graphtorch as gt
 from graphtorch import dispatch
@@ -175,14 +175,8 @@ def test_cross_entropy_double_backward_matches_torch(torch):
 def test_cross_entropy_compiled_equals_eager():
     model = gt.nn.Linear(6, 4)
     x, y = gt.tensor(randn(8, 6)), gt.tensor(np.array([0, 3, 1, 1, 2, 0, 3, 2]))
-    loss_fn = lambda x, y: gt.nn.functional.cross_entropy(model(x), y)  # noqa: E731
-    compiled = gt.compile(loss_fn)
-    results = []
-    for fn in (loss_fn, compiled, compiled):  # eager, the warm-up call (eager), the compiled one
-        model.weight.grad = None
-        loss = fn(x, y)
-        loss.backward()
-        results.append((loss.item(), model.weight.grad.numpy().copy()))
+    results = loss_eager_then_compiled(model, lambda x, y: gt.nn.functional.cross_entropy(model(x), y), x, y)
+    assert results[2][2] == "CompiledFunctionBackward"
     np.testing.assert_allclose(results[2][0], results[0][0], rtol=1e-6)
     np.testing.assert_allclose(results[2][1], results[0][1], rtol=1e-5, atol=1e-6)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_same, gradcheck, pair, randn
+from conftest import assert_same, gradcheck, loss_eager_then_compiled, pair, randn
 
 import graphtorch as gt
 import graphtorch.nn.functional as F
@@ -61,14 +61,7 @@ def test_an_input_modified_in_place_after_the_loss_is_torchs_error():
 def test_compiled_equals_eager():
     model = gt.nn.Linear(3, 1)
     x, y = gt.tensor(randn(8, 3)), gt.tensor(randn(8, 1, seed=1))
-    loss_fn = lambda x, y: F.mse_loss(model(x), y)  # noqa: E731
-    compiled = gt.compile(loss_fn)
-    results = []
-    for fn in (loss_fn, compiled, compiled):  # eager, the warm-up call (eager), the compiled one
-        model.weight.grad = None
-        loss = fn(x, y)
-        loss.backward()
-        results.append((loss.item(), model.weight.grad.numpy().copy(), loss.grad_fn.name()))
+    results = loss_eager_then_compiled(model, lambda x, y: F.mse_loss(model(x), y), x, y)
     assert results[0][2] == "MseLossBackward0" and results[2][2] == "CompiledFunctionBackward"
     np.testing.assert_allclose(results[2][0], results[0][0], rtol=1e-6)
     np.testing.assert_allclose(results[2][1], results[0][1], rtol=1e-5, atol=1e-6)
