@@ -52,6 +52,13 @@ class Index:
         idx._col = col
         return idx
 
+    def same_rows(self, shape: tuple[int, ...]) -> Index:
+        """This position in `shape`, a reshape keeping the last dim: the same row and column, so a
+        column loop's bounds (`col_span`) still hold and the row is still divided once per row."""
+        idx = Index(self.b, shape, flat=self._flat, row=self._row)
+        idx._col, idx.col_span = self._col, self.col_span
+        return idx
+
     def flat(self) -> ir.Value:
         if self._flat is None:
             acc = i64(0)
@@ -161,7 +168,59 @@ def _expand(env, node, idx):
 
 def _reshape(env, node, idx):
     (x,) = node.inputs
-    return value(env, x, Index(env.b, x.type.shape, flat=idx.flat()))
+    src, dst = x.type.shape, node.type.shape
+    if idx._row is not None and src and src[-1] == dst[-1]:
+        return value(env, x, idx.same_rows(src))
+    if idx._dims is not None and x.type.numel > 0:  # dims known: map dim blocks, never the whole flat offset
+        return at(env, x, reshape_dims(env.b, idx._dims, dst, src))
+    return value(env, x, Index(env.b, src, flat=idx.flat()))
+
+
+def reshape_dims(b: ir.IRBuilder, dims: list[ir.Value], shape: tuple[int, ...], to: tuple[int, ...]) -> list[ir.Value]:
+    """The multi-index in `to` of position `dims` in `shape` (same numel, not 0): dims in runs of
+    equal size products (a split or a merge) are flattened and unflattened within their run only,
+    so an untouched dim passes through and the division by the whole row never happens."""
+    out: list[ir.Value] = []
+    for (i0, i1), (j0, j1) in reshape_runs(shape, to):
+        flat = Index(b, shape[i0:i1], dims=dims[i0:i1]).flat()
+        out += [flat] if j1 - j0 == 1 else unflatten(b, flat, to[j0:j1])
+    return out
+
+
+def reshape_runs(shape: tuple[int, ...], to: tuple[int, ...]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Consecutive dim ranges ([i0, i1) of shape, [j0, j1) of to) with equal products, covering both
+    shapes (numel not 0); a run of size-1 dims on one side pairs with an empty range on the other."""
+    runs, i, j = [], 0, 0
+    while i < len(shape) or j < len(to):
+        i0, j0, p, q = i, j, 1, 1
+        if i < len(shape):
+            p, i = shape[i], i + 1
+        if j < len(to):
+            q, j = to[j], j + 1
+        while p != q:  # grow the smaller side until the products meet (both cover the same numel)
+            if p < q:
+                p, i = p * shape[i], i + 1
+            else:
+                q, j = q * to[j], j + 1
+        runs.append(((i0, i), (j0, j)))
+    return runs
+
+
+def same_columns(nodes: list[Node], root: Node) -> set[Node]:
+    """The members evaluated at the root's column in a rows x columns walk (so its `col_span`
+    holds for them): reached from the root through elementwise ops and reshapes that keep the
+    last dim, the two that pass a row-form `Index` on unchanged."""
+    members, found, todo = set(nodes), set(), [root]
+    while todo:
+        n = todo.pop()
+        if n in found or n not in members:
+            continue
+        found.add(n)
+        elementwise = n.prim.kind is Kind.ELEMENTWISE and n.target != "iota"
+        keeps_rows = n.target == "reshape" and n.type.shape[-1:] == n.inputs[0].type.shape[-1:] != ()
+        if elementwise or keeps_rows:
+            todo += n.inputs
+    return found
 
 
 def _permute(env, node, idx):
