@@ -290,10 +290,20 @@ def _pack(b: ir.IRBuilder, lay: Layout, width: int, src: ir.Value, lane_stride: 
         panel_src = elem_ptr(b, src, b.mul(l0, lane_stride), lay)
         panel_dst = elem_ptr(b, dst, b.mul(l0, depth), lay)
         with b.if_else(b.icmp_signed(">=", left, i64(width))) as (full, edge):
-            with full:
-                _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, None)
+            with full, b.if_else(b.icmp_signed("==", lane_stride, i64(1))) as (lanes_contiguous, strided):
+                with lanes_contiguous:  # a row of the panel is one vector copy
+                    _copy_panel_rows(b, lay, width, panel_src, depth_stride, depth, panel_dst)
+                with strided:
+                    _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, None)
             with edge:
                 _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, left)
+
+
+def _copy_panel_rows(b, lay, width, src, depth_stride, depth, dst):
+    vec = ir.VectorType(lay.scalar, width)
+    with loop(b, 0, depth) as p:
+        v = b.load(elem_ptr(b, src, b.mul(p, depth_stride), lay), typ=vec, align=lay.itemsize)
+        b.store(v, elem_ptr(b, dst, b.mul(p, i64(width)), lay), align=lay.itemsize)
 
 
 def _pack_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst, valid):
