@@ -31,7 +31,8 @@ def qkv_grad_graph(b: int, t: int, heads: int, e: int, parts: int = 3) -> Graph:
     return g
 
 
-SHAPES = {"gpt": (16, 32, 4, 16), "odd": (3, 5, 3, 7), "one head": (2, 3, 1, 5), "one row": (1, 1, 2, 3)}
+SHAPES = {"gpt": (16, 32, 4, 16), "odd": (3, 5, 3, 7), "one head": (2, 3, 1, 5), "one row": (1, 1, 2, 3),
+          "odd heads of 9": (2, 5, 3, 9), "heads of 8": (3, 2, 5, 8)}
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
@@ -45,16 +46,40 @@ def test_qkv_grad_equals_interpreter(name):
 
 
 def test_pads_behind_a_reshape_keeping_the_last_dim_split_the_loop():
-    g = qkv_grad_graph(2, 3, 2, 5)
+    g = qkv_grad_graph(2, 3, 2, 5)  # heads of 5 columns: too narrow to split at
     assert pad_column_breaks(g.nodes, g.outputs[0]) == [10, 20]
+    g = qkv_grad_graph(2, 3, 2, 9)  # heads of 9: each piece is one head of one of q, k, v
+    assert pad_column_breaks(g.nodes, g.outputs[0]) == [9, 18, 27, 36, 45]
 
 
-def test_pads_behind_a_reshape_changing_the_last_dim_do_not():
-    """(b, t, 3c) -> (b, t * 3c): a column of the root is no column of the pads."""
+def test_the_gpt_shape_reads_each_head_contiguously():
+    """Split at every head edge (16 columns), no piece gathers: the loads are vectors."""
+    g = qkv_grad_graph(16, 32, 4, 16)
+    assert pad_column_breaks(g.nodes, g.outputs[0]) == list(range(16, 192, 16))
+    optimized = build(g, fuse(g).groups, cache=False).artifacts["llvm_ir_optimized"]
+    assert "masked.gather" not in optimized and "load <" in optimized
+
+
+@pytest.mark.parametrize("b, t, heads, e", [(2, 5, 3, 9), (16, 32, 4, 16), (1, 3, 2, 3)])
+def test_head_merge_as_an_elementwise_root_equals_interpreter(b, t, heads, e):
+    """(b, h, t, e) -> permute -> reshape (b, t, h*e) -> neg: the root splits its columns at the
+    head edges (heads of at least 8), each piece reading one head."""
+    g = Graph()
+    x = g.input("x", TensorType((b, heads, t, e), dt.float32))
+    merged = g.call("reshape", [g.call("permute", [x], {"dims": (0, 2, 1, 3)})], {"shape": (b, t, heads * e)})
+    g.outputs = [g.call("neg", [merged])]
+    edges = list(range(e, heads * e, e)) if e >= 8 else []
+    assert pad_column_breaks(g.nodes, g.outputs[0]) == edges
+    assert_match(g, values(x.type.shape, dt.float32, np.random.default_rng(4)), groups=fuse(g).groups)
+
+
+def test_a_reshape_merging_the_last_dims_splits_at_its_rows_not_at_the_pads_behind_it():
+    """(b, t, 3c) -> (b, t * 3c): a column of the root is no column of the pads, but each piece
+    of 3c columns is one t (the head-merge rule: constant leading digits per piece)."""
     g = qkv_grad_graph(2, 3, 2, 5)
     root = g.outputs[0]
     g.outputs = [g.call("reshape", [root.inputs[0]], {"shape": (2, 3 * 30)})]
-    assert pad_column_breaks(g.nodes, g.outputs[0]) == []
+    assert pad_column_breaks(g.nodes, g.outputs[0]) == [30, 60]
     arrays = [values(i.type.shape, dt.float32, np.random.default_rng(2)) for i in g.inputs]
     assert_match(g, *arrays, groups=fuse(g).groups)
 
