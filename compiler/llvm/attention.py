@@ -283,11 +283,12 @@ def _scores_by_keys(a: _Attention, row: tuple, keys: ir.Value) -> ir.Value:
 
 
 def _probs_by_columns(a: _Attention) -> None:
-    """Threads split the heads; each copies its head's k^T to scratch, then scores ROW_BLOCK query
-    rows at a time (independent accumulators sharing each k^T row), then the rows' softmax."""
+    """Threads split the heads; each copies its head's k^T to scratch, then scores up to four query
+    rows at a time (independent accumulators sharing each k^T row: more work between loads, and no
+    chain of dependent adds), then the rows' softmax."""
     ctx, b = a.ctx, a.b
     kt = ctx.workspace(a.d * a.tk * a.dtype.itemsize, per_thread=True)
-    block = 4 if a.tk <= 32 else 2 if a.tk <= 64 else 1  # accumulators: 4 x 2 zmm at Tk 32
+    block = 4 if a.tk <= 32 else 2 if a.tk <= 64 else 1  # rows' accumulators: 4 x 32 lanes at most 128
     lo, hi = ctx.thread_range(a.heads)
     with ctx.loop(lo, hi) as bh:
         with ctx.loop(0, a.tk) as j, ctx.loop(0, a.d) as e:
