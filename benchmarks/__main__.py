@@ -222,7 +222,7 @@ def bench_gemm(repeat: int) -> None:
 
 
 SECTIONS = ("inference", "training", "overhead", "eager", "gemm", "conv", "compile", "inspection", "transformer",
-            "attention", "distributed", "cuda-emulation")
+            "attention", "distributed", "cuda-emulation", "gpt-kernels")
 
 
 def main(argv=None) -> None:
@@ -269,6 +269,10 @@ def main(argv=None) -> None:
         from . import transformer
 
         transformer.main(repeat)
+    if "gpt-kernels" in sections:  # the GPT step's kernel times by pattern (benchmarks/gpt_kernels.py)
+        from . import gpt_kernels
+
+        gpt_kernels.main()
     if "attention" in sections:  # fused attention forward + backward (benchmarks/attention.py)
         from . import attention
 

@@ -337,6 +337,29 @@ def split_fills(graph: Graph) -> Graph:
     return dce(rewrite(graph, fn)) if shared else graph
 
 
+def split_reshapes(graph: Graph) -> Graph:
+    """Give every kernel-fused user of a shared reshape its own copy. A reshape only renames
+    positions, so a consumer's kernel indexes through its copy for free; shared, it was a kernel
+    of its own copying the buffer (the GPT's qkv projection before its three slices, each layer
+    norm's output before its matmuls). Opaque users read a buffer, so they keep sharing the
+    original, as does a graph output."""
+    users = graph.users()
+    fused_users = lambda n: {u for u in users.get(n, ()) if u.prim.kind is not Kind.OPAQUE}
+    shared = {n for n in graph.nodes if n.op == "call" and n.target == "reshape" and len(set(users[n])) > 1
+              and fused_users(n)}
+
+    def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
+        if n.op != "call" or n.prim.kind is Kind.OPAQUE or not any(i in shared for i in n.inputs):
+            return None
+        clones: dict[Node, Node] = {}  # one copy per user, however many times it reads the reshape
+        for i, new in zip(n.inputs, ins):
+            if i in shared and i not in clones:
+                clones[i] = g.add_copy(i, [new.inputs[0]])
+        return g.add_copy(n, [clones.get(i, new) for i, new in zip(n.inputs, ins)])
+
+    return dce(rewrite(graph, fn)) if shared else graph
+
+
 def fingerprint(graph: Graph) -> tuple:
     """What a pass can change, as a comparable value (names aside)."""
     pos = {n: i for i, n in enumerate(graph.nodes)}
@@ -358,7 +381,8 @@ PASSES: list[tuple[str, Pass]] = [
 
 
 # After the fixed point (CSE would merge their work back)
-FINAL_PASSES: list[tuple[str, Pass]] = [("relu_masks_from_outputs", relu_masks_from_outputs), ("split_fills", split_fills)]
+FINAL_PASSES: list[tuple[str, Pass]] = [("relu_masks_from_outputs", relu_masks_from_outputs), ("split_fills", split_fills),
+                                        ("split_reshapes", split_reshapes)]
 
 
 def optimize(graph: Graph, *, passes: list[tuple[str, Pass]] | None = None,

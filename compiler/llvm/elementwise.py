@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..ir import Group, Node
 from ..primitives import Kind
-from .index import Index, Override, rows_cols
+from .index import Index, Override, column_breaks, rows_cols
 from .module import LOWERINGS, LoweringContext
 
 
@@ -19,17 +19,13 @@ def lower_elementwise(ctx: LoweringContext, group: Group) -> None:
 
 
 def pad_column_breaks(nodes: list[Node], root: Node) -> list[int]:
-    """Where a pad of the root's shape starts or stops being padding along the last dim: the column
-    loop is split there, so each pad is known inside (a plain load) or outside (its value, its input
-    never evaluated) in each piece. A concat written as a sum of pads (the LSTM's four gate
-    gradients) then costs one evaluation per element instead of one per pad, and vectorizes."""
-    shape = root.type.shape
-    breaks = set()
-    for n in nodes:
-        if n.target == "pad" and n.type.shape == shape and shape:
-            lo, _ = n.attrs["pads"][-1]
-            breaks |= {lo, lo + n.inputs[0].type.shape[-1]}
-    return sorted(c for c in breaks if 0 < c < shape[-1]) if breaks else []
+    """Where a pad below the root starts or stops being padding along the last dim, and where a
+    head split of the last dim (index.column_breaks) changes head: the column loop is split there,
+    so each pad is known inside (a plain load) or outside (its value, its input never evaluated)
+    in each piece. A concat written as a sum of pads (the LSTM's four gate gradients, the
+    attention's q, k, v split) then costs one evaluation per element instead of one per pad, and
+    vectorizes."""
+    return column_breaks(nodes, root) if root.type.shape else []
 
 
 def needs_only_flat(nodes: list[Node]) -> bool:

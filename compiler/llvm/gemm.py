@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llvmlite import ir
 
@@ -290,10 +290,20 @@ def _pack(b: ir.IRBuilder, lay: Layout, width: int, src: ir.Value, lane_stride: 
         panel_src = elem_ptr(b, src, b.mul(l0, lane_stride), lay)
         panel_dst = elem_ptr(b, dst, b.mul(l0, depth), lay)
         with b.if_else(b.icmp_signed(">=", left, i64(width))) as (full, edge):
-            with full:
-                _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, None)
+            with full, b.if_else(b.icmp_signed("==", lane_stride, i64(1))) as (lanes_contiguous, strided):
+                with lanes_contiguous:  # a row of the panel is one vector copy
+                    _copy_panel_rows(b, lay, width, panel_src, depth_stride, depth, panel_dst)
+                with strided:
+                    _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, None)
             with edge:
                 _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, left)
+
+
+def _copy_panel_rows(b, lay, width, src, depth_stride, depth, dst):
+    vec = ir.VectorType(lay.scalar, width)
+    with loop(b, 0, depth) as p:
+        v = b.load(elem_ptr(b, src, b.mul(p, depth_stride), lay), typ=vec, align=lay.itemsize)
+        b.store(v, elem_ptr(b, dst, b.mul(p, i64(width)), lay), align=lay.itemsize)
 
 
 def _pack_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst, valid):
@@ -416,7 +426,7 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
     (abs_, ars, acs), (bbs, brs, bcs) = spec.strides
     if spec.m <= GEMV_MAX_M and (bcs == 1 or (acs == 1 and brs == 1)):
         return _emit_gemv(b, spec, a, bm, out, tid, nthreads, epilogue)
-    big, align = (spec.m, lay.mr) if spec.split_rows else (spec.n, lay.nr)
+    big, align = (spec.m, small_layout(spec).mr if is_small(spec) else lay.mr) if spec.split_rows else (spec.n, lay.nr)
     # enough chunks per batch to keep every thread busy, never more than there are tiles
     per_batch = min_i64(b, b.sdiv(b.add(nthreads, i64(spec.batch - 1)), i64(spec.batch)), i64(math.ceil(big / align)))
     items = b.mul(per_batch, i64(spec.batch))
@@ -451,6 +461,14 @@ def is_small(spec: GemmSpec) -> bool:
     return spec.k <= SMALL_MAX_K and spec.m * spec.n <= SMALL_MAX_MN
 
 
+def small_layout(spec: GemmSpec) -> Layout:
+    """The small path's tiles: 4 rows tall when M is a multiple of 4 but not of MR (the GPT's 32
+    tokens: eight full 4-row strips instead of five 6-row strips and a 2-row strip computed in the
+    scratch tile and copied out)."""
+    lay = spec.layout
+    return replace(lay, mr=4) if spec.m % lay.mr and spec.m % 4 == 0 else lay
+
+
 def _small_workspace_elements(spec: GemmSpec) -> int:
     """The scratch edge tile (a multiple of 64 bytes), then all of K x N of B packed."""
     lay = spec.layout
@@ -468,7 +486,7 @@ def emit_small_gemm(b: ir.IRBuilder, spec: GemmSpec, a: Matrix, bm: Matrix, c: i
     """C[rows, cols] = A[rows, :] @ B[:, cols] (C dense m x n) without packing A, and B only when
     its panels cannot be read in place; the whole K in one pass (K <= SMALL_MAX_K).
     `workspace`: _small_workspace_elements(spec), 64-byte aligned."""
-    lay = spec.layout
+    lay = small_layout(spec)
     tile, packed_b = workspace, elem_ptr(b, workspace, i64(lay.mr * lay.nr), lay)
     (m0, m1), (n0, n1) = rows, cols
     if direct_b(spec):
@@ -520,7 +538,7 @@ def _small_macro_kernel(module: ir.Module, lay: Layout, b_in_place: bool) -> ir.
                         b.call(uk, [k, a_strip, b_panel, tile, i64(lay.nr), store, a_rs, a_cs, nrows, ldb])
                         _copy_tile(b, lay, tile, c_tile, ldc, nrows, ncols, store)
 
-    name = f"gt_gemm_small_macro_{lay.name}_{'direct' if b_in_place else 'packed'}"
+    name = f"gt_gemm_small_macro_{lay.name}_{lay.mr}_{'direct' if b_in_place else 'packed'}"
     return _shared_function(module, name, [I64, I64, I64, PTR, I64, I64, PTR, I64, PTR, I64, PTR], emit)
 
 

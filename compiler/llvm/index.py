@@ -10,7 +10,13 @@ window coordinates), and a group input is loaded from its buffer.
 
 A position is an `Index`: a multi-index, a flat row-major offset, or both; each form is computed
 from the other only when some consumer needs it, so a chain of elementwise ops over contiguous
-buffers costs one induction variable, not a div/mod per dim.
+buffers costs one induction variable, not a div/mod per dim. A reshape maps a multi-index run by
+run (dims whose sizes multiply to the same product), never through the whole flat offset.
+
+In a rows x columns walk the column loop runs in pieces (`column_breaks`) with constant bounds
+(`Index.col_span`), carried through elementwise ops, reshapes and pads: in each piece a pad is
+known all inside or all padding, and a last dim split into heads (the attention's head merge)
+is in one head, whose number is then a constant: the reads are plain contiguous loads.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
 from llvmlite import ir
 
 from ..dtypes import row_major_strides as strides  # one definition for every backend
@@ -50,6 +57,13 @@ class Index:
         flat = b.add(b.mul(row, i64(shape[-1]), flags=("nuw", "nsw")), col, flags=("nuw", "nsw"))
         idx = cls(b, shape, flat=flat, row=row)
         idx._col = col
+        return idx
+
+    def same_rows(self, shape: tuple[int, ...]) -> Index:
+        """This position in `shape`, a reshape keeping the last dim: the same row and column, so a
+        column loop's bounds (`col_span`) still hold and the row is still divided once per row."""
+        idx = Index(self.b, shape, flat=self._flat, row=self._row)
+        idx._col, idx.col_span = self._col, self.col_span
         return idx
 
     def flat(self) -> ir.Value:
@@ -161,7 +175,107 @@ def _expand(env, node, idx):
 
 def _reshape(env, node, idx):
     (x,) = node.inputs
-    return value(env, x, Index(env.b, x.type.shape, flat=idx.flat()))
+    src, dst = x.type.shape, node.type.shape
+    if idx._row is not None and src and src[-1] == dst[-1]:
+        return value(env, x, idx.same_rows(src))
+    if (idx._dims is not None or idx._row is not None) and x.type.numel > 0:  # map dim runs, not the flat offset
+        dims, span = reshape_dims(env.b, idx.dims(), dst, src), None
+        block = _column_block(idx.dims()[-1], idx.col_span, dst, src) if idx.col_span and dst else None
+        if block is not None:
+            tail, span = block(env.b)
+            dims = dims[:len(src) - len(tail)] + tail
+        mapped = Index(env.b, src, dims=dims)
+        mapped.col_span = span
+        return value(env, x, mapped)
+    return value(env, x, Index(env.b, src, flat=idx.flat()))
+
+
+def _column_block(col: ir.Value, span: tuple[int, int], shape: tuple[int, ...], to: tuple[int, ...]):
+    """When the last dim of `shape` alone becomes the last dims of `to` (kept, or split into heads
+    of to[-1]) and the column loop's bounds `span` lie in one block of to[-1]: a function giving
+    those dims (the leading ones constants, the last col minus the block's start) and the span
+    within the block. Then the heads are known per column piece and the reads are contiguous."""
+    (i0, i1), (j0, j1) = reshape_runs(shape, to)[-1]
+    size = to[-1] if to else 0
+    if i1 - i0 != 1 or j1 - j0 < 1 or size == 0 or span[0] // size != (span[1] - 1) // size:
+        return None
+    q = span[0] // size
+
+    def emit(b: ir.IRBuilder) -> tuple[list[ir.Value], tuple[int, int]]:
+        lead = [i64(v) for v in np.unravel_index(q, to[j0:j1 - 1])] if j1 - j0 > 1 else []
+        return lead + [b.sub(col, i64(q * size)) if q else col], (span[0] - q * size, span[1] - q * size)
+    return emit
+
+
+def reshape_dims(b: ir.IRBuilder, dims: list[ir.Value], shape: tuple[int, ...], to: tuple[int, ...]) -> list[ir.Value]:
+    """The multi-index in `to` of position `dims` in `shape` (same numel, not 0): dims in runs of
+    equal size products (a split or a merge) are flattened and unflattened within their run only,
+    so an untouched dim passes through and the division by the whole row never happens."""
+    out: list[ir.Value] = []
+    for (i0, i1), (j0, j1) in reshape_runs(shape, to):
+        flat = Index(b, shape[i0:i1], dims=dims[i0:i1]).flat()
+        out += [flat] if j1 - j0 == 1 else unflatten(b, flat, to[j0:j1])
+    return out
+
+
+def reshape_runs(shape: tuple[int, ...], to: tuple[int, ...]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Consecutive dim ranges ([i0, i1) of shape, [j0, j1) of to) with equal products, covering both
+    shapes (numel not 0); a run of size-1 dims on one side pairs with an empty range on the other."""
+    runs, i, j = [], 0, 0
+    while i < len(shape) or j < len(to):
+        i0, j0, p, q = i, j, 1, 1
+        if i < len(shape):
+            p, i = shape[i], i + 1
+        if j < len(to):
+            q, j = to[j], j + 1
+        while p != q:  # grow the smaller side until the products meet (both cover the same numel)
+            if p < q:
+                p, i = p * shape[i], i + 1
+            else:
+                q, j = q * to[j], j + 1
+        runs.append(((i0, i), (j0, j)))
+    return runs
+
+
+HEAD_BREAKS = (8, 32)  # split a column loop at head edges for heads of at least 8 columns, at most 32 pieces
+
+
+def column_breaks(nodes: list[Node], root: Node) -> list[int]:
+    """Columns of the root (0 < c < its last dim) where the rows x columns walk splits its column
+    loop, so that in each piece every pad below is known inside or outside and every split of the
+    last dim into heads (a reshape (.., h*e) -> (.., h, e), the attention's head merge) is in one
+    head: each piece then reads its inputs contiguously (`_pad`, `_column_block`).
+    Members are reached from the root through elementwise ops, reshapes that keep the last dim
+    and pads, each at its column shift (its last index is the root's column minus the shift)."""
+    members, shifts, todo = set(nodes), {}, [(root, 0)]
+    breaks: set[int] = set()
+    while todo:
+        n, shift = todo.pop()
+        if n in shifts or n not in members or n.op != "call" or not n.type.shape:
+            continue
+        shifts[n] = shift
+        src = n.inputs[0].type.shape if n.inputs else ()
+        if n.prim.kind is Kind.ELEMENTWISE and n.target != "iota":
+            todo += [(i, shift) for i in n.inputs]
+        elif n.target == "pad":
+            lo, _ = n.attrs["pads"][-1]
+            breaks |= {shift + lo, shift + lo + src[-1]}
+            todo.append((n.inputs[0], shift + lo))
+        elif n.target == "reshape" and src and src[-1] == n.type.shape[-1]:
+            todo.append((n.inputs[0], shift))
+        elif n.target == "reshape" and src:
+            breaks |= _head_edges(n.type.shape, src, shift)
+    cols = root.type.shape[-1]
+    return sorted(c for c in breaks if 0 < c < cols)
+
+
+def _head_edges(shape: tuple[int, ...], src: tuple[int, ...], shift: int) -> set[int]:
+    """The head edges of a reshape whose last dim alone becomes src's last dims (heads of src[-1])."""
+    (i0, i1), (j0, j1) = reshape_runs(shape, src)[-1] if math.prod(src) else ((0, 0), (0, 0))
+    head, heads = src[-1], shape[-1] // max(src[-1], 1)
+    if i1 - i0 != 1 or j1 - j0 < 2 or head < HEAD_BREAKS[0] or heads > HEAD_BREAKS[1]:
+        return set()
+    return {shift + k * head for k in range(1, heads)}
 
 
 def _permute(env, node, idx):
@@ -194,6 +308,7 @@ def _pad(env, node, idx):
     inside = ir.Constant(scalar.I1, 1)
     dims = []
     last = len(x.type.shape) - 1
+    inner_span = idx.col_span if not node.attrs["pads"] or tuple(node.attrs["pads"][-1]) == (0, 0) else None
     for k, (d, (lo, hi), n) in enumerate(zip(idx.dims(), node.attrs["pads"], x.type.shape)):
         if lo == 0 and hi == 0:
             dims.append(d)
@@ -202,13 +317,16 @@ def _pad(env, node, idx):
         span = idx.col_span if k == last else None
         if span is not None and lo <= span[0] and span[1] <= lo + n:  # this column loop is all inside
             dims.append(d)
+            inner_span = (span[0] - lo, span[1] - lo)
             continue
         if span is not None and (span[1] <= lo or lo + n <= span[0]):  # all padding: x is never read
             return pad_value
         ok = b.and_(b.icmp_signed(">=", d, i64(0)), b.icmp_signed("<", d, i64(n)))
         inside = b.and_(inside, ok)
         dims.append(b.select(ok, d, i64(0)))  # a position outside reads element 0: never out of bounds
-    return b.select(inside, at(env, x, dims), pad_value)
+    inner = Index(b, x.type.shape, dims=dims)
+    inner.col_span = inner_span  # the column loop's bounds, shifted: x's last index stays known
+    return b.select(inside, value(env, x, inner), pad_value)
 
 
 def _concat(env, node, idx):

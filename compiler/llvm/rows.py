@@ -37,8 +37,9 @@ def lower_softmax(ctx: LoweringContext, node: Node) -> None:
     with ctx.loop(lo, hi) as r:
         at = lambda j: b.add(b.mul(r, i64(n)), j)
         b.store(ir.Constant(f, float("-inf")), top)
-        with ctx.loop(0, n) as j:  # numpy's maximum: NaN propagates
-            b.store(scalar.emit(b, "maximum", [b.load(top), ctx.load(x, at(j))], d, d, {}), top)
+        with ctx.loop(0, n) as j:  # NaN propagates as in numpy; llvm.maximum vectorizes (its order of
+            # 0.0 and -0.0 differs from numpy's tie rule, but exp(x - m) and x - (m + log) cannot tell)
+            b.store(scalar.intrinsic(b, "maximum", b.load(top), ctx.load(x, at(j))), top)
         m = b.load(top)
         b.store(ir.Constant(f, 0.0), total)
         with ctx.loop(0, n) as j:
@@ -50,13 +51,13 @@ def lower_softmax(ctx: LoweringContext, node: Node) -> None:
 
 
 def _finish_row(ctx: LoweringContext, node: Node, at, m: ir.Value, total: ir.Value) -> None:
-    """softmax: e / total (e stored in pass two); log_softmax: x - max - log(total)."""
+    """softmax: e / total (e stored in pass two); log_softmax: (x - max) - log(total)."""
     b, d, (x,) = ctx.builder, node.type.dtype, node.inputs
     n = node.type.shape[-1]
-    if node.attrs["log"]:
-        shift = b.fadd(m, scalar.emit(b, "log", [total], d, d, {}))
+    if node.attrs["log"]:  # (x - max) - log(total), numpy's order (x - (max + log) rounds differently)
+        log_total = scalar.emit(b, "log", [total], d, d, {})
         with ctx.loop(0, n) as j:
-            ctx.store(node, at(j), b.fsub(ctx.load(x, at(j)), shift))
+            ctx.store(node, at(j), b.fsub(b.fsub(ctx.load(x, at(j)), m), log_total))
         return
     with ctx.loop(0, n) as j:
         ctx.store(node, at(j), b.fdiv(ctx.load(node, at(j)), total))

@@ -21,6 +21,7 @@ from graphtorch.compiler.llvm.gemm import (
     direct_b,
     is_small,
     reshaped_strides,
+    small_layout,
     workspace_bytes,
 )
 from graphtorch.runtime import compile_ir
@@ -166,6 +167,7 @@ SMALL_CASES = [  # (m, n, k, batch): the GPT's per-head shapes, tile edges, 1s a
     (32, 32, 16, 9), (32, 16, 32, 4), (1, 1, 1, 1), (5, 16, 3, 2), (6, 32, 64, 1), (7, 17, 9, 3),
     (13, 48, 1, 5), (64, 64, 64, 2), (70, 48, 33, 1), (33, 70, 40, 7), (2, 5, 64, 8), (19, 31, 0, 2),
     (65, 63, 300, 1), (9, 32, 1024, 2),  # K beyond the packed path's K block: all of B packed at once
+    (28, 20, 7, 3), (8, 16, 5, 2),  # 4-row tiles (M a multiple of 4, not of 6), an edge column panel
 ]
 
 
@@ -190,6 +192,11 @@ def test_small_gemm_fp64(m, n, k, batch, trans_a, trans_b):
     assert is_small(spec) and direct_b(spec) == (not trans_b and n % 8 == 0)
     got = run_small_gemm(spec, a, b, nthreads=2)
     np.testing.assert_allclose(got, reference(a_log, b_log), rtol=1e-12, atol=1e-12 * np.sqrt(k))
+
+
+def test_small_gemm_tile_height():
+    """4-row tiles where M is a multiple of 4 and not of 6 (no edge strip), else the usual 6."""
+    assert [small_layout(GemmSpec.dense(m, 32, 16)).mr for m in (32, 64, 28, 36, 30, 7)] == [4, 4, 4, 6, 6, 6]
 
 
 def test_small_gemm_limits():

@@ -62,3 +62,24 @@ def test_cuda_in_the_emulator_equals_the_numpy_kernel(shape):
     assert "__shfl_xor_sync" in module.source and "__syncthreads" not in module.source
     for got, want in zip(HostModule(module).run(xs), interpret(g, *xs)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_signed_zeros_and_nan_rows_are_bit_exact(log):
+    """The row's max is llvm.maximum (it vectorizes), which orders -0.0 below 0.0 where numpy's
+    tie rule keeps the second operand: neither exp(x - m) nor (x - m) - log(total), numpy's order,
+    can tell the two apart, so rows of signed zeros (and a NaN, a -inf beside them) give numpy's
+    bits, the sign of zero included."""
+    g = Graph()
+    x = g.input("x", TensorType((5, 2), dt.float64))
+    g.outputs = [g.call("softmax", [x], {"log": log})]
+    xs = np.array([[0.0, -0.0], [-0.0, 0.0], [-0.0, -0.0], [-0.0, np.nan], [-np.inf, -0.0]])
+    got, want = compiled(g, xs, groups=fuse(g).groups)[0], interpret(g, xs)[0]
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+    one = g.input("one", TensorType((3, 1), dt.float64))  # one-element rows: log_softmax is x - x - 0
+    g.outputs = [g.call("softmax", [one], {"log": log})]
+    col = np.array([[0.0], [-0.0], [np.inf]])
+    got, want = compiled(g, xs, col, groups=fuse(g).groups)[0], interpret(g, xs, col)[0]
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
