@@ -7,6 +7,7 @@ inside the input and at the end (`_Max`, `_Avg`, `_AvgGrad`). An output whose wi
 inside the input (`Axis.inside`) takes the fast path: its taps unrolled at constant offsets with
 no bounds checks, so LLVM can vectorize the loop along the output width. Border outputs and
 adaptive windows take the checked path: a loop per dim over the window, a tap outside skipped.
+Max pooling over disjoint tiles (MaxPool2d(k)) takes pool_tiles.py's vectorized kernels instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..pooling import Axis, axes
 from . import scalar
 from .index import i64
 from .module import LoweringContext
+from .pool_tiles import greater_or_nan, lower_tiles, vectorizable
 from .scalar import I64
 
 MAX_UNROLL = 64  # taps per window on the fast path; a larger window takes the checked path everywhere
@@ -91,7 +93,7 @@ class _Max(_Scan):
         b = self.b
         v = self.ctx.load(self.x, b.add(self.in_base, pos))
         best = b.load(self.best, typ=v.type)
-        wins = _greater_or_nan(b, self.d, v, best)
+        wins = greater_or_nan(b, self.d, v, best)
         if self.taps is not None:
             self.taps.append((pos, wins if self.taps else ir.Constant(ir.IntType(1), 1)))
         elif self.want != "value":  # the first tap inside wins even when it is the lowest value
@@ -133,12 +135,6 @@ class _Max(_Scan):
 def _lowest(d) -> int:
     bits = 8 * d.itemsize
     return -(1 << (bits - 1)) if d.is_signed else 0
-
-
-def _greater_or_nan(b: ir.IRBuilder, d, v: ir.Value, best: ir.Value) -> ir.Value:
-    if d.is_floating_point:
-        return b.or_(b.fcmp_ordered(">", v, best), b.fcmp_unordered("uno", v, v))
-    return b.icmp_signed(">", v, best) if d.is_signed else b.icmp_unsigned(">", v, best)
 
 
 # ---------------------------------------------------------------- avg: values and gradient
@@ -290,16 +286,25 @@ def _window(b: ir.IRBuilder, axis: Axis, o: ir.Value) -> tuple[ir.Value, ir.Valu
 # ---------------------------------------------------------------- registration
 
 
+def max_kernel(ctx: LoweringContext, node: Node, x: Node, want: str) -> None:
+    """max_pool ("value"), max_pool_index ("index") or max_pool_grad ("grad") of x: the vectorized
+    tile kernel (pool_tiles.py) where the windows are disjoint tiles, else the scan."""
+    if vectorizable(node, x):
+        lower_tiles(ctx, node, x, want)
+    else:
+        _scan(ctx, _Max(ctx, node, x, want=want))
+
+
 def _max_pool(ctx, node):
-    _scan(ctx, _Max(ctx, node, node.inputs[0], want="value"))
+    max_kernel(ctx, node, node.inputs[0], "value")
 
 
 def _max_pool_index(ctx, node):
-    _scan(ctx, _Max(ctx, node, node.inputs[0], want="index"))
+    max_kernel(ctx, node, node.inputs[0], "index")
 
 
 def _max_pool_grad(ctx, node):
-    _scan(ctx, _Max(ctx, node, node.inputs[0], want="grad"))
+    max_kernel(ctx, node, node.inputs[0], "grad")
 
 
 def _avg_pool(ctx, node):

@@ -1,0 +1,224 @@
+"""Max pooling over disjoint tiles (pooling.tiles: MaxPool2d(k), kernel == stride, no padding or
+dilation), vectorized along the output width: the LLVM kernels of max_pool, max_pool_index and
+max_pool_grad for the common case; compiler/pooling.py defines what they compute.
+
+VL adjacent outputs of one output row read, per tap row, one contiguous run of VL*kw input
+elements: one vector load, split into kw vectors of VL lanes by shufflevector (for 2x2 tiles a
+deinterleave of pairs of lanes). The row's last partial block is a masked load (and store): no
+lane reads or writes past the row, so the row needs no other bounds check. The scan is torch's,
+lane-wise: a tap wins when greater than the best so far or NaN; the first tap always lies inside,
+so it starts the scan.
+
+max_pool_grad writes each tile once: g + 0 at the winner (the last tap that won), 0 at the other
+taps, interleaved back into one vector store per tap row; there is no zero-fill pass. The input's
+elements outside every tile (columns past OW*kw, rows past OH*kh) are zeroed by the thread that owns
+the row next to them. Threads split the N*C*OH output rows, so every size runs on every thread.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from .. import dtypes as dt
+from ..ir import Node
+from ..pooling import tiles
+from . import scalar
+from .index import i64
+from .module import LoweringContext
+
+VECTOR_BYTES = 32  # one AVX2 register: 8 float32 lanes
+MAX_TAPS = 64  # the scan is unrolled over the taps: a larger tile takes pooling.py's scan
+I32 = ir.IntType(32)
+
+
+def vectorizable(node: Node, x: Node) -> bool:
+    """Whether max-pool `node` over input `x` takes the tile kernel here."""
+    a, d = node.attrs, x.type.dtype
+    shape = x.type.shape
+    return (tiles(a, shape[2:]) and d is not dt.bool_ and d.name != "float16" and 0 not in shape
+            and min(a["out"]) > 0 and a["kernel"][0] * a["kernel"][1] <= MAX_TAPS)
+
+
+@dataclass
+class _Tiles:
+    """The geometry of one tile kernel and the IR helpers it shares."""
+
+    ctx: LoweringContext
+    node: Node
+    x: Node
+    want: str  # "value", "index" or "grad"
+
+    def __post_init__(self):
+        self.b, self.d = self.ctx.builder, self.x.type.dtype
+        _, _, self.h, self.w = self.x.type.shape
+        self.oh, self.ow = self.node.attrs["out"]
+        self.kh, self.kw = self.node.attrs["kernel"]
+        self.lanes = max(1, VECTOR_BYTES // self.d.itemsize)
+        self.elem = scalar.mem_type(self.d)
+        self.local_row: ir.Value | None = None  # set per output row by lower_tiles
+
+    def vec(self, n: int, elem: ir.Type | None = None) -> ir.VectorType:
+        return ir.VectorType(elem or self.elem, n)
+
+    def splat(self, value: ir.Value, n: int) -> ir.Value:
+        b = self.b
+        one = b.insert_element(ir.Constant(self.vec(1, value.type), ir.Undefined), value, ir.Constant(I32, 0))
+        return b.shuffle_vector(one, one, ir.Constant(self.vec(n, I32), [0] * n))
+
+
+def lower_tiles(ctx: LoweringContext, node: Node, x: Node, want: str) -> None:
+    """The tile kernel of max_pool (want "value"), max_pool_index ("index") or max_pool_grad ("grad")."""
+    t = _Tiles(ctx, node, x, want)
+    b = ctx.builder
+    lo, hi = ctx.thread_range(math.prod(x.type.shape[:2]) * t.oh)
+    with ctx.loop(lo, hi) as r:
+        plane, oh = b.udiv(r, i64(t.oh)), b.urem(r, i64(t.oh))
+        t.local_row = b.mul(oh, i64(t.kh * t.w))  # the row's first tile corner within its plane
+        in_row = b.add(b.mul(plane, i64(t.h * t.w)), t.local_row)
+        out_row = b.mul(r, i64(t.ow))
+        whole = t.ow // t.lanes
+        if whole:
+            with ctx.loop(0, whole) as blk:
+                ow0 = b.mul(blk, i64(t.lanes))
+                _block(t, in_row, out_row, ow0, t.lanes)
+        if t.ow % t.lanes:
+            _block(t, in_row, out_row, i64(whole * t.lanes), t.ow % t.lanes)
+        if want == "grad":
+            _zero_outside(t, plane, oh, in_row)
+
+
+def _block(t: _Tiles, in_row: ir.Value, out_row: ir.Value, ow0: ir.Value, n: int) -> None:
+    """Outputs ow0 .. ow0 + n of one output row (n < lanes: the row's masked tail)."""
+    b = t.b
+    first = b.add(in_row, b.mul(ow0, i64(t.kw)))
+    taps = [(i, j, v) for i in range(t.kh) for j, v in enumerate(_tap_row(t, b.add(first, i64(i * t.w)), n))]
+    best, won = _scan(t, taps)
+    at = b.add(out_row, ow0)
+    if t.want == "value":
+        _store(t, t.node, at, best, n)
+    elif t.want == "index":
+        _store(t, t.node, at, _argmax(t, ow0, taps, won), n)
+    else:
+        _scatter(t, first, at, won, n)
+
+
+def _tap_row(t: _Tiles, start: ir.Value, n: int) -> list[ir.Value]:
+    """The kw vectors (tap j of each of the block's tiles) of one tap row starting at `start`."""
+    span = _load(t, t.x, start, t.lanes * t.kw, n * t.kw)
+    return [t.b.shuffle_vector(span, span, ir.Constant(t.vec(t.lanes, I32), [j + t.kw * lane for lane in range(t.lanes)]))
+            for j in range(t.kw)]
+
+
+def _scan(t: _Tiles, taps: list[tuple[int, int, ir.Value]]) -> tuple[ir.Value, list[ir.Value]]:
+    """(the best value per lane, per tap whether it won the scan when reached) in row-major tap order."""
+    b = t.b
+    best = taps[0][2]
+    won = [ir.Constant(t.vec(t.lanes, ir.IntType(1)), [1] * t.lanes)]
+    for _, _, v in taps[1:]:
+        wins = greater_or_nan(b, t.d, v, best)
+        won.append(wins)
+        best = b.select(wins, v, best)
+    return best, won
+
+
+def _argmax(t: _Tiles, ow0: ir.Value, taps, won) -> ir.Value:
+    """The flat input index h*W + w of each lane's winner (the last tap that won)."""
+    b = t.b
+    corner = b.add(t.local_row, b.mul(ow0, i64(t.kw)))
+    lanes = ir.Constant(t.vec(t.lanes, scalar.I64), [t.kw * lane for lane in range(t.lanes)])
+    corners = b.add(t.splat(corner, t.lanes), lanes)
+    arg = corners
+    for (i, j, _), wins in zip(taps[1:], won[1:]):
+        offset = ir.Constant(t.vec(t.lanes, scalar.I64), [i * t.w + j] * t.lanes)
+        arg = b.select(wins, b.add(corners, offset), arg)
+    return arg
+
+
+def _scatter(t: _Tiles, first: ir.Value, at: ir.Value, won: list[ir.Value], n: int) -> None:
+    """Each tile's gradient: g + 0 at its winner, 0 elsewhere (g + 0 as numpy's 0 + g: -0.0 lands as
+    0.0), one interleaved store per tap row."""
+    b = t.b
+    g = _load(t, t.node.inputs[1], at, t.lanes, n)
+    zero = ir.Constant(g.type, [scalar.const(t.d, 0)] * t.lanes)
+    share = b.fadd(g, zero) if t.d.is_floating_point else g
+    later = ir.Constant(won[0].type, [0] * t.lanes)
+    out = []
+    for wins in reversed(won):  # the winner is the last tap that won
+        out.append(b.select(b.and_(wins, b.not_(later)), share, zero))
+        later = b.or_(later, wins)
+    out.reverse()
+    for i in range(t.kh):
+        row = _interleave(t, out[i * t.kw:(i + 1) * t.kw])
+        _store(t, t.node, b.add(first, i64(i * t.w)), row, n * t.kw)
+
+
+def _interleave(t: _Tiles, vectors: list[ir.Value]) -> ir.Value:
+    """Lane l*kw + j of the result is lane l of vectors[j]: tap j of tile l back in its column."""
+    b, n = t.b, t.lanes * t.kw
+    wide = [b.shuffle_vector(v, v, ir.Constant(t.vec(n, I32), [m % t.lanes for m in range(n)])) for v in vectors]
+    row = wide[0]
+    for j, v in enumerate(wide):
+        pick = [n + m // t.kw if m % t.kw == j else m for m in range(n)]
+        row = b.shuffle_vector(row, v, ir.Constant(t.vec(n, I32), pick))
+    return row
+
+
+def _zero_outside(t: _Tiles, plane: ir.Value, oh: ir.Value, in_row: ir.Value) -> None:
+    """The gradient's elements no tile covers: the kh rows' columns past OW*kw, and after the
+    plane's last output row, the rows past OH*kh."""
+    b, ctx = t.b, t.ctx
+    zero = scalar.const(t.d, 0)
+    if t.w > t.ow * t.kw:
+        for i in range(t.kh):
+            with ctx.loop(t.ow * t.kw, t.w) as col:
+                ctx.store(t.node, b.add(in_row, b.add(col, i64(i * t.w))), zero)
+    if t.h > t.oh * t.kh:
+        with b.if_then(b.icmp_unsigned("==", oh, i64(t.oh - 1))):
+            rest = b.add(b.mul(plane, i64(t.h * t.w)), i64(t.oh * t.kh * t.w))
+            with ctx.loop(0, (t.h - t.oh * t.kh) * t.w) as q:
+                ctx.store(t.node, b.add(rest, q), zero)
+
+
+def greater_or_nan(b: ir.IRBuilder, d, v: ir.Value, best: ir.Value) -> ir.Value:
+    """torch's max-scan rule (scalars or vectors): v wins when greater than best or NaN."""
+    if d.is_floating_point:
+        return b.or_(b.fcmp_ordered(">", v, best), b.fcmp_unordered("uno", v, v))
+    return b.icmp_signed(">", v, best) if d.is_signed else b.icmp_unsigned(">", v, best)
+
+
+# ---------------------------------------------------------------- whole and masked vectors
+
+
+def _load(t: _Tiles, node: Node, at: ir.Value, width: int, n: int) -> ir.Value:
+    """node[at : at + n] in the first n of `width` lanes (the others zero and not read)."""
+    b, vec = t.b, t.vec(width, t.ctx.ty(node))
+    ptr = t.ctx.gep(node, at)
+    if n == width:
+        return b.load(ptr, typ=vec, align=node.type.dtype.itemsize)
+    fn = scalar.function(t.ctx.module, f"llvm.masked.load.{_mangle(vec)}.p0", vec, [ptr.type, I32, _mask(n, width).type, vec])
+    return b.call(fn, [ptr, ir.Constant(I32, node.type.dtype.itemsize), _mask(n, width), ir.Constant(vec, None)])
+
+
+def _store(t: _Tiles, node: Node, at: ir.Value, value: ir.Value, n: int) -> None:
+    """value's first n lanes to node[at : at + n]; no other element is written."""
+    b, width = t.b, value.type.count
+    ptr = t.ctx.gep(node, at)
+    if n == width:
+        b.store(value, ptr, align=node.type.dtype.itemsize)
+        return
+    fn = scalar.function(t.ctx.module, f"llvm.masked.store.{_mangle(value.type)}.p0", ir.VoidType(),
+                         [value.type, ptr.type, I32, _mask(n, width).type])
+    b.call(fn, [value, ptr, ir.Constant(I32, node.type.dtype.itemsize), _mask(n, width)])
+
+
+def _mask(n: int, width: int) -> ir.Constant:
+    return ir.Constant(ir.VectorType(ir.IntType(1), width), [lane < n for lane in range(width)])
+
+
+def _mangle(vec: ir.VectorType) -> str:
+    e = vec.element
+    kind = {ir.FloatType: "f32", ir.DoubleType: "f64"}.get(type(e)) or f"i{e.width}"
+    return f"v{vec.count}{kind}"

@@ -1,0 +1,70 @@
+"""The vectorized tile kernels of max pooling (compiler/llvm/pool_tiles.py) against the numpy
+kernels, bit for bit: whole blocks of lanes and masked row tails (odd widths, a row shorter than
+one vector), rows and columns outside every tile, 2x2, 3x3 and 2x3 tiles, float32, float64 and
+integers, NaN/inf/-0.0 and ties, batch 1, one and two threads."""
+
+import numpy as np
+import pytest
+from llvm_helpers import assert_match, values
+from test_llvm_pooling import graph, window
+
+from graphtorch.compiler import dtypes as dt
+from graphtorch.compiler.llvm import pool_tiles
+
+RNG = np.random.default_rng(13)
+
+# (N, C, H, W), kernel: 2x2 with 14 and 5 outputs a row (LeNet), 8 (one whole f32 vector), 17 (two
+# blocks and a tail); odd sizes leave a row or column outside every tile; 3x3, 2x3, 1x1 tiles
+TILES = [
+    ((2, 3, 28, 28), (2, 2)), ((1, 16, 10, 10), (2, 2)), ((2, 2, 16, 16), (2, 2)), ((1, 2, 5, 35), (2, 2)),
+    ((3, 1, 7, 9), (2, 2)), ((1, 2, 9, 11), (3, 3)), ((2, 1, 7, 13), (2, 3)), ((1, 1, 3, 3), (1, 1)),
+    ((1, 2, 2, 2), (2, 2)),
+]
+PRIMITIVES = ("max_pool", "max_pool_index", "max_pool_grad")
+
+
+def tile_graph(prim, shape, kernel, d=dt.float32):
+    g = graph(prim, shape, window(shape[2:], kernel, kernel), d)
+    x = g.inputs[0]
+    assert pool_tiles.vectorizable(g.outputs[0], x), "the tile kernel must be the one under test"
+    return g
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape,kernel", TILES, ids=str)
+def test_tiles_equal_the_numpy_scan(shape, kernel, threads):
+    for prim in PRIMITIVES:
+        g = tile_graph(prim, shape, kernel)
+        assert_match(g, *[values(n.type.shape, dt.float32, RNG) for n in g.inputs], num_threads=threads)
+
+
+@pytest.mark.parametrize("d", [dt.float64, dt.int32, dt.int64, dt.uint8, dt.int16], ids=str)
+@pytest.mark.parametrize("shape,kernel", [((2, 3, 13, 22), (2, 2)), ((1, 2, 9, 11), (3, 3))], ids=str)
+def test_tiles_of_other_dtypes(shape, kernel, d):
+    for prim in PRIMITIVES:
+        g = tile_graph(prim, shape, kernel, d)
+        assert_match(g, *[values(n.type.shape, d, RNG) for n in g.inputs], num_threads=2)
+
+
+def test_ties_nan_and_zero_signs_follow_the_scan_rule():
+    """Ties pick the first maximum, NaN wins (the last NaN), -0.0 against 0.0 is a tie, and a
+    -0.0 gradient lands as 0.0."""
+    shape = (1, 1, 4, 20)
+    x = np.zeros(shape, np.float32)
+    x[0, 0, 0, 0::4] = -0.0
+    x[0, 0, 1, 1::4] = np.nan
+    x[0, 0, 0, 2::5] = np.nan
+    x[0, 0, 2:, :] = RNG.integers(0, 2, (2, 20)).astype(np.float32)
+    g = -np.zeros((1, 1, 2, 10), np.float32)
+    g[0, 0, 1, ::3] = RNG.standard_normal(4)
+    for prim in PRIMITIVES:
+        tg = tile_graph(prim, shape, (2, 2))
+        assert_match(tg, *([x, g] if prim == "max_pool_grad" else [x]), num_threads=1)
+
+
+def test_overlapping_or_padded_windows_take_the_scan():
+    shape = (1, 1, 9, 9)
+    for attrs in (window((9, 9), (3, 3), (2, 2)), window((9, 9), (2, 2), (2, 2), (1, 1)),
+                  window((9, 9), (2, 2), (2, 2), dilation=(2, 2))):
+        g = graph("max_pool", shape, attrs)
+        assert not pool_tiles.vectorizable(g.outputs[0], g.inputs[0])
