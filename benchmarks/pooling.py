@@ -2,7 +2,8 @@
 thread 0's time in the kernel and at the barrier after it) and its GB/s, counting the bytes it must
 read and write once (input and output; a max gradient also reads the input it rescans). Printed by
 the conv section next to the convolutions, for LeNet b64's two max pools, the small ResNet's max
-pool and its adaptive average pool, forward and gradient."""
+pool and its adaptive average pool, forward and gradient. Each pool's first line is the memory
+speed reference: an elementwise x * 1.5 over the pool's input (reads and writes it once)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def section(repeat: int, threads: int) -> None:
 
     for name, shape, op in POOLS:
         x = graphtorch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32)).requires_grad_()
+        _copy_line(name, x.detach(), repeat, threads)
         fn = graphtorch.compile(lambda a, op=op: (op(F, a) * 1.5).sum())
         for times in _timed_calls(fn, (x,), repeat, backward=True):
             for group, us in times:
@@ -38,3 +40,14 @@ def section(repeat: int, threads: int) -> None:
                 if node.target in PRIMITIVES:
                     print(f"{name:24s} {threads} thread(s) {node.target:13s} {us:8.1f} us "
                           f"{_bytes(node) / us / 1e3:6.1f} GB/s", flush=True)
+
+
+def _copy_line(name: str, x, repeat: int, threads: int) -> None:
+    import graphtorch
+
+    from .conv import _timed_calls
+
+    (times,) = _timed_calls(graphtorch.compile(lambda a: a * 1.5), (x,), repeat, backward=False)
+    us = sum(t for _, t in times)
+    print(f"{name:24s} {threads} thread(s) {'copy (ref)':13s} {us:8.1f} us "
+          f"{2 * x.numel() * x.element_size() / us / 1e3:6.1f} GB/s", flush=True)
