@@ -113,7 +113,7 @@ def _block(t: _Tiles, in_row: ir.Value, out_row: ir.Value, ow0: ir.Value, n: int
     elif t.want == "index":
         _store(t, t.node, at, _argmax(t, ow0, taps, won), n)
     else:
-        _scatter(t, first, at, won, n)
+        _scatter(t, first, at, best, won, n)
 
 
 def _tap_row(t: _Tiles, start: ir.Value, n: int) -> list[ir.Value]:
@@ -148,13 +148,16 @@ def _argmax(t: _Tiles, ow0: ir.Value, taps, won) -> ir.Value:
     return arg
 
 
-def _scatter(t: _Tiles, first: ir.Value, at: ir.Value, won: list[ir.Value], n: int) -> None:
+def _scatter(t: _Tiles, first: ir.Value, at: ir.Value, best: ir.Value, won: list[ir.Value], n: int) -> None:
     """Each tile's gradient: g + 0 at its winner, 0 elsewhere (g + 0 as numpy's 0 + g: -0.0 lands as
-    0.0), one interleaved store per tap row."""
+    0.0), one interleaved store per tap row. With relu, 0 where the winner (best) is <= 0 too: the
+    other taps get 0 anyway."""
     b = t.b
     g = _load(t, t.node.inputs[1], at, t.lanes, n)
     zero = ir.Constant(g.type, [scalar.const(t.d, 0)] * t.lanes)
     share = b.fadd(g, zero) if t.d.is_floating_point else g
+    if t.node.attrs.get("relu"):
+        share = b.select(scalar.emit(b, "le", [best, zero], t.d, dt.bool_, {}), zero, share)
     later = ir.Constant(won[0].type, [0] * t.lanes)
     out = []
     for wins in reversed(won):  # the winner is the last tap that won

@@ -291,8 +291,22 @@ def max_kernel(ctx: LoweringContext, node: Node, x: Node, want: str) -> None:
     tile kernel (pool_tiles.py) where the windows are disjoint tiles, else the scan."""
     if vectorizable(node, x):
         lower_tiles(ctx, node, x, want)
-    else:
-        _scan(ctx, _Max(ctx, node, x, want=want))
+        return
+    _scan(ctx, _Max(ctx, node, x, want=want))
+    if want == "grad" and node.attrs.get("relu"):
+        _relu_mask(ctx, node, x)
+
+
+def _relu_mask(ctx: LoweringContext, node: Node, x: Node) -> None:
+    """grad = where(x <= 0, 0, grad) over this thread's planes: _scan's split, so each thread
+    masks what it wrote and no barrier is needed."""
+    b, d = ctx.builder, x.type.dtype
+    plane = x.type.shape[2] * x.type.shape[3]
+    lo, hi = ctx.thread_range(math.prod(x.type.shape[:2]))
+    zero = ctx.const(0, node)
+    with ctx.loop(b.mul(lo, i64(plane)), b.mul(hi, i64(plane))) as q:
+        le = scalar.emit(b, "le", [ctx.load(x, q), zero], d, dt.bool_, {})
+        ctx.store(node, q, b.select(le, zero, ctx.load(node, q)))
 
 
 def _max_pool(ctx, node):
