@@ -1,26 +1,30 @@
-"""Max pooling over disjoint tiles (pooling.tiles: MaxPool2d(k), kernel == stride, no padding or
-dilation), vectorized along the output width: the LLVM kernels of max_pool, max_pool_index and
-max_pool_grad for the common case; compiler/pooling.py defines what they compute.
+"""Max pooling vectorized along the output width: VL adjacent outputs of one output row at a time.
 
-VL adjacent outputs of one output row read, per tap row, one contiguous run of VL*kw input
+Per tap row, the block's windows read one run of (VL-1)*stride + (kw-1)*dilation + 1 input
 elements: one vector load, split into kw vectors of VL lanes by shufflevector (for 2x2 tiles a
-deinterleave of pairs of lanes). The row's last partial block is a masked load (and store): no
-lane reads or writes past the row, so the row needs no other bounds check. The scan is torch's,
-lane-wise: a tap wins when greater than the best so far or NaN; the first tap always lies inside,
-so it starts the scan.
+deinterleave of pairs of lanes). The scan is torch's, lane-wise: a tap wins when greater than the
+best so far or NaN (the first tap lies inside, so it starts the scan); compiler/pooling.py defines
+what is computed.
 
-max_pool_grad writes each tile once: g + 0 at the winner (the last tap that won), 0 at the other
-taps, interleaved back into one vector store per tap row; there is no zero-fill pass. The input's
-elements outside every tile (columns past OW*kw, rows past OH*kh) are zeroed by the thread that owns
-the row next to them. Threads split the N*C*OH output rows, and max pooling counts as twice the elements it moves
-(`_work`), so LeNet's second pool (128k elements) runs on two threads too: 17.5 us on one, 8.6 us
-on two (thread 0's time with the barrier, on the shared machine).
+- Disjoint tiles (pooling.tiles: MaxPool2d(k), kernel == stride, no padding or dilation) get
+  whole kernels (`lower_tiles`) for max_pool, max_pool_index and max_pool_grad. A row's last
+  partial block is a masked load (and store): no lane reads or writes past the row, so no other
+  bounds check. The gradient writes each tile once: g + 0 at the winner (the last tap that won), 0
+  at the other taps, interleaved back into one vector store per tap row; no zero-fill pass. The
+  elements outside every tile (columns past OW*kw, rows past OH*kh) are zeroed by the thread that
+  owns the row next to them. Threads split the N*C*OH output rows.
+- Other windows (overlapping, padded, dilated, gapped) run llvm/pooling.py's scan, whose interior
+  spans (every window inside the input) call `vector_span` for values and indices; the border
+  windows stay scalar and checked. Their gradients scatter-add, which stays scalar.
+
+Max pooling counts as twice the elements it moves (`_work`), so LeNet's second pool (128k
+elements) runs on two threads too: 17.5 us on one, 8.6 us on two (thread 0's time with the
+barrier, on the shared machine).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from llvmlite import ir
 
@@ -32,35 +36,50 @@ from .index import i64
 from .module import WORK, LoweringContext
 
 VECTOR_BYTES = 32  # one AVX2 register: 8 float32 lanes
-MAX_TAPS = 64  # the scan is unrolled over the taps: a larger tile takes pooling.py's scan
+MAX_TAPS = 64  # the scan is unrolled over the taps: a larger window takes pooling.py's scalar scan
+MAX_SPAN = 128  # input elements per tap row of a block (one vector load): wider strides stay scalar
 I32 = ir.IntType(32)
 
 
 def vectorizable(node: Node, x: Node) -> bool:
     """Whether max-pool `node` over input `x` takes the tile kernel here."""
+    a, shape = node.attrs, x.type.shape
+    return tiles(a, shape[2:]) and 0 not in shape and min(a["out"]) > 0 and vector_windows(node, x)
+
+
+def vector_windows(node: Node, x: Node) -> bool:
+    """Whether the interior windows of max-pool `node` can be scanned VL outputs at a time."""
     a, d = node.attrs, x.type.dtype
-    shape = x.type.shape
-    return (tiles(a, shape[2:]) and d is not dt.bool_ and d.name != "float16" and 0 not in shape
-            and min(a["out"]) > 0 and a["kernel"][0] * a["kernel"][1] <= MAX_TAPS)
+    if a["adaptive"] or d is dt.bool_ or d.name == "float16" or a["kernel"][0] * a["kernel"][1] > MAX_TAPS:
+        return False
+    return _Windows.span_of(a, _lanes(d)) <= MAX_SPAN
 
 
-@dataclass
-class _Tiles:
-    """The geometry of one tile kernel and the IR helpers it shares."""
+def _lanes(d) -> int:
+    return max(1, VECTOR_BYTES // d.itemsize)
 
-    ctx: LoweringContext
-    node: Node
-    x: Node
-    want: str  # "value", "index" or "grad"
 
-    def __post_init__(self):
-        self.b, self.d = self.ctx.builder, self.x.type.dtype
-        _, _, self.h, self.w = self.x.type.shape
-        self.oh, self.ow = self.node.attrs["out"]
-        self.kh, self.kw = self.node.attrs["kernel"]
-        self.lanes = max(1, VECTOR_BYTES // self.d.itemsize)
+class _Windows:
+    """The geometry of VL-output blocks of one max-pool node and the IR helpers they share."""
+
+    def __init__(self, ctx: LoweringContext, node: Node, x: Node, want: str):
+        self.ctx, self.node, self.x, self.want = ctx, node, x, want  # want: "value", "index" or "grad"
+        self.b, self.d = ctx.builder, x.type.dtype
+        _, _, self.h, self.w = x.type.shape
+        a = node.attrs
+        self.oh, self.ow = a["out"]
+        (self.kh, self.kw), (self.sh, self.sw) = a["kernel"], a["stride"]
+        (self.ph, self.pw), (self.dh, self.dw) = a["padding"], a["dilation"]
+        self.lanes = _lanes(self.d)
         self.elem = scalar.mem_type(self.d)
-        self.local_row: ir.Value | None = None  # set per output row by lower_tiles
+
+    @staticmethod
+    def span_of(attrs: dict, n: int) -> int:
+        """Input elements one tap row of n adjacent windows covers, from the first's first tap."""
+        return (n - 1) * attrs["stride"][1] + (attrs["kernel"][1] - 1) * attrs["dilation"][1] + 1
+
+    def span(self, n: int) -> int:
+        return self.span_of(self.node.attrs, n)
 
     def vec(self, n: int, elem: ir.Type | None = None) -> ir.VectorType:
         return ir.VectorType(elem or self.elem, n)
@@ -82,48 +101,62 @@ WORK.update(dict.fromkeys(("max_pool", "max_pool_index", "max_pool_grad"), _work
 
 def lower_tiles(ctx: LoweringContext, node: Node, x: Node, want: str) -> None:
     """The tile kernel of max_pool (want "value"), max_pool_index ("index") or max_pool_grad ("grad")."""
-    t = _Tiles(ctx, node, x, want)
+    t = _Windows(ctx, node, x, want)
     b = ctx.builder
     lo, hi = ctx.thread_range(math.prod(x.type.shape[:2]) * t.oh)
     with ctx.loop(lo, hi) as r:
         plane, oh = b.udiv(r, i64(t.oh)), b.urem(r, i64(t.oh))
-        t.local_row = b.mul(oh, i64(t.kh * t.w))  # the row's first tile corner within its plane
-        in_row = b.add(b.mul(plane, i64(t.h * t.w)), t.local_row)
-        out_row = b.mul(r, i64(t.ow))
-        whole = t.ow // t.lanes
-        if whole:
-            with ctx.loop(0, whole) as blk:
-                ow0 = b.mul(blk, i64(t.lanes))
-                _block(t, in_row, out_row, ow0, t.lanes)
-        if t.ow % t.lanes:
-            _block(t, in_row, out_row, i64(whole * t.lanes), t.ow % t.lanes)
+        base = b.mul(plane, i64(t.h * t.w))
+        _row(t, base, b.mul(oh, i64(t.kh * t.w)), b.mul(r, i64(t.ow)), 0, t.ow)
         if want == "grad":
-            _zero_outside(t, plane, oh, in_row)
+            _zero_outside(t, plane, oh, b.add(base, b.mul(oh, i64(t.kh * t.w))))
 
 
-def _block(t: _Tiles, in_row: ir.Value, out_row: ir.Value, ow0: ir.Value, n: int) -> None:
-    """Outputs ow0 .. ow0 + n of one output row (n < lanes: the row's masked tail)."""
+def vector_span(ctx: LoweringContext, node: Node, x: Node, want: str, base: ir.Value, out_base: ir.Value,
+                oh: ir.Value, start: int, stop: int) -> None:
+    """Outputs [start, stop) of output row oh of one plane (input at base, output at out_base),
+    every window inside the input (pooling.py's fast span), VL at a time: want "value" or "index"."""
+    t = _Windows(ctx, node, x, want)
+    b = ctx.builder
+    top = b.mul(b.sub(b.mul(oh, i64(t.sh)), i64(t.ph)), i64(t.w))
+    _row(t, base, top, b.add(out_base, b.mul(oh, i64(t.ow))), start, stop)
+
+
+def _row(t: _Windows, base: ir.Value, top: ir.Value, out_row: ir.Value, start: int, stop: int) -> None:
+    """Outputs [start, stop) of one output row whose windows' first tap row is `top` (in the plane
+    at `base`): whole blocks of VL, then one masked block."""
+    b, whole = t.b, (stop - start) // t.lanes
+    if whole:
+        with t.ctx.loop(0, whole) as blk:
+            _block(t, base, top, out_row, b.add(i64(start), b.mul(blk, i64(t.lanes))), t.lanes)
+    if (stop - start) % t.lanes:
+        _block(t, base, top, out_row, i64(start + whole * t.lanes), (stop - start) % t.lanes)
+
+
+def _block(t: _Windows, base: ir.Value, top: ir.Value, out_row: ir.Value, ow0: ir.Value, n: int) -> None:
+    """Outputs ow0 .. ow0 + n of one output row (n < lanes: a masked block)."""
     b = t.b
-    first = b.add(in_row, b.mul(ow0, i64(t.kw)))
-    taps = [(i, j, v) for i in range(t.kh) for j, v in enumerate(_tap_row(t, b.add(first, i64(i * t.w)), n))]
+    corner = b.add(top, b.sub(b.mul(ow0, i64(t.sw)), i64(t.pw)))  # the first window's first tap, in the plane
+    first = b.add(base, corner)
+    taps = [(i, j, v) for i in range(t.kh) for j, v in enumerate(_tap_row(t, b.add(first, i64(i * t.dh * t.w)), n))]
     best, won = _scan(t, taps)
     at = b.add(out_row, ow0)
     if t.want == "value":
         _store(t, t.node, at, best, n)
     elif t.want == "index":
-        _store(t, t.node, at, _argmax(t, ow0, taps, won), n)
+        _store(t, t.node, at, _argmax(t, corner, taps, won), n)
     else:
         _scatter(t, first, at, best, won, n)
 
 
-def _tap_row(t: _Tiles, start: ir.Value, n: int) -> list[ir.Value]:
-    """The kw vectors (tap j of each of the block's tiles) of one tap row starting at `start`."""
-    span = _load(t, t.x, start, t.lanes * t.kw, n * t.kw)
-    return [t.b.shuffle_vector(span, span, ir.Constant(t.vec(t.lanes, I32), [j + t.kw * lane for lane in range(t.lanes)]))
+def _tap_row(t: _Windows, start: ir.Value, n: int) -> list[ir.Value]:
+    """The kw vectors (tap j of each of the block's windows) of one tap row starting at `start`."""
+    span = _load(t, t.x, start, t.span(t.lanes), t.span(n))
+    return [t.b.shuffle_vector(span, span, ir.Constant(t.vec(t.lanes, I32), [j * t.dw + t.sw * lane for lane in range(t.lanes)]))
             for j in range(t.kw)]
 
 
-def _scan(t: _Tiles, taps: list[tuple[int, int, ir.Value]]) -> tuple[ir.Value, list[ir.Value]]:
+def _scan(t: _Windows, taps: list[tuple[int, int, ir.Value]]) -> tuple[ir.Value, list[ir.Value]]:
     """(the best value per lane, per tap whether it won the scan when reached) in row-major tap order."""
     b = t.b
     best = taps[0][2]
@@ -135,21 +168,20 @@ def _scan(t: _Tiles, taps: list[tuple[int, int, ir.Value]]) -> tuple[ir.Value, l
     return best, won
 
 
-def _argmax(t: _Tiles, ow0: ir.Value, taps, won) -> ir.Value:
+def _argmax(t: _Windows, corner: ir.Value, taps, won) -> ir.Value:
     """The flat input index h*W + w of each lane's winner (the last tap that won)."""
     b = t.b
-    corner = b.add(t.local_row, b.mul(ow0, i64(t.kw)))
-    lanes = ir.Constant(t.vec(t.lanes, scalar.I64), [t.kw * lane for lane in range(t.lanes)])
+    lanes = ir.Constant(t.vec(t.lanes, scalar.I64), [t.sw * lane for lane in range(t.lanes)])
     corners = b.add(t.splat(corner, t.lanes), lanes)
     arg = corners
     for (i, j, _), wins in zip(taps[1:], won[1:]):
-        offset = ir.Constant(t.vec(t.lanes, scalar.I64), [i * t.w + j] * t.lanes)
+        offset = ir.Constant(t.vec(t.lanes, scalar.I64), [i * t.dh * t.w + j * t.dw] * t.lanes)
         arg = b.select(wins, b.add(corners, offset), arg)
     return arg
 
 
-def _scatter(t: _Tiles, first: ir.Value, at: ir.Value, best: ir.Value, won: list[ir.Value], n: int) -> None:
-    """Each tile's gradient: g + 0 at its winner, 0 elsewhere (g + 0 as numpy's 0 + g: -0.0 lands as
+def _scatter(t: _Windows, first: ir.Value, at: ir.Value, best: ir.Value, won: list[ir.Value], n: int) -> None:
+    """Each tile's gradient (tiles only: windows disjoint and adjacent): g + 0 at its winner, 0 elsewhere (g + 0 as numpy's 0 + g: -0.0 lands as
     0.0), one interleaved store per tap row. With relu, 0 where the winner (best) is <= 0 too: the
     other taps get 0 anyway."""
     b = t.b
@@ -169,7 +201,7 @@ def _scatter(t: _Tiles, first: ir.Value, at: ir.Value, best: ir.Value, won: list
         _store(t, t.node, b.add(first, i64(i * t.w)), row, n * t.kw)
 
 
-def _interleave(t: _Tiles, vectors: list[ir.Value]) -> ir.Value:
+def _interleave(t: _Windows, vectors: list[ir.Value]) -> ir.Value:
     """Lane l*kw + j of the result is lane l of vectors[j]: tap j of tile l back in its column."""
     b, n = t.b, t.lanes * t.kw
     wide = [b.shuffle_vector(v, v, ir.Constant(t.vec(n, I32), [m % t.lanes for m in range(n)])) for v in vectors]
@@ -180,7 +212,7 @@ def _interleave(t: _Tiles, vectors: list[ir.Value]) -> ir.Value:
     return row
 
 
-def _zero_outside(t: _Tiles, plane: ir.Value, oh: ir.Value, in_row: ir.Value) -> None:
+def _zero_outside(t: _Windows, plane: ir.Value, oh: ir.Value, in_row: ir.Value) -> None:
     """The gradient's elements no tile covers: the kh rows' columns past OW*kw, and after the
     plane's last output row, the rows past OH*kh."""
     b, ctx = t.b, t.ctx
@@ -206,7 +238,7 @@ def greater_or_nan(b: ir.IRBuilder, d, v: ir.Value, best: ir.Value) -> ir.Value:
 # ---------------------------------------------------------------- whole and masked vectors
 
 
-def _load(t: _Tiles, node: Node, at: ir.Value, width: int, n: int) -> ir.Value:
+def _load(t: _Windows, node: Node, at: ir.Value, width: int, n: int) -> ir.Value:
     """node[at : at + n] in the first n of `width` lanes (the others zero and not read)."""
     b, vec = t.b, t.vec(width, t.ctx.ty(node))
     ptr = t.ctx.gep(node, at)
@@ -216,7 +248,7 @@ def _load(t: _Tiles, node: Node, at: ir.Value, width: int, n: int) -> ir.Value:
     return b.call(fn, [ptr, ir.Constant(I32, node.type.dtype.itemsize), _mask(n, width), ir.Constant(vec, None)])
 
 
-def _store(t: _Tiles, node: Node, at: ir.Value, value: ir.Value, n: int) -> None:
+def _store(t: _Windows, node: Node, at: ir.Value, value: ir.Value, n: int) -> None:
     """value's first n lanes to node[at : at + n]; no other element is written."""
     b, width = t.b, value.type.count
     ptr = t.ctx.gep(node, at)

@@ -7,7 +7,8 @@ inside the input and at the end (`_Max`, `_Avg`, `_AvgGrad`). An output whose wi
 inside the input (`Axis.inside`) takes the fast path: its taps unrolled at constant offsets with
 no bounds checks, so LLVM can vectorize the loop along the output width. Border outputs and
 adaptive windows take the checked path: a loop per dim over the window, a tap outside skipped.
-Max pooling over disjoint tiles (MaxPool2d(k)) takes pool_tiles.py's vectorized kernels instead.
+Max pooling over disjoint tiles (MaxPool2d(k)) takes pool_tiles.py's vectorized kernels instead,
+and the other max-pool values and indices run their fast path through its vector blocks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..pooling import Axis, axes
 from . import scalar
 from .index import i64
 from .module import LoweringContext
-from .pool_tiles import greater_or_nan, lower_tiles, vectorizable
+from .pool_tiles import greater_or_nan, lower_tiles, vector_span, vector_windows, vectorizable
 from .scalar import I64
 
 MAX_UNROLL = 64  # taps per window on the fast path; a larger window takes the checked path everywhere
@@ -244,6 +245,9 @@ def _scan(ctx: LoweringContext, s: _Scan) -> None:
 
 
 def _fast(ctx: LoweringContext, s: _Scan, oh: ir.Value, start: int, stop: int) -> None:
+    if isinstance(s, _Max) and s.want != "grad" and vector_windows(s.node, s.x):
+        vector_span(ctx, s.node, s.x, s.want, s.in_base, s.out_base, oh, start, stop)
+        return
     b = ctx.builder
     ah, aw = s.ah, s.aw
     with ctx.loop(start, stop) as ow:

@@ -1,7 +1,8 @@
-"""The vectorized tile kernels of max pooling (compiler/llvm/pool_tiles.py) against the numpy
-kernels, bit for bit: whole blocks of lanes and masked row tails (odd widths, a row shorter than
-one vector), rows and columns outside every tile, 2x2, 3x3 and 2x3 tiles, float32, float64 and
-integers, NaN/inf/-0.0 and ties, batch 1, one and two threads."""
+"""The vectorized max-pool kernels (compiler/llvm/pool_tiles.py) against the numpy kernels, bit
+for bit: the tile kernel's whole blocks of lanes and masked row tails (odd widths, a row shorter
+than one vector), rows and columns outside every tile, 2x2, 3x3 and 2x3 tiles; the vector blocks
+in the interior of overlapping, padded, dilated and gapped windows (borders scalar); float32,
+float64 and integers, NaN/inf/-0.0 and ties, batch 1, one and two threads."""
 
 import numpy as np
 import pytest
@@ -68,3 +69,48 @@ def test_overlapping_or_padded_windows_take_the_scan():
                   window((9, 9), (2, 2), (2, 2), dilation=(2, 2))):
         g = graph("max_pool", shape, attrs)
         assert not pool_tiles.vectorizable(g.outputs[0], g.inputs[0])
+
+
+# (N, C, H, W), attrs: interiors of two whole blocks and a masked one, or one masked block, between
+# border columns: ResNet's 3x3/2 pad 1, stride 1 (overlap), dilation, gaps (stride > kernel), ceil_mode
+WINDOWS = [
+    ((2, 3, 20, 45), window((20, 45), (3, 3), (2, 2), (1, 1))),
+    ((1, 2, 9, 30), window((9, 30), (3, 3), (1, 1), (1, 1))),
+    ((1, 2, 12, 40), window((12, 40), (3, 2), (1, 2), (2, 1), (2, 3))),
+    ((2, 1, 11, 50), window((11, 50), (2, 2), (3, 3))),
+    ((1, 3, 15, 21), window((15, 21), (3, 3), (2, 2), (1, 1), ceil_mode=True)),
+    ((1, 1, 8, 9), window((8, 9), (5, 5), (1, 1), (2, 2))),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape,attrs", WINDOWS, ids=str)
+def test_vector_blocks_inside_general_windows(shape, attrs, threads):
+    for prim in ("max_pool", "max_pool_index"):
+        g = graph(prim, shape, attrs)
+        assert pool_tiles.vector_windows(g.outputs[0], g.inputs[0])
+        assert_match(g, values(shape, dt.float32, RNG), num_threads=threads)
+
+
+@pytest.mark.parametrize("d", [dt.float64, dt.int32, dt.uint8], ids=str)
+def test_vector_blocks_of_other_dtypes(d):
+    shape, attrs = WINDOWS[0]
+    for prim in ("max_pool", "max_pool_index"):
+        g = graph(prim, shape, attrs, d)
+        assert_match(g, values(shape, d, RNG), num_threads=1)
+
+
+def test_vector_blocks_keep_ties_and_nan_rules():
+    shape, attrs = WINDOWS[1]
+    x = RNG.integers(0, 2, shape).astype(np.float32)  # many ties between overlapping windows
+    x.flat[::9] = np.nan
+    x.flat[1::13] = -0.0
+    for prim in ("max_pool", "max_pool_index"):
+        assert_match(graph(prim, shape, attrs), x, num_threads=1)
+
+
+def test_very_wide_strides_stay_scalar():
+    attrs = window((4, 200), (2, 2), (1, 20))
+    g = graph("max_pool", (1, 1, 4, 200), attrs)
+    assert not pool_tiles.vector_windows(g.outputs[0], g.inputs[0])
+    assert_match(g, values((1, 1, 4, 200), dt.float32, RNG), num_threads=1)
