@@ -19,7 +19,7 @@ RNG = np.random.default_rng(13)
 TILES = [
     ((2, 3, 28, 28), (2, 2)), ((1, 16, 10, 10), (2, 2)), ((2, 2, 16, 16), (2, 2)), ((1, 2, 5, 35), (2, 2)),
     ((3, 1, 7, 9), (2, 2)), ((1, 2, 9, 11), (3, 3)), ((2, 1, 7, 13), (2, 3)), ((1, 1, 3, 3), (1, 1)),
-    ((1, 2, 2, 2), (2, 2)),
+    ((1, 2, 2, 2), (2, 2)), ((1, 2, 17, 70), (8, 8)), ((2, 1, 5, 41), (1, 4)),
 ]
 PRIMITIVES = ("max_pool", "max_pool_index", "max_pool_grad")
 
@@ -40,7 +40,8 @@ def test_tiles_equal_the_numpy_scan(shape, kernel, threads):
 
 
 @pytest.mark.parametrize("d", [dt.float64, dt.int32, dt.int64, dt.uint8, dt.int16], ids=str)
-@pytest.mark.parametrize("shape,kernel", [((2, 3, 13, 22), (2, 2)), ((1, 2, 9, 11), (3, 3))], ids=str)
+@pytest.mark.parametrize("shape,kernel", [((2, 3, 13, 22), (2, 2)), ((1, 2, 9, 11), (3, 3)), ((1, 1, 9, 37), (4, 4))],
+                         ids=str)
 def test_tiles_of_other_dtypes(shape, kernel, d):
     for prim in PRIMITIVES:
         g = tile_graph(prim, shape, kernel, d)
