@@ -14,8 +14,9 @@ what is computed.
   elements outside every tile (columns past OW*kw, rows past OH*kh) are zeroed by the thread that
   owns the row next to them. Threads split the N*C*OH output rows.
 - Other windows (overlapping, padded, dilated, gapped) run llvm/pooling.py's scan, whose interior
-  spans (every window inside the input) call `vector_span` for values and indices; the border
-  windows stay scalar and checked. Their gradients scatter-add, which stays scalar.
+  spans (every window inside the input) call `vector_span`; the border windows stay scalar and
+  checked. A gradient finds its argmax VL windows at a time, then adds each window's g lane by
+  lane (windows may share an element, so the adds keep the order of the outputs).
 
 Max pooling counts as twice the elements it moves (`_work`), so LeNet's second pool (128k
 elements) runs on two threads too: 17.5 us on one, 8.6 us on two (thread 0's time with the
@@ -115,8 +116,9 @@ def lower_tiles(ctx: LoweringContext, node: Node, x: Node, want: str) -> None:
 def vector_span(ctx: LoweringContext, node: Node, x: Node, want: str, base: ir.Value, out_base: ir.Value,
                 oh: ir.Value, start: int, stop: int) -> None:
     """Outputs [start, stop) of output row oh of one plane (input at base, output at out_base),
-    every window inside the input (pooling.py's fast span), VL at a time: want "value" or "index"."""
-    t = _Windows(ctx, node, x, want)
+    every window inside the input (pooling.py's fast span), VL at a time: want "value", "index" or
+    "grad" (each window's g added at its winner, into the plane the scan zeroed)."""
+    t = _Windows(ctx, node, x, "add" if want == "grad" else want)
     b = ctx.builder
     top = b.mul(b.sub(b.mul(oh, i64(t.sh)), i64(t.ph)), i64(t.w))
     _row(t, base, top, b.add(out_base, b.mul(oh, i64(t.ow))), start, stop)
@@ -145,6 +147,8 @@ def _block(t: _Windows, base: ir.Value, top: ir.Value, out_row: ir.Value, ow0: i
         _store(t, t.node, at, best, n)
     elif t.want == "index":
         _store(t, t.node, at, _argmax(t, corner, taps, won), n)
+    elif t.want == "add":
+        _scatter_add(t, base, at, _argmax(t, corner, taps, won), n)
     else:
         _scatter(t, first, at, best, won, n)
 
@@ -199,6 +203,16 @@ def _scatter(t: _Windows, first: ir.Value, at: ir.Value, best: ir.Value, won: li
     for i in range(t.kh):
         row = _interleave(t, out[i * t.kw:(i + 1) * t.kw])
         _store(t, t.node, b.add(first, i64(i * t.w)), row, n * t.kw)
+
+
+def _scatter_add(t: _Windows, base: ir.Value, at: ir.Value, arg: ir.Value, n: int) -> None:
+    """Each window's g added at its winner, lane by lane in the order of the outputs (windows may
+    share an element): pooling.py's scatter, with the argmax found VL windows at a time."""
+    b, ctx = t.b, t.ctx
+    for lane in range(n):
+        to = b.add(base, b.extract_element(arg, ir.Constant(I32, lane)))
+        g = ctx.load(t.node.inputs[1], b.add(at, i64(lane)))
+        ctx.store(t.node, to, scalar.emit(b, "add", [ctx.load(t.node, to), g], t.d, t.d, {}))
 
 
 def _interleave(t: _Windows, vectors: list[ir.Value]) -> ir.Value:

@@ -8,7 +8,7 @@ inside the input (`Axis.inside`) takes the fast path: its taps unrolled at const
 no bounds checks, so LLVM can vectorize the loop along the output width. Border outputs and
 adaptive windows take the checked path: a loop per dim over the window, a tap outside skipped.
 Max pooling over disjoint tiles (MaxPool2d(k)) takes max_pool_vectors.py's kernels instead, and
-the other max-pool values and indices run their fast path through its vector blocks.
+other max-pool windows run their fast path through its vector blocks.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def _scan(ctx: LoweringContext, s: _Scan) -> None:
 
 
 def _fast(ctx: LoweringContext, s: _Scan, oh: ir.Value, start: int, stop: int) -> None:
-    if isinstance(s, _Max) and s.want != "grad" and vector_windows(s.node, s.x):
+    if isinstance(s, _Max) and vector_windows(s.node, s.x):
         vector_span(ctx, s.node, s.x, s.want, s.in_base, s.out_base, oh, start, stop)
         return
     b = ctx.builder

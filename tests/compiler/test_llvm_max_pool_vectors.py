@@ -87,18 +87,18 @@ WINDOWS = [
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape,attrs", WINDOWS, ids=str)
 def test_vector_blocks_inside_general_windows(shape, attrs, threads):
-    for prim in ("max_pool", "max_pool_index"):
+    for prim in PRIMITIVES:
         g = graph(prim, shape, attrs)
         assert max_pool_vectors.vector_windows(g.outputs[0], g.inputs[0])
-        assert_match(g, values(shape, dt.float32, RNG), num_threads=threads)
+        assert_match(g, *[values(n.type.shape, dt.float32, RNG) for n in g.inputs], num_threads=threads)
 
 
 @pytest.mark.parametrize("d", [dt.float64, dt.int32, dt.uint8], ids=str)
 def test_vector_blocks_of_other_dtypes(d):
     shape, attrs = WINDOWS[0]
-    for prim in ("max_pool", "max_pool_index"):
+    for prim in PRIMITIVES:
         g = graph(prim, shape, attrs, d)
-        assert_match(g, values(shape, d, RNG), num_threads=1)
+        assert_match(g, *[values(n.type.shape, d, RNG) for n in g.inputs], num_threads=1)
 
 
 def test_vector_blocks_keep_ties_and_nan_rules():
@@ -106,8 +106,10 @@ def test_vector_blocks_keep_ties_and_nan_rules():
     x = RNG.integers(0, 2, shape).astype(np.float32)  # many ties between overlapping windows
     x.flat[::9] = np.nan
     x.flat[1::13] = -0.0
-    for prim in ("max_pool", "max_pool_index"):
-        assert_match(graph(prim, shape, attrs), x, num_threads=1)
+    gy = -np.zeros((*shape[:2], *attrs["out"]), np.float32)  # -0.0 everywhere: 0 + -0.0 sums stay 0.0
+    gy.flat[::4] = RNG.standard_normal(gy.flat[::4].shape)
+    for prim in PRIMITIVES:
+        assert_match(graph(prim, shape, attrs), *([x, gy] if prim == "max_pool_grad" else [x]), num_threads=1)
 
 
 def test_very_wide_strides_stay_scalar():
