@@ -2,8 +2,9 @@
 thread 0's time in the kernel and at the barrier after it) and its GB/s, counting the bytes it must
 read and write once (input and output; a max gradient also reads the input it rescans). Printed by
 the conv section next to the convolutions, for LeNet b64's two max pools, the small ResNet's max
-pool and its adaptive average pool, forward and gradient. Each pool's first line is the memory
-speed reference: an elementwise x * 1.5 over the pool's input (reads and writes it once)."""
+pool and its adaptive average pool, and torchvision ResNet's overlapping 3x3/2 max pool, forward
+and gradient. Each pool's first line is the memory speed reference: an elementwise x * 1.5 over
+the pool's input (reads and writes it once)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ POOLS = [
     ("lenet pool2 2x2 16x10x10", (64, 16, 10, 10), lambda F, x: F.max_pool2d(x, 2)),
     ("resnet max pool 2x2", (32, 16, 16, 16), lambda F, x: F.max_pool2d(x, 2)),
     ("resnet adaptive avg 1x1", (32, 16, 8, 8), lambda F, x: F.adaptive_avg_pool2d(x, 1)),
+    ("3x3/2 pad 1 64x32x32", (16, 64, 32, 32), lambda F, x: F.max_pool2d(x, 3, 2, 1)),  # overlapping windows
 ]
 PRIMITIVES = ("max_pool", "avg_pool", "max_pool_grad", "avg_pool_grad")
 
