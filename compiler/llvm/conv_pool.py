@@ -2,7 +2,7 @@
 
 The batch goes through in chunks of images (conv_pool.chunk_size), each thread taking whole chunks:
 conv.py's lowering, whichever the cost model picks, computes the chunk's activation into the
-thread's own scratch, then pooling.py's max kernel (max_pool_vectors.py's for MaxPool2d(k))
+thread's own scratch, then pooling.py's max kernel (pool_vectors.py's for MaxPool2d(k))
 pools it into the output. Both run as if on one thread (`_Alone`), so there is no barrier at all
 (a barrier costs milliseconds when another process holds the other core); the scratch is one
 chunk, so it stays in cache and the full-size activation is never written.

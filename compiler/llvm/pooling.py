@@ -7,8 +7,8 @@ inside the input and at the end (`_Max`, `_Avg`, `_AvgGrad`). An output whose wi
 inside the input (`Axis.inside`) takes the fast path: its taps unrolled at constant offsets with
 no bounds checks, so LLVM can vectorize the loop along the output width. Border outputs and
 adaptive windows take the checked path: a loop per dim over the window, a tap outside skipped.
-Max pooling over disjoint tiles (MaxPool2d(k)) takes max_pool_vectors.py's kernels instead, and
-other max-pool windows run their fast path through its vector blocks.
+Max pooling over disjoint tiles (MaxPool2d(k)) takes pool_vectors.py's kernels instead, and
+other max-pool windows and float averages run their fast path through its vector blocks.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from ..ir import Node
 from ..pooling import Axis, axes
 from . import scalar
 from .index import i64
-from .max_pool_vectors import greater_or_nan, lower_tiles, vector_span, vector_windows, vectorizable
 from .module import LoweringContext
+from .pool_vectors import greater_or_nan, lower_tiles, vector_span, vector_windows, vectorizable
 from .scalar import I64
 
 MAX_UNROLL = 64  # taps per window on the fast path; a larger window takes the checked path everywhere
@@ -245,8 +245,9 @@ def _scan(ctx: LoweringContext, s: _Scan) -> None:
 
 
 def _fast(ctx: LoweringContext, s: _Scan, oh: ir.Value, start: int, stop: int) -> None:
-    if isinstance(s, _Max) and vector_windows(s.node, s.x):
-        vector_span(ctx, s.node, s.x, s.want, s.in_base, s.out_base, oh, start, stop)
+    want = s.want if isinstance(s, _Max) else "avg" if isinstance(s, _Avg) and s.d.is_floating_point else None
+    if want and vector_windows(s.node, s.x):
+        vector_span(ctx, s.node, s.x, want, s.in_base, s.out_base, oh, start, stop)
         return
     b = ctx.builder
     ah, aw = s.ah, s.aw
@@ -292,7 +293,7 @@ def _window(b: ir.IRBuilder, axis: Axis, o: ir.Value) -> tuple[ir.Value, ir.Valu
 
 def max_kernel(ctx: LoweringContext, node: Node, x: Node, want: str) -> None:
     """max_pool ("value"), max_pool_index ("index") or max_pool_grad ("grad") of x: the vectorized
-    tile kernel (max_pool_vectors.py) where the windows are disjoint tiles, else the scan."""
+    tile kernel (pool_vectors.py) where the windows are disjoint tiles, else the scan."""
     if vectorizable(node, x):
         lower_tiles(ctx, node, x, want)
         return

@@ -1,8 +1,9 @@
-"""The vectorized max-pool kernels (compiler/llvm/max_pool_vectors.py) against the numpy
-kernels, bit for bit: the tile kernel's whole blocks of lanes and masked row tails (odd widths, a row shorter
+"""The vectorized pooling kernels (compiler/llvm/pool_vectors.py) against the numpy kernels, bit
+for bit: the tile kernel's whole blocks of lanes and masked row tails (odd widths, a row shorter
 than one vector), rows and columns outside every tile, 2x2, 3x3 and 2x3 tiles; the vector blocks
-in the interior of overlapping, padded, dilated and gapped windows (borders scalar); float32,
-float64 and integers, NaN/inf/-0.0 and ties, batch 1, one and two threads."""
+in the interior of overlapping, padded, dilated and gapped windows (borders scalar), for max
+values, indices and gradients and for float averages; float32, float64 and integers,
+NaN/inf/-0.0 and ties, batch 1, one and two threads."""
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from llvm_helpers import assert_match, values
 from test_llvm_pooling import graph, window
 
 from graphtorch.compiler import dtypes as dt
-from graphtorch.compiler.llvm import max_pool_vectors
+from graphtorch.compiler.llvm import pool_vectors
 
 RNG = np.random.default_rng(13)
 
@@ -27,7 +28,7 @@ PRIMITIVES = ("max_pool", "max_pool_index", "max_pool_grad")
 def tile_graph(prim, shape, kernel, d=dt.float32):
     g = graph(prim, shape, window(shape[2:], kernel, kernel), d)
     x = g.inputs[0]
-    assert max_pool_vectors.vectorizable(g.outputs[0], x), "the tile kernel must be the one under test"
+    assert pool_vectors.vectorizable(g.outputs[0], x), "the tile kernel must be the one under test"
     return g
 
 
@@ -69,7 +70,7 @@ def test_overlapping_or_padded_windows_take_the_scan():
     for attrs in (window((9, 9), (3, 3), (2, 2)), window((9, 9), (2, 2), (2, 2), (1, 1)),
                   window((9, 9), (2, 2), (2, 2), dilation=(2, 2))):
         g = graph("max_pool", shape, attrs)
-        assert not max_pool_vectors.vectorizable(g.outputs[0], g.inputs[0])
+        assert not pool_vectors.vectorizable(g.outputs[0], g.inputs[0])
 
 
 # (N, C, H, W), attrs: interiors of two whole blocks and a masked one, or one masked block, between
@@ -89,7 +90,7 @@ WINDOWS = [
 def test_vector_blocks_inside_general_windows(shape, attrs, threads):
     for prim in PRIMITIVES:
         g = graph(prim, shape, attrs)
-        assert max_pool_vectors.vector_windows(g.outputs[0], g.inputs[0])
+        assert pool_vectors.vector_windows(g.outputs[0], g.inputs[0])
         assert_match(g, *[values(n.type.shape, dt.float32, RNG) for n in g.inputs], num_threads=threads)
 
 
@@ -112,8 +113,18 @@ def test_vector_blocks_keep_ties_and_nan_rules():
         assert_match(graph(prim, shape, attrs), *([x, gy] if prim == "max_pool_grad" else [x]), num_threads=1)
 
 
+@pytest.mark.parametrize("d", [dt.float32, dt.float64], ids=str)
+@pytest.mark.parametrize("include_pad,divisor", [(True, 0), (False, 0), (False, 5)])
+@pytest.mark.parametrize("shape,attrs", [w for w in WINDOWS if w[1]["dilation"] == (1, 1)], ids=str)
+def test_vector_blocks_of_float_averages(shape, attrs, include_pad, divisor, d):
+    attrs = dict(attrs, count_include_pad=include_pad, divisor=divisor)
+    g = graph("avg_pool", shape, attrs, d)
+    assert pool_vectors.vector_windows(g.outputs[0], g.inputs[0])
+    assert_match(g, values(shape, d, RNG), num_threads=2)
+
+
 def test_very_wide_strides_stay_scalar():
     attrs = window((4, 200), (2, 2), (1, 20))
     g = graph("max_pool", (1, 1, 4, 200), attrs)
-    assert not max_pool_vectors.vector_windows(g.outputs[0], g.inputs[0])
+    assert not pool_vectors.vector_windows(g.outputs[0], g.inputs[0])
     assert_match(g, values((1, 1, 4, 200), dt.float32, RNG), num_threads=1)

@@ -1,4 +1,4 @@
-"""Max pooling vectorized along the output width: VL adjacent outputs of one output row at a time.
+"""Pooling vectorized along the output width: VL adjacent outputs of one output row at a time.
 
 Per tap row, the block's windows read one run of (VL-1)*stride + (kw-1)*dilation + 1 input
 elements: one vector load, split into kw vectors of VL lanes by shufflevector (for 2x2 tiles a
@@ -16,7 +16,9 @@ what is computed.
 - Other windows (overlapping, padded, dilated, gapped) run llvm/pooling.py's scan, whose interior
   spans (every window inside the input) call `vector_span`; the border windows stay scalar and
   checked. A gradient finds its argmax VL windows at a time, then adds each window's g lane by
-  lane (windows may share an element, so the adds keep the order of the outputs).
+  lane (windows may share an element, so the adds keep the order of the outputs). A float
+  average sums its taps in tap order lane-wise (0 + first + ..., as the scalar scan) and divides
+  by the window's size or the divisor override; its gradient stays scalar.
 
 Max pooling counts as twice the elements it moves (`_work`), so LeNet's second pool (128k
 elements) runs on two threads too: 17.5 us on one, 8.6 us on two (thread 0's time with the
@@ -116,8 +118,8 @@ def lower_tiles(ctx: LoweringContext, node: Node, x: Node, want: str) -> None:
 def vector_span(ctx: LoweringContext, node: Node, x: Node, want: str, base: ir.Value, out_base: ir.Value,
                 oh: ir.Value, start: int, stop: int) -> None:
     """Outputs [start, stop) of output row oh of one plane (input at base, output at out_base),
-    every window inside the input (pooling.py's fast span), VL at a time: want "value", "index" or
-    "grad" (each window's g added at its winner, into the plane the scan zeroed)."""
+    every window inside the input (pooling.py's fast span), VL at a time: want "value", "index",
+    "grad" (each window's g added at its winner, into the plane the scan zeroed) or "avg"."""
     t = _Windows(ctx, node, x, "add" if want == "grad" else want)
     b = ctx.builder
     top = b.mul(b.sub(b.mul(oh, i64(t.sh)), i64(t.ph)), i64(t.w))
@@ -141,8 +143,11 @@ def _block(t: _Windows, base: ir.Value, top: ir.Value, out_row: ir.Value, ow0: i
     corner = b.add(top, b.sub(b.mul(ow0, i64(t.sw)), i64(t.pw)))  # the first window's first tap, in the plane
     first = b.add(base, corner)
     taps = [(i, j, v) for i in range(t.kh) for j, v in enumerate(_tap_row(t, b.add(first, i64(i * t.dh * t.w)), n))]
-    best, won = _scan(t, taps)
     at = b.add(out_row, ow0)
+    if t.want == "avg":
+        _store(t, t.node, at, _average(t, [v for _, _, v in taps]), n)
+        return
+    best, won = _scan(t, taps)
     if t.want == "value":
         _store(t, t.node, at, best, n)
     elif t.want == "index":
@@ -170,6 +175,17 @@ def _scan(t: _Windows, taps: list[tuple[int, int, ir.Value]]) -> tuple[ir.Value,
         won.append(wins)
         best = b.select(wins, v, best)
     return best, won
+
+
+def _average(t: _Windows, taps: list[ir.Value]) -> ir.Value:
+    """0 + the taps in tap order, / the divisor: every tap lies inside, so the window's size (or
+    the override), as llvm/pooling.divisor on the fast path."""
+    b = t.b
+    total = ir.Constant(taps[0].type, [scalar.const(t.d, 0)] * t.lanes)
+    for v in taps:
+        total = b.fadd(total, v)
+    div = t.node.attrs["divisor"] or t.kh * t.kw
+    return b.fdiv(total, ir.Constant(total.type, [scalar.const(t.d, float(div))] * t.lanes))
 
 
 def _argmax(t: _Windows, corner: ir.Value, taps, won) -> ir.Value:
