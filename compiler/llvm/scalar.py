@@ -16,6 +16,8 @@ from llvmlite import ir
 
 from .. import dtypes as dt
 from ..dtypes import DType
+from . import vecmath
+from .intrinsics import function, intrinsic, type_suffix
 
 CONTRACT = ("contract",)
 I1, I8, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(64)
@@ -53,30 +55,12 @@ def store(b: ir.IRBuilder, d: DType, value: ir.Value, ptr: ir.Value) -> None:
     b.store(b.zext(value, I8) if d is dt.bool_ else value, ptr)
 
 
-def function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-    """An intrinsic or libm function, declared once per module."""
-    fn = module.globals.get(name)
-    if fn is None:
-        fn = ir.Function(module, ir.FunctionType(ret, args), name)
-    return fn
-
-
 def fptrunc(b: ir.IRBuilder, x: ir.Value, to: ir.Type) -> ir.Value:
     """Narrow a float; double -> half goes through float, since LLVM's direct conversion is a
     compiler-rt call (__truncdfhf2) that is not in this process (rarely, one more rounding)."""
     if isinstance(to, ir.HalfType) and isinstance(x.type, ir.DoubleType):
         x = b.fptrunc(x, ir.FloatType())
     return b.fptrunc(x, to)
-
-
-def _suffix(t: ir.Type) -> str:
-    return {"float": "f32", "double": "f64", "half": "f16"}.get(str(t)) or f"i{t.width}"
-
-
-def intrinsic(b: ir.IRBuilder, name: str, *args: ir.Value, fastmath=()) -> ir.Value:
-    t = args[0].type
-    fn = function(b.module, f"llvm.{name}.{_suffix(t)}", t, [a.type for a in args])
-    return b.call(fn, list(args), fastmath=fastmath)
 
 
 def libm(b: ir.IRBuilder, name: str, d: DType, x: ir.Value) -> ir.Value:
@@ -94,8 +78,6 @@ _FLOAT_INTRINSICS = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "
 
 
 def _unary_float(b, name, d, x):
-    from . import vecmath  # function-level: vecmath builds on this module's intrinsic()
-
     if d is dt.float32 and name in vecmath.FUNCTIONS:  # inline polynomials: the loop vectorizes
         return vecmath.FUNCTIONS[name](b, x)
     if name in _FLOAT_INTRINSICS:
@@ -222,7 +204,7 @@ def _binary(b, name, d, x, y):
 def _ipow(b, d, x, y):
     """Integer power by squaring (wrapping); a negative exponent gives 0 unless |x| == 1."""
     t = x.type
-    fn = function(b.module, f"gt.ipow.{_suffix(t)}", t, [t, t])
+    fn = function(b.module, f"gt.ipow.{type_suffix(t)}", t, [t, t])
     if not fn.blocks:
         fn.linkage = "internal"
         base, exp = fn.args
@@ -269,7 +251,7 @@ def cast(b: ir.IRBuilder, src: DType, dst: DType, x: ir.Value) -> ir.Value:
     if src.is_floating_point and dst.is_floating_point:
         return b.fpext(x, to) if src.itemsize < dst.itemsize else fptrunc(b, x, to)
     if src.is_floating_point:  # through a saturating i64, then wrap: -1.0 -> uint8 255 like C
-        wide = b.call(function(b.module, f"llvm.fptosi.sat.i64.{_suffix(x.type)}", I64, [x.type]), [x])
+        wide = b.call(function(b.module, f"llvm.fptosi.sat.i64.{type_suffix(x.type)}", I64, [x.type]), [x])
         return wide if dst.itemsize == 8 else b.trunc(wide, to)
     unsigned = not src.is_signed  # bool counts as unsigned
     if dst.is_floating_point:

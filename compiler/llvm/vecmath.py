@@ -26,7 +26,7 @@ from fractions import Fraction
 import numpy as np
 from llvmlite import ir
 
-from .scalar import intrinsic
+from .intrinsics import intrinsic
 
 F32, I32 = ir.FloatType(), ir.IntType(32)
 

@@ -128,7 +128,10 @@ def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dty
 
 @op("AddmmBackward0", origin="linear")
 def _addmm(input: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    return matmul(input, weight.t()) + bias
+    out = matmul(input, weight.t())
+    if bias.ndim > out.ndim or any(b not in (1, o) for b, o in zip(reversed(bias.shape), reversed(out.shape))):
+        bias.expand(out.shape)  # raises torch's error: addmm expands the bias, it never grows the output
+    return out + bias
 
 
 @op("MmBackward0", origin="linear")

@@ -253,6 +253,10 @@ def test_linear_bad_shapes_are_torchs_errors(torch):
     x, w = randn(4, 3), randn(2, 5)
     raises_like(lambda: torch.nn.functional.linear(torch.tensor(x), torch.tensor(w)),
                 lambda: gt.nn.functional.linear(gt.tensor(x), gt.tensor(w)))
-    # a bias of the wrong size: the composed form's broadcasting error (torch words it as an expand)
-    with pytest.raises(RuntimeError, match=r"size of tensor a \(2\) must match the size of tensor b \(3\)"):
-        gt.nn.functional.linear(gt.tensor(x), gt.tensor(w[:, :3]), gt.tensor(randn(3)))
+
+
+@pytest.mark.parametrize("x_shape,bias_shape", [((4, 3), (3,)), ((4, 3), (3, 2)), ((5, 4, 3), (7,)), ((4, 3), (1, 4, 2))])
+def test_linear_bias_that_does_not_expand_is_torchs_error(torch, x_shape, bias_shape):
+    x, w, b = randn(*x_shape), randn(2, 3), randn(*bias_shape)
+    raises_like(lambda: torch.nn.functional.linear(torch.tensor(x), torch.tensor(w), torch.tensor(b)),
+                lambda: gt.nn.functional.linear(gt.tensor(x), gt.tensor(w), gt.tensor(b)))
