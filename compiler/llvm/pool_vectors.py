@@ -36,6 +36,7 @@ from ..ir import Node
 from ..pooling import tiles
 from . import scalar
 from .index import i64
+from .intrinsics import function, type_suffix
 from .module import WORK, LoweringContext
 
 VECTOR_BYTES = 32  # one AVX2 register: 8 float32 lanes
@@ -274,7 +275,7 @@ def _load(t: _Windows, node: Node, at: ir.Value, width: int, n: int) -> ir.Value
     ptr = t.ctx.gep(node, at)
     if n == width:
         return b.load(ptr, typ=vec, align=node.type.dtype.itemsize)
-    fn = scalar.function(t.ctx.module, f"llvm.masked.load.{_mangle(vec)}.p0", vec, [ptr.type, I32, _mask(n, width).type, vec])
+    fn = function(t.ctx.module, f"llvm.masked.load.{_mangle(vec)}.p0", vec, [ptr.type, I32, _mask(n, width).type, vec])
     return b.call(fn, [ptr, ir.Constant(I32, node.type.dtype.itemsize), _mask(n, width), ir.Constant(vec, None)])
 
 
@@ -285,7 +286,7 @@ def _store(t: _Windows, node: Node, at: ir.Value, value: ir.Value, n: int) -> No
     if n == width:
         b.store(value, ptr, align=node.type.dtype.itemsize)
         return
-    fn = scalar.function(t.ctx.module, f"llvm.masked.store.{_mangle(value.type)}.p0", ir.VoidType(),
+    fn = function(t.ctx.module, f"llvm.masked.store.{_mangle(value.type)}.p0", ir.VoidType(),
                          [value.type, ptr.type, I32, _mask(n, width).type])
     b.call(fn, [value, ptr, ir.Constant(I32, node.type.dtype.itemsize), _mask(n, width)])
 
@@ -295,6 +296,5 @@ def _mask(n: int, width: int) -> ir.Constant:
 
 
 def _mangle(vec: ir.VectorType) -> str:
-    e = vec.element
-    kind = {ir.FloatType: "f32", ir.DoubleType: "f64"}.get(type(e)) or f"i{e.width}"
-    return f"v{vec.count}{kind}"
+    """The overload suffix of a vector: v8f32."""
+    return f"v{vec.count}{type_suffix(vec.element)}"
