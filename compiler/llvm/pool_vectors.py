@@ -52,7 +52,8 @@ def vectorizable(node: Node, x: Node) -> bool:
 
 
 def vector_windows(node: Node, x: Node) -> bool:
-    """Whether the interior windows of max-pool `node` can be scanned VL outputs at a time."""
+    """Whether the interior windows of pooling `node` (max, or a float average) can be scanned VL
+    outputs at a time."""
     a, d = node.attrs, x.type.dtype
     if a["adaptive"] or d is dt.bool_ or d.name == "float16" or a["kernel"][0] * a["kernel"][1] > MAX_TAPS:
         return False
@@ -64,10 +65,11 @@ def _lanes(d) -> int:
 
 
 class _Windows:
-    """The geometry of VL-output blocks of one max-pool node and the IR helpers they share."""
+    """The geometry of VL-output blocks of one pooling node and the IR helpers they share."""
 
     def __init__(self, ctx: LoweringContext, node: Node, x: Node, want: str):
-        self.ctx, self.node, self.x, self.want = ctx, node, x, want  # want: "value", "index" or "grad"
+        # want: "value", "index", "grad" (tiles: written), "add" (a gradient added) or "avg"
+        self.ctx, self.node, self.x, self.want = ctx, node, x, want
         self.b, self.d = ctx.builder, x.type.dtype
         _, _, self.h, self.w = x.type.shape
         a = node.attrs
@@ -202,9 +204,9 @@ def _argmax(t: _Windows, corner: ir.Value, taps, won) -> ir.Value:
 
 
 def _scatter(t: _Windows, first: ir.Value, at: ir.Value, best: ir.Value, won: list[ir.Value], n: int) -> None:
-    """Each tile's gradient (tiles only: windows disjoint and adjacent): g + 0 at its winner, 0 elsewhere (g + 0 as numpy's 0 + g: -0.0 lands as
-    0.0), one interleaved store per tap row. With relu, 0 where the winner (best) is <= 0 too: the
-    other taps get 0 anyway."""
+    """Each tile's gradient (tiles only: windows disjoint and adjacent): g + 0 at its winner, 0
+    elsewhere (g + 0 as numpy's 0 + g: -0.0 lands as 0.0), one interleaved store per tap row. With
+    relu, 0 where the winner (best) is <= 0 too: the other taps get 0 anyway."""
     b = t.b
     g = _load(t, t.node.inputs[1], at, t.lanes, n)
     zero = ir.Constant(g.type, [scalar.const(t.d, 0)] * t.lanes)
@@ -287,7 +289,7 @@ def _store(t: _Windows, node: Node, at: ir.Value, value: ir.Value, n: int) -> No
         b.store(value, ptr, align=node.type.dtype.itemsize)
         return
     fn = function(t.ctx.module, f"llvm.masked.store.{_mangle(value.type)}.p0", ir.VoidType(),
-                         [value.type, ptr.type, I32, _mask(n, width).type])
+                  [value.type, ptr.type, I32, _mask(n, width).type])
     b.call(fn, [value, ptr, ir.Constant(I32, node.type.dtype.itemsize), _mask(n, width)])
 
 
