@@ -7,11 +7,15 @@ NaN/inf/-0.0 and ties, batch 1, one and two threads."""
 
 import numpy as np
 import pytest
+from compiler_helpers import conv_bias, f32, relu
 from llvm_helpers import assert_match, values
 from test_llvm_pooling import graph, window
 
 from graphtorch.compiler import dtypes as dt
+from graphtorch.compiler.fusion import fuse, single_groups
+from graphtorch.compiler.ir import Graph
 from graphtorch.compiler.llvm import pool_vectors
+from graphtorch.compiler.llvm.module import PARALLEL_WORK, work
 
 RNG = np.random.default_rng(13)
 
@@ -128,3 +132,18 @@ def test_very_wide_strides_stay_scalar():
     g = graph("max_pool", (1, 1, 4, 200), attrs)
     assert not pool_vectors.vector_windows(g.outputs[0], g.inputs[0])
     assert_match(g, values((1, 1, 4, 200), dt.float32, RNG), num_threads=1)
+
+
+def test_max_pool_work_puts_lenets_second_pool_on_both_threads():
+    g = graph("max_pool", (64, 16, 10, 10), window((10, 10), (2, 2), (2, 2)))
+    (group,) = single_groups(g)
+    assert work(group) >= PARALLEL_WORK > 64 * 16 * 10 * 10  # more than its elements: it splits
+
+
+def test_a_conv_pool_group_counts_its_convolution_not_its_pool():
+    g = Graph()
+    x, w, b = g.input("x", f32(1, 64, 10, 10)), g.input("w", f32(64, 64, 3, 3)), g.input("b", f32(64))
+    act = relu(g, conv_bias(g, x, w, b, (1, 1), "net.py:1"), "net.py:1")
+    g.outputs = [g.call("max_pool", [act], window((10, 10), (2, 2), (2, 2)))]
+    (group,) = fuse(g).groups
+    assert group.pattern == "conv2d_pool" and work(group) == 64 * 10 * 10 * (64 * 9) // 16
