@@ -317,6 +317,36 @@ def relu_masks_from_outputs(graph: Graph) -> Graph:
     return dce(rewrite(graph, fn))
 
 
+def relu_into_max_pool_grad(graph: Graph) -> Graph:
+    """where(le(y, 0), 0, max_pool_grad(y, g)) -> max_pool_grad(y, g, relu=True) when the pool's
+    gradient has no other reader: relu's backward (its mask from relu's output y, as above)
+    applied by the pool's gradient kernel, which reads y anyway, instead of a kernel of its own."""
+    users = graph.users()
+    where_of = {n.inputs[2]: n for n in graph.nodes if _relu_of_max_pool_grad(n, users, graph.outputs)}
+    if not where_of:
+        return graph
+    pool_of = {w: p for p, w in where_of.items()}
+
+    def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
+        if n in where_of:  # the pool's gradient, relu included
+            w = where_of[n]
+            return g.call("max_pool_grad", ins, dict(n.attrs, relu=True), loc=w.loc, origin=w.origin)
+        return ins[2] if n in pool_of else None  # the where: the fused gradient stands in for it
+
+    return dce(rewrite(graph, fn))
+
+
+def _relu_of_max_pool_grad(n: Node, users: dict[Node, list[Node]], outputs: list[Node]) -> bool:
+    """n = where(le(y, ±0), +0, p) with p = max_pool_grad(y, g), read by n alone, of n's type."""
+    if not (n.op == "call" and n.target == "where" and all(i.op == "call" for i in n.inputs)):
+        return False
+    m, d, p = n.inputs
+    zero = _splat(d)
+    return (m.target == "le" and p.target == "max_pool_grad" and not p.attrs.get("relu") and m.inputs[0] is p.inputs[0]
+            and _splat(m.inputs[1]) == 0 and zero == 0 and not np.signbit(zero) and p.type == n.type
+            and set(users[p]) == {n} and p not in outputs)
+
+
 # ---------------------------------------------------------------- fills, one per user
 
 
@@ -381,7 +411,8 @@ PASSES: list[tuple[str, Pass]] = [
 
 
 # After the fixed point (CSE would merge their work back)
-FINAL_PASSES: list[tuple[str, Pass]] = [("relu_masks_from_outputs", relu_masks_from_outputs), ("split_fills", split_fills),
+FINAL_PASSES: list[tuple[str, Pass]] = [("relu_masks_from_outputs", relu_masks_from_outputs),
+                                        ("relu_into_max_pool_grad", relu_into_max_pool_grad), ("split_fills", split_fills),
                                         ("split_reshapes", split_reshapes)]
 
 

@@ -9,7 +9,9 @@ They share the attributes
     kernel, stride, padding, dilation   per spatial dim; ignored when adaptive
     adaptive  windows [floor(o * n / out), ceil((o + 1) * n / out)) (adaptive pooling)
 
-and the avg ones add `count_include_pad` and `divisor` (0: the window's count). Padding is never
+and the avg ones add `count_include_pad` and `divisor` (0: the window's count). `max_pool_grad`
+may add `relu` (True: the gradient is 0 where x <= 0, relu's backward through the pool's input,
+which cleanup.relu_into_max_pool_grad fuses in; absent: False). Padding is never
 read: a tap outside the input is skipped. The scan rule is torch's: taps in row-major order, a tap
 wins when it is greater than the best so far or NaN (so the first maximum wins a tie and the last
 NaN wins), and a window whose taps are all outside has no winner (its gradient goes nowhere).
@@ -31,6 +33,7 @@ from .dtypes import TensorType
 
 POOL_ATTRS = ("out", "kernel", "stride", "padding", "dilation", "adaptive")
 AVG_ATTRS = POOL_ATTRS + ("count_include_pad", "divisor")
+MAX_GRAD_ATTRS = POOL_ATTRS + ("relu",)
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -235,10 +238,14 @@ def max_pool_index(x: np.ndarray, **attrs) -> np.ndarray:
     return max_scan(x, attrs)[1]
 
 
-def max_pool_grad(x: np.ndarray, g: np.ndarray, **attrs) -> np.ndarray:
-    """Each output's gradient added to its window's winner, in output order (np.add.at's)."""
-    if tiles(attrs, x.shape[2:]):
-        return _tiled_max_pool_grad(x, g, attrs)
+def max_pool_grad(x: np.ndarray, g: np.ndarray, *, relu: bool = False, **attrs) -> np.ndarray:
+    """Each output's gradient added to its window's winner, in output order (np.add.at's); with
+    relu, then where(x <= 0, 0, that), as relu's backward reading its output x."""
+    out = _tiled_max_pool_grad(x, g, attrs) if tiles(attrs, x.shape[2:]) else _scattered_max_pool_grad(x, g, attrs)
+    return np.where(x <= 0, np.zeros((), g.dtype), out) if relu else out
+
+
+def _scattered_max_pool_grad(x: np.ndarray, g: np.ndarray, attrs: dict) -> np.ndarray:
     arg = max_scan(x, attrs)[1]
     n, c, h, w = x.shape
     out = np.zeros((n * c, h * w), g.dtype)

@@ -542,7 +542,8 @@ _register("max_pool", Kind.OPAQUE, pooling.pool_infer, pooling.max_pool,
 _register("max_pool_index", Kind.OPAQUE, pooling.index_infer, pooling.max_pool_index,
           "flat index h*W+w of each window's max (torch's return_indices)", attrs=pooling.POOL_ATTRS)
 _register("max_pool_grad", Kind.OPAQUE, pooling.max_grad_infer, pooling.max_pool_grad,
-          "(x, g): g added at each window's argmax, recomputed from x", attrs=pooling.POOL_ATTRS)
+          "(x, g): g added at each window's argmax, recomputed from x (relu: then 0 where x <= 0)",
+          attrs=pooling.MAX_GRAD_ATTRS)
 _register("avg_pool", Kind.OPAQUE, pooling.pool_infer, pooling.avg_pool,
           "sum of each window's taps inside the input / divisor (torch's avg_pool rule)", attrs=pooling.AVG_ATTRS)
 _register("avg_pool_grad", Kind.OPAQUE, pooling.avg_grad_infer, pooling.avg_pool_grad,

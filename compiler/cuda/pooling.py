@@ -162,6 +162,8 @@ def _grad(mod, group: Group, node: Node) -> None:
                 k.line(f"const {scalar.ctype(d)} share = {_divide(d, 'gy', div)}; acc = {add};")
 
         _covering(k, ah, h, "oh", lambda: _covering(k, aw, w, "ow", each_output))
+        if node.attrs.get("relu"):  # relu's backward fused in (compiler/pooling.py)
+            k.line(f"if ({k.ptr(node.inputs[0])}[i] <= {scalar.literal(d, 0)}) acc = {scalar.literal(d, 0)};")
         k.store(node, "i", "acc")
 
 

@@ -2,10 +2,10 @@
 
 The batch goes through in chunks of images (conv_pool.chunk_size), each thread taking whole chunks:
 conv.py's lowering, whichever the cost model picks, computes the chunk's activation into the
-thread's own scratch, then pooling.py's scan pools it into the output. Both run as if on one
-thread (`_Alone`), so there is no barrier at all (a barrier costs milliseconds when another
-process holds the other core); the scratch is one chunk, so it stays in cache and the full-size
-activation is never written.
+thread's own scratch, then pooling.py's max kernel (pool_vectors.py's for MaxPool2d(k))
+pools it into the output. Both run as if on one thread (`_Alone`), so there is no barrier at all
+(a barrier costs milliseconds when another process holds the other core); the scratch is one
+chunk, so it stays in cache and the full-size activation is never written.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..ir import Group
 from .conv import lower_conv2d
 from .index import i64
 from .module import COST, LOWERINGS, LoweringContext
-from .pooling import _Max, _scan
+from .pooling import max_kernel
 
 
 def lower_conv_pool(ctx: LoweringContext, group: Group) -> None:
@@ -36,7 +36,7 @@ def lower_conv_pool(ctx: LoweringContext, group: Group) -> None:
         sub = _alone(ctx, sliced.conv, buffers)
         lower_conv2d(sub, sliced.conv)
         sub = _alone(ctx, Group(group.id, "single", [pool], [act], [pool]), buffers, sub)
-        _scan(sub, _Max(sub, pool, act, want="value"))
+        max_kernel(sub, pool, act, "value")
         ctx.workspace_bytes = sub.workspace_bytes
 
 

@@ -458,12 +458,12 @@ WORK: dict[str, Callable[[Node], int]] = {}  # primitive -> its work, where tens
 def work(group: Group) -> int:
     """A rough size of a kernel's work, to decide whether threads pay off."""
     anchor, root = group.anchor, group.outputs[0]
-    if root.op == "call" and root.target in WORK:
-        return WORK[root.target](root)
-    if anchor is not None and anchor.prim.kind is Kind.OUT_FUSABLE:
+    if anchor is not None and anchor.prim.kind is Kind.OUT_FUSABLE:  # before WORK: conv2d_pool's root is its pool
         a, b = anchor.inputs
         depth = b.type.numel // b.type.shape[0] if anchor.target == "conv2d" else a.type.shape[-1]
         return anchor.type.numel * depth // 16
+    if root.op == "call" and root.target in WORK:
+        return WORK[root.target](root)
     sizes = [group.outputs[0].type.numel] + [i.type.numel for i in group.inputs]
     return max(sizes) if sizes else 0
 

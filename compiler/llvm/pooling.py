@@ -7,6 +7,8 @@ inside the input and at the end (`_Max`, `_Avg`, `_AvgGrad`). An output whose wi
 inside the input (`Axis.inside`) takes the fast path: its taps unrolled at constant offsets with
 no bounds checks, so LLVM can vectorize the loop along the output width. Border outputs and
 adaptive windows take the checked path: a loop per dim over the window, a tap outside skipped.
+Max pooling over disjoint tiles (MaxPool2d(k)) takes pool_vectors.py's kernels instead, and
+other max-pool windows and float averages run their fast path through its vector blocks.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..pooling import Axis, axes
 from . import scalar
 from .index import i64
 from .module import LoweringContext
+from .pool_vectors import greater_or_nan, lower_tiles, vector_span, vector_windows, vectorizable
 from .scalar import I64
 
 MAX_UNROLL = 64  # taps per window on the fast path; a larger window takes the checked path everywhere
@@ -91,7 +94,7 @@ class _Max(_Scan):
         b = self.b
         v = self.ctx.load(self.x, b.add(self.in_base, pos))
         best = b.load(self.best, typ=v.type)
-        wins = _greater_or_nan(b, self.d, v, best)
+        wins = greater_or_nan(b, self.d, v, best)
         if self.taps is not None:
             self.taps.append((pos, wins if self.taps else ir.Constant(ir.IntType(1), 1)))
         elif self.want != "value":  # the first tap inside wins even when it is the lowest value
@@ -133,12 +136,6 @@ class _Max(_Scan):
 def _lowest(d) -> int:
     bits = 8 * d.itemsize
     return -(1 << (bits - 1)) if d.is_signed else 0
-
-
-def _greater_or_nan(b: ir.IRBuilder, d, v: ir.Value, best: ir.Value) -> ir.Value:
-    if d.is_floating_point:
-        return b.or_(b.fcmp_ordered(">", v, best), b.fcmp_unordered("uno", v, v))
-    return b.icmp_signed(">", v, best) if d.is_signed else b.icmp_unsigned(">", v, best)
 
 
 # ---------------------------------------------------------------- avg: values and gradient
@@ -248,6 +245,10 @@ def _scan(ctx: LoweringContext, s: _Scan) -> None:
 
 
 def _fast(ctx: LoweringContext, s: _Scan, oh: ir.Value, start: int, stop: int) -> None:
+    want = s.want if isinstance(s, _Max) else "avg" if isinstance(s, _Avg) and s.d.is_floating_point else None
+    if want and vector_windows(s.node, s.x):
+        vector_span(ctx, s.node, s.x, want, s.in_base, s.out_base, oh, start, stop)
+        return
     b = ctx.builder
     ah, aw = s.ah, s.aw
     with ctx.loop(start, stop) as ow:
@@ -290,16 +291,39 @@ def _window(b: ir.IRBuilder, axis: Axis, o: ir.Value) -> tuple[ir.Value, ir.Valu
 # ---------------------------------------------------------------- registration
 
 
+def max_kernel(ctx: LoweringContext, node: Node, x: Node, want: str) -> None:
+    """max_pool ("value"), max_pool_index ("index") or max_pool_grad ("grad") of x: the vectorized
+    tile kernel (pool_vectors.py) where the windows are disjoint tiles, else the scan."""
+    if vectorizable(node, x):
+        lower_tiles(ctx, node, x, want)
+        return
+    _scan(ctx, _Max(ctx, node, x, want=want))
+    if want == "grad" and node.attrs.get("relu"):
+        _relu_mask(ctx, node, x)
+
+
+def _relu_mask(ctx: LoweringContext, node: Node, x: Node) -> None:
+    """grad = where(x <= 0, 0, grad) over this thread's planes: _scan's split, so each thread
+    masks what it wrote and no barrier is needed."""
+    b, d = ctx.builder, x.type.dtype
+    plane = x.type.shape[2] * x.type.shape[3]
+    lo, hi = ctx.thread_range(math.prod(x.type.shape[:2]))
+    zero = ctx.const(0, node)
+    with ctx.loop(b.mul(lo, i64(plane)), b.mul(hi, i64(plane))) as q:
+        le = scalar.emit(b, "le", [ctx.load(x, q), zero], d, dt.bool_, {})
+        ctx.store(node, q, b.select(le, zero, ctx.load(node, q)))
+
+
 def _max_pool(ctx, node):
-    _scan(ctx, _Max(ctx, node, node.inputs[0], want="value"))
+    max_kernel(ctx, node, node.inputs[0], "value")
 
 
 def _max_pool_index(ctx, node):
-    _scan(ctx, _Max(ctx, node, node.inputs[0], want="index"))
+    max_kernel(ctx, node, node.inputs[0], "index")
 
 
 def _max_pool_grad(ctx, node):
-    _scan(ctx, _Max(ctx, node, node.inputs[0], want="grad"))
+    max_kernel(ctx, node, node.inputs[0], "grad")
 
 
 def _avg_pool(ctx, node):
