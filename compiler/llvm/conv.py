@@ -22,7 +22,9 @@ model the fused dump and `explain` print.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from llvmlite import ir
@@ -48,6 +50,36 @@ from .index import Index, strides
 from .module import LOWERINGS, LoweringContext
 
 COLS_MAX = 1024  # output positions per im2col chunk: Cg*KH*KW x 1024 elements of scratch per thread
+
+
+class TileQueue:
+    """Work items handed out one at a time from a counter the threads share, not a fixed share
+    per thread: on a machine whose cores other processes also use, a thread that is descheduled
+    takes fewer items and the others are not left waiting at the barrier for its static half.
+
+    Make it before the kernel's first barrier: thread 0 resets the counter there (the workspace
+    is shared with other kernels, so it holds garbage on entry) and the barrier publishes it."""
+
+    def __init__(self, ctx: LoweringContext):
+        self._ctx = ctx
+        self._counter = ctx.workspace(64)  # a cache line of its own
+        b = ctx.builder
+        with b.if_then(b.icmp_signed("==", ctx.tid, i64(0))):
+            b.atomic_rmw("xchg", self._counter, i64(0), "monotonic")
+
+    @contextlib.contextmanager
+    def items(self, count: int) -> Iterator[ir.Value]:
+        """for (item = next(); item < count; item = next()): the body runs once per item taken."""
+        b = self._ctx.builder
+        head, body, done = (b.append_basic_block(n) for n in ("take", "item", "taken"))
+        b.branch(head)
+        b.position_at_end(head)
+        item = b.atomic_rmw("add", self._counter, i64(1), "monotonic")
+        b.cbranch(b.icmp_signed("<", item, i64(count)), body, done)
+        b.position_at_end(body)
+        yield item
+        b.branch(head)
+        b.position_at_end(done)
 
 
 @dataclass(frozen=True)
