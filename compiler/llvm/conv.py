@@ -53,33 +53,46 @@ COLS_MAX = 1024  # output positions per im2col chunk: Cg*KH*KW x 1024 elements o
 
 
 class TileQueue:
-    """Work items handed out one at a time from a counter the threads share, not a fixed share
-    per thread: on a machine whose cores other processes also use, a thread that is descheduled
-    takes fewer items and the others are not left waiting at the barrier for its static half.
+    """Work items 0..count-1 split like ctx.thread_range (thread t owns the t-th contiguous share,
+    so it reads the images it wrote in the kernel before, from its own cache), but taken one at a
+    time from a counter per share: a thread that has finished its own share takes the items left
+    in the others'. On a machine whose cores other processes also use, a descheduled thread then
+    holds up the kernel by one item, not by the rest of its static share.
 
-    Make it before the kernel's first barrier: thread 0 resets the counter there (the workspace
-    is shared with other kernels, so it holds garbage on entry) and the barrier publishes it."""
+    Make it before the kernel's first barrier: each thread resets its own counter there (the
+    workspace is shared with other kernels, so it holds garbage on entry); the barrier publishes them."""
 
-    def __init__(self, ctx: LoweringContext):
-        self._ctx = ctx
-        self._counter = ctx.workspace(64)  # a cache line of its own
-        b = ctx.builder
-        with b.if_then(b.icmp_signed("==", ctx.tid, i64(0))):
-            b.atomic_rmw("xchg", self._counter, i64(0), "monotonic")
+    def __init__(self, ctx: LoweringContext, count: int):
+        self._ctx, self._count = ctx, count
+        self._counters = ctx.workspace(64 * ctx.max_threads)  # a cache line per share
+        lo, _ = ctx.thread_range(count)
+        ctx.builder.atomic_rmw("xchg", self._counter(ctx.tid), lo, "monotonic")
+
+    def _counter(self, owner: ir.Value) -> ir.Value:
+        return self._ctx.builder.gep(self._counters, [self._ctx.builder.mul(owner, i64(8))], inbounds=True, source_etype=ir.IntType(64))
 
     @contextlib.contextmanager
-    def items(self, count: int) -> Iterator[ir.Value]:
-        """for (item = next(); item < count; item = next()): the body runs once per item taken."""
-        b = self._ctx.builder
-        head, body, done = (b.append_basic_block(n) for n in ("take", "item", "taken"))
-        b.branch(head)
-        b.position_at_end(head)
-        item = b.atomic_rmw("add", self._counter, i64(1), "monotonic")
-        b.cbranch(b.icmp_signed("<", item, i64(count)), body, done)
-        b.position_at_end(body)
-        yield item
-        b.branch(head)
-        b.position_at_end(done)
+    def items(self) -> Iterator[ir.Value]:
+        """The body runs once per item taken: this thread's share first, then the others' in turn."""
+        ctx = self._ctx
+        b = ctx.builder
+        with ctx.loop(0, ctx.nthreads) as turn:
+            owner = b.urem(b.add(ctx.tid, turn), ctx.nthreads)
+            stop = _share_start(b, self._count, b.add(owner, i64(1)), ctx.nthreads)
+            head, body, done = (b.append_basic_block(n) for n in ("take", "item", "taken"))
+            b.branch(head)
+            b.position_at_end(head)
+            item = b.atomic_rmw("add", self._counter(owner), i64(1), "monotonic")
+            b.cbranch(b.icmp_signed("<", item, stop), body, done)
+            b.position_at_end(body)
+            yield item
+            b.branch(head)
+            b.position_at_end(done)
+
+
+def _share_start(b: ir.IRBuilder, count: int, t: ir.Value, n: ir.Value) -> ir.Value:
+    """Where thread t's share of range(count) starts (ctx.thread_range's cut, align 1)."""
+    return min_i64(b, b.udiv(b.mul(i64(count), t), n), i64(count))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ NR positions at a time, and nothing is unfolded. The weights are packed once per
 MR-row panels (zero rows past the group's channels) shared by all threads; the depth goes
 through in blocks of KC taps so a panel block stays in L1 while the plane streams.
 
-A work item is (image, part of its wide positions), taken from conv.TileQueue's shared counter;
+A work item is (image, part of its wide positions), taken from conv.TileQueue;
 a small batch is cut into parts (conv_lowering.parts_wanted) so every thread has some. The tile
 of wide positions is compacted into the output (epilogue applied) by conv.py's _compact.
 The plane has NR elements of slack after it: the last NR-wide tile reads up to NR - 1 past the
@@ -64,16 +64,15 @@ def lower_direct(ctx: LoweringContext, group: Group, x: View) -> None:
     tile = ctx.workspace(blocks * lay.mr * width * lay.itemsize, per_thread=True)
     panels = _pack_weights(ctx, lay, operand_view(ctx, anchor.inputs[1]), groups, blocks)
     offsets = _tap_offsets(ctx, anchor, plane)
-    queue = TileQueue(ctx)
-    ctx.barrier()  # every thread reads all the panels and offsets
-    out = output_buffer(ctx, group)
-
     b, n_img = ctx.builder, x.shape[0]
     # parts of an image's positions: as many as the tile buffer needs, or more for a small batch
     # (each part copies the whole plane, so no more than one per NR positions)
     per_image = max(-(-span // width), min(parts_wanted(n_img, ctx.max_threads), -(-span // lay.nr)))
+    queue = TileQueue(ctx, per_image * n_img)
+    ctx.barrier()  # every thread reads all the panels and offsets
+    out = output_buffer(ctx, group)
     kernel = _direct_kernel(ctx.module, lay)
-    with queue.items(per_image * n_img) as item:
+    with queue.items() as item:
         img, part = b.udiv(item, i64(per_image)), b.urem(item, i64(per_image))
         s0, s1 = split(b, i64(span), i64(per_image), part, lay.nr)
         with ctx.loop(0, groups) as g:

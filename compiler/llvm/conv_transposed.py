@@ -18,8 +18,8 @@ output (y - i*dh + ph, x - j*dw + pw). Per image and group:
 4. the plane's interior is copied into the output, epilogue applied.
 
 A work item is (image, group, chunk of output channels): the rows are ordered by chunk, so an
-item's blocks write only its chunk's planes. Items are taken from conv.TileQueue's shared
-counter; a thread rebuilds its wide rows only when its item's image or group changes. A batch
+item's blocks write only its chunk's planes. Items are taken from conv.TileQueue (a thread's
+own contiguous share first, then what is left of the others'); a thread rebuilds its wide rows only when its item's image or group changes. A batch
 large enough gives each thread a few whole images (one chunk); a small one is cut into chunks
 (conv_lowering.transposed_parts) so every thread has work.
 
@@ -45,7 +45,7 @@ def lower_transposed(ctx: LoweringContext, group: Group, x: View) -> None:
     geo = _Geometry(anchor, lay, transposed_parts(anchor, ctx.max_threads))
     panels = _pack_weights(ctx, lay, operand_view(ctx, anchor.inputs[1]), geo)
     offsets = _row_offsets(ctx, anchor, geo)
-    queue = TileQueue(ctx)
+    queue = TileQueue(ctx, x.shape[0] * anchor.attrs["groups"] * geo.parts)
     ctx.barrier()  # every thread reads all the panels and offsets
     wide = ctx.workspace(geo.cg * geo.wide_plane * lay.itemsize, per_thread=True)
     plane = ctx.workspace((geo.og * geo.out_plane + geo.junk) * lay.itemsize, per_thread=True)
@@ -54,7 +54,7 @@ def lower_transposed(ctx: LoweringContext, group: Group, x: View) -> None:
     b, groups = ctx.builder, anchor.attrs["groups"]
     built = ctx.alloca(I64)  # the (image, group) whose wide rows this thread holds
     b.store(i64(-1), built)
-    with queue.items(x.shape[0] * groups * geo.parts) as item:
+    with queue.items() as item:
         k, plane_id = b.urem(item, i64(geo.parts)), b.udiv(item, i64(geo.parts))
         img, g = b.udiv(plane_id, i64(groups)), b.urem(plane_id, i64(groups))
         with b.if_then(b.icmp_signed("!=", b.load(built, typ=I64), plane_id)):
