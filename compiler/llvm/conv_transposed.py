@@ -33,9 +33,9 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..conv_lowering import transposed_parts
-from ..ir import Group
+from ..ir import Group, Node
 from .conv import TileQueue, _copy_run, _epilogue
-from .gemm import I64, LAYOUTS, PTR, Layout, View, elem_ptr, i64, loop, operand_view, output_buffer, tile_kernel
+from .gemm import I64, LAYOUTS, PTR, Layout, View, elem_ptr, i64, loop, output_buffer, tile_kernel
 from .module import LoweringContext
 
 
@@ -43,7 +43,7 @@ def lower_transposed(ctx: LoweringContext, group: Group, x: View) -> None:
     anchor = group.anchor
     lay = LAYOUTS[anchor.type.dtype.short]
     geo = _Geometry(anchor, lay, transposed_parts(anchor, ctx.max_threads))
-    panels = _pack_weights(ctx, lay, operand_view(ctx, anchor.inputs[1]), geo)
+    panels = _pack_weights(ctx, lay, anchor.inputs[1], geo)
     offsets = _row_offsets(ctx, anchor, geo)
     queue = TileQueue(ctx, x.shape[0] * anchor.attrs["groups"] * geo.parts)
     ctx.barrier()  # every thread reads all the panels and offsets
@@ -127,10 +127,12 @@ def _scatter_kernel(module: ir.Module, lay: Layout, wide_plane: int) -> ir.Funct
     return tile_kernel(module, lay, name, [PTR], b_row, lay.itemsize, c_row)
 
 
-def _pack_weights(ctx: LoweringContext, lay: Layout, w: View, geo: _Geometry) -> ir.Value:
+def _pack_weights(ctx: LoweringContext, lay: Layout, w: Node, geo: _Geometry) -> ir.Value:
     """panels[g, k, blk, c, r] = w[g*Og + k*chunk + o, c, i, j] for chunk k's GEMM row
-    blk*MR + r = (i*KW + j)*chunk + o, zero for the rows past the chunk's last."""
-    groups = w.shape[0] // geo.og
+    blk*MR + r = (i*KW + j)*chunk + o, zero for the rows past the chunk's last. w is read element
+    by element through its prologue (an input gradient's flipped, transposed weight), so it needs
+    no dense copy and no barrier of its own."""
+    groups = w.type.shape[0] // geo.og
     total = groups * geo.parts * geo.blocks * geo.cg * lay.mr
     panels = ctx.workspace(total * lay.itemsize)
     b = ctx.builder
@@ -139,10 +141,7 @@ def _pack_weights(ctx: LoweringContext, lay: Layout, w: View, geo: _Geometry) ->
         r, c, block = b.urem(e, i64(lay.mr)), b.urem(b.udiv(e, i64(lay.mr)), i64(geo.cg)), b.udiv(e, i64(lay.mr * geo.cg))
         valid, tap, o = _chunk_row(b, geo, b.urem(block, i64(geo.parts * geo.blocks)), lay.mr, r)
         ch = b.add(b.mul(b.udiv(block, i64(geo.parts * geo.blocks)), i64(geo.og)), o)
-        at = b.mul(ch, i64(w.strides[0]))
-        for v, st in ((c, w.strides[1]), (b.udiv(tap, i64(geo.kw)), w.strides[2]), (b.urem(tap, i64(geo.kw)), w.strides[3])):
-            at = b.add(at, b.mul(v, i64(st)))
-        value = b.load(elem_ptr(b, w.ptr, at, lay), typ=lay.scalar)
+        value = ctx.element(w, [ch, c, b.udiv(tap, i64(geo.kw)), b.urem(tap, i64(geo.kw))])
         b.store(b.select(valid, value, ir.Constant(lay.scalar, 0)), elem_ptr(b, panels, e, lay))
     return panels
 
