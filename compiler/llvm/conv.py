@@ -90,6 +90,18 @@ class TileQueue:
             b.position_at_end(done)
 
 
+def thread_scratch(ctx: LoweringContext, *sizes: int) -> list[ir.Value]:
+    """This thread's scratch buffers (64-byte aligned), laid out one after the other in one
+    per-thread block. Separate per-thread workspaces put thread t's buffers max_threads * size
+    apart, at a distance that differs per thread: the ResNet's 3x3 conv on the transposed kernel
+    then ran at 2 threads in 355 us instead of 231 (1 thread: 455), and built for 4 threads in 260.
+    In one block every thread has the layout a single thread has."""
+    rounded = [-(-n // 64) * 64 for n in sizes]
+    block = ctx.workspace(sum(rounded), per_thread=True)
+    starts = [sum(rounded[:k]) for k in range(len(rounded))]
+    return [ctx.builder.gep(block, [i64(at)], inbounds=True, source_etype=ir.IntType(8)) if at else block for at in starts]
+
+
 def _share_start(b: ir.IRBuilder, count: int, t: ir.Value, n: ir.Value) -> ir.Value:
     """Where thread t's share of range(count) starts (ctx.thread_range's cut, align 1)."""
     return min_i64(b, b.udiv(b.mul(i64(count), t), n), i64(count))

@@ -25,7 +25,7 @@ from llvmlite import ir
 
 from ..conv_lowering import parts_wanted
 from ..ir import Group
-from .conv import COLS_MAX, TileQueue, _compact, _pad_plane
+from .conv import COLS_MAX, TileQueue, _compact, _pad_plane, thread_scratch
 from .gemm import (
     I64,
     LAYOUTS,
@@ -56,12 +56,11 @@ def lower_direct(ctx: LoweringContext, group: Group, x: View) -> None:
     depth, blocks = cg * kh * kw, -(-(o // groups) // lay.mr)
     plane_shape = (1, cg, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw)
     used = math.prod(plane_shape)
-    plane = View(ctx.workspace((used + lay.nr) * lay.itemsize, per_thread=True), plane_shape,
-                 tuple(strides(plane_shape)))
     row = plane_shape[3]
     span = (oh - 1) * row + ow
     width = min(-(-span // lay.nr) * lay.nr, COLS_MAX)
-    tile = ctx.workspace(blocks * lay.mr * width * lay.itemsize, per_thread=True)
+    plane_ptr, tile = thread_scratch(ctx, (used + lay.nr) * lay.itemsize, blocks * lay.mr * width * lay.itemsize)
+    plane = View(plane_ptr, plane_shape, tuple(strides(plane_shape)))
     panels = _pack_weights(ctx, lay, operand_view(ctx, anchor.inputs[1]), groups, blocks)
     offsets = _tap_offsets(ctx, anchor, plane)
     b, n_img = ctx.builder, x.shape[0]

@@ -34,7 +34,7 @@ from llvmlite import ir
 
 from ..conv_lowering import transposed_parts
 from ..ir import Group, Node
-from .conv import TileQueue, _copy_run, _epilogue
+from .conv import TileQueue, _copy_run, _epilogue, thread_scratch
 from .gemm import I64, LAYOUTS, PTR, Layout, View, elem_ptr, i64, loop, output_buffer, tile_kernel
 from .module import LoweringContext
 
@@ -47,8 +47,7 @@ def lower_transposed(ctx: LoweringContext, group: Group, x: View) -> None:
     offsets = _row_offsets(ctx, anchor, geo)
     queue = TileQueue(ctx, x.shape[0] * anchor.attrs["groups"] * geo.parts)
     ctx.barrier()  # every thread reads all the panels and offsets
-    wide = ctx.workspace(geo.cg * geo.wide_plane * lay.itemsize, per_thread=True)
-    plane = ctx.workspace((geo.og * geo.out_plane + geo.junk) * lay.itemsize, per_thread=True)
+    wide, plane = thread_scratch(ctx, geo.cg * geo.wide_plane * lay.itemsize, (geo.og * geo.out_plane + geo.junk) * lay.itemsize)
     out = output_buffer(ctx, group)
     kernel = _scatter_kernel(ctx.module, lay, geo.wide_plane)
     b, groups = ctx.builder, anchor.attrs["groups"]
