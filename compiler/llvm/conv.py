@@ -17,7 +17,9 @@ zero-padded plane and computes on its full-width rows (_lower_wide).
 Which of these runs (or, with no im2col at all, conv_direct.py's direct convolution,
 conv_transposed.py's scatter for padded stride-1 convs such as input gradients, or conv_dot.py's
 dot products for weight gradients) is chosen by shape in compiler/conv_lowering.py, whose cost
-model the fused dump and `explain` print.
+model the fused dump and `explain` print. The direct and transposed kernels split their images
+into work items through TileQueue (own share first, then the others') and keep each thread's
+scratch in one block (thread_scratch), both defined here.
 """
 
 from __future__ import annotations
