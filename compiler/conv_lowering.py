@@ -40,8 +40,8 @@ COST = {
     "dot": 1.0,  # the dot kernel's multiply-adds: R + T vector loads per R*T FMAs
     "run": 8.0,  # setting up one run of a copy (bounds split, pointers): short runs cost this each
     "operand": 1.0,  # the dot kernel's pointer to one operand row, per tile and summed channel
-    "partial": 1.0,
-    "scatter": 1.15,  # the transposed kernel's multiply-adds: its C tile is added into the plane  # the dot kernel's partial-sum vector of one output element: zeroed, kept, reduced
+    "partial": 1.0,  # the dot kernel's partial-sum vector of one output element: zeroed, kept, reduced
+    "scatter": 1.15,  # the transposed kernel's multiply-adds: its C tile is added into the plane
 }
 MR, NR = 6, 16  # the micro-kernel's tile (output channels x positions)
 LANES = 8  # f32 lanes per vector
@@ -50,6 +50,10 @@ PLANE_MAX = 4 << 20  # bytes of input plane per thread the direct kernel may cop
 DOT_PLANES = 192 << 10  # bytes of shifted planes per dot work item: they stay in L2 while tiles reuse them
 DOT_PARTIALS = 2 << 20  # bytes of partial-sum vectors per thread (one per output element)
 WIDE_PLANE_MAX = 1 << 20  # the wide im2col's plane (one channel chunk)
+# work items per thread that the image-splitting kernels (direct, transposed, dot) aim for: they
+# hand items out from a shared counter, so a few per thread even out a thread that another
+# process slows down, and a small batch is cut within images to give every thread some
+TILES_PER_THREAD = 4
 FORCE_ENV = "GRAPHTORCH_CONV_LOWERING"  # name a candidate to force it where it applies (tests)
 
 
@@ -119,7 +123,8 @@ def _transposed_cost(conv: Node) -> float:
     (dh, dw), og = conv.attrs["dilation"], o // conv.attrs["groups"]
     row = x.shape[3] + (kw - 1) * dw
     span, plane = x.shape[2] * row, (x.shape[2] + (kh - 1) * dh) * row
-    macs = _up(kh * kw * og, MR) * _up(span, NR) * cg * COST["mac"] * COST["scatter"]
+    parts = transposed_parts(conv)  # each chunk's (tap, channel) rows are padded to MR on their own
+    macs = parts * _up(kh * kw * og // parts, MR) * _up(span, NR) * cg * COST["mac"] * COST["scatter"]
     return cg * span * COST["plane"] + og * plane * (COST["plane"] + COST["pack"]) + macs
 
 
@@ -145,10 +150,24 @@ def dot_plan(conv: Node, threads: int = 2) -> DotPlan:
     rows = (oh - 1) * sh // dh + kh
     per_channel = ow * dh * rows * kw
     fit = max(1, DOT_PLANES // (per_channel * conv.type.dtype.itemsize))
-    per_plane = -(-4 * threads // (n * conv.attrs["groups"]))  # chunks per (image, group) for balance
+    per_plane = parts_wanted(n * conv.attrs["groups"], threads)  # chunks per (image, group) for balance
     chunk = max(1, min(fit, -(-cg // per_plane)))
     tile = dot_tile(o // conv.attrs["groups"], oh * ow)
     return DotPlan(rows, rows * kw, per_channel, kh * kw, tile, chunk, -(-cg // chunk))
+
+
+def parts_wanted(items: int, threads: int) -> int:
+    """Into how many parts to cut each of `items` (images, or (image, group) pairs) so that there
+    are TILES_PER_THREAD work items per thread."""
+    return max(1, -(-TILES_PER_THREAD * threads // max(items, 1)))
+
+
+def transposed_parts(conv: Node, threads: int = 2) -> int:
+    """Output-channel chunks per (image, group) of the transposed kernel: the fewest that divide
+    Og and give every thread TILES_PER_THREAD work items (one per channel if none does)."""
+    og = conv.type.shape[1] // conv.attrs["groups"]
+    wanted = parts_wanted(conv.type.shape[0] * conv.attrs["groups"], threads)
+    return next((d for d in range(wanted, og + 1) if og % d == 0), og)
 
 
 def dot_tile(channels: int, positions: int) -> tuple[int, int]:

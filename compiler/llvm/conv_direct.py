@@ -10,7 +10,9 @@ NR positions at a time, and nothing is unfolded. The weights are packed once per
 MR-row panels (zero rows past the group's channels) shared by all threads; the depth goes
 through in blocks of KC taps so a panel block stays in L1 while the plane streams.
 
-The tile of wide positions is compacted into the output (epilogue applied) by conv.py's _compact.
+A work item is (image, part of its wide positions), taken from conv.TileQueue;
+a small batch is cut into parts (conv_lowering.parts_wanted) so every thread has some. The tile
+of wide positions is compacted into the output (epilogue applied) by conv.py's _compact.
 The plane has NR elements of slack after it: the last NR-wide tile reads up to NR - 1 past the
 last used element.
 """
@@ -21,8 +23,9 @@ import math
 
 from llvmlite import ir
 
+from ..conv_lowering import parts_wanted
 from ..ir import Group
-from .conv import COLS_MAX, _compact, _pad_plane
+from .conv import COLS_MAX, TileQueue, _compact, _pad_plane, thread_scratch
 from .gemm import (
     I64,
     LAYOUTS,
@@ -32,7 +35,6 @@ from .gemm import (
     elem_ptr,
     i64,
     loop,
-    max_i64,
     min_i64,
     operand_view,
     output_buffer,
@@ -54,27 +56,24 @@ def lower_direct(ctx: LoweringContext, group: Group, x: View) -> None:
     depth, blocks = cg * kh * kw, -(-(o // groups) // lay.mr)
     plane_shape = (1, cg, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw)
     used = math.prod(plane_shape)
-    plane = View(ctx.workspace((used + lay.nr) * lay.itemsize, per_thread=True), plane_shape,
-                 tuple(strides(plane_shape)))
     row = plane_shape[3]
     span = (oh - 1) * row + ow
     width = min(-(-span // lay.nr) * lay.nr, COLS_MAX)
-    tile = ctx.workspace(blocks * lay.mr * width * lay.itemsize, per_thread=True)
+    plane_ptr, tile = thread_scratch(ctx, (used + lay.nr) * lay.itemsize, blocks * lay.mr * width * lay.itemsize)
+    plane = View(plane_ptr, plane_shape, tuple(strides(plane_shape)))
     panels = _pack_weights(ctx, lay, operand_view(ctx, anchor.inputs[1]), groups, blocks)
     offsets = _tap_offsets(ctx, anchor, plane)
+    b, n_img = ctx.builder, x.shape[0]
+    # parts of an image's positions: as many as the tile buffer needs, or more for a small batch
+    # (each part copies the whole plane, so no more than one per NR positions)
+    per_image = max(-(-span // width), min(parts_wanted(n_img, ctx.max_threads), -(-span // lay.nr)))
+    queue = TileQueue(ctx, per_image * n_img)
     ctx.barrier()  # every thread reads all the panels and offsets
     out = output_buffer(ctx, group)
-
-    b = ctx.builder
-    n_img = x.shape[0]
-    per_image = b.select(b.icmp_signed(">", ctx.nthreads, i64(n_img)),
-                         b.sdiv(b.add(ctx.nthreads, i64(n_img - 1)), i64(n_img)), i64(1))
-    per_image = max_i64(b, per_image, i64(-(-span // width)))
-    lo, hi = ctx.thread_range(b.mul(per_image, i64(n_img)))
     kernel = _direct_kernel(ctx.module, lay)
-    with ctx.loop(lo, hi) as item:
-        img, part = b.sdiv(item, per_image), b.srem(item, per_image)
-        s0, s1 = split(b, i64(span), per_image, part, lay.nr)
+    with queue.items() as item:
+        img, part = b.udiv(item, i64(per_image)), b.urem(item, i64(per_image))
+        s0, s1 = split(b, i64(span), i64(per_image), part, lay.nr)
         with ctx.loop(0, groups) as g:
             _pad_plane(ctx, lay, x, img, b.mul(g, i64(cg)), (ph, pw), plane)
             with ctx.loop(used, used + lay.nr) as t:  # the slack: read, never used; zero, not garbage
