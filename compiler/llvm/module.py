@@ -332,7 +332,10 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
                 called[rep] = ir.Function(modules[0], called[rep].ftype, called[rep].name)
         kernel = called[rep] if rep is group else _alias(modules[0], group, called[rep])
         if k and not (serial[k] and serial[k - 1]):  # thread 0 runs a run of serial kernels in order
+            wait = _cycles(b) if timed else None
             b.call(barrier_function(modules[0]), [status, nthreads])
+            if timed:  # waiting for the slowest thread is the previous kernel's time
+                _add_cycles(b, status, tid, STATUS_SLOTS + k - 1, wait)
         args = [buffer(n) for n in nodes] + [status, workspace]
         start = _cycles(b) if timed else None
         if serial[k]:

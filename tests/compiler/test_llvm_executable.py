@@ -1,6 +1,7 @@
 """The Executable: guards, outputs, threads, the disk cache, dumps, memory over many calls."""
 
 import resource
+import time
 
 import numpy as np
 import pytest
@@ -250,3 +251,27 @@ def test_only_opaque_kernels_and_short_reductions_get_the_unroller():
                  g.call("exp", [x]), g.call("cumsum", [x], {"dim": 4})]
     kinds = {gr.outputs[0].target: wants_unroll(gr) for gr in fuse(g).groups}
     assert kinds == {"max": True, "sum": False, "exp": False, "cumsum": True}
+
+
+def test_kernel_times_count_the_wait_for_the_slowest_thread(monkeypatch):
+    """A full sum runs on one thread while thread 0 (the timed one) waits at the barrier after it:
+    that wait is the sum's time, not nothing."""
+    g = Graph()
+    a = g.input("a", TensorType((1 << 22,), dt.float32))
+    g.outputs = [g.call("mul", [g.call("sum", [a], {"dims": (0,), "keepdim": False}), g.call("sum", [a], {"dims": (0,), "keepdim": False})])]
+    monkeypatch.setenv("GRAPHTORCH_KERNEL_TIMES", "1")
+    saved = get_num_threads()
+    set_num_threads(2)
+    try:
+        exe = build(g, single_groups(g), cache=False)
+        x = np.ones(1 << 22, np.float32)
+        exe(x)
+        exe.calls, exe._status[:] = 0, 0
+        start = time.perf_counter()
+        for _ in range(5):
+            exe(x)
+        wall_us = (time.perf_counter() - start) / 5 * 1e6
+        summed = sum(us for gr, us in exe.kernel_times() if gr.outputs[0].target == "sum")
+    finally:
+        set_num_threads(saved)
+    assert exe.parallel and summed > 0.3 * wall_us, (summed, wall_us)
