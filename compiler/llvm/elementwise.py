@@ -22,10 +22,10 @@ MAX_ROW_PIECES = 256  # a concat split into more row pieces than this keeps its 
 
 
 def lower_elementwise(ctx: LoweringContext, group: Group) -> None:
-    root = group.outputs[0]
+    root = group.outputs[-1]  # a multi-output group's outputs all have the root's shape (sibling_fusion.py)
     cols = sorted(set(pad_column_breaks(group.nodes, root)) | set(concat_breaks(group.nodes, root, last=True)))
     emit_pointwise(ctx, root, flat=needs_only_flat(group.nodes), col_breaks=cols,
-                   row_breaks=concat_breaks(group.nodes, root, last=False))
+                   row_breaks=concat_breaks(group.nodes, root, last=False), also=group.outputs[:-1])
 
 
 def pad_column_breaks(nodes: list[Node], root: Node) -> list[int]:
@@ -71,14 +71,16 @@ def needs_only_flat(nodes: list[Node]) -> bool:
 
 
 def emit_pointwise(ctx: LoweringContext, root: Node, *, flat: bool, overrides: dict[Node, Override] | None = None,
-                   col_breaks: list[int] = (), row_breaks: list[int] = ()) -> None:
-    """Store the value of `root` at every position of its shape, this thread's share of them; the
-    row and column loops of a multi-index walk run in pieces split at `row_breaks`, `col_breaks`."""
+                   col_breaks: list[int] = (), row_breaks: list[int] = (), also: list[Node] = ()) -> None:
+    """Store the value of `root` (and of the outputs `also`, of its shape) at every position of its
+    shape, this thread's share of them; the row and column loops of a multi-index walk run in
+    pieces split at `row_breaks`, `col_breaks`."""
     b, shape = ctx.builder, root.type.shape
+    outputs = [*also, root]
     if flat or len(shape) <= 1:  # (a pad needs the multi-index: flat groups have no col_breaks)
         lo, hi = ctx.thread_range(root.type.numel, align=64)  # whole cache lines per thread
         with ctx.loop(lo, hi) as i:
-            ctx.store(root, i, ctx.element(root, Index(b, shape, flat=i), overrides))
+            _store_all(ctx, outputs, Index(b, shape, flat=i), overrides)
         return
     rows, cols = rows_cols(shape)
     lo, hi = ctx.thread_range(rows)
@@ -90,7 +92,16 @@ def emit_pointwise(ctx: LoweringContext, root: Node, *, flat: bool, overrides: d
                 with ctx.loop(start, stop) as c:
                     idx = Index.rows(b, shape, r, c)
                     idx.row_span, idx.col_span = (first, end), (start, stop)
-                    ctx.store(root, idx.flat(), ctx.element(root, idx, overrides))
+                    _store_all(ctx, outputs, idx, overrides)
+
+
+def _store_all(ctx: LoweringContext, outputs: list[Node], idx: Index, overrides: dict[Node, Override] | None) -> None:
+    """Every output's value at `idx`, computed once each (shared members too) and all before the
+    first store: an output may be written over an input the others still read (memory_plan.py)."""
+    env = index.Env(ctx, overrides)
+    values = [index.value(env, o, idx) for o in outputs]
+    for o, v in zip(outputs, values):
+        ctx.store(o, idx.flat(), v)
 
 
 def _clamp(b: ir.IRBuilder, v: ir.Value, lo: int, hi: int) -> ir.Value:
