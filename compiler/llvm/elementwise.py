@@ -18,51 +18,52 @@ from . import index
 from .index import Index, Override, rows_cols
 from .module import LOWERINGS, LoweringContext
 
-MAX_ROW_PIECES = 256  # a concat split into more row pieces than this keeps its per-element select
+MAX_ROW_PIECES = 256  # a pad or concat that would split the row loop more than this is tested per element
 
 
 def lower_elementwise(ctx: LoweringContext, group: Group) -> None:
     root = group.outputs[-1]  # a multi-output group's outputs all have the root's shape (sibling_fusion.py)
-    cols = sorted(set(pad_column_breaks(group.nodes, root)) | set(concat_breaks(group.nodes, root, last=True)))
-    emit_pointwise(ctx, root, flat=needs_only_flat(group.nodes), col_breaks=cols,
-                   row_breaks=concat_breaks(group.nodes, root, last=False), also=group.outputs[:-1])
+    rows, cols = loop_breaks(group.nodes, root)
+    emit_pointwise(ctx, root, flat=needs_only_flat(group.nodes), col_breaks=cols, row_breaks=rows,
+                   also=group.outputs[:-1])
 
 
-def pad_column_breaks(nodes: list[Node], root: Node) -> list[int]:
-    """Where a pad of the root's shape starts or stops being padding along the last dim: the column
-    loop is split there, so each pad is known inside (a plain load) or outside (its value, its input
-    never evaluated) in each piece. A concat written as a sum of pads (the LSTM's four gate
-    gradients) then costs one evaluation per element instead of one per pad, and vectorizes."""
+def loop_breaks(nodes: list[Node], root: Node) -> tuple[list[int], list[int]]:
+    """(rows, columns) where a pad of the root's shape starts or stops being padding, or a concat of
+    the root's shape passes from one part to the next: along the last dim they split the column
+    loop, along another the row loop. In each piece a pad is known inside (a plain load) or outside
+    (its value, its input never evaluated) and a concat reads one part. A concat written as a sum
+    of pads (the LSTM's gate gradients along the last dim, its per-step gradients along the time
+    dim) then costs one evaluation per element instead of one per pad, and vectorizes; the LSTM's
+    31-part stacks for the weight-gradient GEMMs read all 31 parts per element before."""
     shape = root.type.shape
-    breaks = set()
-    for n in nodes:
-        if n.target == "pad" and n.type.shape == shape and shape:
-            lo, _ = n.attrs["pads"][-1]
-            breaks |= {lo, lo + n.inputs[0].type.shape[-1]}
-    return sorted(c for c in breaks if 0 < c < shape[-1]) if breaks else []
-
-
-def concat_breaks(nodes: list[Node], root: Node, *, last: bool) -> list[int]:
-    """Where a concat of the root's shape passes from one part to the next: columns when it joins
-    along the last dim (`last`), rows otherwise. A loop split there reads one part per piece: the
-    LSTM's per-step values stacked for the weight-gradient GEMMs (31 parts) read all 31 per element
-    before, 4x slower than a copy."""
-    shape, breaks = root.type.shape, set()
     if not shape:
-        return []
+        return [], []
+    rows, cols = set(), set()
     for n in nodes:
-        if n.target != "concat" or n.type.shape != shape or (n.attrs["dim"] == len(shape) - 1) != last:
+        if n.type.shape != shape:
             continue
+        for dim, edges in _edges(n):
+            edges = {min(max(e, 0), shape[dim]) for e in edges}
+            if dim == len(shape) - 1:
+                cols |= edges
+                continue
+            inner, outer = math.prod(shape[dim + 1:-1]), math.prod(shape[:dim])
+            edges |= {0, shape[dim]}  # a piece stays inside one block of the dims before `dim`
+            if outer * len(edges) <= MAX_ROW_PIECES:
+                rows |= {(o * shape[dim] + e) * inner for o in range(outer) for e in edges}
+    return sorted(r for r in rows if 0 < r < math.prod(shape[:-1])), sorted(c for c in cols if 0 < c < shape[-1])
+
+
+def _edges(n: Node) -> list[tuple[int, set[int]]]:
+    """(dim, the indices along it where `n` changes which input, or padding, it reads)."""
+    if n.target == "pad":
+        pads, sizes = n.attrs["pads"], n.inputs[0].type.shape
+        return [(d, {lo, lo + size}) for d, ((lo, hi), size) in enumerate(zip(pads, sizes)) if lo or hi]
+    if n.target == "concat":
         dim = n.attrs["dim"]
-        edges = list(itertools.accumulate(x.type.shape[dim] for x in n.inputs))[:-1]
-        if last:
-            breaks |= set(edges)
-            continue
-        inner, outer = math.prod(shape[dim + 1:-1]), math.prod(shape[:dim])
-        if outer * len(edges) <= MAX_ROW_PIECES:
-            breaks |= {(o * shape[dim] + e) * inner for o in range(outer) for e in [0, *edges]}
-    end = shape[-1] if last else math.prod(shape[:-1])
-    return sorted(c for c in breaks if 0 < c < end)
+        return [(dim, set(itertools.accumulate(x.type.shape[dim] for x in n.inputs)))]
+    return []
 
 
 def needs_only_flat(nodes: list[Node]) -> bool:

@@ -194,13 +194,12 @@ def _pad(env, node, idx):
     b = env.b
     inside = ir.Constant(scalar.I1, 1)
     dims = []
-    last = len(x.type.shape) - 1
     for k, (d, (lo, hi), n) in enumerate(zip(idx.dims(), node.attrs["pads"], x.type.shape)):
         if lo == 0 and hi == 0:
             dims.append(d)
             continue
         d = b.sub(d, i64(lo))
-        span = idx.col_span if k == last else None
+        span = dim_span(idx, k)
         if span is not None and lo <= span[0] and span[1] <= lo + n:  # this column loop is all inside
             dims.append(d)
             continue
@@ -221,7 +220,7 @@ def _concat(env, node, idx):
     bounds = [0]
     for x in parts:
         bounds.append(bounds[-1] + x.type.shape[dim])
-    span = concat_span(idx, dim)
+    span = dim_span(idx, dim)
     chosen = [j for j in range(len(parts)) if span is None or (bounds[j] < span[1] and span[0] < bounds[j + 1])]
     if len(chosen) == 1:
         j = chosen[0]
@@ -236,7 +235,7 @@ def _concat(env, node, idx):
     return result
 
 
-def concat_span(idx: Index, dim: int) -> tuple[int, int] | None:
+def dim_span(idx: Index, dim: int) -> tuple[int, int] | None:
     """Constant bounds [lo, hi) of index `dim` over the loop piece `idx` walks, when its spans fix them."""
     shape = idx.shape
     if dim == len(shape) - 1:

@@ -12,7 +12,7 @@ from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.fusion import fuse
 from graphtorch.compiler.ir import Graph
 from graphtorch.compiler.llvm import build
-from graphtorch.compiler.llvm.elementwise import MAX_ROW_PIECES, concat_breaks
+from graphtorch.compiler.llvm.elementwise import MAX_ROW_PIECES, loop_breaks
 
 
 def concat_graph(shapes: list[tuple[int, ...]], dim: int, scale: bool = False) -> Graph:
@@ -60,17 +60,17 @@ def test_threads_cut_through_pieces(threads):
 
 def test_breaks_are_the_part_edges():
     g = concat_graph([(3, 5), (0, 5), (1, 5), (6, 5)], 0)
-    assert concat_breaks(g.nodes, g.outputs[0], last=False) == [3, 4]
-    assert concat_breaks(g.nodes, g.outputs[0], last=True) == []
+    assert loop_breaks(g.nodes, g.outputs[0])[0] == [3, 4]
+    assert loop_breaks(g.nodes, g.outputs[0])[1] == []
     g = concat_graph([(2, 3, 4), (2, 1, 4), (2, 2, 4)], 1)  # rows of (2, 6): parts at 0-3, 3-4, 4-6 per outer
-    assert concat_breaks(g.nodes, g.outputs[0], last=False) == [3, 4, 6, 9, 10]
+    assert loop_breaks(g.nodes, g.outputs[0])[0] == [3, 4, 6, 9, 10]
     g = concat_graph([(4, 3), (4, 1), (4, 5)], 1)
-    assert concat_breaks(g.nodes, g.outputs[0], last=True) == [3, 4]
+    assert loop_breaks(g.nodes, g.outputs[0])[1] == [3, 4]
 
 
 def test_too_many_pieces_keep_the_select():
     g = concat_graph([(MAX_ROW_PIECES + 1, 1, 2)] * 2, 1)  # one break per outer row: too many
-    assert concat_breaks(g.nodes, g.outputs[0], last=False) == []
+    assert loop_breaks(g.nodes, g.outputs[0])[0] == []
     assert_match(g, *_arrays(g), groups=fuse(g).groups)
 
 
