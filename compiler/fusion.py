@@ -15,6 +15,9 @@ and the veto recorded with its reason, when the merged group would break a patte
 
 or when a member would be used outside the group, a path outside the group would join two
 members (a cycle between kernels), or the group would exceed `max_group_size` nodes.
+
+Then related elementwise groups of one shape merge into groups with several outputs
+(sibling_fusion.py): the only groups whose outputs are not just their root.
 """
 
 from __future__ import annotations
