@@ -191,3 +191,11 @@ def test_build_runs_the_lstm_step_as_one_kernel():
     want = interpret(g, *_inputs(g))
     for w, v in zip(want, exe(*_inputs(g))):  # c adds two products of rounded gates: an absolute tolerance
         np.testing.assert_allclose(v, w, rtol=4e-6, atol=1e-6)
+
+
+def test_report_counts_the_bytes_of_every_output():
+    from graphtorch.compiler.report import group_cost
+
+    g = chain_graph()
+    (grp,) = fuse(g).groups
+    assert group_cost(grp) == (None, 4 * 4 * 33 * 4)  # x and y read, a and b written
