@@ -115,8 +115,7 @@ def compiled_values(graph: Graph, groups: Sequence[Group], inputs: Sequence[np.n
     for g in groups:
         for n in g.nodes:
             env[n] = evaluate(n, [env[i] for i in n.inputs])
-        root = g.outputs[0]
-        if root in kernel_outputs:
+        for root in (o for o in g.outputs if o in kernel_outputs):
             kernel_gap[root] = _max_abs_diff(kernel_outputs[root], env[root])
             env[root] = kernel_outputs[root]
     return env, kernel_gap

@@ -15,6 +15,9 @@ and the veto recorded with its reason, when the merged group would break a patte
 
 or when a member would be used outside the group, a path outside the group would join two
 members (a cycle between kernels), or the group would exceed `max_group_size` nodes.
+
+Then related elementwise groups of one shape merge into groups with several outputs
+(sibling_fusion.py): the only groups whose outputs are not just their root.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from . import conv_lowering, conv_pool
 from .errors import GraphtorchCompileError
 from .ir import Graph, Group, Node, format_node
 from .primitives import Kind
+from .sibling_fusion import exposed, merge_siblings
 
 MAX_GROUP_SIZE = 64
 _ANCHORS = (Kind.REDUCTION, Kind.OUT_FUSABLE)
@@ -107,7 +111,8 @@ def _reaches(a: Node, n: Node, members: list[Node]) -> bool:
 
 
 def format_group(g: Group) -> str:
-    head = (f"group {g.id} [{g.pattern}] {label(g)}: {len(g.nodes)} nodes, root {g.outputs[0].name}, "
+    written = f"root {g.outputs[0].name}" if len(g.outputs) == 1 else f"outputs ({', '.join(o.name for o in g.outputs)})"
+    head = (f"group {g.id} [{g.pattern}] {label(g)}: {len(g.nodes)} nodes, {written}, "
             f"inputs ({', '.join(i.name for i in g.inputs)})")
     if g.pattern in ("conv2d", "conv2d_pool") and g.anchor is not None:
         head += f"\n    lowering: {conv_lowering.choose(g.anchor)}"
@@ -119,15 +124,27 @@ def format_group(g: Group) -> str:
 # ---------------------------------------------------------------- the pass
 
 
-def fuse(graph: Graph, *, max_group_size: int = MAX_GROUP_SIZE) -> FusionPlan:
-    """Group every call node of `graph` into kernels; deterministic for a given graph."""
+def fuse(graph: Graph, *, max_group_size: int = MAX_GROUP_SIZE, multi_output: bool = True) -> FusionPlan:
+    """Group every call node of `graph` into kernels; deterministic for a given graph.
+    multi_output: merge related same-shape elementwise groups into groups with several outputs
+    (sibling_fusion.py)."""
     f = _Fuser(graph, max_group_size)
     for n in f.calls:
         if f.root_of(n) is n:
             f.try_grow(n)
     plan = _with_conv_pools(f.plan(), f)
+    if multi_output:
+        plan = _with_siblings(graph, plan, max_group_size)
     check_plan(graph, plan.groups)
     return plan
+
+
+def _with_siblings(graph: Graph, plan: FusionPlan, cap: int) -> FusionPlan:
+    groups = merge_siblings(graph, plan.groups, cap)
+    owner = {n: g for g in groups for n in g.nodes}
+    for r in plan.rejections:
+        r.group = owner[r.group.nodes[-1]] if r.group else None
+    return FusionPlan(groups, plan.rejections)
 
 
 def _with_conv_pools(plan: FusionPlan, f: _Fuser) -> FusionPlan:
@@ -372,25 +389,27 @@ def make_group(gid: int, nodes: list[Node]) -> Group:
 
 
 def check_plan(graph: Graph, groups: list[Group]) -> None:
-    """Raise GT031 unless `groups` cover every call node once, each with one output, in an order
-    where every group reads only graph inputs, constants and earlier groups' roots."""
+    """Raise GT031 unless `groups` cover every call node once, each writing its root and exactly the
+    members used outside it (several only in an elementwise group), in an order where every group
+    reads only graph inputs, constants and earlier groups' outputs."""
     order = {n: k for k, n in enumerate(graph.nodes)}
     owner: dict[Node, Group] = {}
-    users = graph.users()
+    users, graph_outputs = graph.users(), set(graph.outputs)
     ready = {n for n in graph.nodes if n.op != "call"}
     for g in groups:
-        if [order[n] for n in g.nodes] != sorted(order[n] for n in g.nodes) or g.outputs != [g.nodes[-1]]:
+        if [order[n] for n in g.nodes] != sorted(order[n] for n in g.nodes) or g.outputs[-1] is not g.nodes[-1]:
             _broken(g, "its nodes are not in topological order with the root last")
         for n in g.nodes:
             if n.op != "call" or n in owner:
                 _broken(g, f"{n.name} is not a call node, or is in two groups")
             owner[n] = g
-        for n in g.nodes[:-1]:
-            if n in graph.outputs or any(u not in g.nodes for u in users[n]):
-                _broken(g, f"{n.name} is used outside the group but is not its root")
+        if g.outputs != exposed(g.nodes, users, graph_outputs):
+            _broken(g, "its outputs are not its root and the members used outside it")
+        if len(g.outputs) > 1 and g.pattern != "elementwise":
+            _broken(g, f"a {g.pattern} group has one output")
         if g.inputs != make_group(g.id, g.nodes).inputs or not all(i in ready for i in g.inputs):
             _broken(g, "its inputs are not the values it reads from earlier groups, in first-use order")
-        ready.add(g.outputs[0])
+        ready.update(g.outputs)
     missing = [n.name for n in graph.nodes if n.op == "call" and n not in owner]
     if missing:
         raise GraphtorchCompileError("GT031", f"no group computes {', '.join(missing)}", stage="fused")

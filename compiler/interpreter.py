@@ -44,7 +44,7 @@ def run_groups(graph: Graph, groups: Sequence[Group], inputs: Sequence[np.ndarra
                         "GT042", f"group {g.id} ({g.pattern}) reads {i.name}, which no earlier group computes",
                         n.loc, hint="the groups are not in a valid schedule order")
             local[n] = evaluate(n, args)
-        env[g.outputs[0]] = local[g.outputs[0]]
+        env.update((o, local[o]) for o in g.outputs)
     missing = [o.name for o in graph.outputs if o not in env]
     if missing:
         raise GraphtorchCompileError("GT042", f"no group computes the graph outputs {', '.join(missing)}")

@@ -367,7 +367,8 @@ def _preview(a: np.ndarray) -> str:
 class Group:
     """A fusion group: the nodes one kernel computes, in topological order.
 
-    `outputs == [nodes[-1]]` (the root; every other member is used only inside the group),
+    `outputs`: the root `nodes[-1]` (last) and, in a multi-output elementwise group
+    (sibling_fusion.py), the other members used outside it; other members are used only inside,
     `inputs` the values read from outside it in first-use order. `pattern` names the kernel
     shape a backend emits: "elementwise", "reduction", "matmul", "conv2d", or "single" for
     an opaque node, which stands alone. docs/ir.md states the contract of each pattern.

@@ -4,7 +4,8 @@ Over the kernel (group) order, each group's output is live from the step that wr
 last step that reads it. Values whose lifetimes do not overlap share memory: blocks are placed
 first-fit by offset, largest first. An elementwise kernel may write its output over an input that
 dies at that kernel (same shape and item size): every element is read before it is written at the
-same index, so no copy and no second buffer are needed.
+same index, so no copy and no second buffer are needed (a kernel with several outputs computes
+all of them at an index before it stores any, so each output may take one dying input).
 
 Graph inputs, constants and graph outputs are not in the arena: inputs and constants belong to the
 caller, outputs are allocated per call so results handed to the user are never overwritten. The
@@ -57,7 +58,7 @@ def plan_memory(graph: Graph, groups: list[Group], *, alignment: int = 64,
     whose output may overwrite the input; those that are safe end up in `donated`."""
     outputs = set(graph.outputs)
     intervals = _intervals(groups)
-    resident = [g.outputs[0] for g in groups if g.outputs[0] not in outputs]
+    resident = [o for g in groups for o in g.outputs if o not in outputs]
     inplace = _inplace_pairs(groups, intervals, set(resident))
 
     # a block is one piece of memory: a value plus the values written over it in place
@@ -83,7 +84,7 @@ def _donations(graph: Graph, groups: list[Group], donate: list[tuple[Node, Node]
     last_read: dict[Node, int] = {}
     step_of: dict[Node, int] = {}
     for step, g in enumerate(groups):
-        step_of[g.outputs[0]] = step
+        step_of.update((o, step) for o in g.outputs)
         for i in g.inputs:
             last_read[i] = step
     out: dict[Node, Node] = {}
@@ -116,7 +117,7 @@ def _reads_elementwise(g: Group, i: Node) -> bool:
 def _intervals(groups: list[Group]) -> dict[Node, tuple[int, int]]:
     out: dict[Node, tuple[int, int]] = {}
     for step, g in enumerate(groups):
-        out[g.outputs[0]] = (step, step)
+        out.update((o, (step, step)) for o in g.outputs)
     for step, g in enumerate(groups):
         for i in g.inputs:
             if i in out:
@@ -129,15 +130,15 @@ def _inplace_pairs(groups: list[Group], intervals: dict[Node, tuple[int, int]],
     pairs: dict[Node, Node] = {}
     taken: set[Node] = set()
     for step, g in enumerate(groups):
-        root = g.outputs[0]
-        if root not in resident or not all(n.prim.kind is Kind.ELEMENTWISE for n in g.nodes):
+        if not all(n.prim.kind is Kind.ELEMENTWISE for n in g.nodes):
             continue
-        for x in g.inputs:
-            if (x in resident and x not in taken and intervals[x][1] == step
-                    and x.type.shape == root.type.shape and x.type.dtype.itemsize == root.type.dtype.itemsize):
-                pairs[root] = x
-                taken.add(x)
-                break
+        for root in (o for o in g.outputs if o in resident):  # a multi-output group: one dying input each
+            for x in g.inputs:
+                if (x in resident and x not in taken and intervals[x][1] == step
+                        and x.type.shape == root.type.shape and x.type.dtype.itemsize == root.type.dtype.itemsize):
+                    pairs[root] = x
+                    taken.add(x)
+                    break
     return pairs
 
 

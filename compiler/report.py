@@ -151,8 +151,7 @@ def kernel_code(ir_text: str, names: dict[int, str]) -> dict[int, str]:
 def group_cost(g: Group) -> tuple[int | None, int]:
     """(floating-point operations, bytes read and written) of one kernel call; FLOPs where the
     anchor says them exactly (matmul, conv2d), None elsewhere."""
-    root = g.outputs[0]
-    moved = sum(i.type.numel * i.type.dtype.itemsize for i in g.inputs) + root.type.numel * root.type.dtype.itemsize
+    moved = sum(n.type.numel * n.type.dtype.itemsize for n in [*g.inputs, *g.outputs])
     a = g.anchor
     if a is not None and a.target == "matmul":
         return 2 * a.type.numel * a.inputs[0].type.shape[-1], moved

@@ -83,7 +83,7 @@ class _KernelProbe:
         from .compiler.llvm.module import kernel_name
 
         art = self.graph.artifacts
-        roots = [g.outputs[0] for g in art.fusion.groups]
+        roots = [o for g in art.fusion.groups for o in g.outputs]
         if not roots:
             return {}, {}
         if self._exe is None:

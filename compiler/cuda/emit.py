@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import GraphtorchCompileError
 from ..ir import Graph, Group, Node
 from ..memory_plan import plan_memory
+from ..sibling_fusion import one_output_per_group
 from .kernel import Kernel, Launch
 from .prelude import INT32_INDEX_LIMIT, PRELUDE
 from .scalar import UnsupportedDType
@@ -53,7 +54,9 @@ class CudaModule:
 
 
 def emit(graph: Graph, groups: list[Group], *, name: str = "graph") -> CudaModule:
-    """Render every group of `graph` (run in list order) as CUDA C kernels plus their launches."""
+    """Render every group of `graph` (run in list order) as CUDA C kernels plus their launches; a
+    multi-output group as one kernel per output (sibling_fusion.py)."""
+    groups = one_output_per_group(groups)
     builder = _ModuleBuilder(graph, groups, name)
     for group in groups:
         try:

@@ -25,7 +25,7 @@ def kernel_signature(group: Group, args: list[Node], flags: list[tuple[bool, boo
                   tuple(("member", member[i]) if i in member else ("arg", arg[i]) for i in n.inputs))
                  for n in group.nodes)
     return (group.pattern, body, tuple(n.type for n in args), tuple(flags), member.get(group.anchor),
-            max_threads)
+            tuple(member[o] for o in group.outputs), max_threads)
 
 
 def representatives(groups: list[Group], signatures: dict[Group, tuple]) -> dict[Group, Group]:

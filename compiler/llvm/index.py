@@ -50,6 +50,7 @@ class Index:
         self.b, self.shape = b, tuple(shape)
         self._dims, self._flat, self._row = dims, flat, row
         self.col_span: tuple[int, int] | None = None  # constant bounds [lo, hi) of the last index, when known
+        self.row_span: tuple[int, int] | None = None  # constant bounds [lo, hi) of the row (Index.rows), when known
 
     @classmethod
     def rows(cls, b: ir.IRBuilder, shape: tuple[int, ...], row: ir.Value, col: ir.Value) -> Index:
@@ -314,10 +315,11 @@ def _pad(env, node, idx):
             dims.append(d)
             continue
         d = b.sub(d, i64(lo))
-        span = idx.col_span if k == last else None
+        span = dim_span(idx, k)
         if span is not None and lo <= span[0] and span[1] <= lo + n:  # this column loop is all inside
             dims.append(d)
-            inner_span = (span[0] - lo, span[1] - lo)
+            if k == last:
+                inner_span = (span[0] - lo, span[1] - lo)
             continue
         if span is not None and (span[1] <= lo or lo + n <= span[0]):  # all padding: x is never read
             return pad_value
@@ -330,20 +332,42 @@ def _pad(env, node, idx):
 
 
 def _concat(env, node, idx):
+    """The part that holds the position; where the loop's spans pin the concat dim to one part (a
+    loop split at part edges, elementwise.py), that part alone is read, with no select."""
     dim = node.attrs["dim"]
     parts = [x for x in node.inputs if x.type.shape[dim] > 0]
     b, out = env.b, idx.dims()
     bounds = [0]
     for x in parts:
         bounds.append(bounds[-1] + x.type.shape[dim])
+    span = dim_span(idx, dim)
+    chosen = [j for j in range(len(parts)) if span is None or (bounds[j] < span[1] and span[0] < bounds[j + 1])]
+    if len(chosen) == 1:
+        j = chosen[0]
+        return at(env, parts[j], out[:dim] + [b.sub(out[dim], i64(bounds[j]))] + out[dim + 1:])
     result = None
-    for j in range(len(parts) - 1, -1, -1):
+    for j in reversed(chosen):
         x, lo, hi = parts[j], bounds[j], bounds[j + 1]
         mine = b.and_(b.icmp_signed(">=", out[dim], i64(lo)), b.icmp_signed("<", out[dim], i64(hi)))
         local = b.select(mine, b.sub(out[dim], i64(lo)), i64(0))
         v = at(env, x, out[:dim] + [local] + out[dim + 1:])
         result = v if result is None else b.select(mine, v, result)
     return result
+
+
+def dim_span(idx: Index, dim: int) -> tuple[int, int] | None:
+    """Constant bounds [lo, hi) of index `dim` over the loop piece `idx` walks, when its spans fix them."""
+    shape = idx.shape
+    if dim == len(shape) - 1:
+        return idx.col_span
+    if idx.row_span is None:
+        return None
+    inner = math.prod(shape[dim + 1:-1])
+    period = inner * shape[dim]
+    r0, r1 = idx.row_span
+    if r1 <= r0 or r0 // period != (r1 - 1) // period:
+        return None
+    return (r0 // inner) % shape[dim], ((r1 - 1) // inner) % shape[dim] + 1
 
 
 def _gather(env, node, idx):

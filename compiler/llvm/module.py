@@ -272,7 +272,7 @@ class Layout:
 
 def make_layout(graph: Graph, groups: list[Group], plan: MemoryPlan) -> Layout:
     slots: dict[Node, int] = {}
-    computed = {g.outputs[0] for g in groups}
+    computed = {o for g in groups for o in g.outputs}
     constants = []
     for n in graph.inputs:
         slots[n] = Layout.FIRST + len(slots)
@@ -301,7 +301,7 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
     kernel k to status word STATUS_SLOTS + k."""
     layout = make_layout(graph, groups, plan)
     layout.timed = timed
-    args_of = {g: list(dict.fromkeys([*g.inputs, g.outputs[0]])) for g in groups}
+    args_of = {g: list(dict.fromkeys([*g.inputs, *g.outputs])) for g in groups}
     flags_of = {g: _arg_flags(g, args_of[g], layout) for g in groups}
     same = representatives(groups, {g: kernel_signature(g, args_of[g], flags_of[g], max_threads) for g in groups})
     plan = split([g for g in groups if same[g] is g])
@@ -482,8 +482,7 @@ def _arg_flags(group: Group, nodes: list[Node], layout: Layout) -> list[tuple[bo
     An input the memory plan computes in place (the output takes its exact bytes) is read through
     the output's pointer: with two pointers to the same bytes LLVM's vectorizer guards the loop
     with an overlap check that sends exact in-place to the scalar loop (relu was 8x slower)."""
-    root = group.outputs[0]
-    in_place = [n is not root and _same_bytes(n, root, layout) for n in nodes]
+    in_place = [_written_over(n, group, layout) is not None for n in nodes]
     distinct = [n for n, same in zip(nodes, in_place) if not same]
     return [(same, not same and not _may_alias(n, distinct, layout)) for n, same in zip(nodes, in_place)]
 
@@ -507,20 +506,24 @@ def _kernel(module: ir.Module, group: Group, nodes: list[Node], flags: list[tupl
     # each kernel is called once from `run`: inlining them all there gains nothing at run time and
     # made optimizing the LeNet train step 1.6 s instead of 1.15 s
     fn.attributes.add("noinline")
-    root = group.outputs[0]
     for arg, node, (_, noalias) in zip(fn.args, nodes, flags):
         arg.name = node.name.lstrip("%")
         if noalias:
             arg.add_attribute("noalias")
     *bufs, status, ws, tid, nthreads = fn.args
     buffers = dict(zip(nodes, bufs))
-    buffers.update((n, buffers[root]) for n, (in_place, _) in zip(nodes, flags) if in_place)
+    buffers.update((n, buffers[_written_over(n, group, layout)]) for n, (in_place, _) in zip(nodes, flags) if in_place)
     ctx = LoweringContext(module, fn, group, buffers, status, ws, tid, nthreads, max_threads)
     lowering_for(group)(ctx, group)
     ctx.builder.ret_void()
     ctx._allocas.branch(fn.blocks[1])
     layout.workspace_bytes = max(layout.workspace_bytes, ctx.workspace_bytes)
     return fn
+
+
+def _written_over(node: Node, group: Group, layout: Layout) -> Node | None:
+    """The output of `group` that takes `node`'s exact bytes (in-place reuse, a donated input)."""
+    return next((o for o in group.outputs if o is not node and _same_bytes(node, o, layout)), None)
 
 
 def _may_alias(node: Node, nodes: list[Node], layout: Layout) -> bool:

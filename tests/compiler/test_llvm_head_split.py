@@ -14,7 +14,7 @@ from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.fusion import fuse
 from graphtorch.compiler.ir import Graph
 from graphtorch.compiler.llvm import build
-from graphtorch.compiler.llvm.elementwise import pad_column_breaks
+from graphtorch.compiler.llvm.elementwise import loop_breaks
 from graphtorch.compiler.llvm.index import reshape_runs
 
 
@@ -47,15 +47,15 @@ def test_qkv_grad_equals_interpreter(name):
 
 def test_pads_behind_a_reshape_keeping_the_last_dim_split_the_loop():
     g = qkv_grad_graph(2, 3, 2, 5)  # heads of 5 columns: too narrow to split at
-    assert pad_column_breaks(g.nodes, g.outputs[0]) == [10, 20]
+    assert loop_breaks(g.nodes, g.outputs)[1] == [10, 20]
     g = qkv_grad_graph(2, 3, 2, 9)  # heads of 9: each piece is one head of one of q, k, v
-    assert pad_column_breaks(g.nodes, g.outputs[0]) == [9, 18, 27, 36, 45]
+    assert loop_breaks(g.nodes, g.outputs)[1] == [9, 18, 27, 36, 45]
 
 
 def test_the_gpt_shape_reads_each_head_contiguously():
     """Split at every head edge (16 columns), no piece gathers: the loads are vectors."""
     g = qkv_grad_graph(16, 32, 4, 16)
-    assert pad_column_breaks(g.nodes, g.outputs[0]) == list(range(16, 192, 16))
+    assert loop_breaks(g.nodes, g.outputs)[1] == list(range(16, 192, 16))
     optimized = build(g, fuse(g).groups, cache=False).artifacts["llvm_ir_optimized"]
     assert "masked.gather" not in optimized and "load <" in optimized
 
@@ -69,7 +69,7 @@ def test_head_merge_as_an_elementwise_root_equals_interpreter(b, t, heads, e):
     merged = g.call("reshape", [g.call("permute", [x], {"dims": (0, 2, 1, 3)})], {"shape": (b, t, heads * e)})
     g.outputs = [g.call("neg", [merged])]
     edges = list(range(e, heads * e, e)) if e >= 8 else []
-    assert pad_column_breaks(g.nodes, g.outputs[0]) == edges
+    assert loop_breaks(g.nodes, g.outputs)[1] == edges
     assert_match(g, values(x.type.shape, dt.float32, np.random.default_rng(4)), groups=fuse(g).groups)
 
 
@@ -79,7 +79,7 @@ def test_a_reshape_merging_the_last_dims_splits_at_its_rows_not_at_the_pads_behi
     g = qkv_grad_graph(2, 3, 2, 5)
     root = g.outputs[0]
     g.outputs = [g.call("reshape", [root.inputs[0]], {"shape": (2, 3 * 30)})]
-    assert pad_column_breaks(g.nodes, g.outputs[0]) == [30, 60]
+    assert loop_breaks(g.nodes, g.outputs)[1] == [30, 60]
     arrays = [values(i.type.shape, dt.float32, np.random.default_rng(2)) for i in g.inputs]
     assert_match(g, *arrays, groups=fuse(g).groups)
 
