@@ -27,11 +27,10 @@ def merge_siblings(graph: Graph, groups: list[Group], cap: int) -> list[Group]:
     result: list[Group] = []
     for g in groups:
         k = _partner(result, g, cap)
-        if k is None:
-            result.append(g)
-            continue
-        partner = result.pop(k)
-        result.append(_merged(partner, g, users, outputs, order))
+        while k is not None:  # the merged group looks again: an AdamW update's m, v and p kernels chain
+            g = _merged(result.pop(k), g, users, outputs, order)
+            k = _partner(result, g, cap)
+        result.append(g)
     for gid, g in enumerate(result):
         g.id = gid
     return result
