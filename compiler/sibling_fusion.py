@@ -5,7 +5,8 @@ elementwise groups whose roots have the same shape, and that read a common value
 of an LSTM step are slices of one gates tensor) or where one reads the other's outputs (the cell
 update reads the gates), merge into one group that writes several outputs: each shared value is
 loaded once, and an LSTM step's seven forward kernels become one. A group moves later to meet its
-partner, so no kernel between them may read what it writes.
+partner, so no kernel between them may read what it writes. A merged group looks for a partner
+again, so a chain (an AdamW parameter's m, v and p updates) ends as one kernel.
 
 Backends lower a multi-output group as one loop (LLVM) or take `one_output_per_group` (CUDA):
 one kernel per output, each recomputing the members it needs, which is what fusion did before.
@@ -27,11 +28,10 @@ def merge_siblings(graph: Graph, groups: list[Group], cap: int) -> list[Group]:
     result: list[Group] = []
     for g in groups:
         k = _partner(result, g, cap)
-        if k is None:
-            result.append(g)
-            continue
-        partner = result.pop(k)
-        result.append(_merged(partner, g, users, outputs, order))
+        while k is not None:  # the merged group looks again: an AdamW update's m, v and p kernels chain
+            g = _merged(result.pop(k), g, users, outputs, order)
+            k = _partner(result, g, cap)
+        result.append(g)
     for gid, g in enumerate(result):
         g.id = gid
     return result

@@ -199,3 +199,30 @@ def test_report_counts_the_bytes_of_every_output():
     g = chain_graph()
     (grp,) = fuse(g).groups
     assert group_cost(grp) == (None, 4 * 4 * 33 * 4)  # x and y read, a and b written
+
+
+def adam_like_graph(params: int = 2) -> Graph:
+    """Adam's update for `params` same-shape parameters: m, v, then p, each a graph output; the
+    broadcast hyperparameters are shared by all parameters, so each broadcast is a group of its own."""
+    g = Graph()
+    beta1, beta2, eps = (g.input(name, f32()) for name in ("beta1", "beta2", "eps"))
+    b1, b2, e = (g.call("expand", [s], {"shape": (4, 6)}) for s in (beta1, beta2, eps))
+    outputs = []
+    for k in range(params):
+        p, grad, m, v = (g.input(f"{name}{k}", f32(4, 6)) for name in ("p", "grad", "m", "v"))
+        m2 = g.call("add", [m, g.call("mul", [g.call("sub", [grad, m]), b1])])
+        v2 = g.call("add", [g.call("mul", [v, b2]), g.call("mul", [grad, grad])])
+        p2 = g.call("sub", [p, g.call("div", [m2, g.call("add", [g.call("sqrt", [v2]), e])])])
+        outputs += [m2, v2, p2]
+    g.outputs = outputs
+    return g
+
+
+def test_a_merged_group_merges_again_with_earlier_partners():
+    """The broadcasts, m's, v's and p's kernels of both parameters chain into one kernel: after a
+    merge, the merged group looks for a partner again (it stopped at three kernels before)."""
+    g = adam_like_graph()
+    plan = fuse(g)
+    assert len(plan.groups) == 1 and set(plan.groups[0].outputs) == set(g.outputs)
+    assert len(fuse(g, multi_output=False).groups) > 4
+    assert_match(g, *_inputs(g), groups=plan.groups, rtol=1e-6)
