@@ -35,7 +35,9 @@ from .. import conv_lowering
 from ..ir import Group
 from . import scalar
 from .gemm import (
+    I64,
     LAYOUTS,
+    PTR,
     Matrix,
     View,
     elem_ptr,
@@ -92,16 +94,36 @@ class TileQueue:
             b.position_at_end(done)
 
 
+PAGE = 4096  # the address bits (11:0) that L1 sets and the store-to-load alias check look at
+THREAD_SKEW = 17 * 64  # thread t's block starts t * THREAD_SKEW past a page (17 lines: odd, and past a 1 KiB row)
+
+
+def scratch_layout(sizes: tuple[int, ...], max_threads: int) -> tuple[list[int], int, int]:
+    """(offset of each buffer in a thread's block, the distance between threads' blocks, the bytes
+    to reserve): buffers 64-byte aligned one after the other; blocks a whole number of pages plus
+    THREAD_SKEW apart, after a page boundary the kernel finds at run time (PAGE - 64 bytes of slack)."""
+    rounded = [-(-n // 64) * 64 for n in sizes]
+    starts = [sum(rounded[:k]) for k in range(len(rounded))]
+    stride = -(-sum(rounded) // PAGE) * PAGE + THREAD_SKEW
+    return starts, stride, PAGE - 64 + stride * max_threads
+
+
 def thread_scratch(ctx: LoweringContext, *sizes: int) -> list[ir.Value]:
     """This thread's scratch buffers (64-byte aligned), laid out one after the other in one
     per-thread block. Separate per-thread workspaces put thread t's buffers max_threads * size
     apart, at a distance that differs per thread: the ResNet's 3x3 conv on the transposed kernel
     then ran at 2 threads in 355 us instead of 231 (1 thread: 455), and built for 4 threads in 260.
-    In one block every thread has the layout a single thread has."""
-    rounded = [-(-n // 64) * 64 for n in sizes]
-    block = ctx.workspace(sum(rounded), per_thread=True)
-    starts = [sum(rounded[:k]) for k in range(len(rounded))]
-    return [ctx.builder.gep(block, [i64(at)], inbounds=True, source_etype=ir.IntType(8)) if at else block for at in starts]
+    In one block every thread has the layout a single thread has. The block's place within a page
+    is fixed (scratch_layout), not wherever the workspace happened to land in this process, so a
+    kernel's timing is reproducible. (The 2-thread times that varied from process to process were
+    not these bits: they were another process running on one of the cores, which reproduces with a
+    busy loop beside the benchmark, with either placement.)"""
+    starts, stride, reserve = scratch_layout(sizes, ctx.max_threads)
+    b = ctx.builder
+    region = b.ptrtoint(ctx.workspace(reserve), I64)
+    page = b.and_(b.add(region, i64(PAGE - 1)), i64(-PAGE))
+    block = b.inttoptr(b.add(page, b.mul(ctx.tid, i64(stride))), PTR)
+    return [b.gep(block, [i64(at)], inbounds=True, source_etype=ir.IntType(8)) if at else block for at in starts]
 
 
 def _share_start(b: ir.IRBuilder, count: int, t: ir.Value, n: ir.Value) -> ir.Value:

@@ -150,8 +150,10 @@ class Executable:
         self._status = np.zeros(STATUS_SLOTS + len(groups) * layout.timed, np.int64)
         self.calls = 0
         self.build_ms: dict[str, float] = {}  # build's stages (none when loaded by compiler/llvm/saved.py)
-        self._workspace, ws = _aligned(layout.workspace_bytes)
-        self._arena, arena = _aligned(plan.arena_bytes)
+        # page-aligned, so a kernel's buffers and its scratch sit at the same low address bits in
+        # every process (4K aliasing and L1 sets depend on them; see conv.py's thread_scratch)
+        self._workspace, ws = _aligned(layout.workspace_bytes, 4096)
+        self._arena, arena = _aligned(plan.arena_bytes, 4096)
         self._table[Layout.STATUS], self._table[Layout.WORKSPACE], self._table[Layout.ARENA] = self._status.ctypes.data, ws, arena
         self._constants = [np.ascontiguousarray(c.value) for c in layout.constants]
         for c, arr in zip(layout.constants, self._constants):
