@@ -20,7 +20,7 @@ for the same reason: inside the tile loops, a vectorized relu made the module op
 Operands are read through (row, column) element strides, so a transposed operand (x @ W^T) or
 a broadcast batch (stride 0) is read in place: packing is the only copy. With at most
 GEMV_MAX_M rows of A (batch-1 inference) nothing is packed: B is streamed once per row. With a
-small C (at most SMALL_MAX_MN elements: per-head attention, small weight gradients) A is not packed
+small C (SMALL_LIMITS: per-head attention, small weight gradients, recurrent steps) A is not packed
 either: the micro-kernel reads it in place, and B too when its rows hold whole contiguous panels.
 """
 
@@ -36,7 +36,7 @@ from llvmlite import ir
 from ..ir import Group, Node
 from . import index, scalar
 from .index import emit_epilogue
-from .module import LOWERINGS, LoweringContext
+from .module import LOWERINGS, PARALLEL_WORK, SERIAL, LoweringContext, work
 from .opaque import lower_matmul_naive
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -450,15 +450,18 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
 
 # ---------------------------------------------------------------- small GEMMs: A read in place
 
-SMALL_MAX_MN = 64 * 64  # C this small: per-head attention, its gradients, small weight gradients
-SMALL_MAX_K = 1024  # measured on one core: unpacked beats packed up to here (64x64x1024 96 vs 77 GF/s)
+# (largest M*N, largest K) the small path takes, measured on one core: per-head attention, its
+# gradients and small weight gradients up to 64x64x1024 (96 vs 77 GF/s packed); a wider C with a
+# short K, the LSTM's recurrent h @ W_hh^T (32x256x64: 12.0 vs 13.5 us; 16x512x64: 11.4 vs 17.4 us),
+# but not with a long one (64x128x1024 with A transposed was 8% slower unpacked)
+SMALL_LIMITS = ((64 * 64, 1024), (32 * 256, 256))
 
 
 def is_small(spec: GemmSpec) -> bool:
     """Small outputs (the attention's per-head matmuls, a 64x64 weight gradient) lose more to packing
     than they gain: each thread would pack all of B for a few tiles. The micro-kernel reads A in
     place instead, and B too when its rows are contiguous whole NR-wide panels."""
-    return spec.k <= SMALL_MAX_K and spec.m * spec.n <= SMALL_MAX_MN
+    return any(spec.m * spec.n <= mn and spec.k <= k for mn, k in SMALL_LIMITS)
 
 
 def small_layout(spec: GemmSpec) -> Layout:
@@ -484,7 +487,7 @@ def emit_small_gemm(b: ir.IRBuilder, spec: GemmSpec, a: Matrix, bm: Matrix, c: i
                     rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value], workspace: ir.Value,
                     epilogue: Epilogue | None = None) -> None:
     """C[rows, cols] = A[rows, :] @ B[:, cols] (C dense m x n) without packing A, and B only when
-    its panels cannot be read in place; the whole K in one pass (K <= SMALL_MAX_K).
+    its panels cannot be read in place; the whole K in one pass (K within SMALL_LIMITS).
     `workspace`: _small_workspace_elements(spec), 64-byte aligned."""
     lay = small_layout(spec)
     tile, packed_b = workspace, elem_ptr(b, workspace, i64(lay.mr * lay.nr), lay)
@@ -749,3 +752,48 @@ def _split_batch(view: View, lead: int) -> tuple[int, tuple[int, ...]] | None:
 
 
 LOWERINGS["matmul"] = lower_matmul
+
+
+# ---------------------------------------------------------------- one thread or all of them
+
+# f32 GFLOP/s of each path on one core (AVX2) at the LSTM's and the sin-MLP's shapes (32x256x64
+# small 87, packed 78; 32x64x256 small 75); f64 runs at half the rate
+PATH_GFLOPS = {"small": 80.0, "packed": 75.0}
+# what threads cost a kernel that would otherwise run on thread 0 between serial neighbours: a
+# barrier before it and one after (each ~1-2 us when the other core is free)
+THREAD_COST_US = 3.0
+
+
+def serial_time_us(spec: GemmSpec) -> float:
+    """Estimated microseconds `spec` takes on one thread."""
+    rate = PATH_GFLOPS["small" if is_small(spec) else "packed"] * 4 / spec.layout.itemsize
+    return 2 * spec.batch * spec.m * spec.n * spec.k / (rate * 1e3)
+
+
+def busiest_share(spec: GemmSpec, nthreads: int) -> float:
+    """The fraction of the work the busiest of `nthreads` threads gets: threads split whole tiles
+    (micro-kernel panels of the larger of M and N) of every batch, as emit_matmul does."""
+    align = (small_layout(spec) if is_small(spec) else spec.layout).mr if spec.split_rows else spec.layout.nr
+    units = spec.batch * math.ceil(max(spec.m, spec.n) / align)
+    return math.ceil(units / nthreads) / units
+
+
+def threads_save_us(spec: GemmSpec, nthreads: int = 2) -> float:
+    """Microseconds saved by splitting `spec` over `nthreads` threads rather than running it on one
+    (negative: the barriers cost more than the split saves)."""
+    one = serial_time_us(spec)
+    return one * (1 - busiest_share(spec, nthreads)) - THREAD_COST_US
+
+
+def matmul_runs_serial(group: Group) -> bool:
+    """A GEMM runs on thread 0 alone unless splitting it saves more than the barriers cost; integer
+    matmuls and matrix-vector products (memory-bound) keep the size rule."""
+    anchor = group.anchor
+    *batch_dims, m, n = anchor.type.shape
+    if anchor.type.dtype.short not in LAYOUTS or m <= GEMV_MAX_M:
+        return work(group) < PARALLEL_WORK
+    spec = GemmSpec(m, n, anchor.inputs[0].type.shape[-1], anchor.type.dtype.short, math.prod(batch_dims))
+    return threads_save_us(spec) <= 0
+
+
+SERIAL["matmul"] = matmul_runs_serial

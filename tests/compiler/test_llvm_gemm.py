@@ -14,16 +14,22 @@ from llvm_helpers import compiled, interpret
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.ir import Graph, Group
+from graphtorch.compiler.llvm import build
 from graphtorch.compiler.llvm.gemm import (
     GEMV_MAX_M,
+    PATH_GFLOPS,
     GemmSpec,
     build_gemm_module,
+    busiest_share,
     direct_b,
     is_small,
     reshaped_strides,
+    serial_time_us,
     small_layout,
+    threads_save_us,
     workspace_bytes,
 )
+from graphtorch.compiler.llvm.module import runs_serial
 from graphtorch.runtime import compile_ir
 
 KERNEL = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_int64, ctypes.c_int64)
@@ -100,7 +106,7 @@ def test_few_rows_stream_b_in_place(m, trans_a, trans_b):
 
 
 def test_kernel_fp64():
-    m, n, k = 23, 190, 140  # two K blocks of the packed path
+    m, n, k = 23, 190, 300  # three K blocks of the packed path (K too long for the small path)
     a, b, _, _ = operands(m, n, k, dtype=np.float64)
     spec = GemmSpec.dense(m, n, k, dtype="f64")
     assert not is_small(spec)
@@ -202,6 +208,56 @@ def test_small_gemm_tile_height():
 def test_small_gemm_limits():
     assert is_small(GemmSpec.dense(64, 64, 1024)) and not is_small(GemmSpec.dense(64, 64, 1025))
     assert not is_small(GemmSpec.dense(512, 64, 64))  # the big linears keep their packed A
+    # a wider C with a short K (the LSTM's recurrent steps), but not with a long one
+    assert is_small(GemmSpec.dense(32, 256, 64)) and is_small(GemmSpec.dense(16, 512, 256))
+    assert not is_small(GemmSpec.dense(32, 256, 257)) and not is_small(GemmSpec.dense(64, 128, 1024, trans_a=True))
+
+
+# (m, n, k, trans_b): the LSTM's recurrent GEMMs forward (h @ W_hh^T) and backward, odd N, N smaller
+# than a panel (threads split M), one tile in all, on the small path and the packed one
+THREAD_SPLIT_CASES = [(32, 256, 64, True), (32, 64, 256, False), (32, 255, 64, True), (31, 17, 64, False),
+                      (32, 10, 64, False), (5, 9, 3, True), (33, 257, 300, True), (700, 9, 300, False)]
+
+
+@pytest.mark.parametrize("m,n,k,trans_b", THREAD_SPLIT_CASES)
+def test_threads_split_small_and_packed_gemms(m, n, k, trans_b):
+    a, b, a_log, b_log = operands(m, n, k, trans_b=trans_b, seed=m * n)
+    spec = GemmSpec.dense(m, n, k, trans_b=trans_b)
+    assert is_small(spec) == (k <= 256)
+    one = run_small_gemm(spec, a, b, nthreads=1)
+    assert_gemm_close(one, a_log, b_log, k)
+    for nthreads in (2, 3):  # each output element written once, by one thread, with the same sum
+        assert np.array_equal(run_small_gemm(spec, a, b, nthreads=nthreads), one)
+
+
+def test_thread_cost_model():
+    """A GEMM splits when half its one-thread time beats two barriers: the LSTM's recurrent steps
+    (~13 us on one thread) do, a 16x16x16 head does not, nor one tile (the second thread idles)."""
+    lstm_fwd, lstm_bwd = GemmSpec.dense(32, 256, 64, trans_b=True), GemmSpec.dense(32, 64, 256)
+    assert serial_time_us(lstm_fwd) == pytest.approx(2 * 32 * 256 * 64 / (PATH_GFLOPS["small"] * 1e3))
+    assert threads_save_us(lstm_fwd) > 0 and threads_save_us(lstm_bwd) > 0
+    assert busiest_share(lstm_fwd, 2) == 0.5 and busiest_share(lstm_fwd, 3) == pytest.approx(6 / 16)
+    assert threads_save_us(GemmSpec.dense(16, 16, 16)) < 0
+    one_tile = GemmSpec.dense(6, 16, 4096)  # 0.8 MFLOP, but a single 6x16 tile
+    assert busiest_share(one_tile, 2) == 1 and threads_save_us(one_tile) < 0
+    f64 = GemmSpec.dense(32, 256, 64, dtype="f64")
+    assert serial_time_us(f64) == pytest.approx(2 * serial_time_us(GemmSpec.dense(32, 256, 64)))
+
+
+@pytest.mark.parametrize("batch,fin,fout,serial", [(32, 64, 256, False), (8, 16, 16, True), (2, 512, 256, True)])
+def test_matmul_groups_run_serial_by_cost(batch, fin, fout, serial):
+    """The executable's choice: the recurrent step's GEMM on both threads, equal to one thread's;
+    a tiny one and a 2-row matrix-vector product (the size rule) on thread 0 alone."""
+    g, mm = linear_graph(batch, fin, fout)
+    groups = group_of(g, mm)
+    assert runs_serial(groups[0]) is serial
+    args = linear_inputs(batch, fin, fout)
+    exe = build(g, groups, num_threads=2, cache=False)
+    assert exe.parallel is not serial
+    (one,) = compiled(g, *args, groups=groups, num_threads=1)
+    (two,) = exe(*args)
+    assert np.array_equal(one, two)
+    np.testing.assert_allclose(two, np.maximum(args[0] @ args[1].T + args[2], 0), rtol=1e-5, atol=1e-5 * np.sqrt(fin))
 
 
 # ---------------------------------------------------------------- the "matmul" group lowering
