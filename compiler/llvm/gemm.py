@@ -294,7 +294,7 @@ def _pack(b: ir.IRBuilder, lay: Layout, width: int, src: ir.Value, lane_stride: 
                 with lanes_contiguous:  # a row of the panel is one vector copy
                     _copy_panel_rows(b, lay, width, panel_src, depth_stride, depth, panel_dst)
                 with strided:
-                    _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, None)
+                    _pack_strided_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst)
             with edge:
                 _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, left)
 
@@ -304,6 +304,46 @@ def _copy_panel_rows(b, lay, width, src, depth_stride, depth, dst):
     with loop(b, 0, depth) as p:
         v = b.load(elem_ptr(b, src, b.mul(p, depth_stride), lay), typ=vec, align=lay.itemsize)
         b.store(v, elem_ptr(b, dst, b.mul(p, i64(width)), lay), align=lay.itemsize)
+
+
+def _pack_strided_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst):
+    """A full panel of strided lanes; when each lane runs contiguously along the depth (B of
+    x @ W^T, W's rows) and the panel is whole vectors wide, square blocks are transposed in
+    registers: a scalar load and store per element made packing W^T a third of a recurrent step."""
+    if width % lay.width:
+        return _pack_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst, None)
+    with b.if_else(b.icmp_signed("==", depth_stride, i64(1))) as (depth_contiguous, other):
+        with depth_contiguous:
+            _transpose_panel(b, lay, width, src, lane_stride, depth, dst)
+        with other:
+            _pack_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst, None)
+
+
+def _transpose_panel(b, lay, width, src, lane_stride, depth, dst):
+    """dst[p][l] = src[l * lane_stride + p]: blocks of lay.width depth steps as vector loads along
+    each lane, transposed; the last depth % lay.width steps one element at a time."""
+    v = lay.width
+    whole = b.mul(b.sdiv(depth, i64(v)), i64(v))
+    with loop(b, 0, whole, v) as p0:
+        lanes = [b.load(elem_ptr(b, src, b.add(b.mul(i64(lane), lane_stride), p0), lay), typ=lay.vec,
+                        align=lay.itemsize) for lane in range(width)]
+        for first in range(0, width, v):
+            for p, row in enumerate(_transpose(b, lanes[first:first + v])):
+                out = b.add(b.mul(b.add(p0, i64(p)), i64(width)), i64(first))
+                b.store(row, elem_ptr(b, dst, out, lay), align=lay.itemsize)
+    rest_src, rest_dst = elem_ptr(b, src, whole, lay), elem_ptr(b, dst, b.mul(whole, i64(width)), lay)
+    _pack_panel(b, lay, width, rest_src, lane_stride, i64(1), b.sub(depth, whole), rest_dst, None)
+
+
+def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The transpose of an n x n block held as n vectors (n a power of two): log2(n) rounds of
+    interleaving row i with row i + n/2, lower halves then upper halves (unpcklps/unpckhps)."""
+    n = len(rows)
+    low = [j for i in range(n // 2) for j in (i, i + n)]
+    masks = [ir.Constant(ir.VectorType(I32, n), [ir.Constant(I32, j + half) for j in low]) for half in (0, n // 2)]
+    for _ in range(n.bit_length() - 1):
+        rows = [b.shuffle_vector(rows[i], rows[i + n // 2], mask) for i in range(n // 2) for mask in masks]
+    return rows
 
 
 def _pack_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst, valid):

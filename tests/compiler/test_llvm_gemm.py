@@ -230,6 +230,19 @@ def test_threads_split_small_and_packed_gemms(m, n, k, trans_b):
         assert np.array_equal(run_small_gemm(spec, a, b, nthreads=nthreads), one)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 7, 8, 9, 64, 1100])
+def test_transposed_b_packed_by_register_transposes(k, dtype):
+    """B = W^T (x @ W^T): each whole panel packed as transposed square blocks plus the K % width
+    steps left; two whole panels and an edge panel on the small path and (K 1100) the packed one."""
+    m, n = 7, 37
+    a, b, a_log, b_log = operands(m, n, k, trans_b=True, dtype=dtype, seed=k)
+    spec = GemmSpec.dense(m, n, k, trans_b=True, dtype="f64" if dtype == np.float64 else "f32")
+    assert not direct_b(spec) and is_small(spec) == (k <= 1024)
+    got = run_small_gemm(spec, a, b, nthreads=1)
+    np.testing.assert_allclose(got, reference(a_log, b_log), rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
 def test_thread_cost_model():
     """A GEMM splits when half its one-thread time beats two barriers: the LSTM's recurrent steps
     (~13 us on one thread) do, a 16x16x16 head does not, nor one tile (the second thread idles)."""
