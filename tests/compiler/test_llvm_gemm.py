@@ -29,7 +29,7 @@ from graphtorch.compiler.llvm.gemm import (
     threads_save_us,
     workspace_bytes,
 )
-from graphtorch.compiler.llvm.module import runs_serial
+from graphtorch.compiler.llvm.module import runs_serial, serial_kernels
 from graphtorch.runtime import compile_ir
 
 KERNEL = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_int64, ctypes.c_int64)
@@ -257,20 +257,41 @@ def test_thread_cost_model():
     assert serial_time_us(f64) == pytest.approx(2 * serial_time_us(GemmSpec.dense(32, 256, 64)))
 
 
-@pytest.mark.parametrize("batch,fin,fout,serial", [(32, 64, 256, False), (8, 16, 16, True), (2, 512, 256, True)])
-def test_matmul_groups_run_serial_by_cost(batch, fin, fout, serial):
-    """The executable's choice: the recurrent step's GEMM on both threads, equal to one thread's;
-    a tiny one and a 2-row matrix-vector product (the size rule) on thread 0 alone."""
-    g, mm = linear_graph(batch, fin, fout)
-    groups = group_of(g, mm)
-    assert runs_serial(groups[0]) is serial
-    args = linear_inputs(batch, fin, fout)
+def two_linears(shapes):
+    """relu(x_i @ W_i^T + b_i) for each (batch, fin, fout): a graph of one "matmul" group per linear."""
+    g, groups, outputs = Graph(), [], []
+    for i, (batch, fin, fout) in enumerate(shapes):
+        before = len(g.nodes)
+        x, w = g.input(f"x{i}", TensorType((batch, fin), dt.float32)), g.input(f"w{i}", TensorType((fout, fin), dt.float32))
+        bias = g.input(f"b{i}", TensorType((fout,), dt.float32))
+        mm = g.call("matmul", [x, g.call("permute", [w], {"dims": (1, 0)})])
+        zero = g.call("full", [], {"shape": (batch, fout), "value": 0.0, "dtype": dt.float32})
+        outputs.append(g.call("maximum", [g.call("add", [mm, g.call("expand", [bias], {"shape": (batch, fout)})]), zero]))
+        calls = [n for n in g.nodes[before:] if n.op == "call"]
+        groups.append(Group(i, "matmul", calls, [x, w, bias], [outputs[-1]], mm))
+    g.outputs = outputs
+    return g, groups
+
+
+def test_matmul_groups_run_serial_by_cost():
+    """The recurrent step's GEMM runs on both threads beside a big one (equal to one thread's
+    result); a tiny GEMM and a 2-row matrix-vector product (the size rule) on thread 0 alone."""
+    g, groups = two_linears([(120, 300, 70), (32, 64, 256), (8, 16, 16), (2, 512, 256)])
+    assert serial_kernels(groups) == [False, False, True, True]
+    args = [a for shape in [(120, 300, 70), (32, 64, 256), (8, 16, 16), (2, 512, 256)] for a in linear_inputs(*shape)]
     exe = build(g, groups, num_threads=2, cache=False)
-    assert exe.parallel is not serial
-    (one,) = compiled(g, *args, groups=groups, num_threads=1)
-    (two,) = exe(*args)
-    assert np.array_equal(one, two)
-    np.testing.assert_allclose(two, np.maximum(args[0] @ args[1].T + args[2], 0), rtol=1e-5, atol=1e-5 * np.sqrt(fin))
+    one, two = compiled(g, *args, groups=groups, num_threads=1), exe(*args)
+    for i, (got, want) in enumerate(zip(two, one)):
+        assert np.array_equal(got, want)
+        x, w, bias = args[3 * i:3 * i + 3]
+        np.testing.assert_allclose(got, np.maximum(x @ w.T + bias, 0), rtol=1e-5, atol=1e-4)
+
+
+def test_cost_model_splits_nothing_in_a_serial_executable():
+    """Without a kernel the size rule splits, no thread is woken for the GEMM the cost model would split."""
+    g, groups = two_linears([(32, 64, 256)])
+    assert not runs_serial(groups[0]) and serial_kernels(groups) == [True]
+    assert not build(g, groups, num_threads=2, cache=False).parallel
 
 
 # ---------------------------------------------------------------- the "matmul" group lowering
