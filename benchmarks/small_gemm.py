@@ -2,7 +2,8 @@
 its small path (A and B read in place) against the packed path the same shapes took before.
 
 The shapes are the GPT step's (4 heads of 16, 32 tokens, batch 16: 64 batches of 32x32x16 and
-32x16x32 with the operand layouts the step produces) and a 64x64 weight gradient over 512 rows.
+32x16x32 with the operand layouts the step produces), a 64x64 weight gradient over 512 rows, and
+the 2-layer LSTM's recurrent products (hidden 64, batch 32) forward and backward.
 The two paths are timed alternately, round after round; each figure is a median over the rounds.
 """
 
@@ -20,6 +21,8 @@ SHAPES = (
     ("attn p^T@dO 64x 32x16x32", 32, 16, 32, 64, (1024, 1, 32), (512, 16, 1)),
     ("attn dO@v^T 64x 32x32x16", 32, 32, 16, 64, (512, 16, 1), (512, 1, 16)),
     ("dW x^T@dy    1x 64x64x512", 64, 64, 512, 1, (32768, 1, 64), (32768, 64, 1)),
+    ("lstm h@Whh^T 1x 32x256x64", 32, 256, 64, 1, (2048, 64, 1), (16384, 1, 64)),
+    ("lstm dg@Whh  1x 32x64x256", 32, 64, 256, 1, (8192, 256, 1), (16384, 64, 1)),
 )
 
 
@@ -30,11 +33,11 @@ def _kernel(spec, small: bool):
     from graphtorch.compiler.llvm import gemm
     from graphtorch.runtime.jit import compile_ir
 
-    saved, gemm.SMALL_MAX_K = gemm.SMALL_MAX_K, gemm.SMALL_MAX_K if small else -1
+    saved, gemm.SMALL_LIMITS = gemm.SMALL_LIMITS, ((spec.m * spec.n, spec.k),) if small else ()
     try:
         native, ws_bytes = compile_ir(str(gemm.build_gemm_module(spec)), cache=False), gemm.workspace_bytes(spec)
     finally:
-        gemm.SMALL_MAX_K = saved
+        gemm.SMALL_LIMITS = saved
     fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_int64, ctypes.c_int64)(native.address("gemm"))
     rng = np.random.default_rng(0)
     a = rng.standard_normal(spec.batch * spec.m * spec.k, dtype=np.float32)

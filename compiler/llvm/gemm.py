@@ -20,7 +20,7 @@ for the same reason: inside the tile loops, a vectorized relu made the module op
 Operands are read through (row, column) element strides, so a transposed operand (x @ W^T) or
 a broadcast batch (stride 0) is read in place: packing is the only copy. With at most
 GEMV_MAX_M rows of A (batch-1 inference) nothing is packed: B is streamed once per row. With a
-small C (at most SMALL_MAX_MN elements: per-head attention, small weight gradients) A is not packed
+small C (SMALL_LIMITS: per-head attention, small weight gradients, recurrent steps) A is not packed
 either: the micro-kernel reads it in place, and B too when its rows hold whole contiguous panels.
 """
 
@@ -36,7 +36,7 @@ from llvmlite import ir
 from ..ir import Group, Node
 from . import index, scalar
 from .index import emit_epilogue
-from .module import LOWERINGS, LoweringContext
+from .module import LOWERINGS, PARALLEL_WORK, SERIAL, LoweringContext, work
 from .opaque import lower_matmul_naive
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -294,7 +294,7 @@ def _pack(b: ir.IRBuilder, lay: Layout, width: int, src: ir.Value, lane_stride: 
                 with lanes_contiguous:  # a row of the panel is one vector copy
                     _copy_panel_rows(b, lay, width, panel_src, depth_stride, depth, panel_dst)
                 with strided:
-                    _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, None)
+                    _pack_strided_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst)
             with edge:
                 _pack_panel(b, lay, width, panel_src, lane_stride, depth_stride, depth, panel_dst, left)
 
@@ -304,6 +304,46 @@ def _copy_panel_rows(b, lay, width, src, depth_stride, depth, dst):
     with loop(b, 0, depth) as p:
         v = b.load(elem_ptr(b, src, b.mul(p, depth_stride), lay), typ=vec, align=lay.itemsize)
         b.store(v, elem_ptr(b, dst, b.mul(p, i64(width)), lay), align=lay.itemsize)
+
+
+def _pack_strided_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst):
+    """A full panel of strided lanes; when each lane runs contiguously along the depth (B of
+    x @ W^T, W's rows) and the panel is whole vectors wide, square blocks are transposed in
+    registers: a scalar load and store per element made packing W^T a third of a recurrent step."""
+    if width % lay.width:
+        return _pack_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst, None)
+    with b.if_else(b.icmp_signed("==", depth_stride, i64(1))) as (depth_contiguous, other):
+        with depth_contiguous:
+            _transpose_panel(b, lay, width, src, lane_stride, depth, dst)
+        with other:
+            _pack_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst, None)
+
+
+def _transpose_panel(b, lay, width, src, lane_stride, depth, dst):
+    """dst[p][l] = src[l * lane_stride + p]: blocks of lay.width depth steps as vector loads along
+    each lane, transposed; the last depth % lay.width steps one element at a time."""
+    v = lay.width
+    whole = b.mul(b.sdiv(depth, i64(v)), i64(v))
+    with loop(b, 0, whole, v) as p0:
+        lanes = [b.load(elem_ptr(b, src, b.add(b.mul(i64(lane), lane_stride), p0), lay), typ=lay.vec,
+                        align=lay.itemsize) for lane in range(width)]
+        for first in range(0, width, v):
+            for p, row in enumerate(_transpose(b, lanes[first:first + v])):
+                out = b.add(b.mul(b.add(p0, i64(p)), i64(width)), i64(first))
+                b.store(row, elem_ptr(b, dst, out, lay), align=lay.itemsize)
+    rest_src, rest_dst = elem_ptr(b, src, whole, lay), elem_ptr(b, dst, b.mul(whole, i64(width)), lay)
+    _pack_panel(b, lay, width, rest_src, lane_stride, i64(1), b.sub(depth, whole), rest_dst, None)
+
+
+def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The transpose of an n x n block held as n vectors (n a power of two): log2(n) rounds of
+    interleaving row i with row i + n/2, lower halves then upper halves (unpcklps/unpckhps)."""
+    n = len(rows)
+    low = [j for i in range(n // 2) for j in (i, i + n)]
+    masks = [ir.Constant(ir.VectorType(I32, n), [ir.Constant(I32, j + half) for j in low]) for half in (0, n // 2)]
+    for _ in range(n.bit_length() - 1):
+        rows = [b.shuffle_vector(rows[i], rows[i + n // 2], mask) for i in range(n // 2) for mask in masks]
+    return rows
 
 
 def _pack_panel(b, lay, width, src, lane_stride, depth_stride, depth, dst, valid):
@@ -450,15 +490,18 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
 
 # ---------------------------------------------------------------- small GEMMs: A read in place
 
-SMALL_MAX_MN = 64 * 64  # C this small: per-head attention, its gradients, small weight gradients
-SMALL_MAX_K = 1024  # measured on one core: unpacked beats packed up to here (64x64x1024 96 vs 77 GF/s)
+# (largest M*N, largest K) the small path takes, measured on one core: per-head attention, its
+# gradients and small weight gradients up to 64x64x1024 (96 vs 77 GF/s packed); a wider C with a
+# short K, the LSTM's recurrent h @ W_hh^T (32x256x64: 12.0 vs 13.5 us; 16x512x64: 11.4 vs 17.4 us),
+# but not with a long one (64x128x1024 with A transposed was 8% slower unpacked)
+SMALL_LIMITS = ((64 * 64, 1024), (32 * 256, 256))
 
 
 def is_small(spec: GemmSpec) -> bool:
     """Small outputs (the attention's per-head matmuls, a 64x64 weight gradient) lose more to packing
     than they gain: each thread would pack all of B for a few tiles. The micro-kernel reads A in
     place instead, and B too when its rows are contiguous whole NR-wide panels."""
-    return spec.k <= SMALL_MAX_K and spec.m * spec.n <= SMALL_MAX_MN
+    return any(spec.m * spec.n <= mn and spec.k <= k for mn, k in SMALL_LIMITS)
 
 
 def small_layout(spec: GemmSpec) -> Layout:
@@ -484,7 +527,7 @@ def emit_small_gemm(b: ir.IRBuilder, spec: GemmSpec, a: Matrix, bm: Matrix, c: i
                     rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value], workspace: ir.Value,
                     epilogue: Epilogue | None = None) -> None:
     """C[rows, cols] = A[rows, :] @ B[:, cols] (C dense m x n) without packing A, and B only when
-    its panels cannot be read in place; the whole K in one pass (K <= SMALL_MAX_K).
+    its panels cannot be read in place; the whole K in one pass (K within SMALL_LIMITS).
     `workspace`: _small_workspace_elements(spec), 64-byte aligned."""
     lay = small_layout(spec)
     tile, packed_b = workspace, elem_ptr(b, workspace, i64(lay.mr * lay.nr), lay)
@@ -749,3 +792,48 @@ def _split_batch(view: View, lead: int) -> tuple[int, tuple[int, ...]] | None:
 
 
 LOWERINGS["matmul"] = lower_matmul
+
+
+# ---------------------------------------------------------------- one thread or all of them
+
+# f32 GFLOP/s of each path on one core (AVX2) at the LSTM's and the sin-MLP's shapes (32x256x64
+# small 87, packed 78; 32x64x256 small 75); f64 runs at half the rate
+PATH_GFLOPS = {"small": 80.0, "packed": 75.0}
+# what threads cost a kernel that would otherwise run on thread 0 between serial neighbours: a
+# barrier before it and one after (each ~1-2 us when the other core is free)
+THREAD_COST_US = 3.0
+
+
+def serial_time_us(spec: GemmSpec) -> float:
+    """Estimated microseconds `spec` takes on one thread."""
+    rate = PATH_GFLOPS["small" if is_small(spec) else "packed"] * 4 / spec.layout.itemsize
+    return 2 * spec.batch * spec.m * spec.n * spec.k / (rate * 1e3)
+
+
+def busiest_share(spec: GemmSpec, nthreads: int) -> float:
+    """The fraction of the work the busiest of `nthreads` threads gets: threads split whole tiles
+    (micro-kernel panels of the larger of M and N) of every batch, as emit_matmul does."""
+    align = (small_layout(spec) if is_small(spec) else spec.layout).mr if spec.split_rows else spec.layout.nr
+    units = spec.batch * math.ceil(max(spec.m, spec.n) / align)
+    return math.ceil(units / nthreads) / units
+
+
+def threads_save_us(spec: GemmSpec, nthreads: int = 2) -> float:
+    """Microseconds saved by splitting `spec` over `nthreads` threads rather than running it on one
+    (negative: the barriers cost more than the split saves)."""
+    one = serial_time_us(spec)
+    return one * (1 - busiest_share(spec, nthreads)) - THREAD_COST_US
+
+
+def matmul_runs_serial(group: Group) -> bool:
+    """A GEMM runs on thread 0 alone unless splitting it saves more than the barriers cost; integer
+    matmuls and matrix-vector products (memory-bound) keep the size rule."""
+    anchor = group.anchor
+    *batch_dims, m, n = anchor.type.shape
+    if anchor.type.dtype.short not in LAYOUTS or m <= GEMV_MAX_M:
+        return work(group) < PARALLEL_WORK
+    spec = GemmSpec(m, n, anchor.inputs[0].type.shape[-1], anchor.type.dtype.short, math.prod(batch_dims))
+    return threads_save_us(spec) <= 0
+
+
+SERIAL["matmul"] = matmul_runs_serial

@@ -4,7 +4,7 @@ A small graph is one LLVM module. A large one is split (`split`) into modules of
 estimated LLVM work that compile in parallel and link in one engine (runtime.compile_ir): `run`
 declares the kernels the other modules define, and the GEMM helpers live in one of them. Kernels
 too small to be worth threads run on thread 0 alone, with no barrier between two such neighbours
-(`work`, PARALLEL_WORK). An input the output overwrites in place (memory plan reuse, donated
+(`runs_serial`: `work` against PARALLEL_WORK, or a cost model in SERIAL). An input the output overwrites in place (memory plan reuse, donated
 inputs) is read through the output's pointer, so LLVM sees one pointer, not two that overlap.
 
 The contract between `build` and the lowerings (elementwise.py, reduction.py, opaque.py here;
@@ -320,7 +320,7 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
             return slot(layout.slots[node])
         return b.gep(arena, [index.i64(layout.offsets[node])], inbounds=True, source_etype=scalar.I8)
 
-    serial = [work(g) < PARALLEL_WORK for g in groups]
+    serial = serial_kernels(groups)
     layout.parallel = not all(serial)
     called: dict[Group, ir.Function] = {}  # a distinct kernel -> the function `run` calls for it
     for k, group in enumerate(groups):
@@ -456,6 +456,25 @@ def _share_helpers(modules: list[ir.Module], home: int) -> None:
 # each, far more when another process holds the other core) than it saves
 PARALLEL_WORK = 1 << 17
 WORK: dict[str, Callable[[Node], int]] = {}  # primitive -> its work, where tensor sizes misjudge it (attention)
+# group pattern -> whether its kernel runs on thread 0 alone, where a cost model knows better than
+# `work` (gemm.py: a GEMM's time per flop is far from an elementwise loop's per element)
+SERIAL: dict[str, Callable[[Group], bool]] = {}
+
+
+def serial_kernels(groups: list[Group]) -> list[bool]:
+    """Which kernels run on thread 0 alone. A cost model (SERIAL) splits a kernel only in an
+    executable that the size rule already runs on threads: waking the pool on every call cost the
+    sin-MLP step, all small kernels but three 50-us GEMMs, more than splitting those saved
+    (0.21 -> 0.37 ms per step, two cores)."""
+    if all(work(g) < PARALLEL_WORK for g in groups):
+        return [True] * len(groups)
+    return [runs_serial(g) for g in groups]
+
+
+def runs_serial(group: Group) -> bool:
+    """Whether `group`'s kernel is too small to be worth a barrier: thread 0 runs it alone."""
+    decide = SERIAL.get(group.pattern)
+    return decide(group) if decide is not None else work(group) < PARALLEL_WORK
 
 
 def work(group: Group) -> int:

@@ -14,16 +14,22 @@ from llvm_helpers import compiled, interpret
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.ir import Graph, Group
+from graphtorch.compiler.llvm import build
 from graphtorch.compiler.llvm.gemm import (
     GEMV_MAX_M,
+    PATH_GFLOPS,
     GemmSpec,
     build_gemm_module,
+    busiest_share,
     direct_b,
     is_small,
     reshaped_strides,
+    serial_time_us,
     small_layout,
+    threads_save_us,
     workspace_bytes,
 )
+from graphtorch.compiler.llvm.module import runs_serial, serial_kernels
 from graphtorch.runtime import compile_ir
 
 KERNEL = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_int64, ctypes.c_int64)
@@ -100,7 +106,7 @@ def test_few_rows_stream_b_in_place(m, trans_a, trans_b):
 
 
 def test_kernel_fp64():
-    m, n, k = 23, 190, 140  # two K blocks of the packed path
+    m, n, k = 23, 190, 300  # three K blocks of the packed path (K too long for the small path)
     a, b, _, _ = operands(m, n, k, dtype=np.float64)
     spec = GemmSpec.dense(m, n, k, dtype="f64")
     assert not is_small(spec)
@@ -202,6 +208,90 @@ def test_small_gemm_tile_height():
 def test_small_gemm_limits():
     assert is_small(GemmSpec.dense(64, 64, 1024)) and not is_small(GemmSpec.dense(64, 64, 1025))
     assert not is_small(GemmSpec.dense(512, 64, 64))  # the big linears keep their packed A
+    # a wider C with a short K (the LSTM's recurrent steps), but not with a long one
+    assert is_small(GemmSpec.dense(32, 256, 64)) and is_small(GemmSpec.dense(16, 512, 256))
+    assert not is_small(GemmSpec.dense(32, 256, 257)) and not is_small(GemmSpec.dense(64, 128, 1024, trans_a=True))
+
+
+# (m, n, k, trans_b): the LSTM's recurrent GEMMs forward (h @ W_hh^T) and backward, odd N, N smaller
+# than a panel (threads split M), one tile in all, on the small path and the packed one
+THREAD_SPLIT_CASES = [(32, 256, 64, True), (32, 64, 256, False), (32, 255, 64, True), (31, 17, 64, False),
+                      (32, 10, 64, False), (5, 9, 3, True), (33, 257, 300, True), (700, 9, 300, False)]
+
+
+@pytest.mark.parametrize("m,n,k,trans_b", THREAD_SPLIT_CASES)
+def test_threads_split_small_and_packed_gemms(m, n, k, trans_b):
+    a, b, a_log, b_log = operands(m, n, k, trans_b=trans_b, seed=m * n)
+    spec = GemmSpec.dense(m, n, k, trans_b=trans_b)
+    assert is_small(spec) == (k <= 256)
+    one = run_small_gemm(spec, a, b, nthreads=1)
+    assert_gemm_close(one, a_log, b_log, k)
+    for nthreads in (2, 3):  # each output element written once, by one thread, with the same sum
+        assert np.array_equal(run_small_gemm(spec, a, b, nthreads=nthreads), one)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 7, 8, 9, 64, 1100])
+def test_transposed_b_packed_by_register_transposes(k, dtype):
+    """B = W^T (x @ W^T): each whole panel packed as transposed square blocks plus the K % width
+    steps left; two whole panels and an edge panel on the small path and (K 1100) the packed one."""
+    m, n = 7, 37
+    a, b, a_log, b_log = operands(m, n, k, trans_b=True, dtype=dtype, seed=k)
+    spec = GemmSpec.dense(m, n, k, trans_b=True, dtype="f64" if dtype == np.float64 else "f32")
+    assert not direct_b(spec) and is_small(spec) == (k <= 1024)
+    got = run_small_gemm(spec, a, b, nthreads=1)
+    np.testing.assert_allclose(got, reference(a_log, b_log), rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+def test_thread_cost_model():
+    """A GEMM splits when half its one-thread time beats two barriers: the LSTM's recurrent steps
+    (~13 us on one thread) do, a 16x16x16 head does not, nor one tile (the second thread idles)."""
+    lstm_fwd, lstm_bwd = GemmSpec.dense(32, 256, 64, trans_b=True), GemmSpec.dense(32, 64, 256)
+    assert serial_time_us(lstm_fwd) == pytest.approx(2 * 32 * 256 * 64 / (PATH_GFLOPS["small"] * 1e3))
+    assert threads_save_us(lstm_fwd) > 0 and threads_save_us(lstm_bwd) > 0
+    assert busiest_share(lstm_fwd, 2) == 0.5 and busiest_share(lstm_fwd, 3) == pytest.approx(6 / 16)
+    assert threads_save_us(GemmSpec.dense(16, 16, 16)) < 0
+    one_tile = GemmSpec.dense(6, 16, 4096)  # 0.8 MFLOP, but a single 6x16 tile
+    assert busiest_share(one_tile, 2) == 1 and threads_save_us(one_tile) < 0
+    f64 = GemmSpec.dense(32, 256, 64, dtype="f64")
+    assert serial_time_us(f64) == pytest.approx(2 * serial_time_us(GemmSpec.dense(32, 256, 64)))
+
+
+def two_linears(shapes):
+    """relu(x_i @ W_i^T + b_i) for each (batch, fin, fout): a graph of one "matmul" group per linear."""
+    g, groups, outputs = Graph(), [], []
+    for i, (batch, fin, fout) in enumerate(shapes):
+        before = len(g.nodes)
+        x, w = g.input(f"x{i}", TensorType((batch, fin), dt.float32)), g.input(f"w{i}", TensorType((fout, fin), dt.float32))
+        bias = g.input(f"b{i}", TensorType((fout,), dt.float32))
+        mm = g.call("matmul", [x, g.call("permute", [w], {"dims": (1, 0)})])
+        zero = g.call("full", [], {"shape": (batch, fout), "value": 0.0, "dtype": dt.float32})
+        outputs.append(g.call("maximum", [g.call("add", [mm, g.call("expand", [bias], {"shape": (batch, fout)})]), zero]))
+        calls = [n for n in g.nodes[before:] if n.op == "call"]
+        groups.append(Group(i, "matmul", calls, [x, w, bias], [outputs[-1]], mm))
+    g.outputs = outputs
+    return g, groups
+
+
+def test_matmul_groups_run_serial_by_cost():
+    """The recurrent step's GEMM runs on both threads beside a big one (equal to one thread's
+    result); a tiny GEMM and a 2-row matrix-vector product (the size rule) on thread 0 alone."""
+    g, groups = two_linears([(120, 300, 70), (32, 64, 256), (8, 16, 16), (2, 512, 256)])
+    assert serial_kernels(groups) == [False, False, True, True]
+    args = [a for shape in [(120, 300, 70), (32, 64, 256), (8, 16, 16), (2, 512, 256)] for a in linear_inputs(*shape)]
+    exe = build(g, groups, num_threads=2, cache=False)
+    one, two = compiled(g, *args, groups=groups, num_threads=1), exe(*args)
+    for i, (got, want) in enumerate(zip(two, one)):
+        assert np.array_equal(got, want)
+        x, w, bias = args[3 * i:3 * i + 3]
+        np.testing.assert_allclose(got, np.maximum(x @ w.T + bias, 0), rtol=1e-5, atol=1e-4)
+
+
+def test_cost_model_splits_nothing_in_a_serial_executable():
+    """Without a kernel the size rule splits, no thread is woken for the GEMM the cost model would split."""
+    g, groups = two_linears([(32, 64, 256)])
+    assert not runs_serial(groups[0]) and serial_kernels(groups) == [True]
+    assert not build(g, groups, num_threads=2, cache=False).parallel
 
 
 # ---------------------------------------------------------------- the "matmul" group lowering
