@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import conv, models
+from . import conv, models, torch_compiled
 
 
 def median_ms(repeat: int, fn, *args, warmup: int = 2) -> float:
@@ -97,9 +97,8 @@ def bench_inference(repeat: int, use_torch_compile: bool) -> None:
             tx = torch.from_numpy(x)
             with torch.no_grad():
                 t_eager = median_ms(repeat * 5, torch_model, tx)
-                if use_torch_compile:
-                    tc = torch.compile(torch_model)
-                    t_comp = median_ms(repeat * 5, tc, tx)
+            if use_torch_compile:
+                t_comp = torch_compiled.measure("inference", name, repeat)
         report(name, gt_eager, gt_comp, t_eager, t_comp)
 
 
@@ -140,16 +139,12 @@ def bench_training(repeat: int, use_torch_compile: bool) -> None:
         t_eager = t_comp = None
         if torch is not None:
             tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-            for mode in ("eager", "compiled"):
-                _, model = _pair(builder)
-                opt = make_opt(torch, model.parameters())
-                loss_fn = torch.nn.MSELoss() if loss == "mse" else torch.nn.CrossEntropyLoss()
-                if mode == "compiled" and not use_torch_compile:
-                    continue
-                forward = torch.compile(model) if mode == "compiled" else model
-                step = models.train_step(opt, loss_fn, forward)
-                ms = median_ms(repeat * 3, step, tx, ty)
-                t_eager, t_comp = (ms, t_comp) if mode == "eager" else (t_eager, ms)
+            _, model = _pair(builder)
+            loss_fn = torch.nn.MSELoss() if loss == "mse" else torch.nn.CrossEntropyLoss()
+            step = models.train_step(make_opt(torch, model.parameters()), loss_fn, model)
+            t_eager = median_ms(repeat * 3, step, tx, ty)
+            if use_torch_compile:
+                t_comp = torch_compiled.measure("training", name, repeat)
         report(name + " (model)", results["eager"], results["compiled"], t_eager, t_comp)
         report(name + " (whole step)", results["eager"], results["step"], t_eager, t_comp)
 
