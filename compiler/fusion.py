@@ -144,6 +144,8 @@ def _with_siblings(graph: Graph, plan: FusionPlan, cap: int) -> FusionPlan:
     owner = {n: g for g in groups for n in g.nodes}
     for r in plan.rejections:
         r.group = owner[r.group.nodes[-1]] if r.group else None
+        if r.group is not None and owner.get(r.consumer) is r.group:  # the refusal stands, its cost does not
+            r.reason += "; sibling fusion then put both in this group, which writes several outputs"
     return FusionPlan(groups, plan.rejections)
 
 

@@ -226,3 +226,13 @@ def test_a_merged_group_merges_again_with_earlier_partners():
     assert len(plan.groups) == 1 and set(plan.groups[0].outputs) == set(g.outputs)
     assert len(fuse(g, multi_output=False).groups) > 4
     assert_match(g, *_inputs(g), groups=plan.groups, rtol=1e-6)
+
+
+def test_refusals_say_when_sibling_fusion_joined_the_two_after_all():
+    plan = fuse(lstm_cell_graph())
+    owner = {n: g for g in plan.groups for n in g.nodes}
+    joined = [r for r in plan.rejections if r.group is not None and owner.get(r.consumer) is r.group]
+    assert joined, "the LSTM cell's one-output refusals are between kernels that sibling fusion merges"
+    for r in plan.rejections:
+        assert ("sibling fusion then put both in this group" in str(r)) == (r in joined)
+    assert "sibling fusion" not in str(fuse(lstm_cell_graph(), multi_output=False))
