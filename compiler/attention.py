@@ -35,6 +35,22 @@ WRT = ("q", "k", "v")
 MASKED_ROWS = ("zero", "nan")
 
 
+def operands(node) -> tuple:
+    """(q, k, v, bias) of an attention, attention_grad or attention_probs node; attention_probs has no
+    v, so k stands in for it (its head size is then k's, which its kernels never read)."""
+    if node.target == "attention_probs":
+        q, k, bias = node.inputs
+        return q, k, k, bias
+    return tuple(node.inputs[:4])
+
+
+def head_dims(node) -> tuple[tuple[int, ...], int, int, int, int]:
+    """(batch dims, Tq, D, Tk, Dv) of an attention-family node."""
+    q, k, v, _ = operands(node)
+    *batch, tq, d = q.type.shape
+    return tuple(batch), tq, d, k.type.shape[-2], v.type.shape[-1]
+
+
 def _check_operands(q: TensorType, k: TensorType, v: TensorType, bias: TensorType) -> None:
     check(q.dtype.is_floating_point and q.dtype is k.dtype is v.dtype is bias.dtype,
           f"attention: q, k, v and bias must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}, "

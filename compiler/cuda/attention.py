@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from .. import attention
 from ..ir import Group, Node
 from . import scalar
 from .elementwise import BLOCK, grid_1d
@@ -23,12 +24,8 @@ class _Names:
 
     def __init__(self, k: Kernel, node: Node):
         self.k, self.node = k, node
-        if node.target == "attention_probs":  # (q, k, bias): no v
-            (self.q, self.key, self.bias), self.v = node.inputs, node.inputs[1]
-        else:
-            self.q, self.key, self.v, self.bias = node.inputs[:4]
-        *batch, self.tq, self.d = self.q.type.shape
-        self.batch, self.tk, self.dv = tuple(batch), self.key.type.shape[-2], self.v.type.shape[-1]
+        self.q, self.key, self.v, self.bias = attention.operands(node)
+        self.batch, self.tq, self.d, self.tk, self.dv = attention.head_dims(node)
         self.heads = math.prod(self.batch)
         self.dtype = self.q.type.dtype
         self.t = scalar.ctype(self.dtype)

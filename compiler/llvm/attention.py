@@ -26,6 +26,7 @@ import math
 
 from llvmlite import ir
 
+from .. import attention
 from ..ir import Node
 from . import scalar, vecmath
 from .host import lower_host
@@ -62,12 +63,8 @@ class _Attention:
 
     def __init__(self, ctx: LoweringContext, node: Node):
         self.ctx, self.b, self.node = ctx, ctx.builder, node
-        if node.target == "attention_probs":  # (q, k, bias): no v
-            (self.q, self.k, self.bias), self.v = node.inputs, node.inputs[1]
-        else:
-            self.q, self.k, self.v, self.bias = node.inputs[:4]
-        *batch, self.tq, self.d = self.q.type.shape
-        self.batch, self.tk, self.dv = tuple(batch), self.k.type.shape[-2], self.v.type.shape[-1]
+        self.q, self.k, self.v, self.bias = attention.operands(node)
+        self.batch, self.tq, self.d, self.tk, self.dv = attention.head_dims(node)
         self.heads = math.prod(self.batch)
         self.dtype = self.q.type.dtype
         self.f = scalar.reg_type(self.dtype)
@@ -423,9 +420,9 @@ EXP_COST = 32  # multiply-adds a vecmath.exp costs per element (about 30 vector 
 
 def _work(node: Node) -> int:
     """Multiply-adds / 16, as module.work counts a matmul's: scores, their exp, the weighted sum."""
-    q, k = node.inputs[:2]
-    dv = 0 if node.target == "attention_probs" else node.inputs[2].type.shape[-1]
-    return q.type.numel // q.type.shape[-1] * k.type.shape[-2] * (q.type.shape[-1] + EXP_COST + dv) // 16
+    batch, tq, d, tk, dv = attention.head_dims(node)
+    dv = 0 if node.target == "attention_probs" else dv
+    return math.prod(batch) * tq * tk * (d + EXP_COST + dv) // 16
 
 
 WORK["attention"] = WORK["attention_probs"] = WORK["attention_grad"] = _work
