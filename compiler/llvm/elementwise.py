@@ -29,14 +29,14 @@ def lower_elementwise(ctx: LoweringContext, group: Group) -> None:
 
 
 def loop_breaks(nodes: list[Node], outputs: list[Node]) -> tuple[list[int], list[int]]:
-    """(rows, columns) where a pad of the outputs' shape starts or stops being padding, or a concat
-    of that shape passes from one part to the next: along the last dim they split the column loop,
-    along another the row loop; the column loop also splits where a pad or a head split below an
-    output, through reshapes, changes (index.column_breaks: the attention's q, k, v split). In each piece a pad is known inside (a plain load) or outside
-    (its value, its input never evaluated) and a concat reads one part. A concat written as a sum
-    of pads (the LSTM's gate gradients along the last dim, its per-step gradients along the time
-    dim) then costs one evaluation per element instead of one per pad, and vectorizes; the LSTM's
-    31-part stacks for the weight-gradient GEMMs read all 31 parts per element before."""
+    """(rows, columns) where the loops over the outputs' shape split. Columns: index.column_breaks
+    (pad, concat and head edges below an output, at their column shifts). Rows: where a pad or a
+    concat of the outputs' shape along a leading dim changes what it reads. In each piece a pad is
+    known inside (a plain load) or outside (its value, its input never evaluated) and a concat reads
+    one part: a concat written as a sum of pads (the LSTM's gate gradients along the last dim, its
+    per-step gradients along the time dim) costs one evaluation per element instead of one per pad,
+    and vectorizes; the LSTM's 31-part stacks for the weight-gradient GEMMs read all 31 parts per
+    element before."""
     shape = outputs[-1].type.shape
     if not shape:
         return [], []
@@ -45,10 +45,9 @@ def loop_breaks(nodes: list[Node], outputs: list[Node]) -> tuple[list[int], list
         if n.type.shape != shape:
             continue
         for dim, edges in _edges(n):
-            edges = {min(max(e, 0), shape[dim]) for e in edges}
-            if dim == len(shape) - 1:
-                cols |= edges
+            if dim == len(shape) - 1:  # column_breaks has these, at the right shifts
                 continue
+            edges = {min(max(e, 0), shape[dim]) for e in edges}
             inner, outer = math.prod(shape[dim + 1:-1]), math.prod(shape[:dim])
             edges |= {0, shape[dim]}  # a piece stays inside one block of the dims before `dim`
             if outer * len(edges) <= MAX_ROW_PIECES:

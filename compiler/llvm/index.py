@@ -21,6 +21,7 @@ is in one head, whose number is then a constant: the reads are plain contiguous 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -245,7 +246,8 @@ def column_breaks(nodes: list[Node], root: Node) -> list[int]:
     """Columns of the root (0 < c < its last dim) where the rows x columns walk splits its column
     loop, so that in each piece every pad below is known inside or outside and every split of the
     last dim into heads (a reshape (.., h*e) -> (.., h, e), the attention's head merge) is in one
-    head: each piece then reads its inputs contiguously (`_pad`, `_column_block`).
+    head, and every concat along the last dim reads one part: each piece then reads its inputs
+    contiguously (`_pad`, `_column_block`, `_concat`).
     Members are reached from the root through elementwise ops, reshapes that keep the last dim
     and pads, each at its column shift (its last index is the root's column minus the shift)."""
     members, shifts, todo = set(nodes), {}, [(root, 0)]
@@ -266,6 +268,8 @@ def column_breaks(nodes: list[Node], root: Node) -> list[int]:
             todo.append((n.inputs[0], shift))
         elif n.target == "reshape" and src:
             breaks |= _head_edges(n.type.shape, src, shift)
+        elif n.target == "concat" and n.attrs["dim"] == len(n.type.shape) - 1:  # each piece reads one part
+            breaks |= {shift + e for e in itertools.accumulate(x.type.shape[-1] for x in n.inputs)}
     cols = root.type.shape[-1]
     return sorted(c for c in breaks if 0 < c < cols)
 
