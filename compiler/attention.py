@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dtypes import TensorType
-from .primitives import _register, check
+from .primitives import Kind, _register, check
 
 SAVED_PROBS_LIMIT = 4096  # scores per head (64 x 64) up to which attention_probs + matmul run instead
 WRT = ("q", "k", "v")
@@ -134,8 +134,6 @@ def _attention_grad(q, k, v, bias, fwd, dout, delta, *, scale, causal, masked_ro
 
 
 def register() -> None:
-    from .primitives import Kind
-
     _register("attention", Kind.OPAQUE, _attention_infer, _attention,
               "softmax(q k^T * scale + bias, causal) v per query row, its logsumexp as one extra last column",
               attrs=("scale", "causal", "masked_rows"))

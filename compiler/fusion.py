@@ -28,12 +28,11 @@ import networkx as nx
 
 from . import conv_lowering, conv_pool
 from .errors import GraphtorchCompileError
-from .ir import Graph, Group, Node, format_node
+from .ir import ANCHOR_KINDS, Graph, Group, Node, format_node, make_group
 from .primitives import Kind
 from .sibling_fusion import exposed, merge_siblings
 
 MAX_GROUP_SIZE = 64
-_ANCHORS = (Kind.REDUCTION, Kind.OUT_FUSABLE)
 
 
 @dataclass
@@ -300,7 +299,7 @@ class _Fuser:
         return None
 
     def _anchor_rules(self, members: list[Node], merged: int) -> tuple[Node, str] | None:
-        anchors = [m for m in members if m.prim.kind in _ANCHORS]
+        anchors = [m for m in members if m.prim.kind in ANCHOR_KINDS]
         if len(anchors) > 1:
             return _two_anchors(*anchors[:2])
         if not anchors:
@@ -367,24 +366,6 @@ def _two_anchors(a: Node, b: Node) -> tuple[Node, str]:
         return b, f"an out-fusable group takes only an elementwise epilogue, and {b.name} is {b.target}"
     return b, (f"a {b.target} ({b.name}) takes only injective prologues on its operands, "
                f"and {a.name} is {a.target}")
-
-
-def make_group(gid: int, nodes: list[Node]) -> Group:
-    """A Group of `nodes` (topologically ordered, root last) with its pattern, anchor and inputs."""
-    inside = set(nodes)
-    inputs: list[Node] = []
-    for n in nodes:
-        for i in n.inputs:
-            if i not in inside and i not in inputs:
-                inputs.append(i)
-    anchor = next((n for n in nodes if n.prim.kind in _ANCHORS), None)
-    if any(n.prim.kind is Kind.OPAQUE for n in nodes):
-        pattern = "single"
-    elif anchor is None:
-        pattern = "elementwise"
-    else:
-        pattern = "reduction" if anchor.prim.kind is Kind.REDUCTION else anchor.target
-    return Group(gid, pattern, list(nodes), inputs, [nodes[-1]], anchor)
 
 
 # ---------------------------------------------------------------- the contract, checked

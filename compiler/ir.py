@@ -19,7 +19,7 @@ import numpy as np
 
 from . import dtypes as dt
 from .dtypes import TensorType
-from .primitives import PRIMITIVES, Primitive
+from .primitives import PRIMITIVES, Kind, Primitive
 
 
 @dataclass(eq=False)
@@ -380,3 +380,24 @@ class Group:
     inputs: list[Node]
     outputs: list[Node]
     anchor: Node | None = None  # the matmul/conv/reduction the group is built around
+
+
+ANCHOR_KINDS = (Kind.REDUCTION, Kind.OUT_FUSABLE)  # the op a non-elementwise group is built around
+
+
+def make_group(gid: int, nodes: list[Node]) -> Group:
+    """A Group of `nodes` (topologically ordered, root last) with its pattern, anchor and inputs."""
+    inside = set(nodes)
+    inputs: list[Node] = []
+    for n in nodes:
+        for i in n.inputs:
+            if i not in inside and i not in inputs:
+                inputs.append(i)
+    anchor = next((n for n in nodes if n.prim.kind in ANCHOR_KINDS), None)
+    if any(n.prim.kind is Kind.OPAQUE for n in nodes):
+        pattern = "single"
+    elif anchor is None:
+        pattern = "elementwise"
+    else:
+        pattern = "reduction" if anchor.prim.kind is Kind.REDUCTION else anchor.target
+    return Group(gid, pattern, list(nodes), inputs, [nodes[-1]], anchor)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .ir import Graph, Group, Node
+from .ir import Graph, Group, Node, make_group
 
 WINDOW = 8  # how far back a group looks for a partner: the LSTM's siblings are adjacent
 
@@ -62,8 +62,6 @@ def _related(p: Group, g: Group) -> bool:
 
 
 def _merged(p: Group, g: Group, users: dict[Node, list[Node]], outputs: set[Node], order: dict[Node, int]) -> Group:
-    from .fusion import make_group  # fusion.py runs this pass: imported when called, no import cycle
-
     nodes = sorted(p.nodes + g.nodes, key=order.__getitem__)
     merged = make_group(g.id, nodes)
     merged.outputs = exposed(nodes, users, outputs)
@@ -79,8 +77,6 @@ def exposed(nodes: list[Node], users: dict[Node, list[Node]], outputs: set[Node]
 def one_output_per_group(groups: list[Group]) -> list[Group]:
     """Each multi-output group split into one group per output, each with the members that output
     needs (shared ones recomputed), in an order that is still valid."""
-    from .fusion import make_group  # as in _merged
-
     out: list[Group] = []
     for g in groups:
         if len(g.outputs) == 1:
