@@ -18,7 +18,8 @@ def measure(section: str, name: str, repeat: int) -> float | None:
     out = subprocess.run([sys.executable, "-m", "benchmarks.torch_compiled", section, name, str(repeat)],
                          capture_output=True, text=True)
     if out.returncode != 0:
-        print(f"torch.compile {name}: failed ({out.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
+        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        print(f"torch.compile {name}: failed ({last})", file=sys.stderr)
         return None
     return float(out.stdout.split()[-1])
 
