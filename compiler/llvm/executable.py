@@ -133,7 +133,8 @@ class Executable:
         self.artifacts = _Artifacts(native)
         self.num_threads, self.max_threads = num_threads, max_threads
         self.parallel = layout.parallel  # some kernel is worth splitting across threads
-        self._entry = ENTRY(native.address("run"))
+        self._entry_address = native.address("run")
+        self._entry = ENTRY(self._entry_address)
         self._inputs = graph.inputs
         self._specs = [(tuple(n.type.shape), n.type.dtype.np) for n in self._inputs]
         self._input_slots = [layout.slots[n] for n in self._inputs]
@@ -218,8 +219,7 @@ class Executable:
         if n <= 1 or not self.parallel:
             self._entry(self._table_addr, 0, 1)
         else:
-            entry, table = self._entry, self._table_addr
-            pool().run(lambda tid, n: entry(table, tid, n), n)
+            pool().run_native(self._entry_address, self._table_addr, n)
 
     def kernel_times(self) -> list[tuple[Group, float]]:
         """(group, mean microseconds per call) for each kernel, slowest first: thread 0's time in the

@@ -96,6 +96,31 @@ def test_pool_reraises_a_worker_error_after_all_finish():
     pool().run(lambda tid, n: None, 2)  # still usable
 
 
+def test_pool_wakes_workers_that_went_to_sleep():
+    import time
+
+    from graphtorch.runtime.threads import SPIN_CYCLES
+
+    for gap in (0.0, 0.05):  # back to back (workers spinning), then after they sleep on their queues
+        seen = []
+        time.sleep(gap)
+        pool().run(lambda tid, n: seen.append(tid), 3)
+        assert sorted(seen) == [0, 1, 2]
+    assert SPIN_CYCLES < 0.05 * 5e9  # the 50 ms gap outlasts the spin on any clock up to 5 GHz
+
+
+def test_pool_runs_a_native_function_on_every_thread():
+    import numpy as np
+
+    native = compile_ir("define void @mark(ptr %a, i64 %tid, i64 %n) {\n"
+                        "  %p = getelementptr i64, ptr %a, i64 %tid\n  %v = add i64 %n, 100\n"
+                        "  store i64 %v, ptr %p\n  ret void\n}\n", cache=False)
+    for n in (1, 2, 4):
+        marks = np.zeros(4, np.int64)
+        pool().run_native(native.address("mark"), marks.ctypes.data, n)
+        assert marks.tolist() == [n + 100] * n + [0] * (4 - n)
+
+
 def test_set_num_threads_validates():
     saved = get_num_threads()
     try:
