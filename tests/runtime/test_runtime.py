@@ -104,7 +104,7 @@ def test_pool_wakes_workers_that_went_to_sleep():
     for gap in (0.0, 0.05):  # back to back (workers spinning), then after they sleep on their queues
         seen = []
         time.sleep(gap)
-        pool().run(lambda tid, n: seen.append(tid), 3)
+        pool().run(lambda tid, n, seen=seen: seen.append(tid), 3)
         assert sorted(seen) == [0, 1, 2]
     assert SPIN_CYCLES < 0.05 * 5e9  # the 50 ms gap outlasts the spin on any clock up to 5 GHz
 
