@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .concats import concat_runs, pad_sums
 from .interpreter import evaluate
 from .ir import Graph, Node, freeze, rewrite
 from .matmul_sums import fuse_matmul_sums
@@ -404,7 +405,9 @@ def fingerprint(graph: Graph) -> tuple:
 PASSES: list[tuple[str, Pass]] = [
     ("fold_constants", fold_constants),
     ("simplify", simplify),
+    ("pad_sums", pad_sums),
     ("fuse_matmul_sums", fuse_matmul_sums),
+    ("concat_runs", concat_runs),
     ("cse", cse),
     ("dce", dce),
 ]

@@ -149,7 +149,8 @@ class Graph:
         return [pos[o] for o in self.outputs] == [opos.get(o) for o in other.outputs]
 
 
-def rewrite(graph: Graph, fn: Callable[[Node, list[Node], Graph], Node | None], *, keep: bool = False) -> Graph:
+def rewrite(graph: Graph, fn: Callable[[Node, list[Node], Graph], Node | None], *, keep: bool = False,
+            order: list[Node] | None = None) -> Graph:
     """A new graph built node by node, the way passes change graphs.
 
     `fn(node, new_inputs, new_graph)` returns the node of `new_graph` that replaces `node`
@@ -158,11 +159,12 @@ def rewrite(graph: Graph, fn: Callable[[Node, list[Node], Graph], Node | None], 
     replacements.
     keep=True: when `fn` replaced nothing, return `graph` itself (a pass that changed nothing;
     the pipeline then skips verifying it and ends its fixed point without comparing graphs).
+    order: visit the nodes in this topological order instead of the graph's.
     """
     out = Graph()
     env: dict[Node, Node] = {}
     replaced = False
-    for n in graph.nodes:
+    for n in order or graph.nodes:
         ins = [env[i] for i in n.inputs]
         new = fn(n, ins, out)
         replaced = replaced or new is not None
