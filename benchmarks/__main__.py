@@ -33,6 +33,26 @@ def median_ms(repeat: int, fn, *args, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def paired_ms(repeat: int, ours: tuple, theirs: tuple | None, rounds: int = 10) -> tuple[float, float | None]:
+    """Medians of two calls, each `(fn, args)`, timed in alternating rounds: a slow phase of a shared
+    machine (they last seconds here) then slows both alike instead of one. The first call of each
+    round is not counted: the other framework's idle threads may still be spinning on a core."""
+    calls = [ours] + ([theirs] if theirs is not None else [])
+    times: list[list[float]] = [[] for _ in calls]
+    per_round = max(3, -(-repeat // rounds)) + 1
+    for fn, args in calls:
+        fn(*args), fn(*args)
+    for _ in range(rounds):
+        for (fn, args), ts in zip(calls, times):
+            for k in range(per_round):
+                t0 = time.perf_counter()
+                fn(*args)
+                if k:
+                    ts.append((time.perf_counter() - t0) * 1e3)
+    medians = [statistics.median(ts) for ts in times]
+    return medians[0], medians[1] if theirs is not None else None
+
+
 def _fmt(ms: float | None) -> str:
     return "      n/a" if ms is None else f"{ms:9.3f}"
 
@@ -90,16 +110,23 @@ def bench_inference(repeat: int, use_torch_compile: bool) -> None:
         compiled = graphtorch.compile(gt_model)
         with graphtorch.no_grad():
             gt_eager = median_ms(repeat, gt_model, gx)
-            gt_comp = median_ms(repeat * 5, compiled, gx)
-        t_eager = t_comp = None
+        theirs = None
         if torch is not None:
             torch_model.eval()
-            tx = torch.from_numpy(x)
-            with torch.no_grad():
-                t_eager = median_ms(repeat * 5, torch_model, tx)
+            theirs = (_no_grad(torch, torch_model), (torch.from_numpy(x),))
+        gt_comp, t_eager = paired_ms(repeat * 5, (_no_grad(graphtorch, compiled), (gx,)), theirs)
+        t_comp = None
+        if torch is not None:
             if use_torch_compile:
                 t_comp = torch_compiled.measure("inference", name, repeat)
         report(name, gt_eager, gt_comp, t_eager, t_comp)
+
+
+def _no_grad(framework, fn):
+    def call(*args):
+        with framework.no_grad():
+            return fn(*args)
+    return call
 
 
 # ---------------------------------------------------------------- training steps
@@ -135,14 +162,17 @@ def bench_training(repeat: int, use_torch_compile: bool) -> None:
             if mode == "step":
                 step = graphtorch.compile(step)
             gx, gy = graphtorch.from_numpy(x), graphtorch.from_numpy(y)
+            if mode == "step":
+                break
             results[mode] = median_ms(repeat if mode == "eager" else repeat * 3, step, gx, gy)
-        t_eager = t_comp = None
+        theirs = t_comp = None
         if torch is not None:
-            tx, ty = torch.from_numpy(x), torch.from_numpy(y)
             _, model = _pair(builder)
             loss_fn = torch.nn.MSELoss() if loss == "mse" else torch.nn.CrossEntropyLoss()
-            step = models.train_step(make_opt(torch, model.parameters()), loss_fn, model)
-            t_eager = median_ms(repeat * 3, step, tx, ty)
+            theirs = (models.train_step(make_opt(torch, model.parameters()), loss_fn, model),
+                      (torch.from_numpy(x), torch.from_numpy(y)))
+        results["step"], t_eager = paired_ms(repeat * 3, (step, (gx, gy)), theirs)
+        if torch is not None:
             if use_torch_compile:
                 t_comp = torch_compiled.measure("training", name, repeat)
         report(name + " (model)", results["eager"], results["compiled"], t_eager, t_comp)

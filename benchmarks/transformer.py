@@ -126,7 +126,7 @@ def _steps(framework, name, builder, make_step, make_opt, seed: int = 0):
     return make_step(framework, model, make_opt(framework, model.parameters()))
 
 
-def bench(repeat: int, report, median_ms) -> None:
+def bench(repeat: int, report, median_ms, paired_ms) -> None:
     import graphtorch
 
     try:
@@ -139,11 +139,10 @@ def bench(repeat: int, report, median_ms) -> None:
         compiled = graphtorch.compile(_steps(graphtorch, name, builder, make_step, make_opt))
         gx, gy = graphtorch.from_numpy(x), graphtorch.from_numpy(y)
         gt_eager = median_ms(max(3, repeat // 4), eager, gx, gy)
-        gt_comp = median_ms(repeat * 2, compiled, gx, gy)
-        t_eager = None
+        theirs = None
         if torch is not None:
-            t_eager = median_ms(repeat * 2, _steps(torch, name, builder, make_step, make_opt), torch.from_numpy(x),
-                                torch.from_numpy(y))
+            theirs = (_steps(torch, name, builder, make_step, make_opt), (torch.from_numpy(x), torch.from_numpy(y)))
+        gt_comp, t_eager = paired_ms(repeat * 2, (compiled, (gx, gy)), theirs)
         report(name + " (whole step)", gt_eager, gt_comp, t_eager, None)
 
 
@@ -170,9 +169,9 @@ def bench_cold_compile() -> None:
 
 
 def main(repeat: int = 20) -> None:
-    from .__main__ import median_ms, report
+    from .__main__ import median_ms, paired_ms, report
 
-    bench(repeat, report, median_ms)
+    bench(repeat, report, median_ms, paired_ms)
     bench_cold_compile()
 
 

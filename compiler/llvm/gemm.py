@@ -118,8 +118,11 @@ class GemmSpec:
 
     @property
     def split_rows(self) -> bool:
-        """Threads split the larger of M and N: each thread packs all of the other operand."""
-        return self.m >= self.n
+        """Threads split the larger of M and N: each thread packs all of the other operand. A small
+        GEMM that reads B in place splits rows whenever it has a few strips of them: each thread
+        then writes whole rows, which the elementwise kernel after it (split by rows too) reads
+        from its own core's cache, not the other's (the LSTM's h @ W_hh^T, 32x256, then its gates)."""
+        return self.m >= self.n or (self.m >= ROW_SPLIT_MIN_M and is_small(self) and direct_b(self))
 
 
 def workspace_elements(m: int, n: int, k: int, layout: Layout) -> int:
@@ -495,6 +498,7 @@ def emit_matmul(b: ir.IRBuilder, spec: GemmSpec, a: ir.Value, bm: ir.Value, out:
 # short K, the LSTM's recurrent h @ W_hh^T (32x256x64: 12.0 vs 13.5 us; 16x512x64: 11.4 vs 17.4 us),
 # but not with a long one (64x128x1024 with A transposed was 8% slower unpacked)
 SMALL_LIMITS = ((64 * 64, 1024), (32 * 256, 256))
+ROW_SPLIT_MIN_M = 16  # rows a small GEMM needs before threads split them rather than its columns
 
 
 def is_small(spec: GemmSpec) -> bool:

@@ -215,7 +215,7 @@ def test_small_gemm_limits():
 
 # (m, n, k, trans_b): the LSTM's recurrent GEMMs forward (h @ W_hh^T) and backward, odd N, N smaller
 # than a panel (threads split M), one tile in all, on the small path and the packed one
-THREAD_SPLIT_CASES = [(32, 256, 64, True), (32, 64, 256, False), (32, 255, 64, True), (31, 17, 64, False),
+THREAD_SPLIT_CASES = [(32, 256, 64, True), (32, 256, 64, False), (32, 64, 256, False), (32, 255, 64, True), (31, 17, 64, False),
                       (32, 10, 64, False), (5, 9, 3, True), (33, 257, 300, True), (700, 9, 300, False)]
 
 
@@ -228,6 +228,15 @@ def test_threads_split_small_and_packed_gemms(m, n, k, trans_b):
     assert_gemm_close(one, a_log, b_log, k)
     for nthreads in (2, 3):  # each output element written once, by one thread, with the same sum
         assert np.array_equal(run_small_gemm(spec, a, b, nthreads=nthreads), one)
+
+
+def test_small_gemms_reading_b_in_place_split_rows():
+    """Each thread then writes whole rows, as the row-split elementwise kernel after it reads them;
+    a packed B (each thread would pack all of it) or too few rows keep the column split."""
+    assert GemmSpec.dense(32, 256, 64).split_rows and GemmSpec.dense(32, 64, 256).split_rows
+    assert not GemmSpec.dense(32, 256, 64, trans_b=True).split_rows
+    assert not GemmSpec.dense(8, 256, 64).split_rows and not GemmSpec.dense(64, 256, 1100).split_rows
+    assert busiest_share(GemmSpec.dense(32, 256, 64), 2) == 0.5  # 8 strips of 4 rows, 4 each
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
