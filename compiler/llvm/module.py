@@ -469,18 +469,35 @@ def serial_kernels(groups: list[Group]) -> list[bool]:
     if all(work(g) < PARALLEL_WORK for g in groups):
         return [True] * len(groups)
     serial = [runs_serial(g) for g in groups]
-    return [alone and not _between_split(k, serial, groups) for k, alone in enumerate(serial)]
+    for lo, hi in _serial_runs(serial):
+        if _split_between(groups[lo:hi], lo == 0, hi == len(groups)):
+            serial[lo:hi] = [False] * (hi - lo)
+    return serial
 
 
-# a small elementwise kernel between two split ones is split too when it has at least this many
-# elements: the barriers before and after it are its neighbours', there anyway (the LSTM's gate
-# kernel, 32x64 with five sigmoid/tanh per element: 6.2 us alone)
-BETWEEN_SPLIT_WORK = 1 << 12
+# a run of at most BETWEEN_SPLIT_KERNELS small elementwise kernels between two split ones is split
+# too when together they have at least BETWEEN_SPLIT_WORK elements: the barriers around the run are
+# its neighbours', there anyway, and each thread then reads the rows the split kernel before it
+# wrote on its own core (the LSTM's gate kernel, 32x64 with five sigmoid/tanh per element, 6.2 us
+# on thread 0 alone; its backward's two kernels per step)
+BETWEEN_SPLIT_KERNELS, BETWEEN_SPLIT_WORK = 2, 1 << 12
 
 
-def _between_split(k: int, serial: list[bool], groups: list[Group]) -> bool:
-    neighbours_split = (k == 0 or not serial[k - 1]) and (k + 1 == len(serial) or not serial[k + 1])
-    return neighbours_split and groups[k].pattern == "elementwise" and work(groups[k]) >= BETWEEN_SPLIT_WORK
+def _serial_runs(serial: list[bool]) -> list[tuple[int, int]]:
+    """The maximal runs [lo, hi) of serial kernels."""
+    runs, lo = [], None
+    for k, alone in enumerate([*serial, False]):
+        if alone and lo is None:
+            lo = k
+        elif not alone and lo is not None:
+            runs.append((lo, k))
+            lo = None
+    return runs
+
+
+def _split_between(run: list[Group], first: bool, last: bool) -> bool:
+    return (not first and not last and len(run) <= BETWEEN_SPLIT_KERNELS
+            and all(g.pattern == "elementwise" for g in run) and sum(work(g) for g in run) >= BETWEEN_SPLIT_WORK)
 
 
 def runs_serial(group: Group) -> bool:

@@ -11,9 +11,9 @@ from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.errors import GraphtorchCompileError
 from graphtorch.compiler.fusion import fuse
-from graphtorch.compiler.ir import Graph
+from graphtorch.compiler.ir import Graph, make_group
 from graphtorch.compiler.llvm import build, single_groups
-from graphtorch.compiler.llvm.module import PARALLEL_WORK, UNROLLED_COST_FACTOR, split, wants_unroll, work
+from graphtorch.compiler.llvm.module import PARALLEL_WORK, UNROLLED_COST_FACTOR, serial_kernels, split, wants_unroll, work
 from graphtorch.runtime import get_num_threads, set_num_threads
 
 
@@ -275,3 +275,22 @@ def test_kernel_times_count_the_wait_for_the_slowest_thread(monkeypatch):
     finally:
         set_num_threads(saved)
     assert exe.parallel and summed > 0.3 * wall_us, (summed, wall_us)
+
+
+def test_small_elementwise_kernels_between_split_ones_are_split_too():
+    """Their barriers are the neighbours' anyway; a longer run, or one with little work, stays on
+    thread 0 alone (no barrier between its kernels)."""
+    g = Graph()
+    a = g.input("a", TensorType((256, 256), dt.float32))
+
+    def kernels(sizes: list[int]) -> list[bool]:
+        groups = [make_group(0, [g.call("matmul", [a, a])])]
+        for k, size in enumerate(sizes):
+            x = g.input(f"x{len(g.nodes)}", TensorType((size, 64), dt.float32))
+            groups.append(make_group(k + 1, [g.call("sigmoid", [x])]))
+        groups.append(make_group(len(sizes) + 1, [g.call("matmul", [a, a])]))
+        return serial_kernels(groups)[1:-1]
+
+    assert kernels([64]) == [False]  # 4096 elements: the LSTM's gate kernel's size
+    assert kernels([32, 32]) == [False, False]
+    assert kernels([16]) == [True] and kernels([64, 64, 64]) == [True] * 3
