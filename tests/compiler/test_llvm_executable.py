@@ -13,7 +13,14 @@ from graphtorch.compiler.errors import GraphtorchCompileError
 from graphtorch.compiler.fusion import fuse
 from graphtorch.compiler.ir import Graph, make_group
 from graphtorch.compiler.llvm import build, single_groups
-from graphtorch.compiler.llvm.module import PARALLEL_WORK, UNROLLED_COST_FACTOR, serial_kernels, split, wants_unroll, work
+from graphtorch.compiler.llvm.module import (
+    PARALLEL_WORK,
+    UNROLLED_COST_FACTOR,
+    serial_kernels,
+    split,
+    wants_unroll,
+    work,
+)
 from graphtorch.runtime import get_num_threads, set_num_threads
 
 
