@@ -481,6 +481,10 @@ def serial_kernels(groups: list[Group]) -> list[bool]:
 # wrote on its own core (the LSTM's gate kernel, 32x64 with five sigmoid/tanh per element, 6.2 us
 # on thread 0 alone; its backward's two kernels per step)
 BETWEEN_SPLIT_KERNELS, BETWEEN_SPLIT_WORK = 2, 1 << 12
+# in an executable that runs threads, an elementwise kernel with this many elements splits: its
+# inputs are mostly outputs of split kernels, half of them in the other core's cache, and thread 0
+# alone pays for every line that crosses (the LSTM's Adam updates, 256x64: 37 -> 19 us per kernel)
+ELEMENTWISE_SPLIT_WORK = 1 << 14
 
 
 def _serial_runs(serial: list[bool]) -> list[tuple[int, int]]:
@@ -503,7 +507,9 @@ def _split_between(run: list[Group], first: bool, last: bool) -> bool:
 def runs_serial(group: Group) -> bool:
     """Whether `group`'s kernel is too small to be worth a barrier: thread 0 runs it alone."""
     decide = SERIAL.get(group.pattern)
-    return decide(group) if decide is not None else work(group) < PARALLEL_WORK
+    if decide is not None:
+        return decide(group)
+    return work(group) < (ELEMENTWISE_SPLIT_WORK if group.pattern == "elementwise" else PARALLEL_WORK)
 
 
 def work(group: Group) -> int:
