@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .concats import concat_runs, pad_sums
+from .concats import concat_runs, pad_sums, part_sums
 from .interpreter import evaluate
 from .ir import Graph, Node, freeze, rewrite
 from .matmul_sums import fuse_matmul_sums
@@ -408,6 +408,7 @@ PASSES: list[tuple[str, Pass]] = [
     ("pad_sums", pad_sums),
     ("fuse_matmul_sums", fuse_matmul_sums),
     ("concat_runs", concat_runs),
+    ("part_sums", part_sums),
     ("cse", cse),
     ("dce", dce),
 ]

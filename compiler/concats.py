@@ -11,6 +11,10 @@ in the gaps), which writes each element once. The LSTM's input-projection gradie
 of the gate gradients the concat above stacks, and steps 0..30 of the layer's stacked output)
 is a slice of that one: its readers read it in place instead of a second copy. When the longer
 concat comes later in the graph, the shorter one's readers move after it.
+
+`part_sums`: a sum over the steps of each step's column sums (an LSTM bias's gradient: 32 kernels
+summing 32x256 to 1x256, then the adds) is the column sum of the concat that stacks the steps,
+which is often computed already (the other bias's gradient: CSE then merges the two).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import heapq
 import math
 
 from .ir import Graph, Node, rewrite
-from .sum_trees import SumTree, rewrite_sums
+from .sum_trees import SumTree, rewrite_sums, use_counts
 
 
 def pad_sums(graph: Graph) -> Graph:
@@ -64,6 +68,44 @@ def _padded_dim(pads: list[Node]) -> int | None:
 def _zeros(like: Node, dim: int, size: int, g: Graph) -> Node:
     shape = tuple(size if d == dim else n for d, n in enumerate(like.type.shape))
     return g.call("full", [], dict(shape=shape, value=0.0, dtype=like.type.dtype), like.loc, like.origin)
+
+
+# ---------------------------------------------------------------- sums of each part's column sums
+
+
+def part_sums(graph: Graph) -> Graph:
+    """Replace each add tree whose leaves include a column sum (over dim 0) of every part of a
+    leading-dim concat by one column sum of that concat."""
+    read = use_counts(graph)  # a concat nobody reads yet would be computed just for the sum
+    where = {part: c for c in graph.nodes if _is_leading_concat(c) and read.get(c) for part in _bases(c)}
+    return rewrite_sums(graph, lambda tree, g: _column_sum_of_concat(tree, where, g))
+
+
+def _column_sum_of_concat(tree: SumTree, where: dict[Node, Node], g: Graph) -> Node | None:
+    terms = {t: where.get(_summed_part(t, tree.uses)) for t in tree.leaves}
+    for concat in dict.fromkeys(c for c in terms.values() if c is not None):
+        mine = [t for t, c in terms.items() if c is concat]
+        if sorted(map(id, (_summed_part(t, tree.uses) for t in mine))) == sorted(map(id, _bases(concat))) and \
+                concat in tree.mapped:
+            return tree.rest(_column_sum(tree.new(concat), mine[0], g), mine, g)
+    return None
+
+
+def _summed_part(leaf: Node, uses: dict[Node, int]) -> Node | None:
+    """P for a leaf sum(P, dims=(0,)) (or a reshape of one), each read only here; else None."""
+    s = leaf.inputs[0] if leaf.op == "call" and leaf.target == "reshape" and uses.get(leaf.inputs[0]) == 1 else leaf
+    if s.op != "call" or s.target != "sum" or tuple(s.attrs["dims"]) != (0,) or uses.get(s) != 1:
+        return None
+    return _bases_of(s.inputs[0])
+
+
+def _column_sum(concat: Node, like: Node, g: Graph) -> Node:
+    """sum(concat as rows of like's part's trailing dims, dims=(0,)), shaped like `like`."""
+    s = like.inputs[0] if like.target == "reshape" else like
+    row = s.inputs[0].type.shape[1:]
+    rows = g.call("reshape", [concat], dict(shape=(concat.type.numel // math.prod(row), *row)), s.loc, s.origin)
+    total = g.call("sum", [rows], dict(s.attrs), s.loc, s.origin)
+    return total if total.type == like.type else g.call("reshape", [total], dict(shape=like.type.shape), like.loc, like.origin)
 
 
 # ---------------------------------------------------------------- a run of another concat's parts
@@ -134,12 +176,13 @@ def _is_leading_concat(n: Node) -> bool:
 
 def _bases(concat: Node) -> list[Node]:
     """Each part with reshapes seen through: the same bytes in the same order."""
-    out = []
-    for p in concat.inputs:
-        while p.op == "call" and p.target == "reshape":
-            p = p.inputs[0]
-        out.append(p)
-    return out
+    return [_bases_of(p) for p in concat.inputs]
+
+
+def _bases_of(node: Node) -> Node:
+    while node.op == "call" and node.target == "reshape":
+        node = node.inputs[0]
+    return node
 
 
 def _rows(n: Node, big: Node, offset: int, g: Graph) -> Node:

@@ -274,7 +274,7 @@ class _Fuser:
             if m.prim.kind is Kind.OPAQUE:
                 return m, f"{m.name} ({m.target}) is opaque: opaque ops stand alone"
         return (self._one_output(members, merged) or self._cycle(members, merged)
-                or self._anchor_rules(members, merged))
+                or _crossed_concats(members) or self._anchor_rules(members, merged))
 
     def _one_output(self, members: list[Node], merged: int) -> tuple[Node, str] | None:
         for m in members[:-1]:
@@ -411,3 +411,16 @@ def single_groups(graph: Graph) -> list[Group]:
             anchor = n if n.prim.kind in (Kind.REDUCTION, Kind.OUT_FUSABLE) else None
             groups.append(Group(len(groups), "single", [n], list(dict.fromkeys(n.inputs)), [n], anchor))
     return groups
+
+
+def _crossed_concats(members: list[Node]) -> tuple[Node, str] | None:
+    """Concats along different dims in one loop: it can cut at one's part edges, not at both, so
+    every element would choose its source (the LSTM's last gate gradients, a concat along the
+    columns, inside the stack of all steps along the rows: 168 -> 267 us for the stack)."""
+    concats = [m for m in members if m.target == "concat"]
+    for m in concats[1:]:
+        if (m.attrs["dim"], m.type.ndim) != (concats[0].attrs["dim"], concats[0].type.ndim):
+            return m, (f"{m.name} (concat along dim {m.attrs['dim']}) and {concats[0].name} (concat along dim "
+                       f"{concats[0].attrs['dim']}) cut a loop along different dims: each concat is its own kernel")
+    return None
+

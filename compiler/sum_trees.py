@@ -23,7 +23,10 @@ class SumTree:
     leaves: list[Node]
     uses: dict[Node, int]  # readers of each node of the old graph
     position: dict[Node, int]  # each node's place in the old graph
-    new: Callable[[Node], Node]  # a leaf's node in the new graph
+    mapped: dict[Node, Node]  # the old nodes before the root -> their nodes in the new graph
+
+    def new(self, node: Node) -> Node:
+        return self.mapped[node]
 
     def rest(self, total: Node, used: list[Node], g: Graph) -> Node:
         """total + the leaves not in `used`."""
@@ -38,15 +41,20 @@ def rewrite_sums(graph: Graph, combine: Callable[[SumTree, Graph], Node | None])
     position = {n: k for k, n in enumerate(graph.nodes)}
     summed = {i for u in graph.nodes if is_sum(u) for i in u.inputs}
     inner = {n for n in summed if is_sum(n) and uses[n] == 1 and n not in graph.outputs}  # mid-tree adds
-    mapped: dict[Node, Node] = {}  # old node -> its node in the new graph, for the leaves
+    mapped: dict[Node, Node] = {}  # each node visited so far -> its node in the new graph
+    changed = False
 
-    def fn(n: Node, ins: list[Node], g: Graph) -> Node | None:
-        mapped.update(zip(n.inputs, ins))
-        if not is_sum(n) or n in inner:
-            return None
-        return combine(SumTree(n, leaves(n, inner), uses, position, mapped.__getitem__), g)
+    def fn(n: Node, ins: list[Node], g: Graph) -> Node:
+        nonlocal changed
+        new = None
+        if is_sum(n) and n not in inner:
+            new = combine(SumTree(n, leaves(n, inner), uses, position, mapped), g)
+            changed = changed or new is not None
+        mapped[n] = new if new is not None else g.add_copy(n, ins)
+        return mapped[n]
 
-    return rewrite(graph, fn, keep=True)
+    out = rewrite(graph, fn)
+    return out if changed else graph
 
 
 def use_counts(graph: Graph) -> dict[Node, int]:

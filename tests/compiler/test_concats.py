@@ -125,3 +125,26 @@ def test_optimize_turns_an_lstm_gradient_into_concats():
     stacked = [n for n in graph.nodes if n.target == "matmul" and n.inputs[1].target == "slice"]
     assert len(stacked) >= 2
     assert cleanup.optimize(graph).equals(graph)
+
+
+def _bias_gradient(stacked_too: bool) -> Graph:
+    """An LSTM bias's gradient, sum_t dgates_t.sum(0), next to the stacked dgates another gradient reads."""
+    g = Graph()
+    parts = [g.call("exp", [g.input(f"d{t}", f32(2, 3))]) for t in range(4)]
+    if stacked_too:
+        stacked = g.call("concat", [g.call("reshape", [p], dict(shape=(1, 2, 3))) for p in parts], dict(dim=0))
+    total = None
+    for p in reversed(parts):  # backpropagation visits the steps last to first
+        s = g.call("reshape", [g.call("sum", [p], dict(dims=(0,), keepdim=True))], dict(shape=(3,)))
+        total = s if total is None else g.call("add", [total, s])
+    g.outputs = [g.call("neg", [stacked if stacked_too else parts[0]]), total]
+    return g
+
+
+def test_a_sum_of_each_parts_column_sums_is_the_column_sum_of_their_concat():
+    g = _bias_gradient(True)
+    out = cleanup.optimize(g)
+    (s,) = [n for n in out.nodes if n.target == "sum"]
+    assert s.inputs[0].type.shape == (8, 3) and _count(out, "add") == 0
+    _same_results(g, out)
+    assert _count(cleanup.optimize(_bias_gradient(False)), "sum") == 4  # no concat of the parts: the sums stay

@@ -244,3 +244,16 @@ def test_a_gemm_reads_a_concatenation_as_its_own_buffer():
     assert targets == [("concat",), ("concat",), ("permute", "matmul")]
     assert any("concat" in r.reason and "read" in r.reason for r in plan.rejections)
     check_plan(g, plan.groups)
+
+
+def test_concats_along_different_dims_stay_apart():
+    """A loop cuts at one concat's part edges: a column concat inside a row concat would make every
+    element choose its source, so the inner one is its own kernel (with a reason)."""
+    g = Graph()
+    a, b, c = (g.input(n, f32(2, 3)) for n in "abc")
+    cols = g.call("concat", [g.call("exp", [a]), g.call("exp", [b])], dict(dim=1))  # (2, 6)
+    rows = g.call("concat", [cols, g.call("exp", [g.call("concat", [c, c], dict(dim=1))])], dict(dim=0))  # (4, 6)
+    g.outputs = [rows]
+    plan = fuse(g)
+    assert plan.group_of(cols) is not plan.group_of(rows)
+    assert any("cut a loop along different dims" in r.reason for r in plan.rejections)
