@@ -316,13 +316,16 @@ class _Fuser:
                     return m, (f"a {a.target} ({a.name}) reads a concat ({m.name}) faster as one buffer: "
                                "the concat is its own kernel")
             for m in self._nodes(epilogue):
-                if m.prim.kind is not Kind.ELEMENTWISE:
-                    return m, f"an out-fusable group takes only an elementwise epilogue, and {m.name} is {m.target}"
+                final_reshape = a.target == "matmul" and m.target == "reshape" and m is members[-1]
+                if m.prim.kind is not Kind.ELEMENTWISE and not final_reshape:
+                    return m, (f"an out-fusable group takes only an elementwise epilogue (a matmul also a final "
+                               f"reshape), and {m.name} is {m.target}")
         else:
             for m in self._nodes(epilogue):
-                if m.prim.kind is not Kind.ELEMENTWISE and not self._gathers_at_index(m, epilogue | 1 << ka):
-                    return m, (f"a reduction group takes only an elementwise epilogue over its output shape, "
-                               f"and {m.name} is {m.target}")
+                final_reshape = m.target == "reshape" and m is members[-1]  # same flat positions: stored as they come
+                if m.prim.kind is not Kind.ELEMENTWISE and not final_reshape and not self._gathers_at_index(m, epilogue | 1 << ka):
+                    return m, (f"a reduction group takes only an elementwise epilogue over its output shape "
+                               f"(and a final reshape), and {m.name} is {m.target}")
         return self._late_reads_prologue(a, prologue, merged)
 
     def _gathers_at_index(self, m: Node, reduced: int) -> bool:

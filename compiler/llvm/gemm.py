@@ -35,7 +35,7 @@ from llvmlite import ir
 
 from ..ir import Group, Node
 from . import index, scalar
-from .index import emit_epilogue
+from .index import emit_epilogue, final_value
 from .module import LOWERINGS, PARALLEL_WORK, SERIAL, LoweringContext, work
 from .opaque import lower_matmul_naive
 
@@ -750,7 +750,7 @@ def reshaped_strides(old: tuple[int, ...], strides: tuple[int, ...], new: tuple[
 def output_buffer(ctx: LoweringContext, group: Group) -> ir.Value:
     """Where the anchor's result goes: the group's output itself when the epilogue can run in place."""
     anchor, root = group.anchor, group.outputs[0]
-    if root.type.shape == anchor.type.shape and root.type.dtype is anchor.type.dtype:
+    if final_value(group).type.shape == anchor.type.shape and root.type.dtype is anchor.type.dtype:
         return ctx.ptr(root)
     return ctx.workspace(anchor.type.numel * anchor.type.dtype.itemsize)
 

@@ -419,7 +419,8 @@ def emit_epilogue(ctx: LoweringContext, group: Group, anchor_ptr: ir.Value, row_
     """
     anchor, root = group.anchor, group.outputs[0]
     shape = anchor.type.shape
-    if root.type.shape != shape:
+    value = final_value(group)
+    if value.type.shape != shape:
         raise ctx.unsupported(root, f"is an epilogue of shape {root.type.shape}, not the anchor's {shape}")
     out_ptr = out_ptr if out_ptr is not None else ctx.ptr(root)
     a_ty, o_ty = scalar.mem_type(anchor.type.dtype), scalar.mem_type(root.type.dtype)
@@ -427,8 +428,15 @@ def emit_epilogue(ctx: LoweringContext, group: Group, anchor_ptr: ir.Value, row_
     with ctx.loop(*row_range) as r, ctx.loop(*col_range) as c:
         idx = Index.rows(b, shape, r, c)
         load = lambda i: scalar.load(b, anchor.type.dtype, b.gep(anchor_ptr, [i.flat()], inbounds=True, source_etype=a_ty))
-        v = emit_element(ctx, root, idx, {anchor: load})
+        v = emit_element(ctx, value, idx, {anchor: load})
         scalar.store(b, root.type.dtype, v, b.gep(out_ptr, [idx.flat()], inbounds=True, source_etype=o_ty))
+
+
+def final_value(group: Group) -> Node:
+    """The value a group with an anchor stores: its root, or what a final reshape reshapes (a reshape
+    keeps flat positions, so that value is stored at the anchor's positions in the root's buffer)."""
+    root = group.outputs[0]
+    return root.inputs[0] if root.target == "reshape" and root is not group.anchor else root
 
 
 def rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:

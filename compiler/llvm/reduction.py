@@ -23,16 +23,17 @@ from ..ir import Group, Node
 from ..primitives import Kind
 from . import scalar
 from .elementwise import emit_pointwise, needs_only_flat
-from .index import Index, i64, strides
+from .index import Index, final_value, i64, strides
 from .module import LOWERINGS, LoweringContext
 
 
 def lower_reduction(ctx: LoweringContext, group: Group) -> None:
     anchor = group.anchor or group.outputs[0]
     root = group.outputs[0]
-    if root is anchor or _elementwise_path(group, anchor):
+    value = final_value(group)
+    if value is anchor or _elementwise_path(group, anchor, value):
         reduce = _reduce_columns if _columnwise(anchor) else _reduce_all
-        reduce(ctx, anchor, lambda idx, acc: ctx.store(root, idx.flat(), ctx.element(root, idx, {anchor: lambda _: acc})))
+        reduce(ctx, anchor, lambda idx, acc: ctx.store(root, idx.flat(), ctx.element(value, idx, {anchor: lambda _: acc})))
         return
     ws = ctx.workspace(anchor.type.numel * anchor.type.dtype.itemsize)
     ty = scalar.mem_type(anchor.type.dtype)
@@ -43,10 +44,11 @@ def lower_reduction(ctx: LoweringContext, group: Group) -> None:
     emit_pointwise(ctx, root, flat=needs_only_flat(group.nodes[group.nodes.index(anchor) + 1:]), overrides={anchor: load})
 
 
-def _elementwise_path(group: Group, anchor: Node) -> bool:
-    """Every member downstream of the anchor is elementwise: the root is read at the anchor's position."""
+def _elementwise_path(group: Group, anchor: Node, value: Node) -> bool:
+    """Every member downstream of the anchor up to `value` is elementwise: `value` is read at the
+    anchor's position."""
     downstream = {anchor}
-    for n in group.nodes:
+    for n in group.nodes[:group.nodes.index(value) + 1]:
         if any(i in downstream for i in n.inputs):
             if n.prim.kind is not Kind.ELEMENTWISE:
                 return False
