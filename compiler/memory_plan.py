@@ -7,6 +7,9 @@ dies at that kernel (same shape and item size): every element is read before it 
 same index, so no copy and no second buffer are needed (a kernel with several outputs computes
 all of them at an index before it stores any, so each output may take one dying input).
 
+A kernel that only reshapes a value in the arena is no kernel: its output is a view, the same
+bytes at the same offset (`views`), and the value it reads lives as long as the view is read.
+
 Graph inputs, constants and graph outputs are not in the arena: inputs and constants belong to the
 caller, outputs are allocated per call so results handed to the user are never overwritten. The
 exception is a donated input (a parameter or optimizer state that the graph updates): its new
@@ -32,6 +35,7 @@ class MemoryPlan:
     alignment: int = 64
     sizes: dict[Node, int] = field(default_factory=dict)
     donated: dict[Node, Node] = field(default_factory=dict)  # graph output -> the graph input it is written over
+    views: dict[Node, Node] = field(default_factory=dict)  # a reshape's output -> the arena value it reads in place
 
     def report(self) -> str:
         lines = [f"arena {self.arena_bytes} bytes, peak live {self.peak_bytes} bytes, "
@@ -39,6 +43,7 @@ class MemoryPlan:
         for n, off in sorted(self.offsets.items(), key=lambda kv: kv[1]):
             first, last = self.intervals[n]
             reuse = f"  (in place of {self.inplace[n].name})" if n in self.inplace else ""
+            reuse = f"  (a view of {self.views[n].name})" if n in self.views else reuse
             lines.append(f"  {n.name:>6} : {str(n.type):<24} @ {off:>10}  steps {first}..{last}{reuse}")
         lines += [f"  output {o.name} is written over input {i.name}" for o, i in self.donated.items()]
         return "\n".join(lines)
@@ -58,7 +63,10 @@ def plan_memory(graph: Graph, groups: list[Group], *, alignment: int = 64,
     whose output may overwrite the input; those that are safe end up in `donated`."""
     outputs = set(graph.outputs)
     intervals = _intervals(groups)
-    resident = [o for g in groups for o in g.outputs if o not in outputs]
+    views = _views(groups, outputs)
+    for view, source in views.items():  # the source lives as long as its views are read
+        intervals[source] = (intervals[source][0], max(intervals[source][1], intervals[view][1]))
+    resident = [o for g in groups for o in g.outputs if o not in outputs and o not in views]
     inplace = _inplace_pairs(groups, intervals, set(resident))
 
     # a block is one piece of memory: a value plus the values written over it in place
@@ -73,9 +81,24 @@ def plan_memory(graph: Graph, groups: list[Group], *, alignment: int = 64,
         span[b] = (min(lo, first), max(hi, last))
     block_offsets = _place({b: _round_up(nbytes(b), alignment) for b in span}, span)
     offsets = {n: block_offsets[owner[n]] for n in resident}
+    offsets.update((view, offsets[source]) for view, source in views.items())
     arena = max((block_offsets[b] + _round_up(nbytes(b), alignment) for b in span), default=0)
     return MemoryPlan(offsets, intervals, inplace, arena, _peak(span, len(groups), alignment), alignment,
-                      {n: nbytes(n) for n in resident}, _donations(graph, groups, donate))
+                      {n: nbytes(n) for n in [*resident, *views]}, _donations(graph, groups, donate), views)
+
+
+def _views(groups: list[Group], outputs: set[Node]) -> dict[Node, Node]:
+    """Each group that only reshapes an arena value (not a graph output, and not read from a graph
+    input) -> the arena value under it (through views of views)."""
+    computed = {o for g in groups for o in g.outputs}
+    views: dict[Node, Node] = {}
+    for g in groups:
+        (out, *more), x = g.outputs, g.inputs[0] if len(g.inputs) == 1 else None
+        if more or x is None or out in outputs or x in outputs or x not in computed:
+            continue
+        if all(n.op == "call" and n.target == "reshape" for n in g.nodes):
+            views[out] = views.get(x, x)
+    return views
 
 
 def _donations(graph: Graph, groups: list[Group], donate: list[tuple[Node, Node]]) -> dict[Node, Node]:

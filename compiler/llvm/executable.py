@@ -51,6 +51,7 @@ def build(graph: Graph, groups: list[Group], *, name: str = "graph", num_threads
     """
     start = time.perf_counter()
     plan = plan_memory(graph, groups, donate=[(graph.outputs[o], graph.inputs[i]) for o, i in donate])
+    groups = [g for g in groups if g.outputs[0] not in plan.views]  # a view is the same bytes: no kernel
     max_threads = num_threads or max(get_num_threads(), 1)
     timed = kernel_times_wanted() if timed is None else timed
     try:

@@ -272,7 +272,7 @@ class Layout:
 
 def make_layout(graph: Graph, groups: list[Group], plan: MemoryPlan) -> Layout:
     slots: dict[Node, int] = {}
-    computed = {o for g in groups for o in g.outputs}
+    computed = {o for g in groups for o in g.outputs} | set(plan.views)
     constants = []
     for n in graph.inputs:
         slots[n] = Layout.FIRST + len(slots)

@@ -35,7 +35,7 @@ from . import host
 from .executable import Executable, build, kernel_times_wanted
 from .module import Layout
 
-FORMAT, VERSION = "graphtorch-executable", 1
+FORMAT, VERSION = "graphtorch-executable", 2  # 2: the memory plan has views
 
 
 @dataclass
@@ -111,7 +111,7 @@ def encode(fusion: FusionPlan, exe: Executable) -> dict:
                         "group": None if r.group is None else gid[id(r.group)]} for r in fusion.rejections],
         "plan": {"offsets": _pairs(at, plan.offsets), "intervals": _pairs(at, plan.intervals),
                  "inplace": _pairs(at, plan.inplace), "sizes": _pairs(at, plan.sizes),
-                 "donated": _pairs(at, plan.donated), "arena_bytes": plan.arena_bytes,
+                 "donated": _pairs(at, plan.donated), "views": _pairs(at, plan.views), "arena_bytes": plan.arena_bytes,
                  "peak_bytes": plan.peak_bytes, "alignment": plan.alignment},
         "layout": {"slots": _pairs(at, layout.slots), "offsets": _pairs(at, layout.offsets),
                    "n_slots": layout.n_slots, "workspace_bytes": layout.workspace_bytes,
@@ -144,7 +144,8 @@ def decode(doc: dict, num_threads: int | None) -> Saved:
     plan, layout = _plan(doc["plan"], node), _layout(doc["layout"], node)
     parts = [Part(str(p["text"]), bool(p["unroll"]), float(p["cost"])) for p in doc["parts"]]
     _bind_run_time_symbols(groups)
-    exe = Executable(graph, groups, plan, layout, compile_ir(parts), str(doc["name"]), num_threads,
+    kernels = [g for g in groups if g.outputs[0] not in plan.views]  # as build() runs them
+    exe = Executable(graph, kernels, plan, layout, compile_ir(parts), str(doc["name"]), num_threads,
                      _int(doc["max_threads"]))
     return Saved(graph, FusionPlan(groups, rejections), exe)
 
@@ -167,7 +168,8 @@ def _plan(p: dict, node) -> MemoryPlan:
     nodes_to = lambda rows, value: {node(k): value(v) for k, v in rows}
     return MemoryPlan(nodes_to(p["offsets"], _int), nodes_to(p["intervals"], lambda v: (_int(v[0]), _int(v[1]))),
                       nodes_to(p["inplace"], node), _int(p["arena_bytes"]), _int(p["peak_bytes"]),
-                      _int(p["alignment"]), nodes_to(p["sizes"], _int), nodes_to(p["donated"], node))
+                      _int(p["alignment"]), nodes_to(p["sizes"], _int), nodes_to(p["donated"], node),
+                      nodes_to(p["views"], node))
 
 
 def _layout(d: dict, node) -> Layout:

@@ -6,7 +6,7 @@ from llvm_helpers import assert_match, values
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.dtypes import TensorType
 from graphtorch.compiler.ir import Graph
-from graphtorch.compiler.llvm import single_groups
+from graphtorch.compiler.llvm import build, single_groups
 from graphtorch.compiler.memory_plan import plan_memory
 
 
@@ -121,3 +121,31 @@ def test_a_run_time_scalar_broadcast_inside_the_update_still_donates():
     (out,) = build(g, groups, cache=False, donate=[(0, 0)])(x_in, np.array(0.25))
     assert out is x_in
     np.testing.assert_allclose(out, data + np.float32(0.5) * data, rtol=1e-6)
+
+
+def test_a_reshape_kernel_of_an_arena_value_is_a_view():
+    """exp(x) reshaped and read by two kernels (as the GPT's layer_norm_grad reads a GEMM's output):
+    the reshape is the same bytes at the same offset, no kernel, and exp(x) is not overwritten
+    while the view is read (the neg that reads exp(x) last cannot write over it in place)."""
+    g = Graph()
+    x = g.input("x", TensorType((6, 8), dt.float32))
+    e = g.call("exp", [x])
+    r = g.call("reshape", [e], {"shape": (2, 3, 8)})
+    n = g.call("neg", [e])
+    g.outputs = [g.call("add", [g.call("abs", [r]), g.call("neg", [r])]), g.call("mul", [n, n])]
+    groups = single_groups(g)
+    plan = plan_memory(g, groups)
+    assert plan.views == {r: e} and plan.offsets[r] == plan.offsets[e]
+    assert plan.intervals[e][1] >= plan.intervals[r][1] and n not in plan.inplace
+    assert "(a view of %1)" in plan.report()
+    exe_groups = [grp for grp in groups if grp.outputs[0] is not r]
+    assert build(g, groups, cache=False).groups == exe_groups  # no kernel for the view
+    assert_match(g, values((6, 8), dt.float32, np.random.default_rng(2)), rtol=1e-6)
+
+
+def test_a_reshape_of_a_graph_input_or_into_a_graph_output_stays_a_kernel():
+    g = Graph()
+    x = g.input("x", TensorType((6, 8), dt.float32))
+    e = g.call("exp", [x])
+    g.outputs = [g.call("reshape", [e], {"shape": (48,)}), g.call("neg", [g.call("reshape", [x], {"shape": (48,)})])]
+    assert plan_memory(g, single_groups(g)).views == {}
