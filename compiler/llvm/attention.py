@@ -1,8 +1,7 @@
-"""Fused attention (compiler/attention.py) for the LLVM backend: a query row per loop step.
+"""Fused attention (compiler/attention.py) for the LLVM backend.
 
-Rows of q, k, v are vector values: a score is a vector multiply and a horizontal sum, the output
-row a vector accumulator in registers. exp is `vecmath.exp` in float32 (plain arithmetic, so the
-loops over a block of scores vectorize; with libm's expf the forward kernel took 2.2x as long).
+Shared here: shapes, addressing, a score as a dot product of rows held as vector values. exp is `vecmath.exp` in float32 (plain arithmetic, so the
+loops over a block of scores vectorize; with libm's expf the row-at-a-time forward took 2.2x as long).
 
 - attention: blocked, the FlashAttention-2 way (compiler/llvm/flash.py): a block of query rows
   against blocks of keys as small GEMMs, an online softmax per row, so the (Tq, Tk) score matrix
@@ -11,12 +10,12 @@ loops over a block of scores vectorize; with libm's expf the forward kernel took
   written straight into the output row. Up to MAX_SCORE_VECTOR keys a row's scores are one
   vector (q's elements times the rows of k^T, copied per head), a few rows at a time; longer rows
   take a dot product per key.
-- attention_grad: dq walks a query row's keys, dk and dv a key's query rows; each recomputes the
-  probability exp(score - logsumexp), never storing one.
+- attention_grad: blocked too (flash.py): dq by query blocks, dk and dv by key blocks, each
+  recomputing the probabilities exp(score - logsumexp) a block at a time, never storing them.
 
 Causal rows stop at their own position. A row masked whole has logsumexp -inf (zeros, no
 gradient) or NaN with masked_rows="nan" (NaN propagates, as through the softmax written out).
-Threads split the rows; each row's sums run in key order.
+Threads split the rows (flash.py: blocks of rows); each row's sums run in key order.
 """
 
 from __future__ import annotations
@@ -97,10 +96,6 @@ class _Attention:
         return self.b.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
                                      ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width))
 
-    def axpy(self, acc: ir.Value, weight: ir.Value, row: ir.Value) -> ir.Value:
-        """acc + weight * row"""
-        return self.b.fadd(acc, self.b.fmul(self.splat(weight, row.type.count), row))
-
     def dot(self, x: ir.Value, y: ir.Value) -> ir.Value:
         n, b = x.type.count, self.b
         fn = scalar.function(b.module, f"llvm.vector.reduce.fadd.v{n}{'f64' if self.f == ir.DoubleType() else 'f32'}",
@@ -133,9 +128,6 @@ class _Attention:
         if self.f == ir.FloatType():
             return vecmath.exp(self.b, x)
         return scalar.emit(self.b, "exp", [x], self.dtype, self.dtype, {})
-
-    def maximum(self, x: ir.Value, y: ir.Value) -> ir.Value:
-        return self.b.select(self.b.fcmp_ordered(">", x, y), x, y)
 
     def lanes_max(self, v: ir.Value) -> ir.Value:
         """The max of v's lanes, NaN if one is (numpy's max), by a tree of vector selects (LLVM's
@@ -300,63 +292,13 @@ class _Grad(_Attention):
     def lse(self, qr: ir.Value) -> ir.Value:
         return self.ctx.load(self.fwd, self.b.add(self.b.mul(qr, i64(self.dv + 1)), i64(self.dv)))
 
-    def pair(self, at: tuple, rows: tuple, lse: ir.Value, qr: ir.Value) -> tuple[ir.Value, ir.Value]:
-        """(P_ij, dS_ij) for query i and key j: P = exp(score - lse), dS = P (dout_i . v_j - delta_i) * scale."""
-        b = self.b
-        bias_base, i, j = at
-        q_row, k_row, dout_row, v_row = rows
-        p = self.exp(b.fsub(self.score(bias_base, q_row, k_row, i, j), lse))
-        ds = b.fmul(p, b.fsub(self.dot(dout_row, v_row), self.ctx.load(self.delta, qr)))
-        return p, b.fmul(ds, self.const(self.scale))
 
 
 def lower_attention_grad(ctx: LoweringContext, node: Node) -> None:
     if not vectorizable(node):
         lower_host(ctx, node)
         return
-    g = _Grad(ctx, node)
-    if g.wrt == "q":
-        _grad_q(g)
-    else:
-        _grad_kv(g)
-
-
-def _grad_q(g: _Grad) -> None:
-    """dq_i = sum over keys j of dS_ij k_j"""
-    ctx, b = g.ctx, g.b
-    acc = _Var(ctx, ir.VectorType(g.f, g.d))
-    lo, hi = ctx.thread_range(g.heads * g.tq)
-    with ctx.loop(lo, hi) as r:
-        bh, i = b.udiv(r, i64(g.tq)), b.urem(r, i64(g.tq))
-        acc.set(g.zeros(g.d))
-        lse, bias_base = g.lse(r), g.bias_base(bh)
-        q_row, dout_row = g.row(g.q, r, g.d), g.row(g.dout, r, g.dv)
-        # a row masked whole has lse -inf: no gradient (NaN when masked_rows="nan": it propagates)
-        with b.if_then(b.fcmp_unordered("!=", lse, g.const(-math.inf))), ctx.loop(0, g.keys_of(i)) as j:
-            k_row = g.row(g.k, g.k_row(bh, j), g.d)
-            _, ds = g.pair((bias_base, i, j), (q_row, k_row, dout_row, g.row(g.v, g.k_row(bh, j), g.dv)), lse, r)
-            acc.set(g.axpy(acc.get(), ds, k_row))
-        g.store_row(g.node, b.mul(r, i64(g.d)), acc.get())
-
-
-def _grad_kv(g: _Grad) -> None:
-    """dk_j = sum over queries i of dS_ij q_i;  dv_j = sum over queries i of P_ij dout_i"""
-    ctx, b = g.ctx, g.b
-    width = g.d if g.wrt == "k" else g.dv
-    acc = _Var(ctx, ir.VectorType(g.f, width))
-    lo, hi = ctx.thread_range(g.heads * g.tk)
-    with ctx.loop(lo, hi) as r:
-        bh, j = b.udiv(r, i64(g.tk)), b.urem(r, i64(g.tk))
-        acc.set(g.zeros(width))
-        bias_base, k_row, v_row = g.bias_base(bh), g.row(g.k, r, g.d), g.row(g.v, r, g.dv)
-        with ctx.loop(j if g.causal else i64(0), g.tq) as i:  # causal: only queries at or after key j see it
-            qr = g.q_row(bh, i)
-            lse = g.lse(qr)
-            with b.if_then(b.fcmp_unordered("!=", lse, g.const(-math.inf))):
-                q_row, dout_row = g.row(g.q, qr, g.d), g.row(g.dout, qr, g.dv)
-                p, ds = g.pair((bias_base, i, j), (q_row, k_row, dout_row, v_row), lse, qr)
-                acc.set(g.axpy(acc.get(), p, dout_row) if g.wrt == "v" else g.axpy(acc.get(), ds, q_row))
-        g.store_row(g.node, b.mul(r, i64(width)), acc.get())
+    flash.grad(_Grad(ctx, node))
 
 
 EXP_COST = 32  # multiply-adds a vecmath.exp costs per element (about 30 vector ops per lane group)

@@ -228,3 +228,96 @@ def _store_row(s: Blocks, blk: tuple, r: ir.Value) -> None:
     log_total = scalar.emit(b, "log", [total], a.dtype, a.dtype, {})
     lse = b.select(live, b.fadd(m, log_total), a.const(math.nan if a.masked_nan else -math.inf))
     a.ctx.store(a.node, b.add(base, i64(a.dv)), lse)
+
+
+# ---------------------------------------------------------------- backward
+
+
+def grad(g) -> None:
+    """attention_grad (`g` an attention._Grad): dq by query blocks, dk or dv by key blocks."""
+    s = Blocks(g, grad=True)
+    if g.wrt == "q":
+        _grad_q(s)
+    else:
+        _grad_kv(s, g.d if g.wrt == "k" else g.dv)
+
+
+def probabilities(s: Blocks, blk: tuple, j0: ir.Value, cols: ir.Value) -> None:
+    """S, then P = exp(S - lse) in place: 0 where masked, and on a row masked whole (lse -inf,
+    taken as +inf so that exp(-inf - inf) is 0); a NaN lse (masked_rows="nan") propagates."""
+    a, b = s.a, s.b
+    bh, i0, rows, _ = blk
+    scores(s, blk, j0, cols)
+    with s.ctx.loop(0, rows) as r:
+        lse = a.lse(a.q_row(bh, b.add(i0, r)))
+        lse = b.select(b.fcmp_ordered("==", lse, a.const(-math.inf)), a.const(math.inf), lse)
+        row = b.mul(r, i64(BLOCK))
+        with s.ctx.loop(0, BLOCK) as j:
+            s.store(s.scores, b.add(row, j), a.exp(b.fsub(s.load(s.scores, b.add(row, j)), lse)))
+
+
+def score_grads(s: Blocks, blk: tuple, j0: ir.Value, cols: ir.Value) -> None:
+    """dS = P (dO V^T - delta) * scale into the dP block, P already in the scores block."""
+    a, b = s.a, s.b
+    bh, i0, rows, _ = blk
+    dout = s.matrix(a.dout, b.mul(a.q_row(bh, i0), i64(a.dv)), a.dv, 1)
+    v_t = s.matrix(a.v, b.mul(a.k_row(bh, j0), i64(a.dv)), 1, a.dv)
+    s.gemm(dout, v_t, (rows, cols, a.dv), s.dp, BLOCK, rhs_in_place=False)
+    with s.ctx.loop(0, rows) as r:
+        delta = a.ctx.load(a.delta, a.q_row(bh, b.add(i0, r)))
+        with s.ctx.loop(0, cols) as j:
+            at = b.add(b.mul(r, i64(BLOCK)), j)
+            ds = b.fmul(s.load(s.scores, at), b.fsub(s.load(s.dp, at), delta))
+            s.store(s.dp, at, b.fmul(ds, a.const(a.scale)))
+
+
+def _grad_q(s: Blocks) -> None:
+    """dq[i0:i0+rows] = the sum over key blocks of dS @ K[j0:j0+cols]."""
+    a, b = s.a, s.b
+    with items(s, a.tq) as blk:
+        bh, i0, rows, _ = blk
+        s.clear_acc(rows, a.d)
+        with s.ctx.loop(0, key_blocks(s, i0, rows)) as kb:
+            j0 = b.mul(kb, i64(BLOCK))
+            cols = edge(b, j0, a.tk)
+            probabilities(s, blk, j0, cols)
+            score_grads(s, blk, j0, cols)
+            k = s.matrix(a.k, b.mul(a.k_row(bh, j0), i64(a.d)), a.d, 1)
+            s.gemm(s.matrix(s.dp, i64(0), BLOCK, 1), k, (rows, a.d, cols), s.product, a.d, s.in_place(a.d))
+            s.add_product(rows, a.d)
+        _store_acc(s, a.q_row(bh, i0), rows, a.d)
+
+
+def _grad_kv(s: Blocks, width: int) -> None:
+    """dv[j0:j0+cols] = the sum over query blocks of P^T @ dO, or dk = that of dS^T @ Q; causal:
+    only the query blocks from the one holding query j0 (queries before a key do not see it)."""
+    a, b = s.a, s.b
+    qblocks = -(-a.tq // BLOCK)
+    with items(s, a.tk) as (bh, j0, cols, bias_base):
+        s.clear_acc(cols, width)
+        first = b.udiv(j0, i64(BLOCK)) if a.causal else i64(0)
+        with s.ctx.loop(first, qblocks) as qb:
+            i0 = b.mul(qb, i64(BLOCK))
+            _fold_query_block(s, (bh, i0, edge(b, i0, a.tq), bias_base), j0, cols, width)
+        _store_acc(s, a.k_row(bh, j0), cols, width)
+
+
+def _fold_query_block(s: Blocks, blk: tuple, j0: ir.Value, cols: ir.Value, width: int) -> None:
+    """acc[:cols] += P^T @ dO[i0:i0+rows] (dv) or dS^T @ Q[i0:i0+rows] (dk)."""
+    a, b = s.a, s.b
+    bh, i0, rows, _ = blk
+    probabilities(s, blk, j0, cols)
+    if a.wrt == "v":
+        lhs, rhs = s.matrix(s.scores, i64(0), 1, BLOCK), s.matrix(a.dout, b.mul(a.q_row(bh, i0), i64(a.dv)), a.dv, 1)
+    else:
+        score_grads(s, blk, j0, cols)
+        lhs, rhs = s.matrix(s.dp, i64(0), 1, BLOCK), s.matrix(a.q, b.mul(a.q_row(bh, i0), i64(a.d)), a.d, 1)
+    s.gemm(lhs, rhs, (cols, width, rows), s.product, width, s.in_place(width))
+    s.add_product(cols, width)
+
+
+def _store_acc(s: Blocks, first_row: ir.Value, rows: ir.Value, width: int) -> None:
+    """The node's rows [first_row, first_row + rows) of `width` elements = acc[:rows]."""
+    b, base = s.b, s.b.mul(first_row, i64(width))
+    with s.ctx.loop(0, b.mul(rows, i64(width))) as e:
+        s.ctx.store(s.a.node, b.add(base, e), s.load(s.acc, e))
