@@ -46,6 +46,8 @@ class Blocks:
         self.row_max, self.row_sum, self.rescale = (self.buffer(BLOCK) for _ in range(3))
         depth, cols = max(BLOCK, self.width), gemm._round_up(max(BLOCK, self.width), self.lay.nr)
         self.gemm_scratch = self.buffer(self.lay.mr * self.lay.nr + depth * cols)
+        self.keys_t = PackedHead(self, a.k, a.d)
+        self.values_t = PackedHead(self, a.v, a.dv) if grad else None
 
     def buffer(self, elements: int) -> ir.Value:
         return self.ctx.workspace(elements * self.a.dtype.itemsize, per_thread=True)
@@ -64,12 +66,16 @@ class Blocks:
         ptr = node_or_buf if isinstance(node_or_buf, ir.Value) else self.ctx.ptr(node_or_buf)
         return Matrix(self.at(ptr, start), i64(rs), i64(cs))
 
-    def gemm(self, lhs: Matrix, rhs: Matrix, shape: tuple, out: ir.Value, ldc: int, rhs_in_place: bool) -> None:
+    def gemm(self, lhs: Matrix, rhs: Matrix | ir.Value, shape: tuple, out: ir.Value, ldc: int,
+             rhs_in_place: bool = False) -> None:
         """out[:m, :n] = lhs[:m, :k] @ rhs[:k, :n] for run-time (m, n, k); rhs_in_place: its rows are
-        contiguous whole panels (unit column stride, n a static multiple of NR), else packed first."""
+        contiguous whole panels (unit column stride, n a static multiple of NR), else packed first;
+        an rhs that is a pointer holds panels packed already (PackedHead)."""
         b, lay, (m, n, k) = self.b, self.lay, (i64(x) for x in shape)
         tile, packed = self.gemm_scratch, self.at(self.gemm_scratch, lay.mr * lay.nr)
-        if rhs_in_place:
+        if isinstance(rhs, ir.Value):
+            b_ptr, ldb = rhs, i64(lay.nr)
+        elif rhs_in_place:
             b_ptr, ldb = rhs.ptr, rhs.rs
         else:
             b.call(gemm._pack_function(b.module, lay, lay.nr), [rhs.ptr, rhs.cs, rhs.rs, n, k, packed])
@@ -97,6 +103,35 @@ class Blocks:
                 self.store(self.acc, at, b.fadd(old, self.load(self.product, at)))
 
 
+PACKED_HEAD_BYTES = 512 * 1024  # one head's K^T or V^T a thread keeps packed (T 1024 x D 128 in float32)
+
+
+class PackedHead:
+    """B = K^T (or V^T) of a whole head packed into GEMM panels once per head a thread meets, not
+    once per (query block, key block) pair: a thread's items run head by head, so each head is
+    packed about once. Heads over PACKED_HEAD_BYTES are read per block (the GEMM packs them)."""
+
+    def __init__(self, s: Blocks, node, width: int):
+        self.s, self.node, self.width = s, node, width
+        self.whole = s.a.tk * width * s.a.dtype.itemsize <= PACKED_HEAD_BYTES
+        if self.whole:
+            self.panels = s.buffer(gemm._round_up(s.a.tk, s.lay.nr) * width)
+            self.head = s.ctx.alloca(gemm.I64)  # the head the panels hold, -1 for none yet
+            s.b.store(i64(-1), self.head)
+
+    def rhs(self, bh: ir.Value, j0: ir.Value) -> Matrix | ir.Value:
+        """B for keys from j0 (a multiple of BLOCK): the packed panels, or a strided view of the block."""
+        s, b, width = self.s, self.s.b, self.width
+        if not self.whole:
+            return s.matrix(self.node, b.mul(s.a.k_row(bh, j0), i64(width)), 1, width)
+        with b.if_then(b.icmp_signed("!=", b.load(self.head, typ=gemm.I64), bh)):
+            src = s.at(s.ctx.ptr(self.node), b.mul(s.a.k_row(bh, i64(0)), i64(width)))
+            pack = gemm._pack_function(b.module, s.lay, s.lay.nr)
+            b.call(pack, [src, i64(width), i64(1), i64(s.a.tk), i64(width), self.panels])
+            b.store(bh, self.head)
+        return s.at(self.panels, b.mul(j0, i64(width)))
+
+
 # ---------------------------------------------------------------- scores
 
 
@@ -111,8 +146,7 @@ def scores(s: Blocks, blk: tuple, j0: ir.Value, cols: ir.Value) -> None:
     a, b = s.a, s.b
     bh, i0, rows, _ = blk
     q = s.matrix(a.q, b.mul(a.q_row(bh, i0), i64(a.d)), a.d, 1)
-    k_t = s.matrix(a.k, b.mul(a.k_row(bh, j0), i64(a.d)), 1, a.d)
-    s.gemm(q, k_t, (rows, cols, a.d), s.scores, BLOCK, rhs_in_place=False)
+    s.gemm(q, s.keys_t.rhs(bh, j0), (rows, cols, a.d), s.scores, BLOCK)
     with s.ctx.loop(0, rows) as r:
         _scale_row(s, blk, r, j0, cols)
 
@@ -261,8 +295,7 @@ def score_grads(s: Blocks, blk: tuple, j0: ir.Value, cols: ir.Value) -> None:
     a, b = s.a, s.b
     bh, i0, rows, _ = blk
     dout = s.matrix(a.dout, b.mul(a.q_row(bh, i0), i64(a.dv)), a.dv, 1)
-    v_t = s.matrix(a.v, b.mul(a.k_row(bh, j0), i64(a.dv)), 1, a.dv)
-    s.gemm(dout, v_t, (rows, cols, a.dv), s.dp, BLOCK, rhs_in_place=False)
+    s.gemm(dout, s.values_t.rhs(bh, j0), (rows, cols, a.dv), s.dp, BLOCK)
     with s.ctx.loop(0, rows) as r:
         delta = a.ctx.load(a.delta, a.q_row(bh, b.add(i0, r)))
         with s.ctx.loop(0, cols) as j:
