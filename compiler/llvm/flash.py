@@ -184,12 +184,17 @@ def blocks_of(b: ir.IRBuilder, n: ir.Value | int) -> ir.Value:
 @contextlib.contextmanager
 def items(s: Blocks, total: int) -> Iterator[tuple]:
     """This thread's share of the (head, block) items over blocks of `total` rows (queries or keys):
-    yields (bh, the block's first row, its rows, the head's bias offset) inside the loop."""
+    yields (bh, the block's first row, its rows, the head's bias offset) inside the loop. Within a
+    head the blocks run 0, n-1, 1, n-2, ...: a causal block's work grows with its index, so a
+    thread's contiguous share of one head's items still gets about half of its work."""
     a, b = s.a, s.b
     count = -(-total // BLOCK)
     lo, hi = s.ctx.thread_range(a.heads * count)
     with s.ctx.loop(lo, hi) as item:
-        bh, start = b.udiv(item, i64(count)), b.mul(b.urem(item, i64(count)), i64(BLOCK))
+        bh, at = b.udiv(item, i64(count)), b.urem(item, i64(count))
+        half = b.udiv(at, i64(2))
+        block = b.select(b.icmp_unsigned("==", b.urem(at, i64(2)), i64(0)), half, b.sub(i64(count - 1), half))
+        start = b.mul(block, i64(BLOCK))
         yield bh, start, edge(b, start, total), a.bias_base(bh)
 
 
