@@ -42,7 +42,7 @@ class Blocks:
         self.width = max(a.d, a.dv)
         self.scores = self.buffer(BLOCK * BLOCK)
         self.dp = self.buffer(BLOCK * BLOCK) if grad else None
-        self.product, self.acc = self.buffer(BLOCK * self.width), self.buffer(BLOCK * self.width)
+        self.product, self.acc = self.buffer(BLOCK * self.width), self.buffer(BLOCK * (a.d + a.dv))
         self.row_max, self.row_sum, self.rescale = (self.buffer(BLOCK) for _ in range(3))
         depth, cols = max(BLOCK, self.width), gemm._round_up(max(BLOCK, self.width), self.lay.nr)
         self.gemm_scratch = self.buffer(self.lay.mr * self.lay.nr + depth * cols)
@@ -91,16 +91,17 @@ class Blocks:
         with self.ctx.loop(0, self.b.mul(rows, i64(width))) as e:
             self.store(self.acc, e, self.a.const(0.0))
 
-    def add_product(self, rows: ir.Value, width: int, rescale: bool = False) -> None:
-        """acc[:rows] += product[:rows] (both rows x width), the old acc first times rescale[row] if asked."""
-        b = self.b
+    def add_product(self, rows: ir.Value, width: int, rescale: bool = False, acc_cols: tuple[int, int] | None = None) -> None:
+        """acc[:rows, first:first + width] += product[:rows] (rows x width), the old acc first times
+        rescale[row] if asked; acc_cols = (first, acc's row length), default (0, width)."""
+        b, (first, acc_width) = self.b, acc_cols or (0, width)
         with self.ctx.loop(0, rows) as r:
             factor = self.load(self.rescale, r) if rescale else None
             with self.ctx.loop(0, width) as e:
-                at = b.add(b.mul(r, i64(width)), e)
+                at = b.add(b.mul(r, i64(acc_width)), b.add(e, i64(first)))
                 old = self.load(self.acc, at)
                 old = b.fmul(old, factor) if rescale else old
-                self.store(self.acc, at, b.fadd(old, self.load(self.product, at)))
+                self.store(self.acc, at, b.fadd(old, self.load(self.product, b.add(b.mul(r, i64(width)), e))))
 
 
 PACKED_HEAD_BYTES = 512 * 1024  # one head's K^T or V^T a thread keeps packed (T 1024 x D 128 in float32)
@@ -273,12 +274,12 @@ def _store_row(s: Blocks, blk: tuple, r: ir.Value) -> None:
 
 
 def grad(g) -> None:
-    """attention_grad (`g` an attention._Grad): dq by query blocks, dk or dv by key blocks."""
+    """attention_grad (`g` an attention._Grad): dq by query blocks, dk, dv or both by key blocks."""
     s = Blocks(g, grad=True)
     if g.wrt == "q":
         _grad_q(s)
     else:
-        _grad_kv(s, g.d if g.wrt == "k" else g.dv)
+        _grad_kv(s, {"k": g.d, "v": g.dv, "kv": g.d + g.dv}[g.wrt])
 
 
 def probabilities(s: Blocks, blk: tuple, j0: ir.Value, cols: ir.Value) -> None:
@@ -327,7 +328,7 @@ def _grad_q(s: Blocks) -> None:
 
 
 def _grad_kv(s: Blocks, width: int) -> None:
-    """dv[j0:j0+cols] = the sum over query blocks of P^T @ dO, or dk = that of dS^T @ Q; causal:
+    """dv[j0:j0+cols] = the sum over query blocks of P^T @ dO, dk = that of dS^T @ Q, or both; causal:
     only the query blocks from the one holding query j0 (queries before a key do not see it)."""
     a, b = s.a, s.b
     qblocks = -(-a.tq // BLOCK)
@@ -341,17 +342,20 @@ def _grad_kv(s: Blocks, width: int) -> None:
 
 
 def _fold_query_block(s: Blocks, blk: tuple, j0: ir.Value, cols: ir.Value, width: int) -> None:
-    """acc[:cols] += P^T @ dO[i0:i0+rows] (dv) or dS^T @ Q[i0:i0+rows] (dk)."""
+    """acc[:cols] += dS^T @ Q[i0:i0+rows] (dk), P^T @ dO[i0:i0+rows] (dv), or both side by side
+    (kv: dk's columns, then dv's), from one P and dS."""
     a, b = s.a, s.b
     bh, i0, rows, _ = blk
     probabilities(s, blk, j0, cols)
-    if a.wrt == "v":
-        lhs, rhs = s.matrix(s.scores, i64(0), 1, BLOCK), s.matrix(a.dout, b.mul(a.q_row(bh, i0), i64(a.dv)), a.dv, 1)
-    else:
+    if a.wrt in ("v", "kv"):
+        dout = s.matrix(a.dout, b.mul(a.q_row(bh, i0), i64(a.dv)), a.dv, 1)
+        s.gemm(s.matrix(s.scores, i64(0), 1, BLOCK), dout, (cols, a.dv, rows), s.product, a.dv, s.in_place(a.dv))
+        s.add_product(cols, a.dv, acc_cols=(width - a.dv, width))
+    if a.wrt in ("k", "kv"):
         score_grads(s, blk, j0, cols)
-        lhs, rhs = s.matrix(s.dp, i64(0), 1, BLOCK), s.matrix(a.q, b.mul(a.q_row(bh, i0), i64(a.d)), a.d, 1)
-    s.gemm(lhs, rhs, (cols, width, rows), s.product, width, s.in_place(width))
-    s.add_product(cols, width)
+        q = s.matrix(a.q, b.mul(a.q_row(bh, i0), i64(a.d)), a.d, 1)
+        s.gemm(s.matrix(s.dp, i64(0), 1, BLOCK), q, (cols, a.d, rows), s.product, a.d, s.in_place(a.d))
+        s.add_product(cols, a.d, acc_cols=(0, width))
 
 
 def _store_acc(s: Blocks, first_row: ir.Value, rows: ir.Value, width: int) -> None:

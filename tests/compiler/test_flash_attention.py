@@ -32,7 +32,7 @@ def test_blocked_kernels_equal_the_numpy_kernels_float64(case, threads):
     g = attention_graph(*case)
     xs = inputs(g, seed=4)
     want = interpret(g, *xs)
-    for name, got, ref in zip(("out", "dq", "dk", "dv"), compiled(g, *xs, groups=fuse(g).groups, num_threads=threads), want):
+    for name, got, ref in zip(("out", "dq", "dk", "dv", "dkv"), compiled(g, *xs, groups=fuse(g).groups, num_threads=threads), want):
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
@@ -42,7 +42,7 @@ def test_blocked_kernels_float32(case):
     largest value, over sums of up to 130 products."""
     g = attention_graph(*case, dtype=dt.float32)
     xs = inputs(g, seed=6)
-    for name, got, ref in zip(("out", "dq", "dk", "dv"), compiled(g, *xs, groups=fuse(g).groups, num_threads=2),
+    for name, got, ref in zip(("out", "dq", "dk", "dv", "dkv"), compiled(g, *xs, groups=fuse(g).groups, num_threads=2),
                               interpret(g, *xs)):
         assert got.dtype == np.float32
         finite = np.isfinite(ref)

@@ -80,3 +80,23 @@ def test_compiled_long_sdpa_gradients_match_finite_differences():
             minus[index] -= eps
             numeric = (value(which, plus) - value(which, minus)) / (2 * eps)
             np.testing.assert_allclose(arg.grad.numpy()[index], numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("wanted", ["k", "v", "kv", "qv"])
+def test_compiled_long_sdpa_gradients_of_some_inputs(wanted):
+    """Only some of q, k, v require grad: the backward runs the one kernel per gradient (dk or dv
+    alone) or the shared dk|dv kernel, and matches torch."""
+    arrays, _ = _arrays(*SHAPES[0], np.float64, None)
+    results = []
+    for fw in (gt, torch):
+        q, k, v = (fw.tensor(a, requires_grad=name in wanted) for name, a in zip("qkv", arrays[:3]))
+        if fw is gt:
+            out = gt.compile(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True))(q, k, v)
+        else:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        (out * fw.tensor(arrays[3])).sum().backward()
+        results.append([t.grad.numpy() if name in wanted else t.grad for name, t in zip("qkv", (q, k, v))])
+    for name, got, want in zip("qkv", *results):
+        assert (got is None) == (want is None) == (name not in wanted), name
+        if want is not None:
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=name)
