@@ -13,6 +13,7 @@ from test_attention_kernels import attention_graph, inputs
 
 from graphtorch.compiler import dtypes as dt
 from graphtorch.compiler.fusion import fuse
+from graphtorch.compiler.llvm import flash
 
 # (batch dims, Tq, Tk, D, Dv, bias shape, causal)
 ODD = [
@@ -23,7 +24,11 @@ ODD = [
     ((2,), 7, 130, 32, 16, (2, 7, 130), False),  # one short query block over three key blocks
     ((1,), 63, 1, 5, 5, (1, 63, 1), False),
     ((), 1, 65, 4, 4, (1, 65), True),
+    ((), 70, 257, 256, 8, (1, 1), True),  # K of a head over PACKED_HEAD_BYTES: packed per block
 ]
+
+
+assert 257 * 256 * 8 > flash.PACKED_HEAD_BYTES >= 130 * 33 * 8  # the last case alone takes the per-block packing
 
 
 @pytest.mark.parametrize("case", ODD, ids=str)
