@@ -12,7 +12,9 @@ the probabilities P in place), the dP block, a GEMM's product and the rows' accu
   attention._store_row's: out = acc / sum and the logsumexp in the last column.
 - backward: P = exp(S - lse) recomputed from the saved logsumexp; dP = dO V^T and
   dS = P (dP - delta) * scale. dq sums dS @ K over key blocks; dv sums P^T @ dO and dk
-  dS^T @ Q over the query blocks at or after the key block (causal).
+  dS^T @ Q over the query blocks at or after the key block (causal); wrt="kv" sums both from
+  one P and dS per block pair, side by side in one output.
+- a head's K^T (and V^T) is packed into GEMM panels once per head a thread meets (PackedHead).
 
 GEMMs are compiler/llvm/gemm.py's small path (A read in place through strides, B packed unless its
 rows are whole contiguous panels) with run-time sizes, so an edge block (T not a multiple of
@@ -24,19 +26,23 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
 from . import gemm, scalar
 from .gemm import Matrix, elem_ptr, i64, max_i64, min_i64
 
+if TYPE_CHECKING:  # attention.py imports this module
+    from .attention import _Attention, _Grad
+
 BLOCK = 64  # query rows and keys per block: a 64 x 64 score block is 16 kB in float32 (L1)
 
 
 class Blocks:
-    """The per-thread scratch and the GEMM call of one blocked attention kernel (`a` an attention._Attention)."""
+    """The per-thread scratch and the GEMM call of one blocked attention kernel."""
 
-    def __init__(self, a, grad: bool = False):
+    def __init__(self, a: _Attention, grad: bool = False):
         self.a, self.ctx, self.b = a, a.ctx, a.b
         self.lay = gemm.small_layout(gemm.GemmSpec(BLOCK, BLOCK, a.d, "f32" if a.f == ir.FloatType() else "f64"))
         self.width = max(a.d, a.dv)
@@ -202,7 +208,7 @@ def items(s: Blocks, total: int) -> Iterator[tuple]:
 # ---------------------------------------------------------------- forward
 
 
-def forward(a) -> None:
+def forward(a: _Attention) -> None:
     """out[..., :Dv] = softmax(S) V and the logsumexp in the last column, a query block per item."""
     s = Blocks(a)
     with items(s, a.tq) as blk:
@@ -273,8 +279,8 @@ def _store_row(s: Blocks, blk: tuple, r: ir.Value) -> None:
 # ---------------------------------------------------------------- backward
 
 
-def grad(g) -> None:
-    """attention_grad (`g` an attention._Grad): dq by query blocks, dk, dv or both by key blocks."""
+def grad(g: _Grad) -> None:
+    """attention_grad: dq by query blocks, dk, dv or both by key blocks."""
     s = Blocks(g, grad=True)
     if g.wrt == "q":
         _grad_q(s)
