@@ -1,5 +1,6 @@
 """Fused attention (compiler/attention.py) as CUDA C: a thread per query row (forward, dq) or per key
-row (dk, dv), the same algorithm as compiler/llvm/attention.py: the forward holds KEY_BLOCK
+row (dk, dv, or both side by side for wrt="kv"), the row-at-a-time algorithm (the LLVM backend
+blocks rows and keys instead: compiler/llvm/flash.py): the forward holds KEY_BLOCK
 scores in registers/local memory and runs the online softmax over key blocks, so the (Tq, Tk)
 score matrix is never written; the backward recomputes each probability from the saved
 logsumexp. Rows are independent: no shared memory, no barriers.
