@@ -11,7 +11,8 @@ blocks of keys, so the (Tq, Tk) score matrix is never written (compiler/llvm/att
 compiler/cuda/attention.py); these numpy kernels (eager mode, the interpreter) materialize it.
 
 `attention_grad(q, k, v, bias, fwd, dout, delta, ..., wrt)` is the gradient with respect to one of
-q, k, v ("q", "k" or "v"): it recomputes the probabilities from the saved logsumexp (the last
+q, k, v ("q", "k" or "v"), or to k and v at once ("kv": (..., Tk, D + Dv), dk's columns then dv's,
+so one kernel shares the probabilities and dS of each block between them): it recomputes the probabilities from the saved logsumexp (the last
 column of `fwd`); `delta` is rowsum(dout * out), the softmax backward's row term.
 
 `attention_probs(q, k, bias, ...)` is the softmax alone, (..., Tq, Tk): for short sequences
@@ -31,7 +32,7 @@ from .dtypes import TensorType
 from .primitives import Kind, _register, check
 
 SAVED_PROBS_LIMIT = 4096  # scores per head (64 x 64) up to which attention_probs + matmul run instead
-WRT = ("q", "k", "v")
+WRT = ("q", "k", "v", "kv")
 MASKED_ROWS = ("zero", "nan")
 
 
@@ -84,6 +85,8 @@ def _grad_infer(q, k, v, bias, fwd, dout, delta, *, scale, causal, masked_rows, 
           and delta.shape == q.shape[:-1],
           f"attention_grad: fwd {fwd.shape}, dout {dout.shape}, delta {delta.shape} do not match q {q.shape}, "
           f"v {v.shape}")
+    if wrt == "kv":
+        return TensorType(k.shape[:-1] + (k.shape[-1] + v.shape[-1],), k.dtype)
     return {"q": q, "k": k, "v": v}[wrt]
 
 
@@ -127,10 +130,14 @@ def _probabilities(q, k, bias, fwd, scale, causal) -> np.ndarray:
 
 def _attention_grad(q, k, v, bias, fwd, dout, delta, *, scale, causal, masked_rows, wrt):
     p = _probabilities(q, k, bias, fwd, scale, causal)
+    dv = np.matmul(np.swapaxes(p, -1, -2), dout)
     if wrt == "v":
-        return np.matmul(np.swapaxes(p, -1, -2), dout)
+        return dv
     ds = p * (np.matmul(dout, np.swapaxes(v, -1, -2)) - delta[..., None]) * q.dtype.type(scale)
-    return np.matmul(ds, k) if wrt == "q" else np.matmul(np.swapaxes(ds, -1, -2), q)
+    if wrt == "q":
+        return np.matmul(ds, k)
+    dk = np.matmul(np.swapaxes(ds, -1, -2), q)
+    return dk if wrt == "k" else np.concatenate([dk, dv], -1)
 
 
 def register() -> None:
@@ -141,5 +148,5 @@ def register() -> None:
               "softmax(q k^T * scale + bias, causal) alone, in one kernel (short sequences: then a matmul with v)",
               attrs=("scale", "causal", "masked_rows"))
     _register("attention_grad", Kind.OPAQUE, _grad_infer, _attention_grad,
-              "the gradient of attention with respect to q, k or v (wrt), recomputed from the saved logsumexp",
+              "the gradient of attention with respect to q, k, v or k and v side by side (wrt), recomputed from the saved logsumexp",
               attrs=("scale", "causal", "masked_rows", "wrt"))

@@ -582,8 +582,17 @@ def _attention(g, s, attrs, t):
     q, k, v, bias, fwd = s
     dout = _last_columns(g, v.shape[-1])
     delta = apply("sum", mul(dout, _last_columns(fwd, v.shape[-1])), dims=(q.ndim - 1,), keepdim=False)
-    return (*(apply("attention_grad", q, k, v, bias, fwd, dout, delta, **attrs, wrt=wrt) if t[i][2] else None
-              for i, wrt in enumerate("qkv")), None)
+    grad = lambda wrt: apply("attention_grad", q, k, v, bias, fwd, dout, delta, **attrs, wrt=wrt)  # noqa: E731
+    dq = grad("q") if t[0][2] else None
+    if t[1][2] and t[2][2]:  # one kernel for both: each block's probabilities and dS computed once
+        dkv = grad("kv")
+        return dq, _last_columns(dkv, k.shape[-1]), _columns_from(dkv, k.shape[-1]), None
+    return dq, grad("k") if t[1][2] else None, grad("v") if t[2][2] else None, None
+
+
+def _columns_from(x, start):
+    """x[..., start:]"""
+    return apply("slice", x, starts=(0,) * (x.ndim - 1) + (start,), stops=tuple(x.shape), steps=(1,) * x.ndim)
 
 
 @rule("attention_probs", "SoftmaxBackward0", save=(0, 1), save_output=True)

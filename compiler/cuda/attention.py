@@ -1,5 +1,6 @@
 """Fused attention (compiler/attention.py) as CUDA C: a thread per query row (forward, dq) or per key
-row (dk, dv), the same algorithm as compiler/llvm/attention.py: the forward holds KEY_BLOCK
+row (dk, dv, or both side by side for wrt="kv"), the row-at-a-time algorithm (the LLVM backend
+blocks rows and keys instead: compiler/llvm/flash.py): the forward holds KEY_BLOCK
 scores in registers/local memory and runs the online softmax over key blocks, so the (Tq, Tk)
 score matrix is never written; the backward recomputes each probability from the saved
 logsumexp. Rows are independent: no shared memory, no barriers.
@@ -137,7 +138,7 @@ def emit_attention_grad(mod, group: Group, node: Node) -> None:
     a = _Names(k, node)
     wrt = node.attrs["wrt"]
     rows = a.heads * (a.tq if wrt == "q" else a.tk)
-    width = a.dv if wrt == "v" else a.d
+    width = {"q": a.d, "k": a.d, "v": a.dv, "kv": a.d + a.dv}[wrt]
     with k.grid_stride(rows, "r"):
         if wrt == "q":
             k.line(f"const {k.index_t} bh = r / {a.tq}, i = r % {a.tq};")
@@ -153,13 +154,14 @@ def emit_attention_grad(mod, group: Group, node: Node) -> None:
         else:
             with k.block(f"for ({k.index_t} i = {'j' if a.causal else '0'}; i < {a.tq}; ++i)"):
                 _pair(a, wrt, width)
-        scale = f" * {a.lit(a.scale)}" if wrt != "v" else ""
+        scale = {"v": "", "kv": f" * (c < {a.d} ? {a.lit(a.scale)} : {a.lit(1.0)})"}.get(wrt, f" * {a.lit(a.scale)}")
         k.line(f"for (int c = 0; c < {width}; ++c) {a.at(node, f'r * {width} + c')} = acc[c]{scale};")
     k.finish(grid_1d(rows), (BLOCK, 1, 1), cooperative=False)
 
 
 def _pair(a: _Names, wrt: str, width: int) -> None:
-    """Adds query i / key j's term to acc: P_ij dout_i (dv), dS_ij k_j (dq) or dS_ij q_i (dk)."""
+    """Adds query i / key j's term to acc: P_ij dout_i (dv), dS_ij k_j (dq), dS_ij q_i (dk), or dk's
+    then dv's side by side (kv)."""
     k, t = a.k, a.t
     fwd, dout, delta = a.node.inputs[4:7]
     k.line(f"const {k.index_t} qr = bh * {a.tq} + i, kr = bh * {a.tk} + j;")
@@ -167,12 +169,14 @@ def _pair(a: _Names, wrt: str, width: int) -> None:
     k.line(f"if (lse == {a.neg_inf}) continue;  // a fully masked row: no gradient")
     a.score("s", "i", "j")
     k.line(f"const {t} p = {a.exp('s - lse')};")
-    if wrt == "v":
-        k.line(f"for (int c = 0; c < {width}; ++c) acc[c] += p * {a.at(dout, f'qr * {a.dv} + c')};")
-        return
+    if wrt in ("v", "kv"):
+        first = a.d if wrt == "kv" else 0
+        k.line(f"for (int c = 0; c < {a.dv}; ++c) acc[{first} + c] += p * {a.at(dout, f'qr * {a.dv} + c')};")
+        if wrt == "v":
+            return
     k.line(f"{t} dp = {a.lit(0.0)};")
     k.line(f"for (int c = 0; c < {a.dv}; ++c) dp += {a.at(dout, f'qr * {a.dv} + c')} * "
            f"{a.at(a.v, f'kr * {a.dv} + c')};")
     k.line(f"const {t} ds = p * (dp - {a.at(delta, 'qr')});")
     other, row = (a.key, "kr") if wrt == "q" else (a.q, "qr")
-    k.line(f"for (int c = 0; c < {width}; ++c) acc[c] += ds * {a.at(other, f'{row} * {a.d} + c')};")
+    k.line(f"for (int c = 0; c < {a.d}; ++c) acc[c] += ds * {a.at(other, f'{row} * {a.d} + c')};")

@@ -1,23 +1,21 @@
-"""Fused attention (compiler/attention.py) for the LLVM backend: a query row per loop step.
+"""Fused attention (compiler/attention.py) for the LLVM backend.
 
-Rows of q, k, v are vector values: a score is a vector multiply and a horizontal sum, the output
-row a vector accumulator in registers. exp is `vecmath.exp` in float32 (plain arithmetic, so the
-loops over a block of scores vectorize; with libm's expf the forward kernel took 2.2x as long).
+Shared here: shapes, addressing, a score as a dot product of rows held as vector values. exp is `vecmath.exp` in float32 (plain arithmetic, so the
+loops over a block of scores vectorize; with libm's expf the row-at-a-time forward took 2.2x as long).
 
-- attention: the row's scores, KEY_BLOCK keys at a time, go to a stack array; each block
-  updates the running max, the running sum and the accumulator (online softmax: the old sums are
-  rescaled by exp(m_old - m_new) once per block), so the (Tq, Tk) score matrix is never written,
-  whatever the sequence length. The row's logsumexp goes to the output's last column.
+- attention: blocked, the FlashAttention-2 way (compiler/llvm/flash.py): a block of query rows
+  against blocks of keys as small GEMMs, an online softmax per row, so the (Tq, Tk) score matrix
+  is never written, whatever the sequence length. The row's logsumexp goes to the output's last column.
 - attention_probs (short sequences): the scores, then exp and sum, then the normalization,
   written straight into the output row. Up to MAX_SCORE_VECTOR keys a row's scores are one
   vector (q's elements times the rows of k^T, copied per head), a few rows at a time; longer rows
   take a dot product per key.
-- attention_grad: dq walks a query row's keys, dk and dv a key's query rows; each recomputes the
-  probability exp(score - logsumexp), never storing one.
+- attention_grad: blocked too (flash.py): dq by query blocks, dk and dv by key blocks, each
+  recomputing the probabilities exp(score - logsumexp) a block at a time, never storing them.
 
 Causal rows stop at their own position. A row masked whole has logsumexp -inf (zeros, no
 gradient) or NaN with masked_rows="nan" (NaN propagates, as through the softmax written out).
-Threads split the rows; each row's sums run in key order.
+Threads split the rows (flash.py: blocks of rows); each row's sums run in key order.
 """
 
 from __future__ import annotations
@@ -28,14 +26,13 @@ from llvmlite import ir
 
 from .. import attention
 from ..ir import Node
-from . import scalar, vecmath
+from . import flash, scalar, vecmath
 from .host import lower_host
 from .index import i64, unflatten
 from .module import WORK, LoweringContext
 from .opaque import OPAQUE
 from .scalar import I64
 
-KEY_BLOCK = 64  # scores one query row holds at a time
 MAX_HEAD_DIM = 256  # rows are vector registers up to this width; wider heads run the numpy kernel
 MAX_SCORE_VECTOR = 128  # keys up to which attention_probs holds a row's scores in one vector
 MAX_KT_ELEMENTS = 16384  # k^T of one head in scratch (64 kB in float32) for the scores by columns
@@ -99,10 +96,6 @@ class _Attention:
         return self.b.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
                                      ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width))
 
-    def axpy(self, acc: ir.Value, weight: ir.Value, row: ir.Value) -> ir.Value:
-        """acc + weight * row"""
-        return self.b.fadd(acc, self.b.fmul(self.splat(weight, row.type.count), row))
-
     def dot(self, x: ir.Value, y: ir.Value) -> ir.Value:
         n, b = x.type.count, self.b
         fn = scalar.function(b.module, f"llvm.vector.reduce.fadd.v{n}{'f64' if self.f == ir.DoubleType() else 'f32'}",
@@ -136,8 +129,19 @@ class _Attention:
             return vecmath.exp(self.b, x)
         return scalar.emit(self.b, "exp", [x], self.dtype, self.dtype, {})
 
-    def maximum(self, x: ir.Value, y: ir.Value) -> ir.Value:
-        return self.b.select(self.b.fcmp_ordered(">", x, y), x, y)
+    def lanes_max(self, v: ir.Value) -> ir.Value:
+        """The max of v's lanes, NaN if one is (numpy's max), by a tree of vector selects (LLVM's
+        fmaximum reduction runs lane by lane on x86, a serial chain as long as the row)."""
+        b, n = self.b, v.type.count
+        width = 1 << (n - 1).bit_length()
+        mask = lambda idx: ir.Constant(ir.VectorType(ir.IntType(32), len(idx)), list(idx))
+        if width != n:  # -inf lanes up to a power of two
+            v = b.shuffle_vector(v, self.splat(self.const(-math.inf), n), mask([*range(n), *[n] * (width - n)]))
+        while width > 1:
+            width //= 2
+            lo, hi = (b.shuffle_vector(v, v, mask(range(k, k + width))) for k in (0, width))
+            v = b.select(b.or_(b.fcmp_ordered(">", lo, hi), b.fcmp_unordered("uno", lo, lo)), lo, hi)
+        return b.extract_element(v, i64(0))
 
 
 def vectorizable(node: Node, v: Node | None = None) -> bool:
@@ -162,60 +166,7 @@ def lower_attention(ctx: LoweringContext, node: Node) -> None:
     if not vectorizable(node):
         lower_host(ctx, node)
         return
-    a, b = _Attention(ctx, node), ctx.builder
-    scores = ctx.alloca(ir.ArrayType(a.f, KEY_BLOCK))
-    acc, m, total = _Var(ctx, ir.VectorType(a.f, a.dv)), _Var(ctx, a.f), _Var(ctx, a.f)
-    lo, hi = ctx.thread_range(a.heads * a.tq)
-    with ctx.loop(lo, hi) as r:
-        bh, i = b.udiv(r, i64(a.tq)), b.urem(r, i64(a.tq))
-        m.set(a.const(-math.inf))
-        total.set(a.const(0.0))
-        acc.set(a.zeros(a.dv))
-        keys, row = a.keys_of(i), (bh, i, a.bias_base(bh), a.row(a.q, r, a.d))
-        with ctx.loop(0, b.udiv(b.add(keys, i64(KEY_BLOCK - 1)), i64(KEY_BLOCK))) as block:
-            _key_block(a, row, b.mul(block, i64(KEY_BLOCK)), keys, (acc, scores, m, total))
-        _store_row(a, r, acc.get(), m.get(), total.get())
-
-
-def _key_block(a: _Attention, row: tuple, j0: ir.Value, keys: ir.Value, state: tuple) -> None:
-    """Fold keys [j0, min(j0 + KEY_BLOCK, keys)) into the row's running max, sum and accumulator."""
-    ctx, b = a.ctx, a.b
-    bh, i, bias_base, q_row = row
-    acc, scores, m, total = state
-    score_at = lambda j: b.gep(scores, [i64(0), b.sub(j, j0)], inbounds=True)
-    end = b.add(j0, i64(KEY_BLOCK))
-    end = b.select(b.icmp_signed("<", end, keys), end, keys)
-    block_max = _Var(ctx, a.f)
-    block_max.set(a.const(-math.inf))
-    with ctx.loop(j0, end) as j:
-        s = a.score(bias_base, q_row, a.row(a.k, a.k_row(bh, j), a.d), i, j)
-        b.store(s, score_at(j))
-        block_max.set(a.maximum(block_max.get(), s))
-    m_new = a.maximum(m.get(), block_max.get())
-    with b.if_then(b.fcmp_ordered("!=", m_new, a.const(-math.inf))):  # else every score so far is masked
-        rescale = a.exp(b.fsub(m.get(), m_new))
-        block_sum = _Var(ctx, a.f)
-        block_sum.set(a.const(0.0))
-        with ctx.loop(j0, end) as j:  # the probabilities, in place of the scores (this loop vectorizes)
-            p = a.exp(b.fsub(b.load(score_at(j)), m_new))
-            b.store(p, score_at(j))
-            block_sum.set(b.fadd(block_sum.get(), p, flags=REASSOC))
-        total.set(b.fadd(b.fmul(total.get(), rescale), block_sum.get()))
-        acc.set(b.fmul(acc.get(), a.splat(rescale, a.dv)))
-        with ctx.loop(j0, end) as j:
-            acc.set(a.axpy(acc.get(), b.load(score_at(j)), a.row(a.v, a.k_row(bh, j), a.dv)))
-        m.set(m_new)
-
-
-def _store_row(a: _Attention, r: ir.Value, acc: ir.Value, m: ir.Value, total: ir.Value) -> None:
-    """out[r] = acc / total and the logsumexp; a fully masked row (total 0) gives zeros and -inf, or NaN."""
-    ctx, b, width = a.ctx, a.b, a.dv + 1
-    live = b.fcmp_unordered("!=", total, a.const(0.0))  # NaN stays live: it propagates as torch's does
-    inv = b.select(live, b.fdiv(a.const(1.0), total), a.const(math.nan if a.masked_nan else 0.0))
-    base = b.mul(r, i64(width))
-    a.store_row(a.node, base, b.fmul(acc, a.splat(inv, a.dv)))
-    log_total = scalar.emit(b, "log", [total], a.dtype, a.dtype, {})
-    ctx.store(a.node, b.add(base, i64(a.dv)), b.select(live, b.fadd(m, log_total), a.const(math.nan if a.masked_nan else -math.inf)))
+    flash.forward(_Attention(ctx, node))
 
 
 # ---------------------------------------------------------------- the probabilities alone
@@ -317,22 +268,7 @@ def _score_rows(a: _Attention, kt: ir.Value, bh: ir.Value, rows: list[ir.Value])
         scores = b.fadd(b.fmul(acc.get(), a.splat(a.const(a.scale), a.tk)), _bias_row(a, bh, i))
         a.store_row(a.node, b.mul(r, i64(a.tk)), scores)
         seen = b.icmp_signed("<", lanes, a.splat(keys, a.tk))  # keys past a causal row's end: not in the max
-        _softmax_row(a, r, keys, _lanes_max(a, b.select(seen, scores, a.splat(a.const(-math.inf), a.tk))))
-
-
-def _lanes_max(a: _Attention, v: ir.Value) -> ir.Value:
-    """The max of v's lanes, NaN if one is (numpy's max), by a tree of vector selects (LLVM's
-    fmaximum reduction runs lane by lane on x86, a serial chain as long as the row)."""
-    b, n = a.b, v.type.count
-    width = 1 << (n - 1).bit_length()
-    mask = lambda idx: ir.Constant(ir.VectorType(ir.IntType(32), len(idx)), list(idx))
-    if width != n:  # -inf lanes up to a power of two
-        v = b.shuffle_vector(v, a.splat(a.const(-math.inf), n), mask([*range(n), *[n] * (width - n)]))
-    while width > 1:
-        width //= 2
-        lo, hi = (b.shuffle_vector(v, v, mask(range(k, k + width))) for k in (0, width))
-        v = b.select(b.or_(b.fcmp_ordered(">", lo, hi), b.fcmp_unordered("uno", lo, lo)), lo, hi)
-    return b.extract_element(v, i64(0))
+        _softmax_row(a, r, keys, a.lanes_max(b.select(seen, scores, a.splat(a.const(-math.inf), a.tk))))
 
 
 def _bias_row(a: _Attention, bh: ir.Value, i: ir.Value) -> ir.Value:
@@ -356,63 +292,13 @@ class _Grad(_Attention):
     def lse(self, qr: ir.Value) -> ir.Value:
         return self.ctx.load(self.fwd, self.b.add(self.b.mul(qr, i64(self.dv + 1)), i64(self.dv)))
 
-    def pair(self, at: tuple, rows: tuple, lse: ir.Value, qr: ir.Value) -> tuple[ir.Value, ir.Value]:
-        """(P_ij, dS_ij) for query i and key j: P = exp(score - lse), dS = P (dout_i . v_j - delta_i) * scale."""
-        b = self.b
-        bias_base, i, j = at
-        q_row, k_row, dout_row, v_row = rows
-        p = self.exp(b.fsub(self.score(bias_base, q_row, k_row, i, j), lse))
-        ds = b.fmul(p, b.fsub(self.dot(dout_row, v_row), self.ctx.load(self.delta, qr)))
-        return p, b.fmul(ds, self.const(self.scale))
 
 
 def lower_attention_grad(ctx: LoweringContext, node: Node) -> None:
     if not vectorizable(node):
         lower_host(ctx, node)
         return
-    g = _Grad(ctx, node)
-    if g.wrt == "q":
-        _grad_q(g)
-    else:
-        _grad_kv(g)
-
-
-def _grad_q(g: _Grad) -> None:
-    """dq_i = sum over keys j of dS_ij k_j"""
-    ctx, b = g.ctx, g.b
-    acc = _Var(ctx, ir.VectorType(g.f, g.d))
-    lo, hi = ctx.thread_range(g.heads * g.tq)
-    with ctx.loop(lo, hi) as r:
-        bh, i = b.udiv(r, i64(g.tq)), b.urem(r, i64(g.tq))
-        acc.set(g.zeros(g.d))
-        lse, bias_base = g.lse(r), g.bias_base(bh)
-        q_row, dout_row = g.row(g.q, r, g.d), g.row(g.dout, r, g.dv)
-        # a row masked whole has lse -inf: no gradient (NaN when masked_rows="nan": it propagates)
-        with b.if_then(b.fcmp_unordered("!=", lse, g.const(-math.inf))), ctx.loop(0, g.keys_of(i)) as j:
-            k_row = g.row(g.k, g.k_row(bh, j), g.d)
-            _, ds = g.pair((bias_base, i, j), (q_row, k_row, dout_row, g.row(g.v, g.k_row(bh, j), g.dv)), lse, r)
-            acc.set(g.axpy(acc.get(), ds, k_row))
-        g.store_row(g.node, b.mul(r, i64(g.d)), acc.get())
-
-
-def _grad_kv(g: _Grad) -> None:
-    """dk_j = sum over queries i of dS_ij q_i;  dv_j = sum over queries i of P_ij dout_i"""
-    ctx, b = g.ctx, g.b
-    width = g.d if g.wrt == "k" else g.dv
-    acc = _Var(ctx, ir.VectorType(g.f, width))
-    lo, hi = ctx.thread_range(g.heads * g.tk)
-    with ctx.loop(lo, hi) as r:
-        bh, j = b.udiv(r, i64(g.tk)), b.urem(r, i64(g.tk))
-        acc.set(g.zeros(width))
-        bias_base, k_row, v_row = g.bias_base(bh), g.row(g.k, r, g.d), g.row(g.v, r, g.dv)
-        with ctx.loop(j if g.causal else i64(0), g.tq) as i:  # causal: only queries at or after key j see it
-            qr = g.q_row(bh, i)
-            lse = g.lse(qr)
-            with b.if_then(b.fcmp_unordered("!=", lse, g.const(-math.inf))):
-                q_row, dout_row = g.row(g.q, qr, g.d), g.row(g.dout, qr, g.dv)
-                p, ds = g.pair((bias_base, i, j), (q_row, k_row, dout_row, v_row), lse, qr)
-                acc.set(g.axpy(acc.get(), p, dout_row) if g.wrt == "v" else g.axpy(acc.get(), ds, q_row))
-        g.store_row(g.node, b.mul(r, i64(width)), acc.get())
+    flash.grad(_Grad(ctx, node))
 
 
 EXP_COST = 32  # multiply-adds a vecmath.exp costs per element (about 30 vector ops per lane group)

@@ -31,7 +31,7 @@ CASES = [
 
 
 def attention_graph(batch, tq, tk, d, dv, bias_shape, causal, dtype=dt.float64, masked_rows="zero") -> Graph:
-    """out = attention(q, k, v, bias) and its three gradients for an upstream gradient `g`."""
+    """out = attention(q, k, v, bias) and its gradients dq, dk, dv and dk|dv (wrt="kv") for an upstream gradient `dout`."""
     g = Graph()
     t = lambda *s: TensorType(tuple(s), dtype)
     q, k, v = g.input("q", t(*batch, tq, d)), g.input("k", t(*batch, tk, d)), g.input("v", t(*batch, tk, dv))
@@ -40,7 +40,7 @@ def attention_graph(batch, tq, tk, d, dv, bias_shape, causal, dtype=dt.float64, 
     fwd = g.call("attention", [q, k, v, bias], attrs)
     out = g.call("slice", [fwd], {"starts": (0,) * fwd.type.ndim, "stops": (*batch, tq, dv), "steps": (1,) * fwd.type.ndim})
     delta = g.call("sum", [g.call("mul", [dout, out])], {"dims": (len(batch) + 1,), "keepdim": False})
-    grads = [g.call("attention_grad", [q, k, v, bias, fwd, dout, delta], {**attrs, "wrt": w}) for w in "qkv"]
+    grads = [g.call("attention_grad", [q, k, v, bias, fwd, dout, delta], {**attrs, "wrt": w}) for w in ("q", "k", "v", "kv")]
     g.outputs = [fwd, *grads]
     return g
 
@@ -67,6 +67,7 @@ def reference(graph: Graph, xs: list[np.ndarray]) -> list[np.ndarray]:
     e = np.exp(s - np.where(np.isinf(m), 0, m))
     p = e / np.maximum(e.sum(-1, keepdims=True), 1e-300)
     np.testing.assert_allclose(want[0][..., :-1], p @ v, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(want[4], np.concatenate([want[2], want[3]], -1))  # kv: dk's columns, then dv's
     return want
 
 
