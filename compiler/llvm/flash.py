@@ -50,7 +50,7 @@ class Blocks:
         self.dp = self.buffer(BLOCK * BLOCK) if grad else None
         self.product, self.acc = self.buffer(BLOCK * self.width), self.buffer(BLOCK * (a.d + a.dv))
         self.row_max, self.row_sum, self.rescale = (self.buffer(BLOCK) for _ in range(3))
-        depth, cols = max(BLOCK, self.width), gemm._round_up(max(BLOCK, self.width), self.lay.nr)
+        depth, cols = max(BLOCK, self.width), gemm.round_up(max(BLOCK, self.width), self.lay.nr)
         self.gemm_scratch = self.buffer(self.lay.mr * self.lay.nr + depth * cols)
         self.keys_t = PackedHead(self, a.k, a.d)
         self.values_t = PackedHead(self, a.v, a.dv) if grad else None
@@ -84,9 +84,9 @@ class Blocks:
         elif rhs_in_place:
             b_ptr, ldb = rhs.ptr, rhs.rs
         else:
-            b.call(gemm._pack_function(b.module, lay, lay.nr), [rhs.ptr, rhs.cs, rhs.rs, n, k, packed])
+            b.call(gemm.pack_function(b.module, lay, lay.nr), [rhs.ptr, rhs.cs, rhs.rs, n, k, packed])
             b_ptr, ldb = packed, i64(lay.nr)
-        b.call(gemm._small_macro_kernel(b.module, lay, rhs_in_place),
+        b.call(gemm.small_macro_kernel(b.module, lay, rhs_in_place),
                [m, n, k, lhs.ptr, lhs.rs, lhs.cs, b_ptr, ldb, out, i64(ldc), tile])
 
     def in_place(self, cols: int) -> bool:
@@ -122,7 +122,7 @@ class PackedHead:
         self.s, self.node, self.width = s, node, width
         self.whole = s.a.tk * width * s.a.dtype.itemsize <= PACKED_HEAD_BYTES
         if self.whole:
-            self.panels = s.buffer(gemm._round_up(s.a.tk, s.lay.nr) * width)
+            self.panels = s.buffer(gemm.round_up(s.a.tk, s.lay.nr) * width)
             self.head = s.ctx.alloca(gemm.I64)  # the head the panels hold, -1 for none yet
             s.b.store(i64(-1), self.head)
 
@@ -133,7 +133,7 @@ class PackedHead:
             return s.matrix(self.node, b.mul(s.a.k_row(bh, j0), i64(width)), 1, width)
         with b.if_then(b.icmp_signed("!=", b.load(self.head, typ=gemm.I64), bh)):
             src = s.at(s.ctx.ptr(self.node), b.mul(s.a.k_row(bh, i64(0)), i64(width)))
-            pack = gemm._pack_function(b.module, s.lay, s.lay.nr)
+            pack = gemm.pack_function(b.module, s.lay, s.lay.nr)
             b.call(pack, [src, i64(width), i64(1), i64(s.a.tk), i64(width), self.panels])
             b.store(bh, self.head)
         return s.at(self.panels, b.mul(j0, i64(width)))

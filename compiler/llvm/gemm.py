@@ -140,13 +140,13 @@ def workspace_bytes(spec: GemmSpec) -> int:
 def _workspace_parts(m: int, n: int, k: int, lay: Layout) -> tuple[int, int, int]:
     """(packed B, packed A, scratch tile) sizes, each rounded up to 64 bytes so the B panels stay aligned."""
     kc = max(1, min(lay.kc, k))
-    nc = min(lay.nc, _round_up(max(n, 1), lay.nr))
-    mc = min(lay.mc, _round_up(max(m, 1), lay.mr))
+    nc = min(lay.nc, round_up(max(n, 1), lay.nr))
+    mc = min(lay.mc, round_up(max(m, 1), lay.mr))
     per_line = 64 // lay.itemsize
-    return tuple(_round_up(x, per_line) for x in (kc * nc, mc * kc, lay.mr * lay.nr))
+    return tuple(round_up(x, per_line) for x in (kc * nc, mc * kc, lay.mr * lay.nr))
 
 
-def _round_up(x: int, to: int) -> int:
+def round_up(x: int, to: int) -> int:
     return -(-x // to) * to
 
 
@@ -378,7 +378,7 @@ def emit_gemm(b: ir.IRBuilder, lay: Layout, a: Matrix, bm: Matrix, c: ir.Value, 
     Only the three outer loops are emitted here; packing and the tile loops are shared functions.
     """
     module = b.module
-    pack_a, pack_b, macro = _pack_function(module, lay, lay.mr), _pack_function(module, lay, lay.nr), _macro_kernel(module, lay)
+    pack_a, pack_b, macro = pack_function(module, lay, lay.mr), pack_function(module, lay, lay.nr), _macro_kernel(module, lay)
     nb, na, _ = _workspace_parts(*workspace_dims, k, lay)
     packed_b, packed_a = workspace, elem_ptr(b, workspace, i64(nb), lay)
     tile = elem_ptr(b, workspace, i64(nb + na), lay)
@@ -419,7 +419,7 @@ def _shared_function(module: ir.Module, name: str, args: list[ir.Type], emit: Ca
     return fn
 
 
-def _pack_function(module: ir.Module, lay: Layout, width: int) -> ir.Function:
+def pack_function(module: ir.Module, lay: Layout, width: int) -> ir.Function:
     """`void (ptr src, i64 lane_stride, i64 depth_stride, i64 lanes, i64 depth, ptr dst)`: see _pack."""
     return _shared_function(module, f"gt_gemm_pack_{lay.name}_{width}", [PTR, I64, I64, I64, I64, PTR],
                             lambda b, *args: _pack(b, lay, width, *args))
@@ -519,7 +519,7 @@ def small_layout(spec: GemmSpec) -> Layout:
 def _small_workspace_elements(spec: GemmSpec) -> int:
     """The scratch edge tile (a multiple of 64 bytes), then all of K x N of B packed."""
     lay = spec.layout
-    return lay.mr * lay.nr + max(spec.k, 1) * _round_up(spec.n, lay.nr)
+    return lay.mr * lay.nr + max(spec.k, 1) * round_up(spec.n, lay.nr)
 
 
 def direct_b(spec: GemmSpec) -> bool:
@@ -540,11 +540,11 @@ def emit_small_gemm(b: ir.IRBuilder, spec: GemmSpec, a: Matrix, bm: Matrix, c: i
         b_ptr, ldb = elem_ptr(b, bm.ptr, n0, lay), bm.rs  # panel j starts at column n0 + j
     else:
         b_src = elem_ptr(b, bm.ptr, b.mul(n0, bm.cs), lay)
-        b.call(_pack_function(b.module, lay, lay.nr), [b_src, bm.cs, bm.rs, b.sub(n1, n0), i64(spec.k), packed_b])
+        b.call(pack_function(b.module, lay, lay.nr), [b_src, bm.cs, bm.rs, b.sub(n1, n0), i64(spec.k), packed_b])
         b_ptr, ldb = packed_b, i64(lay.nr)
     a_ptr = elem_ptr(b, a.ptr, b.mul(m0, a.rs), lay)
     c_ptr = elem_ptr(b, c, b.add(b.mul(m0, i64(spec.n)), n0), lay)
-    b.call(_small_macro_kernel(b.module, lay, direct_b(spec)),
+    b.call(small_macro_kernel(b.module, lay, direct_b(spec)),
            [b.sub(m1, m0), b.sub(n1, n0), i64(spec.k), a_ptr, a.rs, a.cs, b_ptr, ldb, c_ptr, i64(spec.n), tile])
     if epilogue is not None:
         epilogue(b, m0, m1, n0, n1)
@@ -565,7 +565,7 @@ def _small_micro_kernel(module: ir.Module, lay: Layout) -> ir.Function:
                        a_elem=a_elem)
 
 
-def _small_macro_kernel(module: ir.Module, lay: Layout, b_in_place: bool) -> ir.Function:
+def small_macro_kernel(module: ir.Module, lay: Layout, b_in_place: bool) -> ir.Function:
     """`void (i64 m, i64 n, i64 k, ptr a, i64 a_rs, i64 a_cs, ptr b, i64 ldb, ptr c, i64 ldc, ptr tile)`:
     C[:m, :n] = A @ B tile by tile. B panel j starts at b + j*NR (in place) or b + j*k (packed)."""
 
