@@ -13,8 +13,16 @@ from graphtorch.compiler.errors import GraphtorchCompileError
 from graphtorch.compiler.fusion import fuse
 from graphtorch.compiler.ir import Graph
 from graphtorch.compiler.llvm import build, single_groups
-from graphtorch.compiler.llvm.module import (COST, HELPER_COST, PARALLEL_WORK, PARTS, UNROLLED_COST_FACTOR, split,
-                                              wants_unroll, work)
+from graphtorch.compiler.llvm.module import (
+    COST,
+    HELPER_COST,
+    PARALLEL_WORK,
+    PARTS,
+    UNROLLED_COST_FACTOR,
+    split,
+    wants_unroll,
+    work,
+)
 from graphtorch.runtime import get_num_threads, set_num_threads
 
 
