@@ -304,7 +304,7 @@ def build_module(graph: Graph, groups: list[Group], plan: MemoryPlan, *, name: s
     args_of = {g: list(dict.fromkeys([*g.inputs, *g.outputs])) for g in groups}
     flags_of = {g: _arg_flags(g, args_of[g], layout) for g in groups}
     same = representatives(groups, {g: kernel_signature(g, args_of[g], flags_of[g], max_threads) for g in groups})
-    plan = split([g for g in groups if same[g] is g], calls=len(groups))
+    plan = split([g for g in groups if same[g] is g])
     part_of = plan.part_of
     modules = [ir.Module(name=name if k == 0 else f"{name}.part{k}") for k in range(len(plan.unroll))]
     for m in modules:
@@ -365,8 +365,7 @@ def _add_cycles(b: ir.IRBuilder, status: ir.Value, tid: ir.Value, word: int, sta
 # balanced the two halves' CPU time there (1.1 s each instead of 0.7 and 1.3)
 COST = {"elementwise": 2, "reduction": 3, "matmul": 7, "conv2d": 17, "single": 4, "opaque": 4, "injective": 4}
 HELPER_COST = 100
-ENTRY_COST = 12  # `run`, in part 0: a long straight line of calls, at least this or CALLS_PER_COST per unit
-CALLS_PER_COST = 4  # the GPT step's part 0 (`run`: 197 kernel calls, 2400 lines) took LLVM ~170 ms: ~50 units, not 12
+ENTRY_COST = 12  # `run`, in part 0: a long straight line of calls
 SPLIT_MIN_COST = 40  # below this, forking a worker costs about what it saves
 # modules a large graph is split into (besides the unrolled one): two per core on the 2-core machines
 # these figures come from. The cores take modules from a shared queue (runtime.jit), so with more
@@ -404,7 +403,7 @@ class Split:
     helper_home: int = 0  # the module that defines the GEMM helpers
 
 
-def split(groups: list[Group], parts: int = PARTS, calls: int | None = None) -> Split:
+def split(groups: list[Group], parts: int = PARTS) -> Split:
     """Which module each kernel goes to, whether each module gets the loop unroller, and each
     module's estimated LLVM cost.
 
@@ -412,8 +411,7 @@ def split(groups: list[Group], parts: int = PARTS, calls: int | None = None) -> 
     modules of about equal estimated work (biggest kernels first, each to the lightest module; the
     module that takes the first GEMM or convolution also takes the helpers they share), plus one
     more, unrolled, for the kernels that gain from it (`wants_unroll`), counted with part 0 (the core that compiles the
-    smaller of the others takes it too). Modules left without kernels are dropped. `calls`: how many
-    kernel calls `run` makes (identical kernels are one entry in `groups`), len(groups) by default.
+    smaller of the others takes it too). Modules left without kernels are dropped.
     """
     kind = {g: g.pattern.split(":")[0] for g in groups}
     cost = {g: COST.get(kind[g], 4) for g in groups}
@@ -421,7 +419,7 @@ def split(groups: list[Group], parts: int = PARTS, calls: int | None = None) -> 
         return Split(dict.fromkeys(groups, 0), [True], [sum(cost.values())])
     unroll = {g for g in groups if wants_unroll(g)}
     unrolled = sum(cost[g] for g in unroll) * UNROLLED_COST_FACTOR
-    load = [max(ENTRY_COST, (calls or len(groups)) // CALLS_PER_COST) + unrolled] + [0] * (parts - 1)
+    load = [ENTRY_COST + unrolled] + [0] * (parts - 1)
     part_of, home = {}, None
     for g in sorted(groups, key=lambda g: -cost[g]):
         if g in unroll:

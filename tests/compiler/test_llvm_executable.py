@@ -14,9 +14,7 @@ from graphtorch.compiler.fusion import fuse
 from graphtorch.compiler.ir import Graph
 from graphtorch.compiler.llvm import build, single_groups
 from graphtorch.compiler.llvm.module import (
-    CALLS_PER_COST,
     COST,
-    ENTRY_COST,
     HELPER_COST,
     PARALLEL_WORK,
     PARTS,
@@ -203,15 +201,6 @@ def test_a_large_graph_splits_into_parallel_modules_and_still_equals_the_interpr
     inputs = [values(n.type.shape, n.type.dtype, rng, specials=False) for n in g.inputs]
     for got, want in zip(exe(*inputs), interpret(g, *inputs)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)  # float32 sums in another order
-
-
-def test_the_entry_module_counts_what_run_calls():
-    """`run` grows with its calls (identical kernels included): a long one keeps part 0 light in kernels."""
-    groups = fuse(_many_kernels_graph()).groups
-    few, many = split(groups), split(groups, calls=80 * CALLS_PER_COST)
-    assert few.costs[0] >= ENTRY_COST and many.costs[0] >= 80
-    kernels_in_part0 = lambda plan: sum(1 for g in groups if plan.part_of[g] == 0)  # noqa: E731
-    assert kernels_in_part0(many) == 0 < kernels_in_part0(few)
 
 
 def test_a_small_graph_stays_one_unrolled_module():
