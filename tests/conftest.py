@@ -3,10 +3,16 @@ float64 finite-difference gradient check for the VJP rules."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import graphtorch as gt
+
+# the compiler verifies the graph after every optimization pass (a broken pass is named), not
+# only after the stage as it does by default (compiler/pipeline.py `verify_each_pass`)
+os.environ.setdefault("GRAPHTORCH_VERIFY", "1")
 
 
 @pytest.fixture(scope="session")

@@ -367,6 +367,11 @@ COST = {"elementwise": 2, "reduction": 3, "matmul": 7, "conv2d": 17, "single": 4
 HELPER_COST = 100
 ENTRY_COST = 12  # `run`, in part 0: a long straight line of calls
 SPLIT_MIN_COST = 40  # below this, forking a worker costs about what it saves
+# modules a large graph is split into (besides the unrolled one). The cores take them from a shared
+# queue (runtime.jit), so a core that finished early takes the next one. 4 modules compiled no faster
+# than 2 (the GPT step: same CPU time, noisy wall time) and moved kernels out of part 0, where LLVM
+# specializes a kernel on the constant thread arguments `run` passes (45 kernels' code changed)
+PARTS = 2
 # a kernel in the unrolled module costs LLVM about 3x its COST (the LeNet step's 8 unrolled kernels,
 # COST 28: 0.205 s, against 0.44 s for each half at COST 176 and 205), so it counts 3x when the
 # modules are balanced
@@ -397,7 +402,7 @@ class Split:
     helper_home: int = 0  # the module that defines the GEMM helpers
 
 
-def split(groups: list[Group], parts: int = 2) -> Split:
+def split(groups: list[Group], parts: int = PARTS) -> Split:
     """Which module each kernel goes to, whether each module gets the loop unroller, and each
     module's estimated LLVM cost.
 

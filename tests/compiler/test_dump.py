@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 from compiler_helpers import lenet, random_inputs
 
 from graphtorch.compiler import interpreter
@@ -83,3 +84,23 @@ def test_explain_report_reads_well():
     assert "why not fused (5):" in text and "from max_pool2d at lenet.py:13) into group 0 (conv2d + bias + relu)" in text
     assert "stage times: traced" in text and "memory: arena_bytes 4,096 bytes, peak_bytes 3,072 bytes" in text
     assert "nothing was refused" in str(ExplainReport())
+
+
+def test_a_broken_pass_is_caught_after_the_stage_and_named_with_graphtorch_verify(monkeypatch):
+    from graphtorch.compiler import cleanup
+    from graphtorch.compiler.errors import GraphtorchCompileError
+
+    def drops_an_output(g: Graph) -> Graph:
+        out = g.copy()
+        out.outputs = out.outputs[:-1]
+        return out
+
+    monkeypatch.setattr(cleanup, "PASSES", [*cleanup.PASSES, ("drops_an_output", drops_an_output)])
+    monkeypatch.setenv("GRAPHTORCH_VERIFY", "1")
+    with pytest.raises(GraphtorchCompileError, match="pass 'drops_an_output' changed the number of outputs"):
+        run_pipeline(lenet())
+    monkeypatch.setenv("GRAPHTORCH_VERIFY", "0")
+    with pytest.raises(GraphtorchCompileError, match=r"pass 'optimized \(GRAPHTORCH_VERIFY=1 names the pass\)' "
+                                                     "changed the number of outputs from 1 to 0") as e:
+        run_pipeline(lenet())
+    assert e.value.code == "GT030"

@@ -14,7 +14,10 @@ from graphtorch.compiler.fusion import fuse
 from graphtorch.compiler.ir import Graph, make_group
 from graphtorch.compiler.llvm import build, single_groups
 from graphtorch.compiler.llvm.module import (
+    COST,
+    HELPER_COST,
     PARALLEL_WORK,
+    PARTS,
     UNROLLED_COST_FACTOR,
     serial_kernels,
     split,
@@ -176,12 +179,18 @@ def test_a_large_graph_splits_into_parallel_modules_and_still_equals_the_interpr
     groups = fuse(g).groups
     plan = split(groups)
     part_of, unroll = plan.part_of, plan.unroll
-    assert unroll == [False, False, True] and plan.costs[2] == 4 * UNROLLED_COST_FACTOR  # two halves; the opaque kernel unrolled
-    assert {part_of[gr] for gr in groups if gr.pattern == "single"} == {2}
-    # the matmul goes first and takes the GEMM helpers, which outweigh all 18 reductions
+    # PARTS modules of about equal work, and the opaque kernel in one more, unrolled
+    assert unroll == [False] * PARTS + [True] and plan.costs[PARTS] == 4 * UNROLLED_COST_FACTOR
+    assert {part_of[gr] for gr in groups if gr.pattern == "single"} == {PARTS}
+    # the matmul goes first and takes the GEMM helpers, which outweigh all 18 reductions: they
+    # are dealt to the other modules (the entry's, part 0, among them: it starts at ENTRY_COST)
     matmul = next(gr for gr in groups if gr.pattern == "matmul")
-    assert plan.helper_home == part_of[matmul]
-    assert {part_of[gr] for gr in groups if gr.pattern == "reduction"} == {1 - part_of[matmul]}
+    assert plan.helper_home == part_of[matmul] and plan.costs[part_of[matmul]] == COST["matmul"] + HELPER_COST
+    reductions = {part_of[gr] for gr in groups if gr.pattern == "reduction"}
+    assert reductions == set(range(PARTS)) - {part_of[matmul]}
+    # the core that compiles part 0 also takes the unrolled module: both count in its load
+    load = [plan.costs[k] + (plan.costs[PARTS] if k == 0 else 0) for k in reductions]
+    assert max(load) - min(load) <= COST["reduction"]
     exe = build(g, groups, cache=False)
     assert [p.unroll for p in exe.native.parts] == unroll
     assert exe.native.ir_text.count("define void @\"run\"") == 1

@@ -5,6 +5,7 @@ here."""
 from __future__ import annotations
 
 import ctypes
+import time
 
 import pytest
 
@@ -55,3 +56,28 @@ def test_a_failed_worker_is_redone_here(monkeypatch):
     assert sorted(printed) == sorted([CALLER, CALLEE])
     with pytest.raises(JITError, match="rejected"):
         compile_ir([_lazy(CALLER, [], 2), _lazy("define i32 @twice() { ret i64 0 }", [], 1)], cache=False)
+
+
+def test_a_core_that_is_done_takes_the_next_part_from_the_queue():
+    if not jit._can_fork(3):
+        pytest.skip("no fork here (not Linux, or one core): every part is printed in this process")
+    printed: list[str] = []
+    other = "define double @g(double %x) {\n  ret double %x\n}\n"
+
+    def slow_caller() -> str:  # this process's first part: the worker takes the two others meanwhile
+        time.sleep(0.5)
+        printed.append(CALLER)
+        return CALLER
+
+    parts = [LazyPart(slow_caller, unroll=False, cost=2), _lazy(CALLEE, printed, 2), _lazy(other, printed, 2)]
+    native = compile_ir(parts, cache=False)
+    assert _f(native)(1.0) == 3.0 and native.ir_text == "\n".join([CALLER, CALLEE, other])
+    assert printed == [CALLER]  # dealt up front, this process would have taken `other` too (equal costs)
+
+
+def test_a_part_queue_hands_each_index_out_once():
+    queue = jit._PartQueue([3, 1, 2])
+    assert list(queue.claimed()) == [3, 1, 2] and list(queue.claimed()) == []
+    queue.close()
+    with pytest.raises(ValueError, match="below 256, got 300"):
+        jit._PartQueue([1, 300])
