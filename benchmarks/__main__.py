@@ -35,8 +35,10 @@ def median_ms(repeat: int, fn, *args, warmup: int = 2) -> float:
 
 def paired_ms(repeat: int, ours: tuple, theirs: tuple | None, rounds: int = 10) -> tuple[float, float | None]:
     """Medians of two calls, each `(fn, args)`, timed in alternating rounds: a slow phase of a shared
-    machine (they last seconds here) then slows both alike instead of one. The first call of each
-    round is not counted: the other framework's idle threads may still be spinning on a core."""
+    machine (they last seconds here) then slows both alike instead of one. Each round starts after
+    a 20 ms pause and an uncounted call: after a call PyTorch's OpenMP threads spin for ~10 ms of
+    CPU (graphtorch's workers for ~1 ms), and a framework timed while the other's threads still
+    spin loses a core it has when it runs alone."""
     calls = [ours] + ([theirs] if theirs is not None else [])
     times: list[list[float]] = [[] for _ in calls]
     per_round = max(3, -(-repeat // rounds)) + 1
@@ -44,6 +46,7 @@ def paired_ms(repeat: int, ours: tuple, theirs: tuple | None, rounds: int = 10) 
         fn(*args), fn(*args)
     for _ in range(rounds):
         for (fn, args), ts in zip(calls, times):
+            time.sleep(0.02)
             for k in range(per_round):
                 t0 = time.perf_counter()
                 fn(*args)
