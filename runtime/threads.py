@@ -42,6 +42,18 @@ declare void @llvm.x86.sse2.pause()
 declare i64 @llvm.readcyclecounter()
 declare i32 @sched_yield()
 
+; the posted job's fn(arg, tid, n)
+define internal void @run_job(ptr %s, i64 %tid, i64 %n) {{
+  %pfn = getelementptr i64, ptr %s, i64 {FN}
+  %fn = load i64, ptr %pfn
+  %f = inttoptr i64 %fn to ptr
+  %parg = getelementptr i64, ptr %s, i64 {ARG}
+  %arg = load i64, ptr %parg
+  %a = inttoptr i64 %arg to ptr
+  call void %f(ptr %a, i64 %tid, i64 %n)
+  ret void
+}}
+
 define void @gt_pool_post(ptr %s, i64 %fn, i64 %arg, i64 %n) {{
   %pfn = getelementptr i64, ptr %s, i64 {FN}
   store i64 %fn, ptr %pfn
@@ -92,13 +104,7 @@ job:
   %mine = icmp slt i64 %tid, %n
   br i1 %mine, label %call, label %ran
 call:
-  %pfn = getelementptr i64, ptr %s, i64 {FN}
-  %fn = load i64, ptr %pfn
-  %f = inttoptr i64 %fn to ptr
-  %parg = getelementptr i64, ptr %s, i64 {ARG}
-  %arg = load i64, ptr %parg
-  %a = inttoptr i64 %arg to ptr
-  call void %f(ptr %a, i64 %tid, i64 %n)
+  call void @run_job(ptr %s, i64 %tid, i64 %n)
   %pdone = getelementptr i64, ptr %s, i64 {DONE}
   %d = atomicrmw add ptr %pdone, i64 1 release
   br label %ran
@@ -113,13 +119,7 @@ define void @gt_pool_join(ptr %s) {{
 entry:
   %pn = getelementptr i64, ptr %s, i64 {N}
   %n = load i64, ptr %pn
-  %pfn = getelementptr i64, ptr %s, i64 {FN}
-  %fn = load i64, ptr %pfn
-  %f = inttoptr i64 %fn to ptr
-  %parg = getelementptr i64, ptr %s, i64 {ARG}
-  %arg = load i64, ptr %parg
-  %a = inttoptr i64 %arg to ptr
-  call void %f(ptr %a, i64 0, i64 %n)
+  call void @run_job(ptr %s, i64 0, i64 %n)
   %workers = sub i64 %n, 1
   %pdone = getelementptr i64, ptr %s, i64 {DONE}
   br label %wait
