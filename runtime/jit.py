@@ -269,32 +269,11 @@ def _decode(blobs: list[bytes], like: Part | LazyPart) -> tuple[Part, bytes, boo
 
 
 def compile_objects(parts: Sequence[Part]) -> list[bytes]:
-    """Object code for each part. With several parts and cores, the parts are dealt to one lane per
-    core, heaviest first to the least loaded; this process compiles the first lane while forked
-    workers compile the others (llvmlite serializes every LLVM call in a process behind one lock,
-    so threads would take turns). A worker that fails for any reason is redone here, where a bad
-    module raises its JITError."""
-    parts = list(parts)
-    lanes = _lanes(parts, (os.cpu_count() or 1) if _can_fork(len(parts)) else 1)
-    workers = [(lane, _fork_compile([parts[i] for i in lane])) for lane in lanes[1:]]
-    objects: list[bytes | None] = [None] * len(parts)
-    for i in lanes[0]:
-        objects[i] = _compile_object(parts[i])
-    for lane, worker in workers:
-        for i, obj in zip(lane, worker.result() or [None] * len(lane)):
-            objects[i] = obj if obj is not None else _compile_object(parts[i])
-    return objects
-
-
-def _lanes(parts: list[Part | LazyPart], n: int) -> list[list[int]]:
-    """Part indices per lane: the heaviest first onto the least loaded (Part.weight)."""
-    lanes: list[list[int]] = [[] for _ in range(max(min(n, len(parts)), 1))]
-    load = [0] * len(lanes)
-    for i in sorted(range(len(parts)), key=lambda i: -parts[i].weight):
-        k = load.index(min(load))
-        lanes[k].append(i)
-        load[k] += parts[i].weight
-    return lanes
+    """Object code for each part, compiled in parallel the way `_render_and_compile` does (this
+    process and forked workers taking parts from a shared queue; llvmlite serializes every LLVM call
+    in a process behind one lock, so threads would take turns). A worker that fails for any reason
+    has its parts redone here, where a bad module raises its JITError."""
+    return _render_and_compile(list(parts), None, "")[1]
 
 
 def _compile_object(part: Part) -> bytes:
@@ -345,10 +324,6 @@ class _Worker:
             objects.append(blob[at + 8:at + 8 + size])
             at += 8 + size
         return objects
-
-
-def _fork_compile(parts: list[Part]) -> _Worker:
-    return _fork(lambda: [_compile_object(p) for p in parts])
 
 
 def _fork(work: Callable[[], list[bytes]]) -> _Worker:

@@ -1,6 +1,7 @@
 """The runtime alone: JIT from IR text, the object cache's checks, the thread pool."""
 
 import ctypes
+import os
 import threading
 
 import pytest
@@ -173,10 +174,10 @@ def test_a_part_compiles_in_a_forked_worker(monkeypatch):
     if not jit._can_fork(2):
         pytest.skip("no fork here (not Linux, or one core): parts compile one after the other")
     forked = []
-    real = jit._fork_compile
-    monkeypatch.setattr(jit, "_fork_compile", lambda parts: forked.append(parts) or real(parts))
+    real = jit._fork
+    monkeypatch.setattr(jit, "_fork", lambda work: forked.append(work) or real(work))
     native = compile_ir([CALLER, CALLEE], cache=False)
-    assert _f(native)(1.0) == 3.0 and len(forked) == 1 and len(forked[0]) == 1  # one part per lane, 2 cores
+    assert _f(native)(1.0) == 3.0 and len(forked) == min(os.cpu_count(), 2) - 1  # a worker per other core
 
 
 def test_a_failed_worker_is_redone_here(monkeypatch):
@@ -185,7 +186,7 @@ def test_a_failed_worker_is_redone_here(monkeypatch):
             return None
 
     monkeypatch.setattr(jit, "_can_fork", lambda n: True)
-    monkeypatch.setattr(jit, "_fork_compile", lambda parts: Dead())
+    monkeypatch.setattr(jit, "_fork", lambda work: Dead())
     assert _f(compile_ir([CALLER, CALLEE], cache=False))(2.0) == 5.0
     with pytest.raises(JITError, match="rejected"):  # the redo reports the bad part's own error
         compile_ir([CALLER, "define i32 @twice() { ret i64 0 }"], cache=False)
@@ -194,12 +195,7 @@ def test_a_failed_worker_is_redone_here(monkeypatch):
 def test_a_worker_that_writes_nothing_or_fails_yields_no_object():
     if not jit._can_fork(2):
         pytest.skip("no fork here")
-    assert jit._fork_compile([Part(CALLEE), Part("this is not LLVM IR")]).result() is None
-    objects = jit._fork_compile([Part(CALLEE), Part(CALLER)]).result()
+    compile_in_child = lambda texts: jit._fork(lambda: [jit._compile_object(Part(t)) for t in texts])
+    assert compile_in_child([CALLEE, "this is not LLVM IR"]).result() is None
+    objects = compile_in_child([CALLEE, CALLER]).result()
     assert len(objects) == 2 and all(o[:4] == b"\x7fELF" for o in objects)
-
-
-def test_lanes_deal_the_longest_parts_first_to_the_least_loaded():
-    parts = [Part("x" * n) for n in (10, 50, 30, 25)]
-    assert jit._lanes(parts, 2) == [[1, 0], [2, 3]]  # 50 + 10 against 30 + 25
-    assert jit._lanes(parts, 1) == [[1, 2, 3, 0]] and jit._lanes(parts[:1], 4) == [[0]]
